@@ -1,0 +1,15 @@
+//! nsbox: start processes in fresh Linux namespaces.
+//!
+//! The core (this crate without the `python` feature) is plain Rust and tested with `cargo test`;
+//! the `python` feature adds the pyo3 module `nsbox._nsbox` that the Python package wraps.
+
+pub mod child;
+pub mod errors;
+pub mod idmap;
+pub mod spawn;
+pub mod spawner;
+pub mod spec;
+mod stack;
+
+#[cfg(feature = "python")]
+mod py;

@@ -1,0 +1,309 @@
+//! Making a box: prepare everything, `clone` once, and learn from the error pipe how it went.
+//!
+//! One `clone(CLONE_VM | CLONE_VFORK | namespaces)` does it: like `posix_spawn`, the child borrows the
+//! caller's memory instead of copying its page tables, so the cost does not grow with the caller's size.
+//! `CLONE_VFORK` suspends this thread until the child has exec'd or exited; the error pipe then holds a
+//! record or nothing, and is read without blocking (a copy of its write end leaked into a process forked
+//! concurrently by another thread cannot make us wait).
+//!
+//! Id maps the child may not write itself (several ranges, other ids, `setgroups` allowed) must be written
+//! by a parent holding `CAP_SETUID`/`CAP_SETGID`. Then the child runs without `CLONE_VFORK`, says "ready"
+//! on the error pipe and waits on a second pipe while we write `/proc/PID/{setgroups,uid_map,gid_map}`.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use libc::{c_char, pid_t};
+
+use crate::child::{self, Plan};
+use crate::errors::{Record, SpawnError, Stage};
+use crate::spec::{Config, Setgroups};
+use crate::stack::ChildStack;
+
+/// The command and the process-level settings of a spawn (the namespaces are in [`Config`]).
+#[derive(Debug, Default, Clone)]
+pub struct Command {
+    /// Candidate paths of the program, tried in order (the caller did the `PATH` search).
+    pub exec_paths: Vec<CString>,
+    pub argv: Vec<CString>,
+    /// `None`: inherit the caller's environment.
+    pub env: Option<Vec<CString>>,
+    pub cwd: Option<CString>,
+    /// Fds to become the child's 0, 1 and 2; -1 inherits the caller's.
+    pub stdio: [RawFd; 3],
+    pub pass_fds: Vec<RawFd>,
+    pub new_session: bool,
+    /// `setpgid(0, pgid)` in the child when `Some`.
+    pub process_group: Option<pid_t>,
+}
+
+impl Command {
+    /// Checks what can be checked without forking.
+    pub fn validate(&self) -> Result<(), SpawnError> {
+        if self.argv.is_empty() {
+            return Err(SpawnError::Invalid("args must not be empty".into()));
+        }
+        if self.exec_paths.is_empty() {
+            return Err(SpawnError::Invalid("no path to execute".into()));
+        }
+        if let Some(&fd) = self.pass_fds.iter().find(|&&fd| fd < 0) {
+            return Err(SpawnError::Invalid(format!("pass_fds: {fd} is not a file descriptor")));
+        }
+        Ok(())
+    }
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// A CLOEXEC pipe whose both ends are at 3 or above, so the child's `dup2` onto 0-2 cannot hit them
+/// (they would land below 3 when the caller has closed its standard fds).
+fn pipe_above_stdio() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| SpawnError::os(Stage::Clone, e as i32).with_what("create a pipe"))?;
+    Ok((lift(r)?, lift(w)?))
+}
+
+/// Moves an fd to 3 or above (keeping it CLOEXEC).
+fn lift(fd: OwnedFd) -> Result<OwnedFd, SpawnError> {
+    if fd.as_raw_fd() >= 3 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd we then own.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(SpawnError::os(Stage::Stdio, last_errno()).with_what("duplicate a file descriptor"));
+    }
+    // SAFETY: `new` is a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+fn reap(pid: pid_t) {
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL) };
+        if r >= 0 || last_errno() != libc::EINTR {
+            return;
+        }
+    }
+}
+
+enum Read {
+    Record(Stage, i32),
+    Eof,
+    Nothing,
+}
+
+fn read_record(fd: RawFd) -> Result<Read, SpawnError> {
+    let mut buf = [0u8; Record::SIZE];
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into the unfilled tail of a stack buffer.
+        let n = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        match n {
+            0 => break,
+            n if n > 0 => got += n as usize,
+            _ => match last_errno() {
+                libc::EINTR => {}
+                libc::EAGAIN if got == 0 => return Ok(Read::Nothing),
+                // A record is written with one write(2) of 8 bytes: pipes deliver it whole.
+                libc::EAGAIN => break,
+                e => return Err(SpawnError::Internal(format!("cannot read the error pipe: errno {e}"))),
+            },
+        }
+    }
+    if got == 0 {
+        return Ok(Read::Eof);
+    }
+    let (stage, errno) = Record::decode(&buf[..got])?;
+    Ok(Read::Record(stage, errno))
+}
+
+fn write_proc(config: &Config, pid: pid_t, file: &str, text: &[u8], stage: Stage) -> Result<(), SpawnError> {
+    std::fs::write(format!("/proc/{pid}/{file}"), text)
+        .map_err(|e| failure(config, stage, e.raw_os_error().unwrap_or(libc::EIO)))
+}
+
+/// Writes the child's id maps from the parent (which must hold CAP_SETUID/CAP_SETGID for such maps).
+fn write_maps_for(pid: pid_t, config: &Config) -> Result<(), SpawnError> {
+    let user = config.user.as_ref().expect("only called with a user namespace");
+    if user.setgroups == Setgroups::Deny {
+        write_proc(config, pid, "setgroups", b"deny", Stage::Setgroups)?;
+    }
+    write_proc(config, pid, "uid_map", &user.uid_map.to_proc_text(), Stage::UidMap)?;
+    write_proc(config, pid, "gid_map", &user.gid_map.to_proc_text(), Stage::GidMap)
+}
+
+fn hint(config: &Config, stage: Stage, errno: i32) -> Option<&'static str> {
+    let root = nix::unistd::geteuid().is_root();
+    match (stage, errno) {
+        (Stage::Clone, libc::EPERM) if config.user.is_none() && !root => {
+            Some("unprivileged callers need a user namespace: leave user=None or pass user=True")
+        }
+        (Stage::Clone, libc::EPERM) if config.user.is_some() => Some(
+            "unprivileged user namespaces may be disabled: see /proc/sys/user/max_user_namespaces \
+             and kernel.apparmor_restrict_unprivileged_userns",
+        ),
+        (Stage::Clone, libc::ENOSPC) => Some("a limit in /proc/sys/user/max_*_namespaces is reached"),
+        (Stage::Clone, libc::EUSERS) => Some("user namespaces are nested too deeply"),
+        (Stage::Clone, libc::EINVAL) => Some("the kernel does not support this combination of namespaces"),
+        (Stage::UidMap | Stage::GidMap | Stage::Setgroups, libc::EPERM) => Some(
+            "without root only your own uid and gid can be mapped, with setgroups='deny'; \
+             other maps need CAP_SETUID and CAP_SETGID",
+        ),
+        (Stage::MountProc, libc::EPERM) if !config.pid => {
+            Some("without root a new proc can only be mounted for a new PID namespace: add pid=True")
+        }
+        _ => None,
+    }
+}
+
+fn failure(config: &Config, stage: Stage, errno: i32) -> SpawnError {
+    let err = SpawnError::os(stage, errno).with_hint(hint(config, stage, errno));
+    if stage != Stage::Clone {
+        return err;
+    }
+    let names = config.namespace_names();
+    let what = match names.as_slice() {
+        [] => "create the child process".to_owned(),
+        [one] => format!("create the {} namespace", long_name(one)),
+        many => format!("create the {} namespaces", many.join(", ")),
+    };
+    err.with_what(what)
+}
+
+fn long_name(ns: &str) -> &str {
+    match ns {
+        "mnt" => "mount",
+        "net" => "network",
+        "pid" => "PID",
+        "uts" => "UTS",
+        "ipc" => "IPC",
+        other => other,
+    }
+}
+
+/// Pointers into `strings`, NULL-terminated.
+fn c_array(strings: &[CString]) -> Vec<*const c_char> {
+    strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+}
+
+/// Starts `command` in the namespaces of `config` and returns its PID (in the caller's PID namespace).
+///
+/// The child's parent-death signal is tied to the calling thread: call this from a thread that lives
+/// as long as the process (see [`crate::spawner`]).
+pub fn spawn(config: &Config, command: &Command) -> Result<pid_t, SpawnError> {
+    command.validate()?;
+    let argv = c_array(&command.argv);
+    let envp = command.env.as_deref().map(c_array);
+    let exec_paths: Vec<*const c_char> = command.exec_paths.iter().map(|p| p.as_ptr()).collect();
+    let mut pass_fds = command.pass_fds.clone();
+    pass_fds.sort_unstable();
+    pass_fds.dedup();
+    pass_fds.retain(|&fd| fd >= 3);
+
+    // Sources of 0-2 that sit below 3 but elsewhere than their target are moved up first.
+    let mut lifted: Vec<OwnedFd> = Vec::new();
+    let mut stdio = command.stdio;
+    for (target, src) in (0..).zip(stdio.iter_mut()) {
+        if *src >= 0 && *src < 3 && *src != target {
+            // SAFETY: F_DUPFD_CLOEXEC makes a new fd that `lifted` owns and closes.
+            let new = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 3) };
+            if new < 0 {
+                return Err(SpawnError::os(Stage::Stdio, last_errno()));
+            }
+            lifted.push(unsafe { OwnedFd::from_raw_fd(new) });
+            *src = new;
+        }
+    }
+
+    let user = config.user.as_ref();
+    let handshake = user.is_some_and(|u| !u.child_writes_maps);
+    let (err_r, err_w) = pipe_above_stdio()?;
+    let go = if handshake { Some(pipe_above_stdio()?) } else { None };
+    let (uid_text, gid_text) = match user {
+        Some(u) if u.child_writes_maps => (
+            CString::new(u.uid_map.to_proc_text()).expect("digits"),
+            CString::new(u.gid_map.to_proc_text()).expect("digits"),
+        ),
+        _ => (CString::default(), CString::default()),
+    };
+
+    let plan = Plan {
+        config,
+        exec_paths: &exec_paths,
+        argv: &argv,
+        envp: envp.as_deref(),
+        cwd: command.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+        stdio,
+        pass_fds: &pass_fds,
+        new_session: command.new_session,
+        process_group: command.process_group.unwrap_or(-1),
+        err_fd: err_w.as_raw_fd(),
+        go_fd: go.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
+        go_write_fd: go.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+        uid_map: uid_text.as_ptr(),
+        gid_map: gid_text.as_ptr(),
+    };
+
+    let mut flags = config.clone_flags() | libc::CLONE_VM | libc::SIGCHLD;
+    if !handshake {
+        flags |= libc::CLONE_VFORK;
+    }
+    let pid = ChildStack::with(|stack| {
+        // SAFETY: the child runs `child::entry` on its own stack and only reads `plan`, which lives until
+        // the child has exec'd or exited: CLONE_VFORK waits for that; the handshake path reads the error
+        // pipe to EOF (or reaps the child) before returning.
+        unsafe { libc::clone(child::entry, stack, flags, std::ptr::from_ref(&plan).cast_mut().cast()) }
+    })?;
+    if pid < 0 {
+        return Err(failure(config, Stage::Clone, last_errno()));
+    }
+    drop(err_w);
+
+    let outcome = if let Some((go_r, go_w)) = go {
+        drop(go_r);
+        finish_handshake(config, pid, err_r.as_raw_fd(), go_w)
+    } else {
+        // SAFETY: setting O_NONBLOCK on our own fd.
+        unsafe { libc::fcntl(err_r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        match read_record(err_r.as_raw_fd()) {
+            Ok(Read::Eof | Read::Nothing) => Ok(()),
+            Ok(Read::Record(stage, errno)) => Err(failure(config, stage, errno)),
+            Err(e) => Err(e),
+        }
+    };
+    match outcome {
+        Ok(()) => Ok(pid),
+        Err(e) => {
+            reap(pid);
+            Err(e)
+        }
+    }
+}
+
+/// The handshake path: wait for "ready", write the maps, let the child go on, then wait until it has
+/// exec'd (EOF: the CLOEXEC write end closed) or failed (a record).
+fn finish_handshake(config: &Config, pid: pid_t, err_r: RawFd, go_w: OwnedFd) -> Result<(), SpawnError> {
+    match read_record(err_r)? {
+        Read::Record(Stage::Ready, _) => {}
+        Read::Record(stage, errno) => return Err(failure(config, stage, errno)),
+        Read::Eof | Read::Nothing => return Err(SpawnError::Internal("the child died before it was ready".into())),
+    }
+    if let Err(e) = write_maps_for(pid, config) {
+        // Closing the go pipe unblocks the child, which then exits; the caller reaps it.
+        drop(go_w);
+        return Err(e);
+    }
+    // SAFETY: writing one byte from a stack variable to our own pipe.
+    let n = unsafe { libc::write(go_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+    if n != 1 {
+        return Err(SpawnError::Internal("cannot wake the child".into()));
+    }
+    drop(go_w);
+    match read_record(err_r)? {
+        Read::Eof | Read::Nothing => Ok(()),
+        Read::Record(stage, errno) => Err(failure(config, stage, errno)),
+    }
+}

@@ -1,0 +1,85 @@
+//! Long-lived threads that do the spawning.
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that created the child exits, not the process. A box
+//! started from a short-lived thread (a thread pool, a Jupyter comm handler) would be killed with that
+//! thread. So spawns run on threads of our own that never exit: the box then dies exactly when the
+//! process does. Idle threads are kept for reuse; concurrent callers each get one, so spawns run in
+//! parallel. The threads block every signal, which the child inherits until it resets its dispositions.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Mutex, PoisonError};
+
+use crate::errors::{SpawnError, Stage};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+struct Pool {
+    /// The process the threads belong to: after `fork()` the child has none of them.
+    pid: u32,
+    idle: Vec<Sender<Job>>,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool { pid: 0, idle: Vec::new() });
+
+fn take() -> Result<Sender<Job>, SpawnError> {
+    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+    let me = std::process::id();
+    if pool.pid != me {
+        // Inherited through fork(): those threads do not exist here. Forget (not drop) their channels.
+        std::mem::forget(std::mem::take(&mut pool.idle));
+        pool.pid = me;
+    }
+    match pool.idle.pop() {
+        Some(worker) => Ok(worker),
+        None => start(),
+    }
+}
+
+fn give_back(worker: Sender<Job>) {
+    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+    if pool.pid == std::process::id() {
+        pool.idle.push(worker);
+    }
+}
+
+fn start() -> Result<Sender<Job>, SpawnError> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("nsbox-spawner".into())
+        .spawn(move || {
+            block_all_signals();
+            for job in rx {
+                // A panic must not take the thread (and the boxes tied to it) down.
+                let _ = catch_unwind(AssertUnwindSafe(job));
+            }
+        })
+        .map_err(|e| {
+            SpawnError::os(Stage::Clone, e.raw_os_error().unwrap_or(libc::EAGAIN)).with_what("start a spawner thread")
+        })?;
+    Ok(tx)
+}
+
+fn block_all_signals() {
+    // SAFETY: changes only this thread's signal mask.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&raw mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const all, std::ptr::null_mut());
+    }
+}
+
+/// Runs `job` on a spawner thread and returns its result.
+pub fn run<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> Result<R, SpawnError> {
+    let worker = take()?;
+    let (tx, rx) = mpsc::sync_channel(1);
+    let sent = worker.send(Box::new(move || {
+        let _ = tx.send(job());
+    }));
+    if sent.is_err() {
+        return Err(SpawnError::Internal("a spawner thread is gone".into()));
+    }
+    let out = rx.recv().map_err(|_| SpawnError::Internal("the spawn panicked".into()));
+    give_back(worker);
+    out
+}

@@ -1,0 +1,344 @@
+//! The namespace options a user asks for, and their checked, resolved form.
+//!
+//! Everything here is pure: it decides what the child will do, so it can be tested without privileges.
+
+use std::ffi::CString;
+
+use crate::errors::SpawnError;
+use crate::idmap::IdMap;
+
+/// `HOST_NAME_MAX` on Linux.
+pub const HOSTNAME_MAX: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Propagation {
+    #[default]
+    Private,
+    Slave,
+    Shared,
+    Unchanged,
+}
+
+impl Propagation {
+    pub fn parse(text: &str) -> Result<Propagation, SpawnError> {
+        match text {
+            "private" => Ok(Propagation::Private),
+            "slave" => Ok(Propagation::Slave),
+            "shared" => Ok(Propagation::Shared),
+            "unchanged" => Ok(Propagation::Unchanged),
+            other => Err(SpawnError::Invalid(format!(
+                "propagation must be 'private', 'slave', 'shared' or 'unchanged', not {other:?}"
+            ))),
+        }
+    }
+
+    /// The `mount(2)` flag applied recursively to `/`, or `None` to leave it as it is.
+    #[must_use]
+    pub fn mount_flag(self) -> Option<libc::c_ulong> {
+        match self {
+            Propagation::Private => Some(libc::MS_PRIVATE),
+            Propagation::Slave => Some(libc::MS_SLAVE),
+            Propagation::Shared => Some(libc::MS_SHARED),
+            Propagation::Unchanged => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Setgroups {
+    #[default]
+    Deny,
+    Allow,
+}
+
+impl Setgroups {
+    pub fn parse(text: &str) -> Result<Setgroups, SpawnError> {
+        match text {
+            "deny" => Ok(Setgroups::Deny),
+            "allow" => Ok(Setgroups::Allow),
+            other => Err(SpawnError::Invalid(format!("setgroups must be 'allow' or 'deny', not {other:?}"))),
+        }
+    }
+}
+
+/// A clock offset in seconds and nanoseconds, as `/proc/PID/timens_offsets` takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offset {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+impl Offset {
+    pub fn from_secs_f64(what: &str, secs: f64) -> Result<Offset, SpawnError> {
+        // The kernel keeps offsets as timespec64; stay far inside it and reject NaN/inf.
+        if !secs.is_finite() || secs.abs() > 1e15 {
+            return Err(SpawnError::Invalid(format!("{what} must be a finite number of seconds, not {secs}")));
+        }
+        let whole = secs.floor();
+        let nanos = ((secs - whole) * 1e9).round() as u32;
+        let (whole, nanos) = if nanos >= 1_000_000_000 { (whole + 1.0, 0) } else { (whole, nanos) };
+        Ok(Offset { secs: whole as i64, nanos })
+    }
+}
+
+/// What the caller asked for, as given (before implications and defaults).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub pid: bool,
+    pub mount: bool,
+    pub uts: bool,
+    pub ipc: bool,
+    pub net: bool,
+    /// `None`: a user namespace exactly when the caller is not root and another namespace is asked for.
+    pub user: Option<bool>,
+    pub cgroup: bool,
+    pub time: bool,
+    pub mount_proc: bool,
+    pub propagation: Option<String>,
+    pub hostname: Option<Vec<u8>>,
+    pub uid_map: Option<IdMap>,
+    pub gid_map: Option<IdMap>,
+    pub setgroups: Option<String>,
+    pub monotonic_offset: Option<f64>,
+    pub boottime_offset: Option<f64>,
+}
+
+/// The caller's effective ids, which the defaults depend on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub euid: u32,
+    pub egid: u32,
+}
+
+impl Caller {
+    #[must_use]
+    pub fn current() -> Caller {
+        Caller { euid: nix::unistd::geteuid().as_raw(), egid: nix::unistd::getegid().as_raw() }
+    }
+}
+
+/// A user namespace to create and how its ids are mapped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserNs {
+    pub uid_map: IdMap,
+    pub gid_map: IdMap,
+    pub setgroups: Setgroups,
+    /// The child can write these maps itself (a single own id, setgroups denied); otherwise the
+    /// parent writes them while the child waits.
+    pub child_writes_maps: bool,
+}
+
+/// Checked options with every implication applied: what the spawn will do.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Config {
+    pub pid: bool,
+    pub mount: bool,
+    pub uts: bool,
+    pub ipc: bool,
+    pub net: bool,
+    pub cgroup: bool,
+    pub time: bool,
+    pub user: Option<UserNs>,
+    pub mount_proc: bool,
+    pub propagation: Propagation,
+    pub hostname: Option<CString>,
+    /// The text for `/proc/self/timens_offsets`, when offsets were given.
+    pub time_offsets: Option<CString>,
+}
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T, SpawnError> {
+    Err(SpawnError::Invalid(msg.into()))
+}
+
+impl Options {
+    /// Applies the implications (`mount_proc` → mount, `hostname` → uts, maps → user) and defaults, and
+    /// rejects what cannot work, before anything is forked.
+    pub fn resolve(self, caller: Caller) -> Result<Config, SpawnError> {
+        let mount = self.mount || self.mount_proc;
+        let uts = self.uts || self.hostname.is_some();
+        let others = self.pid || mount || uts || self.ipc || self.net || self.cgroup || self.time;
+        let wants_maps = self.uid_map.is_some() || self.gid_map.is_some() || self.setgroups.is_some();
+        let user = match self.user {
+            Some(false) if wants_maps => {
+                return invalid("uid_map, gid_map and setgroups need a user namespace, but user=False")
+            }
+            Some(explicit) => explicit,
+            None => wants_maps || (caller.euid != 0 && others),
+        };
+
+        let propagation = match &self.propagation {
+            None => Propagation::default(),
+            Some(_) if !mount => {
+                return invalid("propagation applies to a new mount namespace: pass mount=True or mount_proc=True")
+            }
+            Some(text) => Propagation::parse(text)?,
+        };
+
+        let hostname = match self.hostname {
+            None => None,
+            Some(name) if name.is_empty() => return invalid("hostname must not be empty"),
+            Some(name) if name.len() > HOSTNAME_MAX => {
+                return invalid(format!("hostname is {} bytes long; the limit is {HOSTNAME_MAX}", name.len()))
+            }
+            Some(name) => {
+                Some(CString::new(name).or_else(|_| invalid("hostname must not contain NUL bytes"))?)
+            }
+        };
+
+        let has_offsets = self.monotonic_offset.is_some() || self.boottime_offset.is_some();
+        if has_offsets && !self.time {
+            return invalid("monotonic_offset and boottime_offset need a time namespace: pass time=True");
+        }
+        let time_offsets = if has_offsets {
+            let mut text = String::new();
+            for (clock, value) in [("monotonic", self.monotonic_offset), ("boottime", self.boottime_offset)] {
+                if let Some(secs) = value {
+                    let off = Offset::from_secs_f64(&format!("{clock}_offset"), secs)?;
+                    text.push_str(&format!("{clock} {} {}\n", off.secs, off.nanos));
+                }
+            }
+            Some(CString::new(text).expect("offsets are digits"))
+        } else {
+            None
+        };
+
+        let user = if user {
+            let setgroups = match &self.setgroups {
+                Some(text) => Setgroups::parse(text)?,
+                None => Setgroups::Deny,
+            };
+            let uid_map = self.uid_map.unwrap_or_else(|| IdMap::root_of(caller.euid));
+            let gid_map = self.gid_map.unwrap_or_else(|| IdMap::root_of(caller.egid));
+            let child_writes_maps = uid_map.is_single_own_id(caller.euid)
+                && gid_map.is_single_own_id(caller.egid)
+                && setgroups == Setgroups::Deny;
+            Some(UserNs { uid_map, gid_map, setgroups, child_writes_maps })
+        } else {
+            None
+        };
+
+        Ok(Config {
+            pid: self.pid,
+            mount,
+            uts,
+            ipc: self.ipc,
+            net: self.net,
+            cgroup: self.cgroup,
+            time: self.time,
+            user,
+            mount_proc: self.mount_proc,
+            propagation,
+            hostname,
+            time_offsets,
+        })
+    }
+}
+
+impl Config {
+    /// The namespace flags for `clone(2)`. The time namespace is not among them: `CLONE_NEWTIME` shares
+    /// its bit with the exit signal of legacy clone, so the child unshares it instead.
+    #[must_use]
+    pub fn clone_flags(&self) -> libc::c_int {
+        let mut flags = 0;
+        for (on, flag) in [
+            (self.user.is_some(), libc::CLONE_NEWUSER),
+            (self.pid, libc::CLONE_NEWPID),
+            (self.mount, libc::CLONE_NEWNS),
+            (self.uts, libc::CLONE_NEWUTS),
+            (self.ipc, libc::CLONE_NEWIPC),
+            (self.net, libc::CLONE_NEWNET),
+            (self.cgroup, libc::CLONE_NEWCGROUP),
+        ] {
+            if on {
+                flags |= flag;
+            }
+        }
+        flags
+    }
+
+    /// The namespaces this config creates, by their `/proc/PID/ns` names.
+    #[must_use]
+    pub fn namespace_names(&self) -> Vec<&'static str> {
+        [
+            (self.user.is_some(), "user"),
+            (self.pid, "pid"),
+            (self.mount, "mnt"),
+            (self.uts, "uts"),
+            (self.ipc, "ipc"),
+            (self.net, "net"),
+            (self.cgroup, "cgroup"),
+            (self.time, "time"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idmap::IdRange;
+
+    const ROOT: Caller = Caller { euid: 0, egid: 0 };
+    const USER: Caller = Caller { euid: 1000, egid: 100 };
+
+    #[test]
+    fn user_namespace_is_automatic_only_for_unprivileged_callers() {
+        let opts = Options { pid: true, ..Options::default() };
+        assert!(opts.clone().resolve(ROOT).unwrap().user.is_none());
+        let user = opts.resolve(USER).unwrap().user.unwrap();
+        assert_eq!(user.uid_map, IdMap::root_of(1000));
+        assert_eq!(user.gid_map, IdMap::root_of(100));
+        assert!(user.child_writes_maps);
+        // Nothing asked: no namespace at all, even unprivileged.
+        assert!(Options::default().resolve(USER).unwrap().user.is_none());
+    }
+
+    #[test]
+    fn implications() {
+        let cfg = Options { mount_proc: true, hostname: Some(b"box".to_vec()), ..Options::default() }
+            .resolve(ROOT)
+            .unwrap();
+        assert!(cfg.mount && cfg.uts);
+        assert_eq!(cfg.clone_flags(), libc::CLONE_NEWNS | libc::CLONE_NEWUTS);
+        assert_eq!(cfg.namespace_names(), ["mnt", "uts"]);
+    }
+
+    #[test]
+    fn explicit_maps_imply_a_user_namespace_written_by_the_parent() {
+        let map = IdMap::new("uid_map", vec![IdRange { inside: 0, outside: 100_000, count: 65536 }]).unwrap();
+        let cfg = Options { uid_map: Some(map), ..Options::default() }.resolve(ROOT).unwrap();
+        assert!(!cfg.user.unwrap().child_writes_maps);
+        let allow = Options { user: Some(true), setgroups: Some("allow".into()), ..Options::default() };
+        assert!(!allow.resolve(ROOT).unwrap().user.unwrap().child_writes_maps);
+        let contradiction = Options { user: Some(false), setgroups: Some("deny".into()), ..Options::default() };
+        assert!(contradiction.resolve(ROOT).is_err());
+    }
+
+    #[test]
+    fn rejects_bad_input_with_the_reason() {
+        let cases = [
+            (Options { hostname: Some(vec![b'a'; 65]), ..Options::default() }, "65 bytes"),
+            (Options { hostname: Some(b"a\0b".to_vec()), ..Options::default() }, "NUL"),
+            (Options { hostname: Some(vec![]), ..Options::default() }, "empty"),
+            (Options { monotonic_offset: Some(5.0), ..Options::default() }, "time=True"),
+            (Options { mount: true, propagation: Some("rprivate".into()), ..Options::default() }, "rprivate"),
+            (Options { propagation: Some("slave".into()), ..Options::default() }, "mount=True"),
+            (Options { user: Some(true), setgroups: Some("maybe".into()), ..Options::default() }, "maybe"),
+            (Options { time: true, boottime_offset: Some(f64::NAN), ..Options::default() }, "finite"),
+        ];
+        for (opts, needle) in cases {
+            let err = opts.resolve(ROOT).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn offsets_become_timens_text() {
+        let cfg = Options { time: true, monotonic_offset: Some(-1.25), boottime_offset: Some(86400.0), ..Options::default() }
+            .resolve(ROOT)
+            .unwrap();
+        assert_eq!(cfg.time_offsets.unwrap().as_bytes(), b"monotonic -2 750000000\nboottime 86400 0\n");
+    }
+}
