@@ -122,7 +122,12 @@ impl Record {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpawnError {
     /// A step failed with an errno. `what` names the step ("create the network namespace").
-    Os { stage: Stage, errno: i32, what: Cow<'static, str>, hint: Option<&'static str> },
+    Os {
+        stage: Stage,
+        errno: i32,
+        what: Cow<'static, str>,
+        hint: Option<&'static str>,
+    },
     /// Input that cannot work, found before anything was forked.
     Invalid(String),
     /// nsbox itself misbehaved (e.g. a corrupt record); never the user's fault.
@@ -132,14 +137,24 @@ pub enum SpawnError {
 impl SpawnError {
     #[must_use]
     pub fn os(stage: Stage, errno: i32) -> SpawnError {
-        SpawnError::Os { stage, errno, what: Cow::Borrowed(stage.action()), hint: None }
+        SpawnError::Os {
+            stage,
+            errno,
+            what: Cow::Borrowed(stage.action()),
+            hint: None,
+        }
     }
 
     /// Replaces the description of the step.
     #[must_use]
     pub fn with_what(self, new_what: impl Into<Cow<'static, str>>) -> SpawnError {
         match self {
-            SpawnError::Os { stage, errno, hint, .. } => SpawnError::Os { stage, errno, what: new_what.into(), hint },
+            SpawnError::Os { stage, errno, hint, .. } => SpawnError::Os {
+                stage,
+                errno,
+                what: new_what.into(),
+                hint,
+            },
             other => other,
         }
     }
@@ -147,7 +162,12 @@ impl SpawnError {
     #[must_use]
     pub fn with_hint(self, new_hint: Option<&'static str>) -> SpawnError {
         match self {
-            SpawnError::Os { stage, errno, what, .. } => SpawnError::Os { stage, errno, what, hint: new_hint },
+            SpawnError::Os { stage, errno, what, .. } => SpawnError::Os {
+                stage,
+                errno,
+                what,
+                hint: new_hint,
+            },
             other => other,
         }
     }
@@ -187,7 +207,10 @@ mod tests {
 
     #[test]
     fn record_round_trips() {
-        let rec = Record { stage: Stage::MountProc as u32, errno: libc::EPERM };
+        let rec = Record {
+            stage: Stage::MountProc as u32,
+            errno: libc::EPERM,
+        };
         assert_eq!(Record::decode(&rec.encode()).unwrap(), (Stage::MountProc, libc::EPERM));
     }
 
@@ -213,6 +236,9 @@ mod tests {
             what: Stage::Hostname.action().into(),
             hint: Some("use uts=True"),
         };
-        assert_eq!(err.to_string(), "cannot set the hostname: Operation not permitted (use uts=True)");
+        assert_eq!(
+            err.to_string(),
+            "cannot set the hostname: Operation not permitted (use uts=True)"
+        );
     }
 }

@@ -23,14 +23,17 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 }
 
 impl IdMap {
-    /// Checks a map; `what` ("uid_map"/"gid_map") names it in the error.
+    /// Checks a map; `what` (`"uid_map"`/`"gid_map"`) names it in the error.
     pub fn new(what: &str, ranges: Vec<IdRange>) -> Result<IdMap, SpawnError> {
         let bad = |msg: String| Err(SpawnError::Invalid(format!("{what}: {msg}")));
         if ranges.is_empty() {
             return bad("needs at least one (inside, outside, count) range".into());
         }
         if ranges.len() > MAX_LINES {
-            return bad(format!("has {} ranges; the kernel takes at most {MAX_LINES}", ranges.len()));
+            return bad(format!(
+                "has {} ranges; the kernel takes at most {MAX_LINES}",
+                ranges.len()
+            ));
         }
         for r in &ranges {
             if r.count == 0 {
@@ -60,7 +63,13 @@ impl IdMap {
     /// The map `unshare --map-root-user` writes: `id` outside is 0 inside.
     #[must_use]
     pub fn root_of(id: u32) -> IdMap {
-        IdMap { ranges: vec![IdRange { inside: 0, outside: id, count: 1 }] }
+        IdMap {
+            ranges: vec![IdRange {
+                inside: 0,
+                outside: id,
+                count: 1,
+            }],
+        }
     }
 
     #[must_use]
@@ -69,7 +78,7 @@ impl IdMap {
     }
 
     /// True when the map is a single id of the writer's own: the one map an unprivileged process may
-    /// write for itself (user_namespaces(7), "the data written ... maps the writing process's ... ID").
+    /// write for itself (`user_namespaces(7)`, "the data written ... maps the writing process's ... ID").
     #[must_use]
     pub fn is_single_own_id(&self, own: u32) -> bool {
         matches!(self.ranges.as_slice(), [r] if r.outside == own && r.count == 1)

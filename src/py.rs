@@ -15,12 +15,16 @@ use crate::spec::{Caller, Options};
 fn to_pyerr(err: SpawnError, program: Option<&Bound<'_, PyAny>>, cwd: Option<&Bound<'_, PyAny>>) -> PyErr {
     match err {
         // Exec and chdir failures read exactly as subprocess's: "[Errno 2] No such file or directory: 'x'".
-        SpawnError::Os { stage: Stage::Exec, errno, .. } if program.is_some() => {
-            PyOSError::new_err((errno, strerror(errno), program.cloned().map(Bound::unbind)))
-        }
-        SpawnError::Os { stage: Stage::Chdir, errno, .. } if cwd.is_some() => {
-            PyOSError::new_err((errno, strerror(errno), cwd.cloned().map(Bound::unbind)))
-        }
+        SpawnError::Os {
+            stage: Stage::Exec,
+            errno,
+            ..
+        } if program.is_some() => PyOSError::new_err((errno, strerror(errno), program.cloned().map(Bound::unbind))),
+        SpawnError::Os {
+            stage: Stage::Chdir,
+            errno,
+            ..
+        } if cwd.is_some() => PyOSError::new_err((errno, strerror(errno), cwd.cloned().map(Bound::unbind))),
         SpawnError::Os { errno, .. } => PyOSError::new_err((errno, err.to_string())),
         SpawnError::Invalid(msg) => PyValueError::new_err(msg),
         SpawnError::Internal(msg) => PyRuntimeError::new_err(format!("nsbox internal error: {msg}")),
@@ -30,7 +34,10 @@ fn to_pyerr(err: SpawnError, program: Option<&Bound<'_, PyAny>>, cwd: Option<&Bo
 fn id_map(what: &str, ranges: Option<Vec<(u32, u32, u32)>>) -> PyResult<Option<IdMap>> {
     ranges
         .map(|r| {
-            let ranges = r.into_iter().map(|(inside, outside, count)| IdRange { inside, outside, count }).collect();
+            let ranges = r
+                .into_iter()
+                .map(|(inside, outside, count)| IdRange { inside, outside, count })
+                .collect();
             IdMap::new(what, ranges).map_err(|e| to_pyerr(e, None, None))
         })
         .transpose()
@@ -92,7 +99,9 @@ impl Config {
             monotonic_offset,
             boottime_offset,
         };
-        let inner = options.resolve(Caller::current()).map_err(|e| to_pyerr(e, None, None))?;
+        let inner = options
+            .resolve(Caller::current())
+            .map_err(|e| to_pyerr(e, None, None))?;
         Ok(Config { inner: Arc::new(inner) })
     }
 
@@ -130,7 +139,10 @@ fn spawn(
         exec_paths: cstrings("executable", exec_paths)?,
         argv: cstrings("args", argv)?,
         env: env.map(|e| cstrings("env", e)).transpose()?,
-        cwd: cwd.map(|c| cstrings("cwd", vec![c])).transpose()?.and_then(|mut v| v.pop()),
+        cwd: cwd
+            .map(|c| cstrings("cwd", vec![c]))
+            .transpose()?
+            .and_then(|mut v| v.pop()),
         stdio: [stdio.0, stdio.1, stdio.2],
         pass_fds,
         new_session,

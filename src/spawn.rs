@@ -125,7 +125,7 @@ fn write_proc(config: &Config, pid: pid_t, file: &str, text: &[u8], stage: Stage
         .map_err(|e| failure(config, stage, e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
-/// Writes the child's id maps from the parent (which must hold CAP_SETUID/CAP_SETGID for such maps).
+/// Writes the child's id maps from the parent (which must hold `CAP_SETUID`/`CAP_SETGID` for such maps).
 fn write_maps_for(pid: pid_t, config: &Config) -> Result<(), SpawnError> {
     let user = config.user.as_ref().expect("only called with a user namespace");
     if user.setgroups == Setgroups::Deny {
@@ -186,7 +186,11 @@ fn long_name(ns: &str) -> &str {
 
 /// Pointers into `strings`, NULL-terminated.
 fn c_array(strings: &[CString]) -> Vec<*const c_char> {
-    strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 /// Starts `command` in the namespaces of `config` and returns its PID (in the caller's PID namespace).

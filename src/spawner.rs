@@ -20,7 +20,10 @@ struct Pool {
     idle: Vec<Sender<Job>>,
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool { pid: 0, idle: Vec::new() });
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    pid: 0,
+    idle: Vec::new(),
+});
 
 fn take() -> Result<Sender<Job>, SpawnError> {
     let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);

@@ -3,6 +3,7 @@
 //! Everything here is pure: it decides what the child will do, so it can be tested without privileges.
 
 use std::ffi::CString;
+use std::fmt::Write as _;
 
 use crate::errors::SpawnError;
 use crate::idmap::IdMap;
@@ -56,7 +57,9 @@ impl Setgroups {
         match text {
             "deny" => Ok(Setgroups::Deny),
             "allow" => Ok(Setgroups::Allow),
-            other => Err(SpawnError::Invalid(format!("setgroups must be 'allow' or 'deny', not {other:?}"))),
+            other => Err(SpawnError::Invalid(format!(
+                "setgroups must be 'allow' or 'deny', not {other:?}"
+            ))),
         }
     }
 }
@@ -72,16 +75,26 @@ impl Offset {
     pub fn from_secs_f64(what: &str, secs: f64) -> Result<Offset, SpawnError> {
         // The kernel keeps offsets as timespec64; stay far inside it and reject NaN/inf.
         if !secs.is_finite() || secs.abs() > 1e15 {
-            return Err(SpawnError::Invalid(format!("{what} must be a finite number of seconds, not {secs}")));
+            return Err(SpawnError::Invalid(format!(
+                "{what} must be a finite number of seconds, not {secs}"
+            )));
         }
         let whole = secs.floor();
         let nanos = ((secs - whole) * 1e9).round() as u32;
-        let (whole, nanos) = if nanos >= 1_000_000_000 { (whole + 1.0, 0) } else { (whole, nanos) };
-        Ok(Offset { secs: whole as i64, nanos })
+        let (whole, nanos) = if nanos >= 1_000_000_000 {
+            (whole + 1.0, 0)
+        } else {
+            (whole, nanos)
+        };
+        Ok(Offset {
+            secs: whole as i64,
+            nanos,
+        })
     }
 }
 
 /// What the caller asked for, as given (before implications and defaults).
+#[allow(clippy::struct_excessive_bools)] // one flag per namespace kind, as unshare(1) has
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     pub pid: bool,
@@ -113,7 +126,10 @@ pub struct Caller {
 impl Caller {
     #[must_use]
     pub fn current() -> Caller {
-        Caller { euid: nix::unistd::geteuid().as_raw(), egid: nix::unistd::getegid().as_raw() }
+        Caller {
+            euid: nix::unistd::geteuid().as_raw(),
+            egid: nix::unistd::getegid().as_raw(),
+        }
     }
 }
 
@@ -129,6 +145,7 @@ pub struct UserNs {
 }
 
 /// Checked options with every implication applied: what the spawn will do.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Config {
     pub pid: bool,
@@ -178,11 +195,12 @@ impl Options {
             None => None,
             Some(name) if name.is_empty() => return invalid("hostname must not be empty"),
             Some(name) if name.len() > HOSTNAME_MAX => {
-                return invalid(format!("hostname is {} bytes long; the limit is {HOSTNAME_MAX}", name.len()))
+                return invalid(format!(
+                    "hostname is {} bytes long; the limit is {HOSTNAME_MAX}",
+                    name.len()
+                ))
             }
-            Some(name) => {
-                Some(CString::new(name).or_else(|_| invalid("hostname must not contain NUL bytes"))?)
-            }
+            Some(name) => Some(CString::new(name).or_else(|_| invalid("hostname must not contain NUL bytes"))?),
         };
 
         let has_offsets = self.monotonic_offset.is_some() || self.boottime_offset.is_some();
@@ -194,7 +212,7 @@ impl Options {
             for (clock, value) in [("monotonic", self.monotonic_offset), ("boottime", self.boottime_offset)] {
                 if let Some(secs) = value {
                     let off = Offset::from_secs_f64(&format!("{clock}_offset"), secs)?;
-                    text.push_str(&format!("{clock} {} {}\n", off.secs, off.nanos));
+                    let _ = writeln!(text, "{clock} {} {}", off.secs, off.nanos);
                 }
             }
             Some(CString::new(text).expect("offsets are digits"))
@@ -212,7 +230,12 @@ impl Options {
             let child_writes_maps = uid_map.is_single_own_id(caller.euid)
                 && gid_map.is_single_own_id(caller.egid)
                 && setgroups == Setgroups::Deny;
-            Some(UserNs { uid_map, gid_map, setgroups, child_writes_maps })
+            Some(UserNs {
+                uid_map,
+                gid_map,
+                setgroups,
+                child_writes_maps,
+            })
         } else {
             None
         };
@@ -285,7 +308,10 @@ mod tests {
 
     #[test]
     fn user_namespace_is_automatic_only_for_unprivileged_callers() {
-        let opts = Options { pid: true, ..Options::default() };
+        let opts = Options {
+            pid: true,
+            ..Options::default()
+        };
         assert!(opts.clone().resolve(ROOT).unwrap().user.is_none());
         let user = opts.resolve(USER).unwrap().user.unwrap();
         assert_eq!(user.uid_map, IdMap::root_of(1000));
@@ -297,9 +323,13 @@ mod tests {
 
     #[test]
     fn implications() {
-        let cfg = Options { mount_proc: true, hostname: Some(b"box".to_vec()), ..Options::default() }
-            .resolve(ROOT)
-            .unwrap();
+        let cfg = Options {
+            mount_proc: true,
+            hostname: Some(b"box".to_vec()),
+            ..Options::default()
+        }
+        .resolve(ROOT)
+        .unwrap();
         assert!(cfg.mount && cfg.uts);
         assert_eq!(cfg.clone_flags(), libc::CLONE_NEWNS | libc::CLONE_NEWUTS);
         assert_eq!(cfg.namespace_names(), ["mnt", "uts"]);
@@ -307,26 +337,98 @@ mod tests {
 
     #[test]
     fn explicit_maps_imply_a_user_namespace_written_by_the_parent() {
-        let map = IdMap::new("uid_map", vec![IdRange { inside: 0, outside: 100_000, count: 65536 }]).unwrap();
-        let cfg = Options { uid_map: Some(map), ..Options::default() }.resolve(ROOT).unwrap();
+        let map = IdMap::new(
+            "uid_map",
+            vec![IdRange {
+                inside: 0,
+                outside: 100_000,
+                count: 65536,
+            }],
+        )
+        .unwrap();
+        let cfg = Options {
+            uid_map: Some(map),
+            ..Options::default()
+        }
+        .resolve(ROOT)
+        .unwrap();
         assert!(!cfg.user.unwrap().child_writes_maps);
-        let allow = Options { user: Some(true), setgroups: Some("allow".into()), ..Options::default() };
+        let allow = Options {
+            user: Some(true),
+            setgroups: Some("allow".into()),
+            ..Options::default()
+        };
         assert!(!allow.resolve(ROOT).unwrap().user.unwrap().child_writes_maps);
-        let contradiction = Options { user: Some(false), setgroups: Some("deny".into()), ..Options::default() };
+        let contradiction = Options {
+            user: Some(false),
+            setgroups: Some("deny".into()),
+            ..Options::default()
+        };
         assert!(contradiction.resolve(ROOT).is_err());
     }
 
     #[test]
     fn rejects_bad_input_with_the_reason() {
         let cases = [
-            (Options { hostname: Some(vec![b'a'; 65]), ..Options::default() }, "65 bytes"),
-            (Options { hostname: Some(b"a\0b".to_vec()), ..Options::default() }, "NUL"),
-            (Options { hostname: Some(vec![]), ..Options::default() }, "empty"),
-            (Options { monotonic_offset: Some(5.0), ..Options::default() }, "time=True"),
-            (Options { mount: true, propagation: Some("rprivate".into()), ..Options::default() }, "rprivate"),
-            (Options { propagation: Some("slave".into()), ..Options::default() }, "mount=True"),
-            (Options { user: Some(true), setgroups: Some("maybe".into()), ..Options::default() }, "maybe"),
-            (Options { time: true, boottime_offset: Some(f64::NAN), ..Options::default() }, "finite"),
+            (
+                Options {
+                    hostname: Some(vec![b'a'; 65]),
+                    ..Options::default()
+                },
+                "65 bytes",
+            ),
+            (
+                Options {
+                    hostname: Some(b"a\0b".to_vec()),
+                    ..Options::default()
+                },
+                "NUL",
+            ),
+            (
+                Options {
+                    hostname: Some(vec![]),
+                    ..Options::default()
+                },
+                "empty",
+            ),
+            (
+                Options {
+                    monotonic_offset: Some(5.0),
+                    ..Options::default()
+                },
+                "time=True",
+            ),
+            (
+                Options {
+                    mount: true,
+                    propagation: Some("rprivate".into()),
+                    ..Options::default()
+                },
+                "rprivate",
+            ),
+            (
+                Options {
+                    propagation: Some("slave".into()),
+                    ..Options::default()
+                },
+                "mount=True",
+            ),
+            (
+                Options {
+                    user: Some(true),
+                    setgroups: Some("maybe".into()),
+                    ..Options::default()
+                },
+                "maybe",
+            ),
+            (
+                Options {
+                    time: true,
+                    boottime_offset: Some(f64::NAN),
+                    ..Options::default()
+                },
+                "finite",
+            ),
         ];
         for (opts, needle) in cases {
             let err = opts.resolve(ROOT).unwrap_err().to_string();
@@ -336,9 +438,17 @@ mod tests {
 
     #[test]
     fn offsets_become_timens_text() {
-        let cfg = Options { time: true, monotonic_offset: Some(-1.25), boottime_offset: Some(86400.0), ..Options::default() }
-            .resolve(ROOT)
-            .unwrap();
-        assert_eq!(cfg.time_offsets.unwrap().as_bytes(), b"monotonic -2 750000000\nboottime 86400 0\n");
+        let cfg = Options {
+            time: true,
+            monotonic_offset: Some(-1.25),
+            boottime_offset: Some(86400.0),
+            ..Options::default()
+        }
+        .resolve(ROOT)
+        .unwrap();
+        assert_eq!(
+            cfg.time_offsets.unwrap().as_bytes(),
+            b"monotonic -2 750000000\nboottime 86400 0\n"
+        );
     }
 }

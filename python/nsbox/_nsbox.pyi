@@ -1,9 +1,12 @@
 """The compiled core of nsbox. Use :mod:`nsbox` instead: these are its low-level primitives."""
 
 from collections.abc import Sequence
+from typing import final
 
+__all__ = ["Config", "__version__", "spawn"]
 __version__: str
 
+@final
 class Config:
     """Checked namespace options, resolved against the caller's uid and gid when made.
 
@@ -11,8 +14,8 @@ class Config:
     clock offsets without ``time=True``, an unknown propagation ...).
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         pid: bool = False,
         mount: bool = False,
@@ -30,7 +33,7 @@ class Config:
         setgroups: str | None = None,
         monotonic_offset: float | None = None,
         boottime_offset: float | None = None,
-    ) -> None: ...
+    ) -> Config: ...
     @property
     def namespaces(self) -> list[str]:
         """The namespaces a spawn creates, by their ``/proc/PID/ns`` names (``"mnt"``, ``"net"`` ...)."""

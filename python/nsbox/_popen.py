@@ -134,7 +134,7 @@ class Popen(subprocess.Popen[Any]):
         """The namespaces this box was given, by their ``/proc/PID/ns`` names."""
         return self._nsbox_config.namespaces
 
-    def _execute_child(  # type: ignore[override]  # private hook of subprocess.Popen (3.11+ signature)
+    def _execute_child(  # private hook of subprocess.Popen; its signature is the same in 3.11 to 3.13
         self,
         args: Any,
         executable: Any,

@@ -11,7 +11,7 @@ from nsbox._popen import Args, Popen
 def run(
     args: Args,
     *,
-    input: Any = None,  # noqa: A002  # subprocess.run's name
+    input: Any = None,
     capture_output: bool = False,
     timeout: float | None = None,
     check: bool = False,
@@ -25,8 +25,8 @@ def run(
     reaped before the exception propagates; with ``pid=True`` that ends every process in it.
 
     >>> r = run(["hostname"], hostname="box", capture_output=True, text=True)
-    >>> r.stdout
-    'box\\n'
+    >>> r.stdout.strip()
+    'box'
     """
     if input is not None:
         if kwargs.get("stdin") is not None:
@@ -46,7 +46,7 @@ def run(
             process.kill()
             process.wait()
             raise
-        retcode = process.poll()
+        retcode = process.wait()  # communicate() has reaped it; this just reads returncode
         if check and retcode:
             raise subprocess.CalledProcessError(retcode, process.args, output=stdout, stderr=stderr)
     return subprocess.CompletedProcess(process.args, retcode, stdout, stderr)
