@@ -7,6 +7,7 @@
 
 use std::ffi::c_void;
 use std::ptr;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use libc::{c_char, c_int};
 
@@ -44,6 +45,22 @@ pub struct Plan<'a> {
     /// `uid_map`/`gid_map` text when the child writes its own maps.
     pub uid_map: *const c_char,
     pub gid_map: *const c_char,
+    /// Namespaces to join first, as (fd, nstype, stage), user first.
+    pub join: &'a [(c_int, c_int, Stage)],
+    /// After joining a PID namespace, clone once more (on `inner_stack`): only children enter it.
+    pub fork_after_join: bool,
+    pub inner_stack: *mut c_void,
+    /// Where the first child leaves the PID of the second for the parent.
+    pub inner_pid: &'a AtomicI32,
+    /// The joined box's root and working directory (`O_PATH`), or -1.
+    pub root_fd: c_int,
+    pub cwd_fd: c_int,
+    /// When not -1: exec this memfd (`nsbox-helper`) with `helper_argv`; it runs the command.
+    pub helper_fd: c_int,
+    /// NULL-terminated.
+    pub helper_argv: &'a [*const c_char],
+    /// Fds the helper inherits (error pipe, time namespace; -1 for none): their CLOEXEC is cleared last.
+    pub helper_fds: [c_int; 2],
 }
 
 fn errno() -> c_int {
@@ -247,6 +264,22 @@ fn exec(plan: &Plan<'_>) -> ! {
             Some(envp) => envp.as_ptr(),
             None => environ,
         };
+        if plan.helper_fd >= 0 {
+            for fd in plan.helper_fds {
+                if fd >= 0 {
+                    check(plan, Stage::Helper, libc::fcntl(fd, libc::F_SETFD, 0));
+                }
+            }
+            libc::syscall(
+                libc::SYS_execveat,
+                plan.helper_fd,
+                c"".as_ptr(),
+                plan.helper_argv.as_ptr(),
+                envp,
+                libc::AT_EMPTY_PATH,
+            );
+            fail(plan, Stage::Helper);
+        }
         let mut saved = 0;
         let mut last = libc::ENOENT;
         for &path in plan.exec_paths {
@@ -298,8 +331,14 @@ fn run(plan: &Plan<'_>) -> ! {
         if cfg.mount {
             setup_mounts(plan);
         }
+        if plan.root_fd >= 0 {
+            check(plan, Stage::Chroot, libc::fchdir(plan.root_fd));
+            check(plan, Stage::Chroot, libc::chroot(c".".as_ptr()));
+        }
         if !plan.cwd.is_null() {
             check(plan, Stage::Chdir, libc::chdir(plan.cwd));
+        } else if plan.cwd_fd >= 0 {
+            check(plan, Stage::Chdir, libc::fchdir(plan.cwd_fd));
         }
         if plan.new_session {
             check(plan, Stage::Session, libc::setsid());
@@ -313,9 +352,48 @@ fn run(plan: &Plan<'_>) -> ! {
     exec(plan)
 }
 
+/// Joins the namespaces of `plan.join`; then either goes on, or (for a PID namespace, which only
+/// children enter) clones the process that will run the command and leaves.
+fn join_then_run(plan: &Plan<'_>) -> ! {
+    for &(fd, nstype, stage) in plan.join {
+        // SAFETY: setns(2) on an fd the parent opened.
+        check(plan, stage, unsafe { libc::setns(fd, nstype) });
+    }
+    if !plan.fork_after_join {
+        run(plan)
+    }
+    // CLONE_PARENT makes the second child the caller's own child (it can wait for it) and ties its
+    // parent-death signal to the spawner thread, like any box. CLONE_VFORK: we leave after its exec.
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PARENT | libc::SIGCHLD;
+    // SAFETY: the second child runs on the other half of the stack and reads the same Plan.
+    let pid = unsafe {
+        libc::clone(
+            inner_entry,
+            plan.inner_stack,
+            flags,
+            ptr::from_ref(plan).cast_mut().cast(),
+        )
+    };
+    if pid < 0 {
+        fail(plan, Stage::Clone);
+    }
+    plan.inner_pid.store(pid, Ordering::Release);
+    // SAFETY: leaving without running anything of the parent's.
+    unsafe { libc::_exit(0) }
+}
+
+extern "C" fn inner_entry(arg: *mut c_void) -> c_int {
+    // SAFETY: as for `entry`.
+    let plan = unsafe { &*arg.cast::<Plan<'_>>() };
+    run(plan)
+}
+
 /// The `clone(2)` entry point; `arg` is a `*const Plan`.
 pub extern "C" fn entry(arg: *mut c_void) -> c_int {
     // SAFETY: the parent passes a pointer to a Plan that outlives the child's use of it.
     let plan = unsafe { &*arg.cast::<Plan<'_>>() };
-    run(plan)
+    if plan.join.is_empty() {
+        run(plan)
+    }
+    join_then_run(plan)
 }

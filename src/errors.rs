@@ -31,10 +31,23 @@ pub enum Stage {
     Exec = 17,
     /// The parent went away (or refused to go on) while the child waited for its id maps.
     Handshake = 18,
+    /// The init process (`init=True`) could not start the command.
+    Init = 19,
+    JoinUser = 20,
+    JoinMount = 21,
+    JoinUts = 22,
+    JoinIpc = 23,
+    JoinNet = 24,
+    JoinCgroup = 25,
+    JoinPid = 26,
+    JoinTime = 27,
+    Chroot = 28,
+    /// Clearing close-on-exec on the error pipe for the helper program.
+    Helper = 29,
 }
 
 impl Stage {
-    const ALL: [Stage; 19] = [
+    const ALL: [Stage; 30] = [
         Stage::Ready,
         Stage::Clone,
         Stage::Setgroups,
@@ -54,6 +67,17 @@ impl Stage {
         Stage::ParentDeath,
         Stage::Exec,
         Stage::Handshake,
+        Stage::Init,
+        Stage::JoinUser,
+        Stage::JoinMount,
+        Stage::JoinUts,
+        Stage::JoinIpc,
+        Stage::JoinNet,
+        Stage::JoinCgroup,
+        Stage::JoinPid,
+        Stage::JoinTime,
+        Stage::Chroot,
+        Stage::Helper,
     ];
 
     #[must_use]
@@ -84,6 +108,17 @@ impl Stage {
             Stage::ParentDeath => "set the parent-death signal",
             Stage::Exec => "execute the program",
             Stage::Handshake => "hand the id maps to the child",
+            Stage::Init => "start the command from the init process",
+            Stage::JoinUser => "join the user namespace",
+            Stage::JoinMount => "join the mount namespace",
+            Stage::JoinUts => "join the UTS namespace",
+            Stage::JoinIpc => "join the IPC namespace",
+            Stage::JoinNet => "join the network namespace",
+            Stage::JoinCgroup => "join the cgroup namespace",
+            Stage::JoinPid => "join the PID namespace",
+            Stage::JoinTime => "join the time namespace",
+            Stage::Chroot => "change to the box's root directory",
+            Stage::Helper => "start nsbox's helper program",
         }
     }
 }

@@ -4,8 +4,12 @@
 //! the `python` feature adds the pyo3 module `nsbox._nsbox` that the Python package wraps.
 
 pub mod child;
+pub mod enter;
 pub mod errors;
+mod helper;
 pub mod idmap;
+pub mod persist;
+pub mod procfs;
 pub mod spawn;
 pub mod spawner;
 pub mod spec;

@@ -2,11 +2,13 @@
 //! `Popen`, argument checking and docs) is Python, in `python/nsbox/`.
 
 use std::ffi::CString;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::enter::{Join, Target};
 use crate::errors::{strerror, SpawnError, Stage};
 use crate::idmap::{IdMap, IdRange};
 use crate::spawn::Command;
@@ -61,7 +63,7 @@ impl Config {
     #[new]
     #[pyo3(signature = (*, pid=false, mount=false, uts=false, ipc=false, net=false, user=None, cgroup=false,
         time=false, mount_proc=false, propagation=None, hostname=None, uid_map=None, gid_map=None,
-        setgroups=None, monotonic_offset=None, boottime_offset=None))]
+        setgroups=None, monotonic_offset=None, boottime_offset=None, init=false))]
     #[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)]
     fn new(
         pid: bool,
@@ -80,6 +82,7 @@ impl Config {
         setgroups: Option<String>,
         monotonic_offset: Option<f64>,
         boottime_offset: Option<f64>,
+        init: bool,
     ) -> PyResult<Self> {
         let options = Options {
             pid,
@@ -98,6 +101,7 @@ impl Config {
             setgroups,
             monotonic_offset,
             boottime_offset,
+            init,
         };
         let inner = options
             .resolve(Caller::current())
@@ -119,7 +123,7 @@ impl Config {
 /// Starts a process; returns its PID. See `nsbox._nsbox.pyi`.
 #[pyfunction]
 #[pyo3(signature = (config, exec_paths, argv, env, cwd, stdio, pass_fds, new_session, process_group,
-    program=None, cwd_for_errors=None))]
+    program=None, cwd_for_errors=None, target_pid=None, target_dir=None))]
 #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
 fn spawn(
     py: Python<'_>,
@@ -134,6 +138,8 @@ fn spawn(
     process_group: Option<i32>,
     program: Option<Bound<'_, PyAny>>,
     cwd_for_errors: Option<Bound<'_, PyAny>>,
+    target_pid: Option<i32>,
+    target_dir: Option<PathBuf>,
 ) -> PyResult<i32> {
     let command = Command {
         exec_paths: cstrings("executable", exec_paths)?,
@@ -151,14 +157,80 @@ fn spawn(
     command.validate().map_err(|e| to_pyerr(e, None, None))?;
     let config = Arc::clone(&config.inner);
     // The spawn itself runs on a long-lived spawner thread; this thread waits without the GIL.
-    let result = py.detach(move || crate::spawner::run(move || crate::spawn::spawn(&config, &command)).and_then(|r| r));
+    let target = match (target_pid, target_dir) {
+        (Some(pid), None) => Some(Target::Pid(pid)),
+        (None, Some(dir)) => Some(Target::Dir(dir)),
+        (None, None) => None,
+        (Some(_), Some(_)) => return Err(PyValueError::new_err("give target_pid or target_dir, not both")),
+    };
+    let job = move || {
+        let join = target.as_ref().map(Join::open).transpose()?;
+        crate::spawn::spawn(&config, &command, join.as_ref())
+    };
+    let result = py.detach(move || crate::spawner::run(job).and_then(|r| r));
     result.map_err(|e| to_pyerr(e, program.as_ref(), cwd_for_errors.as_ref()))
+}
+
+fn io_err(err: &std::io::Error, what: &str) -> PyErr {
+    let errno = err.raw_os_error().unwrap_or(libc::EIO);
+    PyOSError::new_err((errno, format!("{what}: {}", strerror(errno))))
+}
+
+/// Namespace kind → inode of `/proc/PID/ns/*` (of this process when `pid` is None).
+#[pyfunction]
+#[pyo3(signature = (pid=None))]
+fn namespaces(pid: Option<i32>) -> PyResult<Vec<(&'static str, u64)>> {
+    crate::procfs::namespaces(pid).map_err(|e| {
+        let who = pid.map_or_else(|| "this process".to_owned(), |p| format!("process {p}"));
+        io_err(&e, &format!("cannot read the namespaces of {who}"))
+    })
+}
+
+/// `NSpid` of a process: its PID in each PID namespace from the caller's down to its own.
+#[pyfunction]
+fn nspid(pid: i32) -> PyResult<Vec<i32>> {
+    crate::procfs::status(pid)
+        .map(|s| s.nspid)
+        .map_err(|e| io_err(&e, &format!("cannot read process {pid}")))
+}
+
+/// `(host_pid, host_ppid, pid, ppid, command)`, as `nsbox.ProcessInfo` takes it.
+type ProcessRow = (i32, i32, i32, i32, String);
+
+/// `(host_pid, host_ppid, pid, ppid, command)` of every process in the PID namespace of `pid`.
+#[pyfunction]
+fn processes(pid: i32) -> PyResult<Vec<ProcessRow>> {
+    let list =
+        crate::procfs::processes(pid).map_err(|e| io_err(&e, &format!("cannot list the box of process {pid}")))?;
+    Ok(list
+        .into_iter()
+        .map(|p| (p.host_pid, p.host_ppid, p.pid, p.ppid, p.command))
+        .collect())
+}
+
+/// Bind-mounts the namespaces of `pid` that differ from ours onto files in `dir`; returns their kinds.
+#[pyfunction]
+#[allow(clippy::needless_pass_by_value)]
+fn persist(pid: i32, dir: PathBuf) -> PyResult<Vec<&'static str>> {
+    crate::persist::persist(pid, &dir).map_err(|e| to_pyerr(e, None, None))
+}
+
+/// Undoes `persist`: unmounts and removes the namespace files in `dir`; returns their kinds.
+#[pyfunction]
+#[allow(clippy::needless_pass_by_value)]
+fn release(dir: PathBuf) -> PyResult<Vec<&'static str>> {
+    crate::persist::release(&dir).map_err(|e| to_pyerr(e, None, None))
 }
 
 #[pymodule]
 fn _nsbox(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Config>()?;
     m.add_function(wrap_pyfunction!(spawn, m)?)?;
+    m.add_function(wrap_pyfunction!(namespaces, m)?)?;
+    m.add_function(wrap_pyfunction!(nspid, m)?)?;
+    m.add_function(wrap_pyfunction!(processes, m)?)?;
+    m.add_function(wrap_pyfunction!(persist, m)?)?;
+    m.add_function(wrap_pyfunction!(release, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -13,9 +13,12 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use libc::{c_char, pid_t};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use libc::{c_char, c_int, pid_t};
 
 use crate::child::{self, Plan};
+use crate::enter::Join;
 use crate::errors::{Record, SpawnError, Stage};
 use crate::spec::{Config, Setgroups};
 use crate::stack::ChildStack;
@@ -193,11 +196,48 @@ fn c_array(strings: &[CString]) -> Vec<*const c_char> {
         .collect()
 }
 
-/// Starts `command` in the namespaces of `config` and returns its PID (in the caller's PID namespace).
+/// Moves sources of 0-2 that sit below 3, but elsewhere than their target, to 3 or above, so the
+/// child's `dup2`s cannot clobber one another. The returned fds must live until the child has exec'd.
+fn lift_stdio(mut stdio: [RawFd; 3]) -> Result<([RawFd; 3], Vec<OwnedFd>), SpawnError> {
+    let mut lifted = Vec::new();
+    for (target, src) in (0..).zip(stdio.iter_mut()) {
+        if *src >= 0 && *src < 3 && *src != target {
+            // SAFETY: F_DUPFD_CLOEXEC makes a new fd that `lifted` owns and closes.
+            let new = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 3) };
+            if new < 0 {
+                return Err(SpawnError::os(Stage::Stdio, last_errno()));
+            }
+            // SAFETY: a fresh fd.
+            lifted.push(unsafe { OwnedFd::from_raw_fd(new) });
+            *src = new;
+        }
+    }
+    Ok((stdio, lifted))
+}
+
+/// The helper's argv: `nsbox-helper MODE ERRFD TIMEFD NPATHS PATH... ARGV...` (see nsbox-helper.c).
+fn helper_argv(mode: &str, err_fd: RawFd, time_fd: RawFd, command: &Command) -> Vec<CString> {
+    let mut out: Vec<CString> = [
+        "nsbox-helper".to_owned(),
+        mode.to_owned(),
+        err_fd.to_string(),
+        time_fd.to_string(),
+    ]
+    .into_iter()
+    .chain([command.exec_paths.len().to_string()])
+    .map(|s| CString::new(s).expect("no NUL"))
+    .collect();
+    out.extend(command.exec_paths.iter().cloned());
+    out.extend(command.argv.iter().cloned());
+    out
+}
+
+/// Starts `command` in the namespaces of `config`, or in those of `join`, and returns its PID (in the
+/// caller's PID namespace).
 ///
 /// The child's parent-death signal is tied to the calling thread: call this from a thread that lives
 /// as long as the process (see [`crate::spawner`]).
-pub fn spawn(config: &Config, command: &Command) -> Result<pid_t, SpawnError> {
+pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<pid_t, SpawnError> {
     command.validate()?;
     let argv = c_array(&command.argv);
     let envp = command.env.as_deref().map(c_array);
@@ -207,20 +247,7 @@ pub fn spawn(config: &Config, command: &Command) -> Result<pid_t, SpawnError> {
     pass_fds.dedup();
     pass_fds.retain(|&fd| fd >= 3);
 
-    // Sources of 0-2 that sit below 3 but elsewhere than their target are moved up first.
-    let mut lifted: Vec<OwnedFd> = Vec::new();
-    let mut stdio = command.stdio;
-    for (target, src) in (0..).zip(stdio.iter_mut()) {
-        if *src >= 0 && *src < 3 && *src != target {
-            // SAFETY: F_DUPFD_CLOEXEC makes a new fd that `lifted` owns and closes.
-            let new = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 3) };
-            if new < 0 {
-                return Err(SpawnError::os(Stage::Stdio, last_errno()));
-            }
-            lifted.push(unsafe { OwnedFd::from_raw_fd(new) });
-            *src = new;
-        }
-    }
+    let (stdio, _lifted) = lift_stdio(command.stdio)?;
 
     let user = config.user.as_ref();
     let handshake = user.is_some_and(|u| !u.child_writes_maps);
@@ -234,7 +261,31 @@ pub fn spawn(config: &Config, command: &Command) -> Result<pid_t, SpawnError> {
         _ => (CString::default(), CString::default()),
     };
 
-    let plan = Plan {
+    // The helper program runs the command when PID 1 must be an init, or a time namespace is joined.
+    let time_fd = join.and_then(|j| j.time.as_ref()).map_or(-1, AsRawFd::as_raw_fd);
+    let helper_mode = if config.init {
+        Some("init")
+    } else if time_fd >= 0 {
+        Some("exec")
+    } else {
+        None
+    };
+    let helper_fd = if helper_mode.is_some() {
+        crate::helper::fd()?
+    } else {
+        -1
+    };
+    let helper_strings = helper_mode.map(|mode| helper_argv(mode, err_w.as_raw_fd(), time_fd, command));
+    let helper_args = helper_strings.as_deref().map(c_array).unwrap_or_default();
+
+    let join_fds: Vec<(c_int, c_int, Stage)> = join
+        .map(|j| j.namespaces.iter().map(|(fd, t, s)| (fd.as_raw_fd(), *t, *s)).collect())
+        .unwrap_or_default();
+    let inner_pid = AtomicI32::new(0);
+    let fork_after_join = join.is_some_and(Join::enters_pid_namespace);
+    let fd_of = |fd: Option<&OwnedFd>| fd.map_or(-1, AsRawFd::as_raw_fd);
+
+    let mut plan = Plan {
         config,
         exec_paths: &exec_paths,
         argv: &argv,
@@ -249,16 +300,26 @@ pub fn spawn(config: &Config, command: &Command) -> Result<pid_t, SpawnError> {
         go_write_fd: go.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
         uid_map: uid_text.as_ptr(),
         gid_map: gid_text.as_ptr(),
+        join: &join_fds,
+        fork_after_join,
+        inner_stack: std::ptr::null_mut(),
+        inner_pid: &inner_pid,
+        root_fd: fd_of(join.and_then(|j| j.root.as_ref())),
+        cwd_fd: fd_of(join.and_then(|j| j.cwd.as_ref())),
+        helper_fd,
+        helper_argv: &helper_args,
+        helper_fds: [if helper_fd >= 0 { err_w.as_raw_fd() } else { -1 }, time_fd],
     };
 
     let mut flags = config.clone_flags() | libc::CLONE_VM | libc::SIGCHLD;
     if !handshake {
         flags |= libc::CLONE_VFORK;
     }
-    let pid = ChildStack::with(|stack| {
+    let pid = ChildStack::with(|stack, inner_stack| {
+        plan.inner_stack = inner_stack;
         // SAFETY: the child runs `child::entry` on its own stack and only reads `plan`, which lives until
-        // the child has exec'd or exited: CLONE_VFORK waits for that; the handshake path reads the error
-        // pipe to EOF (or reaps the child) before returning.
+        // the child has exec'd or exited: CLONE_VFORK waits for that; the other paths read the error
+        // pipe to EOF (or reap the child) before returning.
         unsafe { libc::clone(child::entry, stack, flags, std::ptr::from_ref(&plan).cast_mut().cast()) }
     })?;
     if pid < 0 {
@@ -269,21 +330,42 @@ pub fn spawn(config: &Config, command: &Command) -> Result<pid_t, SpawnError> {
     let outcome = if let Some((go_r, go_w)) = go {
         drop(go_r);
         finish_handshake(config, pid, err_r.as_raw_fd(), go_w)
+    } else if helper_fd >= 0 {
+        // The helper has exec'd, the command not yet: EOF says it has (the helper closes its copy).
+        read_outcome(config, err_r.as_raw_fd())
     } else {
         // SAFETY: setting O_NONBLOCK on our own fd.
         unsafe { libc::fcntl(err_r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-        match read_record(err_r.as_raw_fd()) {
-            Ok(Read::Eof | Read::Nothing) => Ok(()),
-            Ok(Read::Record(stage, errno)) => Err(failure(config, stage, errno)),
-            Err(e) => Err(e),
-        }
+        read_outcome(config, err_r.as_raw_fd())
     };
+    conclude(outcome, pid, fork_after_join.then(|| inner_pid.load(Ordering::Acquire)))
+}
+
+/// The command's PID, or the error after reaping what was started. `inner` is the second child's PID
+/// when the first one forked to enter a PID namespace (the first has left by then).
+fn conclude(outcome: Result<(), SpawnError>, pid: pid_t, inner: Option<pid_t>) -> Result<pid_t, SpawnError> {
+    let Some(inner) = inner else {
+        return outcome.map(|()| pid).inspect_err(|_| reap(pid));
+    };
+    reap(pid);
     match outcome {
-        Ok(()) => Ok(pid),
+        Ok(()) if inner > 0 => Ok(inner),
+        Ok(()) => Err(SpawnError::Internal(
+            "the child entering the PID namespace left no PID".into(),
+        )),
         Err(e) => {
-            reap(pid);
+            if inner > 0 {
+                reap(inner);
+            }
             Err(e)
         }
+    }
+}
+
+fn read_outcome(config: &Config, err_r: RawFd) -> Result<(), SpawnError> {
+    match read_record(err_r)? {
+        Read::Eof | Read::Nothing => Ok(()),
+        Read::Record(stage, errno) => Err(failure(config, stage, errno)),
     }
 }
 
@@ -306,8 +388,5 @@ fn finish_handshake(config: &Config, pid: pid_t, err_r: RawFd, go_w: OwnedFd) ->
         return Err(SpawnError::Internal("cannot wake the child".into()));
     }
     drop(go_w);
-    match read_record(err_r)? {
-        Read::Eof | Read::Nothing => Ok(()),
-        Read::Record(stage, errno) => Err(failure(config, stage, errno)),
-    }
+    read_outcome(config, err_r)
 }

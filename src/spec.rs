@@ -114,6 +114,8 @@ pub struct Options {
     pub setgroups: Option<String>,
     pub monotonic_offset: Option<f64>,
     pub boottime_offset: Option<f64>,
+    /// Run a small init as PID 1 that starts the command as PID 2 (implies `pid`).
+    pub init: bool,
 }
 
 /// The caller's effective ids, which the defaults depend on.
@@ -161,6 +163,7 @@ pub struct Config {
     pub hostname: Option<CString>,
     /// The text for `/proc/self/timens_offsets`, when offsets were given.
     pub time_offsets: Option<CString>,
+    pub init: bool,
 }
 
 fn invalid<T>(msg: impl Into<String>) -> Result<T, SpawnError> {
@@ -171,9 +174,10 @@ impl Options {
     /// Applies the implications (`mount_proc` → mount, `hostname` → uts, maps → user) and defaults, and
     /// rejects what cannot work, before anything is forked.
     pub fn resolve(self, caller: Caller) -> Result<Config, SpawnError> {
+        let pid = self.pid || self.init;
         let mount = self.mount || self.mount_proc;
         let uts = self.uts || self.hostname.is_some();
-        let others = self.pid || mount || uts || self.ipc || self.net || self.cgroup || self.time;
+        let others = pid || mount || uts || self.ipc || self.net || self.cgroup || self.time;
         let wants_maps = self.uid_map.is_some() || self.gid_map.is_some() || self.setgroups.is_some();
         let user = match self.user {
             Some(false) if wants_maps => {
@@ -241,7 +245,8 @@ impl Options {
         };
 
         Ok(Config {
-            pid: self.pid,
+            pid,
+            init: self.init,
             mount,
             uts,
             ipc: self.ipc,

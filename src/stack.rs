@@ -19,9 +19,10 @@ thread_local! {
 }
 
 impl ChildStack {
-    /// Calls `f` with the top of this thread's child stack (stacks grow down on every Linux target we
-    /// build for). The lowest page is a guard.
-    pub fn with<R>(f: impl FnOnce(*mut c_void) -> R) -> Result<R, SpawnError> {
+    /// Calls `f` with the tops of the two halves of this thread's child stack (stacks grow down on every
+    /// Linux target we build for): the child runs on the upper half; a second child it clones (to enter
+    /// a PID namespace) on the lower one. The lowest page is a guard.
+    pub fn with<R>(f: impl FnOnce(*mut c_void, *mut c_void) -> R) -> Result<R, SpawnError> {
         let base = BASE.with(|cell| {
             if cell.get().is_null() {
                 // SAFETY: an anonymous private mapping owned by this thread for its lifetime.
@@ -47,8 +48,9 @@ impl ChildStack {
         let base = base.map_err(|e| {
             SpawnError::os(Stage::Clone, e.raw_os_error().unwrap_or(libc::ENOMEM)).with_what("map the child's stack")
         })?;
-        // SAFETY: SIZE bytes past `base` is the end of the mapping; 16-byte aligned as mmap is page aligned.
-        Ok(f(unsafe { base.cast::<u8>().add(SIZE) }.cast()))
+        // SAFETY: both offsets lie within the mapping and are 16-byte aligned (mmap is page aligned).
+        let (top, middle) = unsafe { (base.cast::<u8>().add(SIZE), base.cast::<u8>().add(SIZE / 2)) };
+        Ok(f(top.cast(), middle.cast()))
     }
 }
 

@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from typing import final
 
-__all__ = ["Config", "__version__", "spawn"]
+__all__ = ["Config", "__version__", "namespaces", "nspid", "persist", "processes", "release", "spawn"]
 __version__: str
 
 @final
@@ -33,6 +33,7 @@ class Config:
         setgroups: str | None = None,
         monotonic_offset: float | None = None,
         boottime_offset: float | None = None,
+        init: bool = False,
     ) -> Config: ...
     @property
     def namespaces(self) -> list[str]:
@@ -50,6 +51,8 @@ def spawn(
     process_group: int | None,
     program: object = None,
     cwd_for_errors: object = None,
+    target_pid: int | None = None,
+    target_dir: str | None = None,
 ) -> int:
     """Start a process in the namespaces of ``config`` and return its PID in the caller's namespace.
 
@@ -57,5 +60,22 @@ def spawn(
     inherits the environment; ``stdio`` are the fds to become 0, 1, 2 (-1 inherits). Every other fd
     is closed at exec except ``pass_fds``. Failures raise the errno's ``OSError`` subclass naming the
     step; exec and chdir failures carry ``program`` / ``cwd_for_errors`` as ``filename``, as
-    :mod:`subprocess` does. The GIL is released while spawning.
+    :mod:`subprocess` does. With ``target_pid`` or ``target_dir`` the process joins the namespaces of
+    that process (and takes its root and working directory) or of those namespace files instead of
+    creating new ones. The GIL is released while spawning.
     """
+
+def namespaces(pid: int | None = None) -> list[tuple[str, int]]:
+    """(kind, inode) for every namespace kind of ``pid`` (this process when ``None``)."""
+
+def nspid(pid: int) -> list[int]:
+    """The ``NSpid`` line of ``/proc/PID/status``."""
+
+def processes(pid: int) -> list[tuple[int, int, int, int, str]]:
+    """(host_pid, host_ppid, pid, ppid, command) for each process in the PID namespace of ``pid``."""
+
+def persist(pid: int, dir: str) -> list[str]:
+    """Bind-mount the namespaces of ``pid`` that differ from ours onto ``dir/KIND``; return the kinds."""
+
+def release(dir: str) -> list[str]:
+    """Unmount and remove what :func:`persist` made in ``dir``; return the kinds released."""

@@ -30,9 +30,10 @@ NAMESPACE_DEFAULTS: dict[str, Any] = {
     "setgroups": None,
     "monotonic_offset": None,
     "boottime_offset": None,
+    "init": False,
 }
 
-_BOOLS = ("pid", "mount", "uts", "ipc", "net", "cgroup", "time", "mount_proc")
+_BOOLS = ("pid", "mount", "uts", "ipc", "net", "cgroup", "time", "mount_proc", "init")
 
 
 def _id_map(name: str, value: object) -> list[tuple[int, int, int]] | None:
@@ -97,4 +98,5 @@ def make_config(options: dict[str, Any]) -> Config:
         setgroups=_choice("setgroups", options["setgroups"]),
         monotonic_offset=_offset("monotonic_offset", options["monotonic_offset"]),
         boottime_offset=_offset("boottime_offset", options["boottime_offset"]),
+        init=options["init"],
     )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import html
 import os
 import subprocess
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from typing import IO, Any
 
-from nsbox import _nsbox
+from nsbox import _inspect, _nsbox
 from nsbox._options import NAMESPACE_DEFAULTS, make_config
 
 #: What ``args`` may be, as in :mod:`subprocess`.
@@ -36,6 +38,14 @@ class Popen(subprocess.Popen[Any]):
       to ``/`` recursively in the new mount namespace before anything is mounted.
     - ``hostname``: set in a new UTS namespace (implies ``uts``).
     - ``monotonic_offset``, ``boottime_offset``: seconds added to those clocks (needs ``time``).
+    - ``init``: PID 1 is a tiny init that starts the command as PID 2, reaps every orphan, forwards
+      SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT (and SIGWINCH, SIGCONT, SIGALRM) to it, and
+      exits with its status (128+N when signal N killed it). Implies ``pid``. Without it, the command is
+      PID 1: signals it has no handler for are ignored, and reaping orphans is its job.
+    - ``persist``: a directory to bind-mount the box's namespaces into, so they outlive it (root only;
+      see :func:`nsbox.persist`, :func:`nsbox.release`).
+    - ``target``: instead of new namespaces, join those of a running process (a PID) or of persisted
+      namespace files (a directory), as ``nsenter`` does. Cannot be combined with the options above.
 
     Differences from ``subprocess.Popen``: every fd other than 0, 1, 2 and ``pass_fds`` is closed
     (``close_fds`` cannot be False); signal dispositions and mask are reset to default; there is no
@@ -82,6 +92,9 @@ class Popen(subprocess.Popen[Any]):
         setgroups: str | None = None,
         monotonic_offset: float | None = None,
         boottime_offset: float | None = None,
+        init: bool = False,
+        persist: StrOrBytesPath | None = None,
+        target: int | StrOrBytesPath | None = None,
     ) -> None:
         if not close_fds:
             raise ValueError("nsbox always closes inherited fds; pass the ones to keep in pass_fds")
@@ -105,7 +118,16 @@ class Popen(subprocess.Popen[Any]):
             setgroups=setgroups,
             monotonic_offset=monotonic_offset,
             boottime_offset=boottime_offset,
+            init=init,
         )
+        self._nsbox_target: tuple[int | None, str | None] = (None, None)
+        if target is not None:
+            asked = [k for k, v in options.items() if v != NAMESPACE_DEFAULTS[k]]
+            if asked:
+                raise ValueError(f"target joins existing namespaces; it cannot be combined with {', '.join(asked)}")
+            if isinstance(target, bool) or not isinstance(target, (int, str, bytes, os.PathLike)):
+                raise TypeError(f"target must be a PID or a directory of namespace files, not {target!r}")
+            self._nsbox_target = (target, None) if isinstance(target, int) else (None, os.fsdecode(target))
         # Checked before any pipe is made: bad options leave nothing behind.
         self._nsbox_config = make_config(options)
         super().__init__(
@@ -128,11 +150,104 @@ class Popen(subprocess.Popen[Any]):
             errors=errors,
             pipesize=pipesize,
         )
+        if persist is not None:
+            try:
+                self.persist(persist)
+            except BaseException:
+                self.kill()
+                self.wait()
+                raise
 
     @property
     def namespaces_created(self) -> list[str]:
         """The namespaces this box was given, by their ``/proc/PID/ns`` names."""
         return self._nsbox_config.namespaces
+
+    # -- Looking at the box from the host -------------------------------------------------------
+
+    def _require_running(self, doing: str) -> None:
+        if self.poll() is not None:
+            raise ProcessLookupError(
+                errno.ESRCH, f"cannot {doing}: the box (host PID {self.pid}) has exited with status {self.returncode}"
+            )
+
+    def namespaces(self) -> dict[str, int]:
+        """Namespace kind → inode id of the box's first process (compare with :func:`nsbox.namespaces`)."""
+        self._require_running("read the box's namespaces")
+        return _inspect.namespaces(self.pid)
+
+    def processes(self) -> _inspect.ProcessTable:
+        """Every process in the box's PID namespace with its host and inside PIDs, as in ``ps -ef``."""
+        self._require_running("list the box's processes")
+        return _inspect.processes(self.pid)
+
+    def host_pid(self, inner_pid: int) -> int:
+        """The host PID of the process that is ``inner_pid`` inside the box."""
+        for proc in self.processes():
+            if proc.pid == inner_pid:
+                return proc.host_pid
+        raise ProcessLookupError(errno.ESRCH, f"no process has PID {inner_pid} in the box (host PID {self.pid})")
+
+    def inner_pid(self, host_pid: int) -> int:
+        """The PID that host process ``host_pid`` has inside the box."""
+        for proc in self.processes():
+            if proc.host_pid == host_pid:
+                return proc.pid
+        raise ProcessLookupError(errno.ESRCH, f"process {host_pid} is not in the box (host PID {self.pid})")
+
+    # -- Entering it ----------------------------------------------------------------------------
+
+    def exec(self, args: Args, **run_options: Any) -> subprocess.CompletedProcess[Any]:
+        """Run ``args`` inside all of the box's namespaces, like ``docker exec`` / ``nsenter --all``.
+
+        Takes :func:`nsbox.run`'s options (``capture_output``, ``text``, ``input``, ``timeout``,
+        ``check``, ``env``, ``cwd`` ...). The command forks after joining, so it is in the box's PID
+        namespace, and starts in the box's root and working directory.
+
+        Raises:
+            ProcessLookupError: the box has exited. PermissionError: its namespaces may not be joined.
+        """
+        from nsbox._run import run
+
+        self._require_running("exec into the box")
+        return run(args, target=self.pid, **run_options)
+
+    def exec_popen(self, args: Args, **popen_options: Any) -> Popen:
+        """The :class:`Popen` form of :meth:`exec`: start ``args`` inside the box and return at once."""
+        self._require_running("exec into the box")
+        return Popen(args, target=self.pid, **popen_options)
+
+    def persist(self, path: StrOrBytesPath) -> list[str]:
+        """Bind-mount the box's namespaces onto ``path/KIND`` so they outlive it (see :func:`nsbox.persist`)."""
+        from nsbox._persist import persist
+
+        self._require_running("persist the box's namespaces")
+        return persist(self.pid, path)
+
+    # -- Showing it -----------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        state = "running" if self.returncode is None else f"exited {self.returncode}"
+        inside = ""
+        if self.returncode is None:
+            try:
+                inside = f" ({_inspect.nspid(self.pid)[-1]} inside)"
+            except OSError:
+                pass
+        kinds = ", ".join(self.namespaces_created) or "none"
+        return f"<nsbox.Popen pid={self.pid}{inside} namespaces=[{kinds}] {state}: {self.args!r}>"
+
+    def _repr_html_(self) -> str:
+        parts = [f"<p><code>{html.escape(repr(self))}</code></p>"]
+        if self.poll() is None:
+            try:
+                box, host = self.namespaces(), _inspect.namespaces()
+                rows = {k: (box.get(k), host.get(k)) for k in sorted(set(box) | set(host))}
+                parts.append(_inspect.namespaces_html(rows))
+                parts.append(self.processes()._repr_html_())
+            except OSError as exc:
+                parts.append(f"<p>{html.escape(str(exc))}</p>")
+        return "".join(parts)
 
     def _execute_child(  # private hook of subprocess.Popen; its signature is the same in 3.11 to 3.13
         self,
@@ -205,6 +320,8 @@ class Popen(subprocess.Popen[Any]):
             process_group,
             program=executable,
             cwd_for_errors=cwd,
+            target_pid=self._nsbox_target[0],
+            target_dir=self._nsbox_target[1],
         )
         self._child_created = True
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]

@@ -1,0 +1,120 @@
+/*
+ * nsbox-helper: the small program nsbox runs inside a box when a step needs a process of its own.
+ *
+ * nsbox's child shares the caller's memory until it execs, so anything that must outlive that moment
+ * or needs a single-threaded process is done here, after an exec into this program (from a memfd):
+ *
+ *   init  — PID 1 for init=True: starts the command as PID 2, forwards signals to it, reaps every
+ *           zombie, and exits with the command's status (128+N when a signal N killed it, as tini).
+ *   exec  — joins a time namespace (setns(CLONE_NEWTIME) needs a process whose memory is its own),
+ *           then execs the command.
+ *
+ * argv: nsbox-helper MODE ERRFD TIMEFD NPATHS PATH... ARGV...
+ * Failures are written to ERRFD as nsbox's (stage, errno) record, like nsbox's own child does.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+
+/* Must match src/errors.rs. */
+enum { STAGE_EXEC = 17, STAGE_INIT = 19, STAGE_JOIN_TIME = 27 };
+
+extern char **environ;
+static int errfd = -1;
+
+static void report(uint32_t stage, int32_t err) {
+    unsigned char rec[8];
+    memcpy(rec, &stage, 4);
+    memcpy(rec + 4, &err, 4);
+    if (write(errfd, rec, sizeof rec) < 0) { /* nothing more we can do */ }
+    _exit(127);
+}
+
+static void exec_command(char **paths, int npaths, char **argv) {
+    int saved = 0, last = ENOENT;
+    for (int i = 0; i < npaths; i++) {
+        execve(paths[i], argv, environ);
+        last = errno;
+        if (last != ENOENT && last != ENOTDIR && saved == 0) saved = last;
+    }
+    report(STAGE_EXEC, saved ? saved : last);
+}
+
+static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGWINCH, SIGCONT, SIGALRM};
+
+/* Show up as "nsbox-init" in ps rather than with our whole argv (the command's is its own). */
+static void retitle(int argc, char **argv) {
+    char *end = argv[argc - 1] + strlen(argv[argc - 1]);
+    memset(argv[0], 0, (size_t)(end - argv[0]));
+    strcpy(argv[0], "nsbox-init");
+}
+
+static int init(int argc, char **argv_all, char **paths, int npaths, char **argv) {
+    sigset_t wanted, old;
+    sigemptyset(&wanted);
+    sigaddset(&wanted, SIGCHLD);
+    for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++) sigaddset(&wanted, forwarded[i]);
+    /* Blocked signals reach PID 1 even without a handler, and wait here for sigwaitinfo. */
+    sigprocmask(SIG_BLOCK, &wanted, &old);
+
+    pid_t child = fork();
+    if (child < 0) report(STAGE_INIT, errno);
+    if (child == 0) {
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        exec_command(paths, npaths, argv);
+    }
+    /* The command's copy is close-on-exec: nsbox reads EOF once the command has exec'd. */
+    close(errfd);
+    retitle(argc, argv_all);
+
+    for (;;) {
+        siginfo_t info;
+        int sig = sigwaitinfo(&wanted, &info);
+        if (sig < 0) continue;
+        if (sig != SIGCHLD) {
+            kill(child, sig);
+            continue;
+        }
+        for (;;) {
+            int status;
+            pid_t done = waitpid(-1, &status, WNOHANG);
+            if (done <= 0) break;
+            if (done == child) {
+                /* Our exit makes the kernel kill whatever is left in the namespace. */
+                if (WIFEXITED(status)) return WEXITSTATUS(status);
+                return 128 + WTERMSIG(status);
+            }
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc < 6) return 127;
+    const char *mode = argv[1];
+    errfd = atoi(argv[2]);
+    int timefd = atoi(argv[3]);
+    int npaths = atoi(argv[4]);
+    if (npaths < 1 || 5 + npaths >= argc) return 127;
+    char **paths = argv + 5;
+    char **command = argv + 5 + npaths;
+    fcntl(errfd, F_SETFD, FD_CLOEXEC);
+
+    if (timefd >= 0) {
+        if (setns(timefd, CLONE_NEWTIME) < 0) report(STAGE_JOIN_TIME, errno);
+        close(timefd);
+    }
+    if (strcmp(mode, "init") == 0) return init(argc, argv, paths, npaths, command);
+    exec_command(paths, npaths, command);
+    return 127;
+}

@@ -1,0 +1,135 @@
+//! Keeping namespaces alive without their processes: bind-mount `/proc/PID/ns/KIND` onto files, as
+//! `unshare --net=FILE` does, and undo it.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::errors::{SpawnError, Stage};
+
+/// The kinds that can be persisted and entered again (the `*_for_children` links are views of these).
+pub const KINDS: [&str; 8] = ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
+
+/// Marks a directory that `persist` bind-mounted onto itself (to make it private), for `release`.
+const MARKER: &str = ".nsbox-self-bind";
+
+fn cstr(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).expect("paths from Python have no NUL")
+}
+
+fn errno_of(err: &std::io::Error) -> i32 {
+    err.raw_os_error().unwrap_or(libc::EIO)
+}
+
+fn last_errno() -> i32 {
+    errno_of(&std::io::Error::last_os_error())
+}
+
+fn mount(src: &Path, target: &Path, flags: libc::c_ulong) -> Result<(), i32> {
+    let (src, target) = (cstr(src), cstr(target));
+    // SAFETY: mount(2) with valid C strings.
+    let ret = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), std::ptr::null(), flags, std::ptr::null()) };
+    if ret < 0 {
+        Err(last_errno())
+    } else {
+        Ok(())
+    }
+}
+
+fn is_mountpoint(path: &Path) -> bool {
+    let (Ok(me), Some(Ok(parent))) = (fs::metadata(path), path.parent().map(fs::metadata)) else {
+        return false;
+    };
+    // A bind mount of a file or of a directory onto itself keeps the device; mountinfo is the sure test.
+    if me.dev() != parent.dev() {
+        return true;
+    }
+    let Ok(canon) = fs::canonicalize(path) else {
+        return false;
+    };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = canon.to_string_lossy().replace(' ', "\\040");
+    info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+fn persist_error(what: String, errno: i32) -> SpawnError {
+    let hint = (errno == libc::EPERM).then_some("bind mounts on the host need root (CAP_SYS_ADMIN)");
+    SpawnError::os(Stage::MountProc, errno).with_what(what).with_hint(hint)
+}
+
+/// Bind-mounts each namespace of `pid` that differs from the caller's onto `dir/KIND` (made if missing).
+/// Returns the kinds persisted.
+pub fn persist(pid: i32, dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
+    fs::create_dir_all(dir).map_err(|e| persist_error(format!("create {}", dir.display()), errno_of(&e)))?;
+    // A mount namespace file may only be bound where propagation is private (or it could form a loop
+    // through a peer group): make the directory its own private mount first, as `ip netns` does.
+    if !dir.join(MARKER).exists() {
+        mount(dir, dir, libc::MS_BIND)
+            .and_then(|()| mount(Path::new("none"), dir, libc::MS_PRIVATE))
+            .map_err(|e| persist_error(format!("make {} a private mount", dir.display()), e))?;
+        fs::write(dir.join(MARKER), b"")
+            .map_err(|e| persist_error(format!("write into {}", dir.display()), errno_of(&e)))?;
+    }
+    let mut done = Vec::new();
+    for kind in KINDS {
+        let source = Path::new("/proc").join(pid.to_string()).join("ns").join(kind);
+        let theirs = match fs::metadata(&source) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !Path::new("/proc/self/ns").join(kind).exists() => {
+                continue
+            }
+            Err(e) => {
+                return Err(persist_error(
+                    format!("read the namespaces of process {pid}"),
+                    errno_of(&e),
+                ))
+            }
+        };
+        let ours = fs::metadata(Path::new("/proc/self/ns").join(kind)).ok();
+        if ours.is_some_and(|o| o.ino() == theirs.ino() && o.dev() == theirs.dev()) {
+            continue;
+        }
+        let target = dir.join(kind);
+        if is_mountpoint(&target) {
+            return Err(persist_error(format!("persist into {}", target.display()), libc::EBUSY));
+        }
+        fs::write(&target, b"").map_err(|e| persist_error(format!("create {}", target.display()), errno_of(&e)))?;
+        mount(&source, &target, libc::MS_BIND)
+            .map_err(|e| persist_error(format!("bind the {kind} namespace onto {}", target.display()), e))?;
+        done.push(kind);
+    }
+    Ok(done)
+}
+
+/// Unmounts what `persist` mounted under `dir` and removes the files it made. Returns the kinds released.
+pub fn release(dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
+    let mut done = Vec::new();
+    for kind in KINDS {
+        let target = dir.join(kind);
+        if !target.exists() {
+            continue;
+        }
+        if is_mountpoint(&target) {
+            let c = cstr(&target);
+            // SAFETY: umount2(2) with a valid C string.
+            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } < 0 {
+                return Err(persist_error(format!("unmount {}", target.display()), last_errno()));
+            }
+            done.push(kind);
+        }
+        let _ = fs::remove_file(&target);
+    }
+    if dir.join(MARKER).exists() {
+        let _ = fs::remove_file(dir.join(MARKER));
+        let c = cstr(dir);
+        // SAFETY: as above.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } < 0 {
+            return Err(persist_error(format!("unmount {}", dir.display()), last_errno()));
+        }
+    }
+    Ok(done)
+}
