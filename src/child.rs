@@ -4,6 +4,10 @@
 //! it may only make raw, async-signal-safe system calls on data the parent prepared: no allocation, no
 //! locks, no panics (so no indexing or unwrap), no Python. Each failure is written to the CLOEXEC error
 //! pipe as a (stage, errno) record and the child `_exit`s.
+//!
+//! The namespace steps ([`set_parent_death_signal`], [`configure_namespaces`], [`mount_proc`]) take a
+//! [`Setup`] rather than the whole [`Plan`]: `nsbox.call` runs the same steps in a forked copy of the
+//! interpreter (see [`crate::fork`]).
 
 use std::ffi::c_void;
 use std::ptr;
@@ -18,10 +22,25 @@ extern "C" {
     static environ: *const *const c_char;
 }
 
+/// What the namespace steps need, prepared by the parent: the config, the error pipe, the id-map
+/// handshake and the map texts (pointers into `CString`s the parent keeps alive).
+pub struct Setup<'a> {
+    pub config: &'a Config,
+    pub err_fd: c_int,
+    /// The read end on which the child waits for the parent to write its id maps, or -1.
+    pub go_fd: c_int,
+    /// The child's copy of the go pipe's write end: closed first, or the parent closing its own would
+    /// never give us EOF.
+    pub go_write_fd: c_int,
+    /// `uid_map`/`gid_map` text when the child writes its own maps.
+    pub uid_map: *const c_char,
+    pub gid_map: *const c_char,
+}
+
 /// Everything the child needs, prepared by the parent: pointers into `CString`s the parent owns and
 /// keeps alive until the child has exec'd or exited.
 pub struct Plan<'a> {
-    pub config: &'a Config,
+    pub setup: Setup<'a>,
     /// Candidate paths for the program (the `PATH` search is done by the parent, tried here in order).
     pub exec_paths: &'a [*const c_char],
     /// NULL-terminated.
@@ -36,15 +55,6 @@ pub struct Plan<'a> {
     pub pass_fds: &'a [c_int],
     pub new_session: bool,
     pub process_group: c_int,
-    pub err_fd: c_int,
-    /// The read end on which the child waits for the parent to write its id maps, or -1.
-    pub go_fd: c_int,
-    /// The child's copy of the go pipe's write end: closed first, or the parent closing its own would
-    /// never give us EOF.
-    pub go_write_fd: c_int,
-    /// `uid_map`/`gid_map` text when the child writes its own maps.
-    pub uid_map: *const c_char,
-    pub gid_map: *const c_char,
     /// Namespaces to join first, as (fd, nstype, stage), user first.
     pub join: &'a [(c_int, c_int, Stage)],
     /// After joining a PID namespace, clone once more (on `inner_stack`): only children enter it.
@@ -69,68 +79,70 @@ fn errno() -> c_int {
 }
 
 /// Reports `stage` with the current errno and exits. Never returns.
-fn fail(plan: &Plan<'_>, stage: Stage) -> ! {
-    report(plan, stage, errno())
+fn fail(s: &Setup<'_>, stage: Stage) -> ! {
+    report(s, stage, errno())
 }
 
-fn report(plan: &Plan<'_>, stage: Stage, errno: c_int) -> ! {
+/// Writes the record (stage, errno) to the error pipe and exits. Never returns.
+pub fn report(s: &Setup<'_>, stage: Stage, errno: c_int) -> ! {
+    send(s, stage, errno);
+    // SAFETY: leaving without running anything of the parent's.
+    unsafe { libc::_exit(127) }
+}
+
+/// Writes one record to the error pipe. A record is 8 bytes, written with one `write(2)`: pipes deliver it
+/// whole. A failed or short write is seen by the parent as a child that died or sent a corrupt record.
+pub fn send(s: &Setup<'_>, stage: Stage, value: c_int) {
     let rec = Record {
         stage: stage as u32,
-        errno,
+        errno: value,
     }
     .encode();
-    // SAFETY: plain syscalls on a buffer on our stack. A short write is seen by the parent as corrupt.
-    unsafe {
-        libc::write(plan.err_fd, rec.as_ptr().cast::<c_void>(), rec.len());
-        libc::_exit(127)
-    }
+    // SAFETY: a plain syscall on a buffer on our stack.
+    unsafe { libc::write(s.err_fd, rec.as_ptr().cast::<c_void>(), rec.len()) };
 }
 
-fn check(plan: &Plan<'_>, stage: Stage, ret: c_int) {
+/// Reports `stage` with errno and exits when `ret` is negative.
+pub fn check(s: &Setup<'_>, stage: Stage, ret: c_int) {
     if ret < 0 {
-        fail(plan, stage);
+        fail(s, stage);
     }
 }
 
 /// Writes `text` (NUL-terminated) to `path` in one `write`, as procfs files want it.
-fn write_file(plan: &Plan<'_>, stage: Stage, path: &core::ffi::CStr, text: *const c_char) {
+fn write_file(s: &Setup<'_>, stage: Stage, path: &core::ffi::CStr, text: *const c_char) {
     // SAFETY: both pointers are valid NUL-terminated strings owned by the parent.
     unsafe {
         let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        check(plan, stage, fd);
+        check(s, stage, fd);
         let len = libc::strlen(text);
         let n = libc::write(fd, text.cast::<c_void>(), len);
         if n < 0 || n as usize != len {
             // A short write to a procfs map file means the kernel refused part of it.
             let e = if n < 0 { errno() } else { libc::EIO };
-            report(plan, stage, e);
+            report(s, stage, e);
         }
         libc::close(fd);
     }
 }
 
-fn write_id_maps(plan: &Plan<'_>, setgroups: Setgroups) {
+fn write_id_maps(s: &Setup<'_>, setgroups: Setgroups) {
     if setgroups == Setgroups::Deny {
-        write_file(plan, Stage::Setgroups, c"/proc/self/setgroups", c"deny".as_ptr());
+        write_file(s, Stage::Setgroups, c"/proc/self/setgroups", c"deny".as_ptr());
     }
-    write_file(plan, Stage::UidMap, c"/proc/self/uid_map", plan.uid_map);
-    write_file(plan, Stage::GidMap, c"/proc/self/gid_map", plan.gid_map);
+    write_file(s, Stage::UidMap, c"/proc/self/uid_map", s.uid_map);
+    write_file(s, Stage::GidMap, c"/proc/self/gid_map", s.gid_map);
 }
 
 /// Tells the parent we are ready for our id maps and waits until it has written them.
-fn wait_for_maps(plan: &Plan<'_>) {
-    let rec = Record {
-        stage: Stage::Ready as u32,
-        errno: 0,
-    }
-    .encode();
+fn wait_for_maps(s: &Setup<'_>) {
     let mut go = 0u8;
     // SAFETY: plain syscalls on stack buffers.
     unsafe {
-        libc::close(plan.go_write_fd);
-        libc::write(plan.err_fd, rec.as_ptr().cast::<c_void>(), rec.len());
+        libc::close(s.go_write_fd);
+        send(s, Stage::Ready, 0);
         loop {
-            let n = libc::read(plan.go_fd, ptr::addr_of_mut!(go).cast::<c_void>(), 1);
+            let n = libc::read(s.go_fd, ptr::addr_of_mut!(go).cast::<c_void>(), 1);
             if n < 0 && errno() == libc::EINTR {
                 continue;
             }
@@ -140,27 +152,27 @@ fn wait_for_maps(plan: &Plan<'_>) {
             }
             break;
         }
-        libc::close(plan.go_fd);
+        libc::close(s.go_fd);
     }
 }
 
-fn bring_up_loopback(plan: &Plan<'_>) {
+fn bring_up_loopback(s: &Setup<'_>) {
     // SAFETY: a socket and two ioctls on a zeroed, stack-allocated ifreq.
     unsafe {
         let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        check(plan, Stage::Loopback, sock);
+        check(s, Stage::Loopback, sock);
         let mut ifr: libc::ifreq = std::mem::zeroed();
         for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
             *dst = *src as c_char;
         }
         check(
-            plan,
+            s,
             Stage::Loopback,
             libc::ioctl(sock, libc::SIOCGIFFLAGS, ptr::addr_of_mut!(ifr)),
         );
         ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         check(
-            plan,
+            s,
             Stage::Loopback,
             libc::ioctl(sock, libc::SIOCSIFFLAGS, ptr::addr_of_mut!(ifr)),
         );
@@ -168,32 +180,73 @@ fn bring_up_loopback(plan: &Plan<'_>) {
     }
 }
 
-fn setup_mounts(plan: &Plan<'_>) {
-    let cfg = plan.config;
-    // SAFETY: mount(2) with static strings.
-    unsafe {
-        if let Some(flag) = cfg.propagation.mount_flag() {
-            let ret = libc::mount(
+/// Dies with the thread that made us (see spawner.rs for the exec path; `nsbox.call` waits on its thread).
+pub fn set_parent_death_signal(s: &Setup<'_>) {
+    // SAFETY: a single syscall.
+    let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    check(s, Stage::ParentDeath, ret);
+}
+
+/// The steps that make new namespaces what `config` asks, in the order that works: id maps first (they give
+/// us the capabilities for the rest), a new time namespace with its offsets (it applies to our children,
+/// or after `execve`), the hostname, loopback up, and the propagation of `/` before anything is mounted.
+/// Mounting proc is separate ([`mount_proc`]): it must be done by a process in the new PID namespace.
+pub fn configure_namespaces(s: &Setup<'_>) {
+    let cfg = s.config;
+    if let Some(user) = &cfg.user {
+        if user.child_writes_maps {
+            write_id_maps(s, user.setgroups);
+        } else {
+            wait_for_maps(s);
+        }
+    }
+    if cfg.time {
+        // SAFETY: a single syscall.
+        check(s, Stage::TimeNamespace, unsafe { libc::unshare(libc::CLONE_NEWTIME) });
+        if let Some(offsets) = &cfg.time_offsets {
+            write_file(s, Stage::TimeOffsets, c"/proc/self/timens_offsets", offsets.as_ptr());
+        }
+    }
+    if let Some(name) = &cfg.hostname {
+        // SAFETY: a valid buffer of that length.
+        let ret = unsafe { libc::sethostname(name.as_ptr(), name.as_bytes().len()) };
+        check(s, Stage::Hostname, ret);
+    }
+    if cfg.net {
+        bring_up_loopback(s);
+    }
+    if let (true, Some(flag)) = (cfg.mount, cfg.propagation.mount_flag()) {
+        // SAFETY: mount(2) with static strings.
+        let ret = unsafe {
+            libc::mount(
                 ptr::null(),
                 c"/".as_ptr(),
                 ptr::null(),
                 libc::MS_REC | flag,
                 ptr::null(),
-            );
-            check(plan, Stage::Propagation, ret);
-        }
-        if cfg.mount_proc {
-            let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-            let ret = libc::mount(
-                c"proc".as_ptr(),
-                c"/proc".as_ptr(),
-                c"proc".as_ptr(),
-                flags,
-                ptr::null(),
-            );
-            check(plan, Stage::MountProc, ret);
-        }
+            )
+        };
+        check(s, Stage::Propagation, ret);
     }
+}
+
+/// Mounts a fresh proc on `/proc` when the config asks for it (nosuid, nodev, noexec, as bubblewrap does).
+pub fn mount_proc(s: &Setup<'_>) {
+    if !s.config.mount_proc {
+        return;
+    }
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // SAFETY: mount(2) with static strings.
+    let ret = unsafe {
+        libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            flags,
+            ptr::null(),
+        )
+    };
+    check(s, Stage::MountProc, ret);
 }
 
 fn setup_fds(plan: &Plan<'_>) {
@@ -209,7 +262,7 @@ fn setup_fds(plan: &Plan<'_>) {
             } else {
                 libc::dup2(src, target)
             };
-            check(plan, Stage::Stdio, ret);
+            check(&plan.setup, Stage::Stdio, ret);
         }
         // Mark everything from 3 up close-on-exec except pass_fds. Marking rather than closing keeps the
         // error pipe open until exec; the parent's fd table is not touched (no CLONE_FILES).
@@ -219,7 +272,7 @@ fn setup_fds(plan: &Plan<'_>) {
             if fd > next {
                 close_range_cloexec(plan, next, fd - 1);
             }
-            check(plan, Stage::CloseFds, libc::fcntl(fd as c_int, libc::F_SETFD, 0));
+            check(&plan.setup, Stage::CloseFds, libc::fcntl(fd as c_int, libc::F_SETFD, 0));
             next = fd + 1;
         }
         close_range_cloexec(plan, next, libc::c_uint::MAX);
@@ -230,7 +283,7 @@ fn close_range_cloexec(plan: &Plan<'_>, first: libc::c_uint, last: libc::c_uint)
     // SAFETY: close_range(2) only changes fd flags here.
     let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, libc::CLOSE_RANGE_CLOEXEC) };
     if ret < 0 {
-        fail(plan, Stage::CloseFds);
+        fail(&plan.setup, Stage::CloseFds);
     }
 }
 
@@ -250,7 +303,7 @@ fn reset_signals(plan: &Plan<'_>) {
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&raw mut empty);
         check(
-            plan,
+            &plan.setup,
             Stage::Signals,
             libc::sigprocmask(libc::SIG_SETMASK, &raw const empty, ptr::null_mut()),
         );
@@ -267,7 +320,7 @@ fn exec(plan: &Plan<'_>) -> ! {
         if plan.helper_fd >= 0 {
             for fd in plan.helper_fds {
                 if fd >= 0 {
-                    check(plan, Stage::Helper, libc::fcntl(fd, libc::F_SETFD, 0));
+                    check(&plan.setup, Stage::Helper, libc::fcntl(fd, libc::F_SETFD, 0));
                 }
             }
             libc::syscall(
@@ -278,7 +331,7 @@ fn exec(plan: &Plan<'_>) -> ! {
                 envp,
                 libc::AT_EMPTY_PATH,
             );
-            fail(plan, Stage::Helper);
+            fail(&plan.setup, Stage::Helper);
         }
         let mut saved = 0;
         let mut last = libc::ENOENT;
@@ -290,61 +343,33 @@ fn exec(plan: &Plan<'_>) -> ! {
                 saved = last;
             }
         }
-        report(plan, Stage::Exec, if saved != 0 { saved } else { last })
+        report(&plan.setup, Stage::Exec, if saved != 0 { saved } else { last })
     }
 }
 
 /// The child's whole life. Entered through [`entry`] on its own stack.
 fn run(plan: &Plan<'_>) -> ! {
-    let cfg = plan.config;
+    let s = &plan.setup;
+    // Die with the spawning thread; spawner threads live as long as the process (see spawner.rs).
+    set_parent_death_signal(s);
+    configure_namespaces(s);
+    mount_proc(s);
     // SAFETY: each call below is a single async-signal-safe syscall wrapper.
     unsafe {
-        // Die with the spawning thread; spawner threads live as long as the process (see spawner.rs).
-        check(
-            plan,
-            Stage::ParentDeath,
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0),
-        );
-        if let Some(user) = &cfg.user {
-            if user.child_writes_maps {
-                write_id_maps(plan, user.setgroups);
-            } else {
-                wait_for_maps(plan);
-            }
-        }
-        if cfg.time {
-            check(plan, Stage::TimeNamespace, libc::unshare(libc::CLONE_NEWTIME));
-            if let Some(offsets) = &cfg.time_offsets {
-                write_file(plan, Stage::TimeOffsets, c"/proc/self/timens_offsets", offsets.as_ptr());
-            }
-        }
-        if let Some(name) = &cfg.hostname {
-            check(
-                plan,
-                Stage::Hostname,
-                libc::sethostname(name.as_ptr(), name.as_bytes().len()),
-            );
-        }
-        if cfg.net {
-            bring_up_loopback(plan);
-        }
-        if cfg.mount {
-            setup_mounts(plan);
-        }
         if plan.root_fd >= 0 {
-            check(plan, Stage::Chroot, libc::fchdir(plan.root_fd));
-            check(plan, Stage::Chroot, libc::chroot(c".".as_ptr()));
+            check(s, Stage::Chroot, libc::fchdir(plan.root_fd));
+            check(s, Stage::Chroot, libc::chroot(c".".as_ptr()));
         }
         if !plan.cwd.is_null() {
-            check(plan, Stage::Chdir, libc::chdir(plan.cwd));
+            check(s, Stage::Chdir, libc::chdir(plan.cwd));
         } else if plan.cwd_fd >= 0 {
-            check(plan, Stage::Chdir, libc::fchdir(plan.cwd_fd));
+            check(s, Stage::Chdir, libc::fchdir(plan.cwd_fd));
         }
         if plan.new_session {
-            check(plan, Stage::Session, libc::setsid());
+            check(s, Stage::Session, libc::setsid());
         }
         if plan.process_group >= 0 {
-            check(plan, Stage::Session, libc::setpgid(0, plan.process_group));
+            check(s, Stage::Session, libc::setpgid(0, plan.process_group));
         }
     }
     setup_fds(plan);
@@ -357,7 +382,7 @@ fn run(plan: &Plan<'_>) -> ! {
 fn join_then_run(plan: &Plan<'_>) -> ! {
     for &(fd, nstype, stage) in plan.join {
         // SAFETY: setns(2) on an fd the parent opened.
-        check(plan, stage, unsafe { libc::setns(fd, nstype) });
+        check(&plan.setup, stage, unsafe { libc::setns(fd, nstype) });
     }
     if !plan.fork_after_join {
         run(plan)
@@ -375,7 +400,7 @@ fn join_then_run(plan: &Plan<'_>) -> ! {
         )
     };
     if pid < 0 {
-        fail(plan, Stage::Clone);
+        fail(&plan.setup, Stage::Clone);
     }
     plan.inner_pid.store(pid, Ordering::Release);
     // SAFETY: leaving without running anything of the parent's.

@@ -44,10 +44,15 @@ pub enum Stage {
     Chroot = 28,
     /// Clearing close-on-exec on the error pipe for the helper program.
     Helper = 29,
+    /// Not an error (`nsbox.call` with a PID namespace): the errno field is the host PID of the process
+    /// that runs the function, made by the first child.
+    Forked = 30,
+    /// Not an error (`nsbox.call`): the namespaces are ready and the function is about to run.
+    Running = 31,
 }
 
 impl Stage {
-    const ALL: [Stage; 30] = [
+    const ALL: [Stage; 32] = [
         Stage::Ready,
         Stage::Clone,
         Stage::Setgroups,
@@ -78,6 +83,8 @@ impl Stage {
         Stage::JoinTime,
         Stage::Chroot,
         Stage::Helper,
+        Stage::Forked,
+        Stage::Running,
     ];
 
     #[must_use]
@@ -119,6 +126,8 @@ impl Stage {
             Stage::JoinTime => "join the time namespace",
             Stage::Chroot => "change to the box's root directory",
             Stage::Helper => "start nsbox's helper program",
+            Stage::Forked => "start the process that runs the function",
+            Stage::Running => "run the function",
         }
     }
 }

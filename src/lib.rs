@@ -6,6 +6,7 @@
 pub mod child;
 pub mod enter;
 pub mod errors;
+pub mod fork;
 mod helper;
 pub mod idmap;
 pub mod persist;

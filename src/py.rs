@@ -171,6 +171,45 @@ fn spawn(
     result.map_err(|e| to_pyerr(e, program.as_ref(), cwd_for_errors.as_ref()))
 }
 
+/// Forks this interpreter into the namespaces of `config`: returns the PID of the process that runs
+/// `child` in the parent; in that process, calls `child()` and exits. See `nsbox._nsbox.pyi`.
+#[pyfunction]
+fn fork(py: Python<'_>, config: &Config, child: &Bound<'_, PyAny>) -> PyResult<i32> {
+    use crate::fork::{Fork, Forked};
+
+    let fork = Fork::new(&config.inner).map_err(|e| to_pyerr(e, None, None))?;
+    // CPython's fork protocol, as os.fork() follows it; we hold the GIL, as the hooks require.
+    // SAFETY: the hooks around the fork; the child runs no code of the caller's (it exits below).
+    let forked = unsafe {
+        pyo3::ffi::PyOS_BeforeFork();
+        let forked = fork.fork();
+        if matches!(forked, Ok(Forked::Child)) {
+            pyo3::ffi::PyOS_AfterFork_Child();
+        } else {
+            pyo3::ffi::PyOS_AfterFork_Parent();
+        }
+        forked
+    };
+    match forked.map_err(|e| to_pyerr(e, None, None))? {
+        Forked::Parent(fork, pid) => py.detach(move || fork.finish(pid)).map_err(|e| to_pyerr(e, None, None)),
+        Forked::Child => {
+            crate::spawner::forked();
+            // `child` ends with os._exit(); an exception escaping it (an interrupt before its first line)
+            // is shown, and the process still ends here: never in the caller's code, never through the
+            // interpreter's exit (atexit, flushing the caller's buffers).
+            let code = match child.call0() {
+                Ok(_) => 0,
+                Err(err) => {
+                    err.display(py);
+                    70
+                }
+            };
+            // SAFETY: _exit(2) ends the process at once.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
 fn io_err(err: &std::io::Error, what: &str) -> PyErr {
     let errno = err.raw_os_error().unwrap_or(libc::EIO);
     PyOSError::new_err((errno, format!("{what}: {}", strerror(errno))))
@@ -226,6 +265,7 @@ fn release(dir: PathBuf) -> PyResult<Vec<&'static str>> {
 fn _nsbox(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Config>()?;
     m.add_function(wrap_pyfunction!(spawn, m)?)?;
+    m.add_function(wrap_pyfunction!(fork, m)?)?;
     m.add_function(wrap_pyfunction!(namespaces, m)?)?;
     m.add_function(wrap_pyfunction!(nspid, m)?)?;
     m.add_function(wrap_pyfunction!(processes, m)?)?;

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use libc::{c_char, c_int, pid_t};
 
-use crate::child::{self, Plan};
+use crate::child::{self, Plan, Setup};
 use crate::enter::Join;
 use crate::errors::{Record, SpawnError, Stage};
 use crate::spec::{Config, Setgroups};
@@ -56,7 +56,7 @@ impl Command {
     }
 }
 
-fn last_errno() -> i32 {
+pub(crate) fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
@@ -82,7 +82,7 @@ fn lift(fd: OwnedFd) -> Result<OwnedFd, SpawnError> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
-fn reap(pid: pid_t) {
+pub(crate) fn reap(pid: pid_t) {
     loop {
         // SAFETY: waiting for our own child.
         let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL) };
@@ -92,13 +92,13 @@ fn reap(pid: pid_t) {
     }
 }
 
-enum Read {
+pub(crate) enum Read {
     Record(Stage, i32),
     Eof,
     Nothing,
 }
 
-fn read_record(fd: RawFd) -> Result<Read, SpawnError> {
+pub(crate) fn read_record(fd: RawFd) -> Result<Read, SpawnError> {
     let mut buf = [0u8; Record::SIZE];
     let mut got = 0;
     while got < buf.len() {
@@ -129,7 +129,7 @@ fn write_proc(config: &Config, pid: pid_t, file: &str, text: &[u8], stage: Stage
 }
 
 /// Writes the child's id maps from the parent (which must hold `CAP_SETUID`/`CAP_SETGID` for such maps).
-fn write_maps_for(pid: pid_t, config: &Config) -> Result<(), SpawnError> {
+pub(crate) fn write_maps_for(pid: pid_t, config: &Config) -> Result<(), SpawnError> {
     let user = config.user.as_ref().expect("only called with a user namespace");
     if user.setgroups == Setgroups::Deny {
         write_proc(config, pid, "setgroups", b"deny", Stage::Setgroups)?;
@@ -162,7 +162,7 @@ fn hint(config: &Config, stage: Stage, errno: i32) -> Option<&'static str> {
     }
 }
 
-fn failure(config: &Config, stage: Stage, errno: i32) -> SpawnError {
+pub(crate) fn failure(config: &Config, stage: Stage, errno: i32) -> SpawnError {
     let err = SpawnError::os(stage, errno).with_hint(hint(config, stage, errno));
     if stage != Stage::Clone {
         return err;
@@ -184,6 +184,55 @@ fn long_name(ns: &str) -> &str {
         "uts" => "UTS",
         "ipc" => "IPC",
         other => other,
+    }
+}
+
+/// The error pipe, the go pipe of the id-map handshake and the id-map texts of a child's [`Setup`], made
+/// in the parent before it clones (here) or forks (`nsbox.call`, see [`crate::fork`]).
+pub(crate) struct Channels {
+    pub err_r: OwnedFd,
+    pub err_w: OwnedFd,
+    /// (read, write) when the parent writes the id maps while the child waits.
+    pub go: Option<(OwnedFd, OwnedFd)>,
+    uid_text: CString,
+    gid_text: CString,
+}
+
+impl Channels {
+    pub fn new(config: &Config) -> Result<Channels, SpawnError> {
+        let user = config.user.as_ref();
+        let (err_r, err_w) = pipe_above_stdio()?;
+        let go = if user.is_some_and(|u| !u.child_writes_maps) {
+            Some(pipe_above_stdio()?)
+        } else {
+            None
+        };
+        let (uid_text, gid_text) = match user {
+            Some(u) if u.child_writes_maps => (
+                CString::new(u.uid_map.to_proc_text()).expect("digits"),
+                CString::new(u.gid_map.to_proc_text()).expect("digits"),
+            ),
+            _ => (CString::default(), CString::default()),
+        };
+        Ok(Channels {
+            err_r,
+            err_w,
+            go,
+            uid_text,
+            gid_text,
+        })
+    }
+
+    /// What the child's namespace steps use; borrows `self`, which must outlive the child's use of it.
+    pub fn setup<'a>(&'a self, config: &'a Config) -> Setup<'a> {
+        Setup {
+            config,
+            err_fd: self.err_w.as_raw_fd(),
+            go_fd: self.go.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
+            go_write_fd: self.go.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+            uid_map: self.uid_text.as_ptr(),
+            gid_map: self.gid_text.as_ptr(),
+        }
     }
 }
 
@@ -249,17 +298,9 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
 
     let (stdio, _lifted) = lift_stdio(command.stdio)?;
 
-    let user = config.user.as_ref();
-    let handshake = user.is_some_and(|u| !u.child_writes_maps);
-    let (err_r, err_w) = pipe_above_stdio()?;
-    let go = if handshake { Some(pipe_above_stdio()?) } else { None };
-    let (uid_text, gid_text) = match user {
-        Some(u) if u.child_writes_maps => (
-            CString::new(u.uid_map.to_proc_text()).expect("digits"),
-            CString::new(u.gid_map.to_proc_text()).expect("digits"),
-        ),
-        _ => (CString::default(), CString::default()),
-    };
+    let channels = Channels::new(config)?;
+    let handshake = channels.go.is_some();
+    let err_w = channels.err_w.as_raw_fd();
 
     // The helper program runs the command when PID 1 must be an init, or a time namespace is joined.
     let time_fd = join.and_then(|j| j.time.as_ref()).map_or(-1, AsRawFd::as_raw_fd);
@@ -275,7 +316,7 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
     } else {
         -1
     };
-    let helper_strings = helper_mode.map(|mode| helper_argv(mode, err_w.as_raw_fd(), time_fd, command));
+    let helper_strings = helper_mode.map(|mode| helper_argv(mode, err_w, time_fd, command));
     let helper_args = helper_strings.as_deref().map(c_array).unwrap_or_default();
 
     let join_fds: Vec<(c_int, c_int, Stage)> = join
@@ -286,7 +327,7 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
     let fd_of = |fd: Option<&OwnedFd>| fd.map_or(-1, AsRawFd::as_raw_fd);
 
     let mut plan = Plan {
-        config,
+        setup: channels.setup(config),
         exec_paths: &exec_paths,
         argv: &argv,
         envp: envp.as_deref(),
@@ -295,11 +336,6 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
         pass_fds: &pass_fds,
         new_session: command.new_session,
         process_group: command.process_group.unwrap_or(-1),
-        err_fd: err_w.as_raw_fd(),
-        go_fd: go.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
-        go_write_fd: go.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
-        uid_map: uid_text.as_ptr(),
-        gid_map: gid_text.as_ptr(),
         join: &join_fds,
         fork_after_join,
         inner_stack: std::ptr::null_mut(),
@@ -308,7 +344,7 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
         cwd_fd: fd_of(join.and_then(|j| j.cwd.as_ref())),
         helper_fd,
         helper_argv: &helper_args,
-        helper_fds: [if helper_fd >= 0 { err_w.as_raw_fd() } else { -1 }, time_fd],
+        helper_fds: [if helper_fd >= 0 { err_w } else { -1 }, time_fd],
     };
 
     let mut flags = config.clone_flags() | libc::CLONE_VM | libc::SIGCHLD;
@@ -325,11 +361,13 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
     if pid < 0 {
         return Err(failure(config, Stage::Clone, last_errno()));
     }
-    drop(err_w);
+    // `plan` (plain data the child may still read) and the map texts stay alive until we return.
+    drop(channels.err_w);
+    let err_r = channels.err_r;
 
-    let outcome = if let Some((go_r, go_w)) = go {
+    let outcome = if let Some((go_r, go_w)) = channels.go {
         drop(go_r);
-        finish_handshake(config, pid, err_r.as_raw_fd(), go_w)
+        hand_over_maps(config, pid, err_r.as_raw_fd(), go_w).and_then(|()| read_outcome(config, err_r.as_raw_fd()))
     } else if helper_fd >= 0 {
         // The helper has exec'd, the command not yet: EOF says it has (the helper closes its copy).
         read_outcome(config, err_r.as_raw_fd())
@@ -369,9 +407,9 @@ fn read_outcome(config: &Config, err_r: RawFd) -> Result<(), SpawnError> {
     }
 }
 
-/// The handshake path: wait for "ready", write the maps, let the child go on, then wait until it has
-/// exec'd (EOF: the CLOEXEC write end closed) or failed (a record).
-fn finish_handshake(config: &Config, pid: pid_t, err_r: RawFd, go_w: OwnedFd) -> Result<(), SpawnError> {
+/// The handshake path: wait for "ready", write the maps and let the child go on. The caller then waits
+/// until it has exec'd (EOF: the CLOEXEC write end closed) or failed (a record).
+pub(crate) fn hand_over_maps(config: &Config, pid: pid_t, err_r: RawFd, go_w: OwnedFd) -> Result<(), SpawnError> {
     match read_record(err_r)? {
         Read::Record(Stage::Ready, _) => {}
         Read::Record(stage, errno) => return Err(failure(config, stage, errno)),
@@ -388,5 +426,5 @@ fn finish_handshake(config: &Config, pid: pid_t, err_r: RawFd, go_w: OwnedFd) ->
         return Err(SpawnError::Internal("cannot wake the child".into()));
     }
     drop(go_w);
-    read_outcome(config, err_r)
+    Ok(())
 }

@@ -7,6 +7,7 @@
 //! parallel. The threads block every signal, which the child inherits until it resets its dispositions.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Mutex, PoisonError};
 
@@ -17,21 +18,37 @@ type Job = Box<dyn FnOnce() + Send>;
 struct Pool {
     /// The process the threads belong to: after `fork()` the child has none of them.
     pid: u32,
+    /// [`FORKS`] when the threads were made.
+    forks: u32,
     idle: Vec<Sender<Job>>,
 }
 
 static POOL: Mutex<Pool> = Mutex::new(Pool {
     pid: 0,
+    forks: 0,
     idle: Vec::new(),
 });
 
+/// Counted up in the process `nsbox.call` forks ([`forked`]): with a PID namespace its PID is 1, which may
+/// be its parent's PID too (a parent that is PID 1 of its own namespace), so the PID alone cannot tell.
+static FORKS: AtomicU32 = AtomicU32::new(0);
+
+/// Called in a forked child: the threads of the pool are not there.
+pub fn forked() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn current() -> (u32, u32) {
+    (std::process::id(), FORKS.load(Ordering::Relaxed))
+}
+
 fn take() -> Result<Sender<Job>, SpawnError> {
     let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-    let me = std::process::id();
-    if pool.pid != me {
+    let me = current();
+    if (pool.pid, pool.forks) != me {
         // Inherited through fork(): those threads do not exist here. Forget (not drop) their channels.
         std::mem::forget(std::mem::take(&mut pool.idle));
-        pool.pid = me;
+        (pool.pid, pool.forks) = me;
     }
     match pool.idle.pop() {
         Some(worker) => Ok(worker),
@@ -41,7 +58,7 @@ fn take() -> Result<Sender<Job>, SpawnError> {
 
 fn give_back(worker: Sender<Job>) {
     let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-    if pool.pid == std::process::id() {
+    if (pool.pid, pool.forks) == current() {
         pool.idle.push(worker);
     }
 }

@@ -8,6 +8,7 @@ A container is a process with different namespace parameters. nsbox starts such 
     print(r.stdout)   # only `ps -ef` itself, as PID 1
 """
 
+from nsbox._call import BoxCrashed, RemoteTraceback, call
 from nsbox._inspect import ProcessInfo, ProcessTable, namespaces, nspid, processes
 from nsbox._nsbox import __version__
 from nsbox._persist import enter, persist, release
@@ -15,10 +16,13 @@ from nsbox._popen import Popen
 from nsbox._run import run
 
 __all__ = [
+    "BoxCrashed",
     "Popen",
     "ProcessInfo",
     "ProcessTable",
+    "RemoteTraceback",
     "__version__",
+    "call",
     "enter",
     "namespaces",
     "nspid",

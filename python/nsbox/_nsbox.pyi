@@ -1,9 +1,9 @@
 """The compiled core of nsbox. Use :mod:`nsbox` instead: these are its low-level primitives."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import final
 
-__all__ = ["Config", "__version__", "namespaces", "nspid", "persist", "processes", "release", "spawn"]
+__all__ = ["Config", "__version__", "fork", "namespaces", "nspid", "persist", "processes", "release", "spawn"]
 __version__: str
 
 @final
@@ -63,6 +63,16 @@ def spawn(
     :mod:`subprocess` does. With ``target_pid`` or ``target_dir`` the process joins the namespaces of
     that process (and takes its root and working directory) or of those namespace files instead of
     creating new ones. The GIL is released while spawning.
+    """
+
+def fork(config: Config, child: Callable[[], object]) -> int:
+    """Fork this interpreter into the namespaces of ``config``, with CPython's fork hooks, as ``os.fork`` does.
+
+    In the caller, returns the PID of the process that runs ``child`` once its namespaces are ready (with
+    ``pid=True`` that process is PID 1 of the new PID namespace and a child of the caller). In that
+    process, calls ``child()`` and ends with ``_exit`` (status 0, or 70 if ``child`` raised): it never
+    returns into the caller's code. Failures to make the namespaces raise the errno's ``OSError``
+    naming the step, as :func:`spawn` does; the GIL is released while waiting for them.
     """
 
 def namespaces(pid: int | None = None) -> list[tuple[str, int]]:

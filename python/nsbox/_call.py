@@ -1,0 +1,335 @@
+"""``nsbox.call``: run a Python function in a forked copy of the interpreter inside new namespaces."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
+
+from nsbox import _nsbox
+from nsbox._options import NAMESPACE_DEFAULTS, make_config
+
+T = TypeVar("T")
+
+#: Every message from the box is this length header (native byte order) and a pickle.
+_HEADER = struct.Struct("=Q")
+
+_monotonic = time.monotonic  # the ``time`` option shadows the module inside call()
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised inside the box, as text.
+
+    :func:`call` sets it as the ``__cause__`` of the exception it re-raises, so the traceback shows where
+    in the function the error happened, as :mod:`concurrent.futures` does for process pools.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class BoxCrashed(ChildProcessError):
+    """The function's process ended without returning: killed by a signal (``os.abort()``, a segfault) or exited.
+
+    ``returncode`` is as in :mod:`subprocess` (``-N`` for signal N); ``signal`` names the signal, if any.
+    """
+
+    def __init__(self, message: str, *, returncode: int, pid: int) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.pid = pid
+
+    @property
+    def signal(self) -> signal.Signals | None:
+        """The signal that killed the function's process, or ``None`` if it exited."""
+        return signal.Signals(-self.returncode) if self.returncode < 0 else None
+
+
+def call(
+    fn: Callable[..., T],
+    args: Iterable[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    timeout: float | None = None,
+    pid: bool = False,
+    mount: bool = False,
+    uts: bool = False,
+    ipc: bool = False,
+    net: bool = False,
+    user: bool | None = None,
+    cgroup: bool = False,
+    time: bool = False,
+    mount_proc: bool = False,
+    propagation: str | None = None,
+    hostname: str | bytes | None = None,
+    uid_map: Sequence[tuple[int, int, int]] | None = None,
+    gid_map: Sequence[tuple[int, int, int]] | None = None,
+    setgroups: str | None = None,
+    monotonic_offset: float | None = None,
+    boottime_offset: float | None = None,
+) -> T:
+    """Run ``fn(*args, **kwargs)`` in a forked copy of this interpreter inside new namespaces; return its result.
+
+    Takes the namespace options of :func:`nsbox.run` (``pid``, ``net``, ``hostname``, ``mount_proc``,
+    ``time`` and its offsets, ``user`` and the id maps ...) with the same meaning: without root a user
+    namespace is added, with your uid and gid mapped to 0. With ``pid=True`` the function is PID 1 of the
+    new PID namespace, so ``call(os.getpid, pid=True) == 1``, and every process it starts dies with it.
+
+    The function, its arguments and everything else are the forked copy's (nothing is pickled on the way
+    in). The return value travels back pickled; so does an exception, which is re-raised here with its
+    type and message, and its traceback in the box attached as ``__cause__`` (a :class:`RemoteTraceback`).
+    The box ends with ``os._exit()``: no ``atexit`` handlers, and the buffers of files it inherited are
+    not flushed a second time (``sys.stdout`` and ``sys.stderr`` are flushed here before the fork, and in
+    the box after the function, so its prints are kept).
+
+    >>> import socket
+    >>> call(socket.gethostname, hostname="box")
+    'box'
+
+    Raises:
+        subprocess.TimeoutExpired: ``timeout`` seconds passed; the box was killed and reaped (on
+            ``KeyboardInterrupt`` too, which is then re-raised).
+        BoxCrashed: the function's process died without returning (``os.abort()``, a segfault,
+            ``os._exit()``); the message names the signal.
+        TypeError: the result cannot be pickled (the message names the function).
+        OSError: the namespaces cannot be made, as for :func:`nsbox.run`.
+    """
+    __tracebackhide__ = True  # pytest: show the caller's frames, not these
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    args = tuple(args)
+    kwargs = {} if kwargs is None else dict(kwargs)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
+    options = dict(NAMESPACE_DEFAULTS)
+    options.update(
+        pid=pid,
+        mount=mount,
+        uts=uts,
+        ipc=ipc,
+        net=net,
+        user=user,
+        cgroup=cgroup,
+        time=time,
+        mount_proc=mount_proc,
+        propagation=propagation,
+        hostname=hostname,
+        uid_map=uid_map,
+        gid_map=gid_map,
+        setgroups=setgroups,
+        monotonic_offset=monotonic_offset,
+        boottime_offset=boottime_offset,
+    )
+    config = make_config(options)
+    name = _describe(fn)
+    deadline = None if timeout is None else _monotonic() + timeout
+
+    _flush_std_streams()
+    read_end, write_end = os.pipe()
+    try:
+        child = functools.partial(_run_in_box, fn, args, kwargs, read_end, write_end)
+        worker = _nsbox.fork(config, child)
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    try:
+        message, returncode = _wait(worker, read_end, deadline, name, timeout)
+    finally:
+        os.close(read_end)
+    return _conclude(message, returncode, worker, name)
+
+
+
+def _describe(fn: Callable[..., Any]) -> str:
+    qualname = getattr(fn, "__qualname__", None)
+    return f"{qualname}()" if isinstance(qualname, str) else repr(fn)
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # closed, or a broken pipe: nothing to keep
+            pass
+
+
+# -- In the box ---------------------------------------------------------------------------------------
+
+
+def _run_in_box(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], read_end: int, write_end: int
+) -> NoReturn:
+    """Runs in the forked process: call, send the outcome, ``os._exit``. Never returns."""
+    code = 70
+    try:
+        os.close(read_end)
+        me = os.getpid()
+        try:
+            message: tuple[Any, ...] = ("ok", fn(*args, **kwargs))
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt too: they are the function's outcome
+            message = ("raised", exc, _format(exc))
+        # If the function forked, only its own process answers; a copy returning here just leaves.
+        if os.getpid() == me:
+            _flush_std_streams()
+            payload = _dumps(message, fn)
+            view = memoryview(_HEADER.pack(len(payload)) + payload)
+            while view:
+                view = view[os.write(write_end, view) :]
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _format(exc: BaseException) -> str:
+    # Leave out this module's frame: the traceback starts in the function.
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_frame.f_code is _run_in_box.__code__:
+        exc = exc.with_traceback(tb.tb_next)
+    return "".join(traceback.format_exception(exc))
+
+
+def _dumps(message: tuple[Any, ...], fn: Callable[..., Any]) -> bytes:
+    try:
+        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        if message[0] == "raised":
+            pickle.loads(payload)  # exceptions with their own __init__ often pickle but do not unpickle
+        return payload
+    except Exception as err:
+        why = f"{type(err).__name__}: {_safe_str(err)}"
+    if message[0] == "ok":
+        text = f"the result of {_describe(fn)} cannot be pickled to return it from the box: {why}"
+        return pickle.dumps(("unpicklable-result", text))
+    exc, tb = message[1], message[2]
+    kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    text = f"{_describe(fn)} raised {kind}: {_safe_str(exc)} (the exception cannot be pickled: {why})"
+    return pickle.dumps(("unpicklable-exception", text, tb))
+
+
+def _safe_str(obj: object) -> str:
+    try:
+        return str(obj)
+    except Exception:
+        return f"<{type(obj).__name__} that cannot be shown>"
+
+
+# -- In the caller -------------------------------------------------------------------------------------
+
+
+def _wait(worker: int, fd: int, deadline: float | None, name: str, timeout: float | None) -> tuple[bytes | None, int]:
+    """Reads the message and reaps the box; kills and reaps it on a timeout or any exception."""
+    try:
+        message = _read_message(worker, fd, deadline)
+        _, status = os.waitpid(worker, 0)
+    except _Timeout:
+        _kill_and_reap(worker)
+        raise subprocess.TimeoutExpired(name, timeout or 0.0) from None
+    except BaseException:
+        _kill_and_reap(worker)
+        raise
+    return message, os.waitstatus_to_exitcode(status)
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _read_message(worker: int, fd: int, deadline: float | None) -> bytes | None:
+    """The box's message, or ``None`` when it died without a whole one. Waits on the pipe and on a pidfd,
+    without the GIL, so that a box that died is noticed even if a process it forked still holds the pipe.
+    """
+    pidfd = os.pidfd_open(worker)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
+        data = bytearray()
+        while True:
+            if len(data) >= _HEADER.size and len(data) >= _HEADER.size + _HEADER.unpack_from(data)[0]:
+                return bytes(data[_HEADER.size :])
+            wait_ms = None
+            if deadline is not None:
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    raise _Timeout
+                wait_ms = math.ceil(remaining * 1000)
+            ready = {ready_fd for ready_fd, _ in poller.poll(wait_ms)}
+            if fd in ready:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    return None
+                data += chunk
+            elif pidfd in ready:
+                # It has exited; all it wrote is in the pipe. Read what is there without blocking.
+                os.set_blocking(fd, False)
+                try:
+                    while chunk := os.read(fd, 1 << 20):
+                        data += chunk
+                except BlockingIOError:
+                    pass
+                os.set_blocking(fd, True)
+                size = _HEADER.unpack_from(data)[0] if len(data) >= _HEADER.size else -1
+                return bytes(data[_HEADER.size :]) if len(data) == _HEADER.size + size else None
+    finally:
+        os.close(pidfd)
+
+
+def _kill_and_reap(worker: int) -> None:
+    try:
+        os.kill(worker, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    while True:
+        try:
+            os.waitpid(worker, 0)
+        except ChildProcessError:
+            return
+        except BaseException:  # a second interrupt: the child is dead (SIGKILL); still reap it
+            continue
+        return
+
+
+def _conclude(message: bytes | None, returncode: int, worker: int, name: str) -> Any:
+    __tracebackhide__ = True
+    if message is None:
+        if returncode < 0:
+            try:
+                what = f"was killed by {signal.Signals(-returncode).name}"
+            except ValueError:
+                what = f"was killed by signal {-returncode}"
+        else:
+            what = f"exited with status {returncode}"
+        raise BoxCrashed(
+            f"{name} did not return: its process in the box (host PID {worker}) {what}",
+            returncode=returncode,
+            pid=worker,
+        )
+    try:
+        kind, *rest = pickle.loads(message)
+    except Exception as err:
+        raise TypeError(f"cannot unpickle what {name} returned from the box: {type(err).__name__}: {err}") from err
+    if kind == "ok":
+        return rest[0]
+    if kind == "raised":
+        exc, tb = rest
+        raise exc from RemoteTraceback(tb)
+    if kind == "unpicklable-result":
+        raise TypeError(rest[0])
+    text, tb = rest
+    raise RuntimeError(text) from RemoteTraceback(tb)

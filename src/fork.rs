@@ -1,0 +1,348 @@
+//! `nsbox.call`: fork the calling process into new namespaces; the copy goes back to the caller's code
+//! (the Python glue runs the function there) instead of executing a program.
+//!
+//! How, and why so:
+//!
+//! - The fork is the C library's `fork()`, which the glue wraps in Python's own `PyOS_BeforeFork` /
+//!   `PyOS_AfterFork_Parent` / `PyOS_AfterFork_Child`: exactly what `os.fork()` does. glibc's `fork()` also
+//!   takes its own locks (malloc arenas, stdio, the dynamic loader) around the fork and runs the
+//!   `pthread_atfork` handlers, so the child of a threaded caller finds them usable. A raw `clone(2)` with
+//!   namespace flags from the caller would skip that: a thread inside `malloc` at that instant would leave
+//!   the child deadlocked on its first allocation.
+//! - The child, now single-threaded, `unshare`s the namespaces of [`Config::clone_flags`] (the set the
+//!   exec path clones with) and runs the exec path's own steps on them ([`child::configure_namespaces`],
+//!   [`child::mount_proc`]): id maps (or the handshake with the parent), time offsets, hostname, loopback,
+//!   propagation before any mount, proc.
+//! - A new time namespace applies to the children of the process that made it (the exec path relies on
+//!   `execve` switching to it). This child joins it with `setns(time_for_children)`, which a
+//!   single-threaded process may do, so the function sees the offsets.
+//! - A new PID namespace also applies only to children, and the function must be its PID 1. So with
+//!   `pid` the first child clones once more, with `CLONE_PARENT`: the second child is PID 1, a child of
+//!   the caller (which waits for it, and which it dies with), and the first child reports that PID and
+//!   exits. This costs a second copy of the page tables, made from a single-threaded process whose C
+//!   library state is sound. It is the raw syscall (glibc's `fork()` takes no flags), set up the way
+//!   glibc's `_Fork` sets up its child: the kernel writes the new TID into glibc's thread descriptor, and
+//!   the robust-futex list is registered again.
+//!
+//! Between the fork and the return to Python the child makes only raw system calls, as the exec path
+//! does. It reports on the exec path's error pipe ([`crate::errors::Record`]s of stage and errno), plus
+//! [`Stage::Forked`] (the PID of the second child) and [`Stage::Running`] (ready, the function runs). The
+//! parent does not wait for EOF on that pipe, since a process forked meanwhile by another thread may hold
+//! a copy of the write end for as long as it lives: it watches the child through a pidfd instead.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+use libc::{c_int, c_void, pid_t};
+
+use crate::child::{self, Setup};
+use crate::errors::{SpawnError, Stage};
+use crate::spawn::{failure, last_errno, read_record, reap, write_maps_for, Channels, Read};
+use crate::spec::Config;
+
+/// Which side of the fork returned.
+pub enum Forked<'a> {
+    /// The caller, with the PID of the first child; call [`Fork::finish`].
+    Parent(Fork<'a>, pid_t),
+    /// The process that runs the function, in its namespaces (PID 1 of a new PID namespace with `pid`).
+    Child,
+}
+
+/// A fork into the namespaces of a config: prepared in the parent ([`Fork::new`]), then [`Fork::fork`],
+/// then [`Fork::finish`] in the parent.
+pub struct Fork<'a> {
+    config: &'a Config,
+    channels: Channels,
+    caller: pid_t,
+}
+
+/// The first fields of `struct clone_args` (`CLONE_ARGS_SIZE_VER0`); `libc` does not have it on every target.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+}
+
+impl<'a> Fork<'a> {
+    /// Makes the pipes and texts the child will use; nothing is forked yet.
+    pub fn new(config: &'a Config) -> Result<Fork<'a>, SpawnError> {
+        if config.init {
+            return Err(SpawnError::Invalid(
+                "init=True starts a command under an init process; a function called in a box is PID 1 itself".into(),
+            ));
+        }
+        Ok(Fork {
+            config,
+            channels: Channels::new(config)?,
+            // SAFETY: getpid has no preconditions.
+            caller: unsafe { libc::getpid() },
+        })
+    }
+
+    /// Forks. The parent gets [`Forked::Parent`] at once. The child makes and enters the namespaces and
+    /// gets [`Forked::Child`]: only the process that will run the function returns, and only when every
+    /// step worked (otherwise it has reported the failure to the parent and exited).
+    ///
+    /// # Safety
+    ///
+    /// As for `fork(2)` in a process that may have threads: the child is a copy of the caller with one
+    /// thread, in which locks held by the caller's other threads stay held. The caller must restore what
+    /// it owns in the child (Python: `PyOS_AfterFork_Child`) and must not let the child return into code
+    /// that expects to be the original process.
+    pub unsafe fn fork(self) -> Result<Forked<'a>, SpawnError> {
+        // SAFETY: see the function's contract.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(SpawnError::os(Stage::Clone, last_errno()).with_what("fork the interpreter"));
+        }
+        if pid > 0 {
+            return Ok(Forked::Parent(self, pid));
+        }
+        self.enter_namespaces();
+        let Channels { err_r, err_w, go, .. } = self.channels;
+        drop(err_r);
+        drop(err_w);
+        if let Some(go) = go {
+            // The handshake closed both ends already (`child::configure_namespaces`).
+            std::mem::forget(go);
+        }
+        Ok(Forked::Child)
+    }
+
+    /// The child's side: raw system calls only; any failure is reported and ends the process.
+    fn enter_namespaces(&self) {
+        let s = self.channels.setup(self.config);
+        let cfg = self.config;
+        child::set_parent_death_signal(&s);
+        // SAFETY: plain syscalls.
+        unsafe {
+            if libc::getppid() != self.caller {
+                // The caller died before the death signal was set: nobody is waiting for us.
+                libc::_exit(127);
+            }
+            let flags = cfg.clone_flags();
+            if flags != 0 {
+                child::check(&s, Stage::Clone, libc::unshare(flags));
+            }
+        }
+        child::configure_namespaces(&s);
+        if cfg.pid {
+            become_pid_1(&s);
+        } else if cfg.time {
+            enter_time_namespace(&s);
+        }
+        child::mount_proc(&s);
+        child::send(&s, Stage::Running, 0);
+    }
+
+    /// The parent's side, after the fork: writes the id maps when the parent must, waits until the
+    /// namespaces are ready, and returns the PID of the process that runs the function (the second child's
+    /// with `pid`). On failure every child has been reaped.
+    pub fn finish(self, first: pid_t) -> Result<pid_t, SpawnError> {
+        let Channels { err_r, err_w, go, .. } = self.channels;
+        drop(err_w);
+        let mut go_w = go.map(|(go_r, go_w)| {
+            drop(go_r);
+            go_w
+        });
+        let mut children = Children {
+            first,
+            first_reaped: false,
+            second: None,
+        };
+        let outcome = wait_until_running(self.config, err_r.as_raw_fd(), &mut go_w, &mut children);
+        // Closing the go pipe (if still open) lets a waiting child leave.
+        drop(go_w);
+        if outcome.is_err() {
+            if let Some(second) = children.second {
+                kill_and_reap(second);
+            }
+            if !children.first_reaped {
+                kill_and_reap(children.first);
+            }
+        }
+        outcome
+    }
+}
+
+/// The parent's view of the children while they make the namespaces.
+struct Children {
+    first: pid_t,
+    first_reaped: bool,
+    /// With `pid`: the process that runs the function, once the first child has said which it is.
+    second: Option<pid_t>,
+}
+
+fn wait_until_running(
+    config: &Config,
+    err_r: RawFd,
+    go_w: &mut Option<OwnedFd>,
+    children: &mut Children,
+) -> Result<pid_t, SpawnError> {
+    let first = children.first;
+    let mut watched = pidfd_open(first)?;
+    // With `pid`, the second child runs as soon as it is cloned: its "running" (or its failure) may come
+    // before the first child's report of its PID, which we wait for anyway (to reap the first child, and
+    // to know the second).
+    let mut early: Option<Result<(), SpawnError>> = None;
+    loop {
+        let waiting_for_second = config.pid && children.second.is_none();
+        match next_record(err_r, &watched)? {
+            Some((Stage::Ready, _)) if go_w.is_some() => {
+                write_maps_for(first, config)?;
+                // SAFETY: writing one byte from a stack variable to our own pipe.
+                let n = unsafe { libc::write(go_w.as_ref().map_or(-1, AsRawFd::as_raw_fd), [1u8].as_ptr().cast(), 1) };
+                if n != 1 {
+                    return Err(SpawnError::Internal("cannot wake the child".into()));
+                }
+                *go_w = None;
+            }
+            Some((Stage::Forked, pid)) if waiting_for_second && pid > 0 => {
+                // The first child exits right after saying so.
+                reap(first);
+                children.first_reaped = true;
+                children.second = Some(pid);
+                watched = pidfd_open(pid)?;
+                if let Some(early) = early.take() {
+                    return early.map(|()| pid);
+                }
+            }
+            Some((Stage::Running, _)) if waiting_for_second => early = Some(Ok(())),
+            Some((Stage::Running, _)) => return Ok(children.second.unwrap_or(first)),
+            Some((stage, errno)) if waiting_for_second => early = Some(Err(failure(config, stage, errno))),
+            Some((stage, errno)) => return Err(failure(config, stage, errno)),
+            None => {
+                return Err(match early {
+                    // The first child has gone after failing.
+                    Some(Err(e)) => e,
+                    _ => SpawnError::Internal("the child died while its namespaces were being made".into()),
+                });
+            }
+        }
+    }
+}
+
+/// With a PID namespace (unshared, so it applies to our children): clone the process that will be its
+/// PID 1, as a child of the caller, report its PID and leave. Only the new process returns.
+fn become_pid_1(s: &Setup<'_>) {
+    let mut tid_address: *mut c_int = ptr::null_mut();
+    let mut robust_head: *mut c_void = ptr::null_mut();
+    let mut robust_len: usize = 0;
+    // SAFETY: both calls store into our variables. glibc registered this thread's `clear_child_tid` (its
+    // descriptor's TID field) and robust-futex list; the kernel gives their addresses back.
+    let (have_tid, have_robust) = unsafe {
+        (
+            libc::prctl(libc::PR_GET_TID_ADDRESS, ptr::addr_of_mut!(tid_address)) == 0 && !tid_address.is_null(),
+            libc::syscall(
+                libc::SYS_get_robust_list,
+                0,
+                ptr::addr_of_mut!(robust_head),
+                ptr::addr_of_mut!(robust_len),
+            ) == 0
+                && !robust_head.is_null(),
+        )
+    };
+    // No exit signal: with CLONE_PARENT the child gets ours (SIGCHLD), and clone3 insists on 0.
+    let mut args = CloneArgs {
+        flags: libc::CLONE_PARENT as u64,
+        ..CloneArgs::default()
+    };
+    if have_tid {
+        // As glibc's fork: the kernel writes the child's TID (1 in its namespace) into glibc's descriptor.
+        args.flags |= (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64;
+        args.child_tid = tid_address as u64;
+    }
+    // SAFETY: clone3 without a stack: the child continues here on a copy of our stack, like fork().
+    let pid = unsafe { libc::syscall(libc::SYS_clone3, ptr::addr_of!(args), std::mem::size_of::<CloneArgs>()) };
+    if pid < 0 {
+        child::report(s, Stage::Clone, last_errno());
+    }
+    if pid > 0 {
+        child::send(s, Stage::Forked, pid as c_int);
+        // SAFETY: leaving without running anything of the caller's.
+        unsafe { libc::_exit(0) }
+    }
+    if have_robust {
+        // SAFETY: registering the list glibc keeps in this thread's descriptor, as its _Fork does.
+        unsafe { libc::syscall(libc::SYS_set_robust_list, robust_head, robust_len) };
+    }
+    // Our parent is now the caller's thread.
+    child::set_parent_death_signal(s);
+}
+
+/// Joins the time namespace just unshared (it applies to children only until joined).
+fn enter_time_namespace(s: &Setup<'_>) {
+    // SAFETY: open/setns/close on a static path.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/ns/time_for_children".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        child::check(s, Stage::TimeNamespace, fd);
+        child::check(s, Stage::TimeNamespace, libc::setns(fd, libc::CLONE_NEWTIME));
+        libc::close(fd);
+    }
+}
+
+/// A pidfd for our (unreaped) child `pid`: readable once it has exited.
+fn pidfd_open(pid: pid_t) -> Result<OwnedFd, SpawnError> {
+    // SAFETY: pidfd_open(2) returns a new fd that we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(SpawnError::os(Stage::Clone, last_errno()).with_what("watch the child through a pidfd"));
+    }
+    // SAFETY: a fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits for the next record from the child, or for the child's death: `None` when it died (or closed the
+/// pipe) without one.
+fn next_record(err_r: RawFd, watched: &OwnedFd) -> Result<Option<(Stage, i32)>, SpawnError> {
+    let mut fds = [
+        libc::pollfd {
+            fd: err_r,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: watched.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: poll on our own array.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            match last_errno() {
+                libc::EINTR => continue,
+                e => return Err(SpawnError::Internal(format!("cannot wait for the child: errno {e}"))),
+            }
+        }
+        if fds[0].revents == 0 && fds[1].revents == 0 {
+            continue;
+        }
+        if fds[0].revents == 0 {
+            // It has exited. What it wrote before is in the pipe: read without blocking.
+            // SAFETY: setting O_NONBLOCK on our own fd.
+            unsafe { libc::fcntl(err_r, libc::F_SETFL, libc::O_NONBLOCK) };
+        }
+        return Ok(match read_record(err_r)? {
+            Read::Record(stage, errno) => Some((stage, errno)),
+            Read::Eof | Read::Nothing => None,
+        });
+    }
+}
+
+fn kill_and_reap(pid: pid_t) {
+    // SAFETY: signalling our own child (or zombie), which has not been reaped.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    reap(pid);
+}
