@@ -34,6 +34,8 @@ class RemoteTraceback(Exception):
     in the function the error happened, as :mod:`concurrent.futures` does for process pools.
     """
 
+    __module__ = "nsbox"
+
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
@@ -47,6 +49,8 @@ class BoxCrashed(ChildProcessError):
 
     ``returncode`` is as in :mod:`subprocess` (``-N`` for signal N); ``signal`` names the signal, if any.
     """
+
+    __module__ = "nsbox"
 
     def __init__(self, message: str, *, returncode: int, pid: int) -> None:
         super().__init__(message)
@@ -152,8 +156,8 @@ def call(
         message, returncode = _wait(worker, read_end, deadline, name, timeout)
     finally:
         os.close(read_end)
-    return _conclude(message, returncode, worker, name)
-
+    result: T = _conclude(message, returncode, worker, name)
+    return result
 
 
 def _describe(fn: Callable[..., Any]) -> str:
@@ -177,6 +181,7 @@ def _run_in_box(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], read_end: int, write_end: int
 ) -> NoReturn:
     """Runs in the forked process: call, send the outcome, ``os._exit``. Never returns."""
+    __tracebackhide__ = True
     code = 70
     try:
         os.close(read_end)
@@ -198,11 +203,11 @@ def _run_in_box(
 
 
 def _format(exc: BaseException) -> str:
-    # Leave out this module's frame: the traceback starts in the function.
+    # Leave out the frames that hide themselves (ours, pytest's convention): the traceback starts in the function.
     tb = exc.__traceback__
-    if tb is not None and tb.tb_frame.f_code is _run_in_box.__code__:
-        exc = exc.with_traceback(tb.tb_next)
-    return "".join(traceback.format_exception(exc))
+    while tb is not None and tb.tb_frame.f_locals.get("__tracebackhide__"):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(exc.with_traceback(tb)))
 
 
 def _dumps(message: tuple[Any, ...], fn: Callable[..., Any]) -> bytes:
@@ -234,6 +239,7 @@ def _safe_str(obj: object) -> str:
 
 def _wait(worker: int, fd: int, deadline: float | None, name: str, timeout: float | None) -> tuple[bytes | None, int]:
     """Reads the message and reaps the box; kills and reaps it on a timeout or any exception."""
+    __tracebackhide__ = True
     try:
         message = _read_message(worker, fd, deadline)
         _, status = os.waitpid(worker, 0)
@@ -251,8 +257,10 @@ class _Timeout(Exception):
 
 
 def _read_message(worker: int, fd: int, deadline: float | None) -> bytes | None:
-    """The box's message, or ``None`` when it died without a whole one. Waits on the pipe and on a pidfd,
-    without the GIL, so that a box that died is noticed even if a process it forked still holds the pipe.
+    """The box's message, or ``None`` when it died without sending a whole one.
+
+    Waits (without the GIL) on the pipe and on a pidfd, so that a box that died is noticed even when a
+    process it forked, or one forked meanwhile by another thread of ours, holds a copy of the pipe.
     """
     pidfd = os.pidfd_open(worker)
     try:
