@@ -144,8 +144,8 @@ impl<'a> Fork<'a> {
 
     /// The parent's side, after the fork: writes the id maps when the parent must, waits until the
     /// namespaces are ready, and returns the PID of the process that runs the function (the second child's
-    /// with `pid`). On failure every child has been reaped.
-    pub fn finish(self, first: pid_t) -> Result<pid_t, SpawnError> {
+    /// with `pid`) and a pidfd for it. On failure every child has been reaped.
+    pub fn finish(self, first: pid_t) -> Result<(pid_t, OwnedFd), SpawnError> {
         let Channels { err_r, err_w, go, .. } = self.channels;
         drop(err_w);
         let mut go_w = go.map(|(go_r, go_w)| {
@@ -185,7 +185,7 @@ fn wait_until_running(
     err_r: RawFd,
     go_w: &mut Option<OwnedFd>,
     children: &mut Children,
-) -> Result<pid_t, SpawnError> {
+) -> Result<(pid_t, OwnedFd), SpawnError> {
     let first = children.first;
     let mut watched = pidfd_open(first)?;
     // With `pid`, the second child runs as soon as it is cloned: its "running" (or its failure) may come
@@ -211,11 +211,11 @@ fn wait_until_running(
                 children.second = Some(pid);
                 watched = pidfd_open(pid)?;
                 if let Some(early) = early.take() {
-                    return early.map(|()| pid);
+                    return early.map(|()| (pid, watched));
                 }
             }
             Some((Stage::Running, _)) if waiting_for_second => early = Some(Ok(())),
-            Some((Stage::Running, _)) => return Ok(children.second.unwrap_or(first)),
+            Some((Stage::Running, _)) => return Ok((children.second.unwrap_or(first), watched)),
             Some((stage, errno)) if waiting_for_second => early = Some(Err(failure(config, stage, errno))),
             Some((stage, errno)) => return Err(failure(config, stage, errno)),
             None => {
@@ -341,7 +341,8 @@ fn next_record(err_r: RawFd, watched: &OwnedFd) -> Result<Option<(Stage, i32)>, 
     }
 }
 
-fn kill_and_reap(pid: pid_t) {
+/// Kills our (unreaped) child `pid` and reaps it.
+pub fn kill_and_reap(pid: pid_t) {
     // SAFETY: signalling our own child (or zombie), which has not been reaped.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     reap(pid);

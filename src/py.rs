@@ -2,11 +2,13 @@
 //! `Popen`, argument checking and docs) is Python, in `python/nsbox/`.
 
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyList;
 
 use crate::enter::{Join, Target};
 use crate::errors::{strerror, SpawnError, Stage};
@@ -171,10 +173,10 @@ fn spawn(
     result.map_err(|e| to_pyerr(e, program.as_ref(), cwd_for_errors.as_ref()))
 }
 
-/// Forks this interpreter into the namespaces of `config`: returns the PID of the process that runs
-/// `child` in the parent; in that process, calls `child()` and exits. See `nsbox._nsbox.pyi`.
+/// Forks this interpreter into the namespaces of `config`. In the parent, appends (PID, pidfd) of the
+/// process that runs `child` to `started`; in that process, calls `child()` and exits. See `_nsbox.pyi`.
 #[pyfunction]
-fn fork(py: Python<'_>, config: &Config, child: &Bound<'_, PyAny>) -> PyResult<i32> {
+fn fork(py: Python<'_>, config: &Config, child: &Bound<'_, PyAny>, started: &Bound<'_, PyList>) -> PyResult<()> {
     use crate::fork::{Fork, Forked};
 
     let fork = Fork::new(&config.inner).map_err(|e| to_pyerr(e, None, None))?;
@@ -191,7 +193,17 @@ fn fork(py: Python<'_>, config: &Config, child: &Bound<'_, PyAny>) -> PyResult<i
         forked
     };
     match forked.map_err(|e| to_pyerr(e, None, None))? {
-        Forked::Parent(fork, pid) => py.detach(move || fork.finish(pid)).map_err(|e| to_pyerr(e, None, None)),
+        Forked::Parent(fork, first) => {
+            let (pid, pidfd) = py.detach(move || fork.finish(first)).map_err(|e| to_pyerr(e, None, None))?;
+            // A list rather than a return value: the caller learns the PID even if an interrupt that came
+            // meanwhile is raised as we return, and can kill and reap the box.
+            if let Err(err) = started.append((pid, pidfd.as_raw_fd())) {
+                crate::fork::kill_and_reap(pid);
+                return Err(err);
+            }
+            let _ = pidfd.into_raw_fd(); // the caller closes it
+            Ok(())
+        }
         Forked::Child => {
             crate::spawner::forked();
             // `child` ends with os._exit(); an exception escaping it (an interrupt before its first line)

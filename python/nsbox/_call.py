@@ -143,20 +143,28 @@ def call(
     deadline = None if timeout is None else _monotonic() + timeout
 
     _flush_std_streams()
+    # (PID, pidfd) of the box, put here by _nsbox.fork before it returns: known even if an interrupt is
+    # raised as it returns. Killing and reaping go through the pidfd, which cannot name a reused PID.
+    started: list[tuple[int, int]] = []
     read_end, write_end = os.pipe()
     try:
-        child = functools.partial(_run_in_box, fn, args, kwargs, read_end, write_end)
-        worker = _nsbox.fork(config, child)
-    except BaseException:
-        os.close(read_end)
+        try:
+            _nsbox.fork(config, functools.partial(_run_in_box, fn, args, kwargs, read_end, write_end), started)
+        finally:
+            os.close(write_end)
+        message = _read_message(started[0][1], read_end, deadline)
+        returncode = _reap(started[0][1])
+    except BaseException as exc:
+        if started:
+            _kill_and_reap(started[0][1])
+        if isinstance(exc, _Timeout):
+            raise subprocess.TimeoutExpired(name, timeout or 0.0) from None
         raise
     finally:
-        os.close(write_end)
-    try:
-        message, returncode = _wait(worker, read_end, deadline, name, timeout)
-    finally:
         os.close(read_end)
-    result: T = _conclude(message, returncode, worker, name)
+        for _, pidfd in started:
+            os.close(pidfd)
+    result: T = _conclude(message, returncode, started[0][0], name)
     return result
 
 
@@ -237,78 +245,65 @@ def _safe_str(obj: object) -> str:
 # -- In the caller -------------------------------------------------------------------------------------
 
 
-def _wait(worker: int, fd: int, deadline: float | None, name: str, timeout: float | None) -> tuple[bytes | None, int]:
-    """Reads the message and reaps the box; kills and reaps it on a timeout or any exception."""
-    __tracebackhide__ = True
-    try:
-        message = _read_message(worker, fd, deadline)
-        _, status = os.waitpid(worker, 0)
-    except _Timeout:
-        _kill_and_reap(worker)
-        raise subprocess.TimeoutExpired(name, timeout or 0.0) from None
-    except BaseException:
-        _kill_and_reap(worker)
-        raise
-    return message, os.waitstatus_to_exitcode(status)
-
-
 class _Timeout(Exception):
-    pass
+    """The deadline passed while waiting for the box."""
 
 
-def _read_message(worker: int, fd: int, deadline: float | None) -> bytes | None:
+def _read_message(pidfd: int, fd: int, deadline: float | None) -> bytes | None:
     """The box's message, or ``None`` when it died without sending a whole one.
 
     Waits (without the GIL) on the pipe and on a pidfd, so that a box that died is noticed even when a
     process it forked, or one forked meanwhile by another thread of ours, holds a copy of the pipe.
     """
-    pidfd = os.pidfd_open(worker)
-    try:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        poller.register(pidfd, select.POLLIN)
-        data = bytearray()
-        while True:
-            if len(data) >= _HEADER.size and len(data) >= _HEADER.size + _HEADER.unpack_from(data)[0]:
-                return bytes(data[_HEADER.size :])
-            wait_ms = None
-            if deadline is not None:
-                remaining = deadline - _monotonic()
-                if remaining <= 0:
-                    raise _Timeout
-                wait_ms = math.ceil(remaining * 1000)
-            ready = {ready_fd for ready_fd, _ in poller.poll(wait_ms)}
-            if fd in ready:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    return None
-                data += chunk
-            elif pidfd in ready:
-                # It has exited; all it wrote is in the pipe. Read what is there without blocking.
-                os.set_blocking(fd, False)
-                try:
-                    while chunk := os.read(fd, 1 << 20):
-                        data += chunk
-                except BlockingIOError:
-                    pass
-                os.set_blocking(fd, True)
-                size = _HEADER.unpack_from(data)[0] if len(data) >= _HEADER.size else -1
-                return bytes(data[_HEADER.size :]) if len(data) == _HEADER.size + size else None
-    finally:
-        os.close(pidfd)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    data = bytearray()
+    while True:
+        if len(data) >= _HEADER.size and len(data) >= _HEADER.size + _HEADER.unpack_from(data)[0]:
+            return bytes(data[_HEADER.size :])
+        wait_ms = None
+        if deadline is not None:
+            remaining = deadline - _monotonic()
+            if remaining <= 0:
+                raise _Timeout
+            wait_ms = math.ceil(remaining * 1000)
+        ready = {ready_fd for ready_fd, _ in poller.poll(wait_ms)}
+        if fd in ready:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return None
+            data += chunk
+        elif pidfd in ready:
+            # It has exited; all it wrote is in the pipe. Read what is there without blocking.
+            os.set_blocking(fd, False)
+            try:
+                while chunk := os.read(fd, 1 << 20):
+                    data += chunk
+            except BlockingIOError:
+                pass
+            size = _HEADER.unpack_from(data)[0] if len(data) >= _HEADER.size else -1
+            return bytes(data[_HEADER.size :]) if len(data) == _HEADER.size + size else None
 
 
-def _kill_and_reap(worker: int) -> None:
+def _reap(pidfd: int) -> int:
+    """Waits for the box to exit and returns its status as :mod:`subprocess` does (``-N`` for signal N)."""
+    info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    assert info is not None  # no WNOHANG
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+
+def _kill_and_reap(pidfd: int) -> None:
     try:
-        os.kill(worker, signal.SIGKILL)
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
     except ProcessLookupError:
         pass
     while True:
         try:
-            os.waitpid(worker, 0)
-        except ChildProcessError:
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+        except ChildProcessError:  # reaped already
             return
-        except BaseException:  # a second interrupt: the child is dead (SIGKILL); still reap it
+        except BaseException:  # a second interrupt: the box is dying (SIGKILL); reap it all the same
             continue
         return
 
