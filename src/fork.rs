@@ -347,3 +347,80 @@ pub fn kill_and_reap(pid: pid_t) {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     reap(pid);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Caller, Options};
+
+    /// Forks into the namespaces of `options`; the child `_exit`s 0 when `check` holds there. Returns the
+    /// child's wait status.
+    fn status_of(options: Options, check: impl FnOnce() -> bool) -> Result<c_int, SpawnError> {
+        let config = options.resolve(Caller::current())?;
+        let fork = Fork::new(&config)?;
+        // SAFETY: the child makes plain libc calls and _exits; it never returns into the test harness.
+        match unsafe { fork.fork() }? {
+            Forked::Child => {
+                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)).unwrap_or(false);
+                // SAFETY: leaving at once.
+                unsafe { libc::_exit(i32::from(!ok)) }
+            }
+            Forked::Parent(fork, first) => {
+                let (pid, _pidfd) = fork.finish(first)?;
+                let mut status = -1;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(pid, &raw mut status, 0) };
+                Ok(status)
+            }
+        }
+    }
+
+    fn hostname_is(expected: &[u8]) -> bool {
+        let mut buf = [0u8; 65];
+        // SAFETY: a stack buffer one byte longer than HOST_NAME_MAX.
+        let ret = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), 64) };
+        ret == 0 && buf.starts_with(expected) && buf.get(expected.len()) == Some(&0)
+    }
+
+    #[test]
+    fn the_child_is_pid_1_of_its_namespace_with_its_hostname() {
+        let options = Options {
+            pid: true,
+            hostname: Some(b"fork-test".to_vec()),
+            ..Options::default()
+        };
+        // SAFETY: getpid has no preconditions.
+        let status = status_of(options, || unsafe { libc::getpid() } == 1 && hostname_is(b"fork-test"));
+        assert_eq!(status, Ok(0));
+    }
+
+    #[test]
+    fn a_failed_step_is_reported_with_its_errno() {
+        // Proc cannot be mounted for the caller's PID namespace from a new user namespace, even by root.
+        let options = Options {
+            user: Some(true),
+            mount_proc: true,
+            ..Options::default()
+        };
+        match status_of(options, || true) {
+            Err(SpawnError::Os { stage, errno, .. }) => assert_eq!((stage, errno), (Stage::MountProc, libc::EPERM)),
+            other => panic!("expected an EPERM mounting proc, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn init_is_refused_before_forking() {
+        let config = Options {
+            init: true,
+            ..Options::default()
+        }
+        .resolve(Caller::current())
+        .unwrap();
+        assert!(matches!(Fork::new(&config), Err(SpawnError::Invalid(_))));
+    }
+
+    #[test]
+    fn clone_args_is_the_version_0_layout() {
+        assert_eq!(std::mem::size_of::<CloneArgs>(), 64);
+    }
+}

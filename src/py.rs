@@ -194,7 +194,9 @@ fn fork(py: Python<'_>, config: &Config, child: &Bound<'_, PyAny>, started: &Bou
     };
     match forked.map_err(|e| to_pyerr(e, None, None))? {
         Forked::Parent(fork, first) => {
-            let (pid, pidfd) = py.detach(move || fork.finish(first)).map_err(|e| to_pyerr(e, None, None))?;
+            let (pid, pidfd) = py
+                .detach(move || fork.finish(first))
+                .map_err(|e| to_pyerr(e, None, None))?;
             // A list rather than a return value: the caller learns the PID even if an interrupt that came
             // meanwhile is raised as we return, and can kill and reap the box.
             if let Err(err) = started.append((pid, pidfd.as_raw_fd())) {

@@ -3,7 +3,7 @@
 The suite runs as root, from a virtualenv under ``/root`` (mode 0700): the unprivileged side runs Debian's
 world-readable ``/usr/bin/python3`` with ``PYTHONPATH`` on world-readable copies, under ``/tmp``, of the
 installed distributions it needs (``nsbox``; ``pytest`` and its dependencies for the plugin), dropping to
-uid/gid 65534 with ``setpriv``. Only the files of the distributions are copied, not their metadata, so
+uid/gid 65534 with ``setpriv``. nsbox's metadata is not copied (pluggy's is: it looks its version up), so
 pytest's entry points do not see nsbox there: load the plugin with ``-p nsbox.pytest_plugin``. When the
 suite itself runs unprivileged, the commands run directly, as that user.
 """
@@ -50,7 +50,8 @@ def world_readable_site(*distributions: str) -> Iterator[Path]:
         for dist in _with_dependencies(distributions):
             for file in dist.files or ():
                 parts = Path(file).parts
-                if parts[0] == ".." or parts[0].endswith((".dist-info", ".data")) or "__pycache__" in parts:
+                metadata = parts[0].endswith((".dist-info", ".data"))
+                if parts[0] == ".." or "__pycache__" in parts or (metadata and dist.metadata["Name"] == "nsbox"):
                     continue
                 target = base / file
                 target.parent.mkdir(parents=True, exist_ok=True)
