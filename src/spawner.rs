@@ -7,8 +7,9 @@
 //! parallel. The threads block every signal, which the child inherits until it resets its dispositions.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use crate::errors::{SpawnError, Stage};
 
@@ -24,24 +25,53 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     pid: 0,
     idle: Vec::new(),
 });
+/// The process that owns `POOL`'s threads (0: none yet). Read without the lock to notice a fork.
+static OWNER: AtomicU32 = AtomicU32::new(0);
+/// Set in a forked child that inherited `POOL` locked (by a thread that does not exist there): that
+/// process spawns from fresh threads that are not pooled.
+static UNPOOLED: AtomicBool = AtomicBool::new(false);
 
-fn take() -> Result<Sender<Job>, SpawnError> {
-    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+/// Locks the pool, or `None` in a forked child whose copy of the lock can never be released.
+fn lock_pool() -> Option<MutexGuard<'static, Pool>> {
     let me = std::process::id();
+    if UNPOOLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    if OWNER.load(Ordering::Acquire) == me {
+        return Some(POOL.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+    // First use in this process, or first after a fork(). Before any spawn a held lock is just another
+    // thread's first use; after a fork it was copied locked and will never be released here.
+    let mut pool = match POOL.try_lock() {
+        Ok(pool) => pool,
+        Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(TryLockError::WouldBlock) if OWNER.load(Ordering::Acquire) == 0 => {
+            POOL.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+        Err(TryLockError::WouldBlock) => {
+            UNPOOLED.store(true, Ordering::Relaxed);
+            return None;
+        }
+    };
     if pool.pid != me {
         // Inherited through fork(): those threads do not exist here. Forget (not drop) their channels.
         std::mem::forget(std::mem::take(&mut pool.idle));
         pool.pid = me;
+        OWNER.store(me, Ordering::Release);
     }
-    match pool.idle.pop() {
+    Some(pool)
+}
+
+fn take() -> Result<Sender<Job>, SpawnError> {
+    let idle = lock_pool().and_then(|mut pool| pool.idle.pop());
+    match idle {
         Some(worker) => Ok(worker),
         None => start(),
     }
 }
 
 fn give_back(worker: Sender<Job>) {
-    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-    if pool.pid == std::process::id() {
+    if let Some(mut pool) = lock_pool() {
         pool.idle.push(worker);
     }
 }
