@@ -34,6 +34,9 @@ pub struct Plan<'a> {
     pub stdio: [c_int; 3],
     /// Sorted, each at least 3.
     pub pass_fds: &'a [c_int],
+    /// Sorted, each at least 3: every fd the child still needs (`pass_fds`, stdio sources, pipes, the
+    /// helper's fds); all others are closed before the working directory is resolved.
+    pub keep_fds: &'a [c_int],
     pub new_session: bool,
     pub process_group: c_int,
     pub err_fd: c_int,
@@ -212,23 +215,31 @@ fn setup_fds(plan: &Plan<'_>) {
             check(plan, Stage::Stdio, ret);
         }
         // Mark everything from 3 up close-on-exec except pass_fds. Marking rather than closing keeps the
-        // error pipe open until exec; the parent's fd table is not touched (no CLONE_FILES).
-        let mut next: libc::c_uint = 3;
+        // error pipe (and the helper's fds) open until exec.
+        close_all_but(plan, plan.pass_fds, libc::CLOSE_RANGE_CLOEXEC);
         for &fd in plan.pass_fds {
-            let fd = fd as libc::c_uint;
-            if fd > next {
-                close_range_cloexec(plan, next, fd - 1);
-            }
-            check(plan, Stage::CloseFds, libc::fcntl(fd as c_int, libc::F_SETFD, 0));
-            next = fd + 1;
+            check(plan, Stage::CloseFds, libc::fcntl(fd, libc::F_SETFD, 0));
         }
-        close_range_cloexec(plan, next, libc::c_uint::MAX);
     }
 }
 
-fn close_range_cloexec(plan: &Plan<'_>, first: libc::c_uint, last: libc::c_uint) {
-    // SAFETY: close_range(2) only changes fd flags here.
-    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, libc::CLOSE_RANGE_CLOEXEC) };
+/// `close_range(2)` with `flags` over every fd from 3 up except `keep` (sorted, each at least 3). Only
+/// the child's fd table is touched (no `CLONE_FILES`).
+fn close_all_but(plan: &Plan<'_>, keep: &[c_int], flags: libc::c_uint) {
+    let mut next: libc::c_uint = 3;
+    for &fd in keep {
+        let fd = fd as libc::c_uint;
+        if fd > next {
+            close_range(plan, next, fd - 1, flags);
+        }
+        next = next.max(fd + 1);
+    }
+    close_range(plan, next, libc::c_uint::MAX, flags);
+}
+
+fn close_range(plan: &Plan<'_>, first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) {
+    // SAFETY: close_range(2) on the child's own fd table.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
     if ret < 0 {
         fail(plan, Stage::CloseFds);
     }
@@ -331,6 +342,9 @@ fn run(plan: &Plan<'_>) -> ! {
         if cfg.mount {
             setup_mounts(plan);
         }
+        // The caller's other fds go before any path is resolved: none of them, not even a directory fd
+        // reached through /proc/self/fd, can serve as the box's root or working directory.
+        close_all_but(plan, plan.keep_fds, 0);
         if plan.root_fd >= 0 {
             check(plan, Stage::Chroot, libc::fchdir(plan.root_fd));
             check(plan, Stage::Chroot, libc::chroot(c".".as_ptr()));

@@ -196,6 +196,18 @@ fn c_array(strings: &[CString]) -> Vec<*const c_char> {
         .collect()
 }
 
+/// The fds of `groups` that are 3 or above, sorted and without repeats.
+fn fds_at_or_above_3(groups: &[&[RawFd]]) -> Vec<RawFd> {
+    let mut fds: Vec<RawFd> = groups
+        .iter()
+        .flat_map(|g| g.iter().copied())
+        .filter(|&fd| fd >= 3)
+        .collect();
+    fds.sort_unstable();
+    fds.dedup();
+    fds
+}
+
 /// Moves sources of 0-2 that sit below 3, but elsewhere than their target, to 3 or above, so the
 /// child's `dup2`s cannot clobber one another. The returned fds must live until the child has exec'd.
 fn lift_stdio(mut stdio: [RawFd; 3]) -> Result<([RawFd; 3], Vec<OwnedFd>), SpawnError> {
@@ -242,10 +254,7 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
     let argv = c_array(&command.argv);
     let envp = command.env.as_deref().map(c_array);
     let exec_paths: Vec<*const c_char> = command.exec_paths.iter().map(|p| p.as_ptr()).collect();
-    let mut pass_fds = command.pass_fds.clone();
-    pass_fds.sort_unstable();
-    pass_fds.dedup();
-    pass_fds.retain(|&fd| fd >= 3);
+    let pass_fds = fds_at_or_above_3(&[&command.pass_fds]);
 
     let (stdio, _lifted) = lift_stdio(command.stdio)?;
 
@@ -285,6 +294,16 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
     let fork_after_join = join.is_some_and(Join::enters_pid_namespace);
     let fd_of = |fd: Option<&OwnedFd>| fd.map_or(-1, AsRawFd::as_raw_fd);
 
+    let go_fds = go.as_ref().map_or([-1, -1], |(r, w)| [r.as_raw_fd(), w.as_raw_fd()]);
+    let dir_fds = join.map_or([-1, -1], |j| [fd_of(j.root.as_ref()), fd_of(j.cwd.as_ref())]);
+    let keep_fds = fds_at_or_above_3(&[
+        &pass_fds,
+        &stdio,
+        &[err_w.as_raw_fd(), helper_fd, time_fd],
+        &go_fds,
+        &dir_fds,
+    ]);
+
     let mut plan = Plan {
         config,
         exec_paths: &exec_paths,
@@ -293,19 +312,20 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
         cwd: command.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
         stdio,
         pass_fds: &pass_fds,
+        keep_fds: &keep_fds,
         new_session: command.new_session,
         process_group: command.process_group.unwrap_or(-1),
         err_fd: err_w.as_raw_fd(),
-        go_fd: go.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
-        go_write_fd: go.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+        go_fd: go_fds[0],
+        go_write_fd: go_fds[1],
         uid_map: uid_text.as_ptr(),
         gid_map: gid_text.as_ptr(),
         join: &join_fds,
         fork_after_join,
         inner_stack: std::ptr::null_mut(),
         inner_pid: &inner_pid,
-        root_fd: fd_of(join.and_then(|j| j.root.as_ref())),
-        cwd_fd: fd_of(join.and_then(|j| j.cwd.as_ref())),
+        root_fd: dir_fds[0],
+        cwd_fd: dir_fds[1],
         helper_fd,
         helper_argv: &helper_args,
         helper_fds: [if helper_fd >= 0 { err_w.as_raw_fd() } else { -1 }, time_fd],
