@@ -77,11 +77,7 @@ fn fail(plan: &Plan<'_>, stage: Stage) -> ! {
 }
 
 fn report(plan: &Plan<'_>, stage: Stage, errno: c_int) -> ! {
-    let rec = Record {
-        stage: stage as u32,
-        errno,
-    }
-    .encode();
+    let rec = Record { stage: stage as u32, errno }.encode();
     // SAFETY: plain syscalls on a buffer on our stack. A short write is seen by the parent as corrupt.
     unsafe {
         libc::write(plan.err_fd, rec.as_ptr().cast::<c_void>(), rec.len());
@@ -122,11 +118,7 @@ fn write_id_maps(plan: &Plan<'_>, setgroups: Setgroups) {
 
 /// Tells the parent we are ready for our id maps and waits until it has written them.
 fn wait_for_maps(plan: &Plan<'_>) {
-    let rec = Record {
-        stage: Stage::Ready as u32,
-        errno: 0,
-    }
-    .encode();
+    let rec = Record { stage: Stage::Ready as u32, errno: 0 }.encode();
     let mut go = 0u8;
     // SAFETY: plain syscalls on stack buffers.
     unsafe {
@@ -156,17 +148,9 @@ fn bring_up_loopback(plan: &Plan<'_>) {
         for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
             *dst = *src as c_char;
         }
-        check(
-            plan,
-            Stage::Loopback,
-            libc::ioctl(sock, libc::SIOCGIFFLAGS, ptr::addr_of_mut!(ifr)),
-        );
+        check(plan, Stage::Loopback, libc::ioctl(sock, libc::SIOCGIFFLAGS, ptr::addr_of_mut!(ifr)));
         ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        check(
-            plan,
-            Stage::Loopback,
-            libc::ioctl(sock, libc::SIOCSIFFLAGS, ptr::addr_of_mut!(ifr)),
-        );
+        check(plan, Stage::Loopback, libc::ioctl(sock, libc::SIOCSIFFLAGS, ptr::addr_of_mut!(ifr)));
         libc::close(sock);
     }
 }
@@ -176,24 +160,12 @@ fn setup_mounts(plan: &Plan<'_>) {
     // SAFETY: mount(2) with static strings.
     unsafe {
         if let Some(flag) = cfg.propagation.mount_flag() {
-            let ret = libc::mount(
-                ptr::null(),
-                c"/".as_ptr(),
-                ptr::null(),
-                libc::MS_REC | flag,
-                ptr::null(),
-            );
+            let ret = libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), libc::MS_REC | flag, ptr::null());
             check(plan, Stage::Propagation, ret);
         }
         if cfg.mount_proc {
             let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-            let ret = libc::mount(
-                c"proc".as_ptr(),
-                c"/proc".as_ptr(),
-                c"proc".as_ptr(),
-                flags,
-                ptr::null(),
-            );
+            let ret = libc::mount(c"proc".as_ptr(), c"/proc".as_ptr(), c"proc".as_ptr(), flags, ptr::null());
             check(plan, Stage::MountProc, ret);
         }
     }
@@ -207,11 +179,7 @@ fn setup_fds(plan: &Plan<'_>) {
                 continue;
             }
             // dup2 onto itself is a no-op that would leave FD_CLOEXEC set: clear it instead.
-            let ret = if src == target {
-                libc::fcntl(src, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(src, target)
-            };
+            let ret = if src == target { libc::fcntl(src, libc::F_SETFD, 0) } else { libc::dup2(src, target) };
             check(plan, Stage::Stdio, ret);
         }
         // Mark everything from 3 up close-on-exec except pass_fds. Marking rather than closing keeps the
@@ -260,11 +228,7 @@ fn reset_signals(plan: &Plan<'_>) {
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&raw mut empty);
-        check(
-            plan,
-            Stage::Signals,
-            libc::sigprocmask(libc::SIG_SETMASK, &raw const empty, ptr::null_mut()),
-        );
+        check(plan, Stage::Signals, libc::sigprocmask(libc::SIG_SETMASK, &raw const empty, ptr::null_mut()));
     }
 }
 
@@ -311,11 +275,7 @@ fn run(plan: &Plan<'_>) -> ! {
     // SAFETY: each call below is a single async-signal-safe syscall wrapper.
     unsafe {
         // Die with the spawning thread; spawner threads live as long as the process (see spawner.rs).
-        check(
-            plan,
-            Stage::ParentDeath,
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0),
-        );
+        check(plan, Stage::ParentDeath, libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0));
         if let Some(user) = &cfg.user {
             if user.child_writes_maps {
                 write_id_maps(plan, user.setgroups);
@@ -330,11 +290,7 @@ fn run(plan: &Plan<'_>) -> ! {
             }
         }
         if let Some(name) = &cfg.hostname {
-            check(
-                plan,
-                Stage::Hostname,
-                libc::sethostname(name.as_ptr(), name.as_bytes().len()),
-            );
+            check(plan, Stage::Hostname, libc::sethostname(name.as_ptr(), name.as_bytes().len()));
         }
         if cfg.net {
             bring_up_loopback(plan);
@@ -380,14 +336,7 @@ fn join_then_run(plan: &Plan<'_>) -> ! {
     // parent-death signal to the spawner thread, like any box. CLONE_VFORK: we leave after its exec.
     let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PARENT | libc::SIGCHLD;
     // SAFETY: the second child runs on the other half of the stack and reads the same Plan.
-    let pid = unsafe {
-        libc::clone(
-            inner_entry,
-            plan.inner_stack,
-            flags,
-            ptr::from_ref(plan).cast_mut().cast(),
-        )
-    };
+    let pid = unsafe { libc::clone(inner_entry, plan.inner_stack, flags, ptr::from_ref(plan).cast_mut().cast()) };
     if pid < 0 {
         fail(plan, Stage::Clone);
     }

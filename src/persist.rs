@@ -95,12 +95,7 @@ fn persist_into(pid: i32, dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !Path::new("/proc/self/ns").join(kind).exists() => {
                 continue
             }
-            Err(e) => {
-                return Err(persist_error(
-                    format!("read the namespaces of process {pid}"),
-                    errno_of(&e),
-                ))
-            }
+            Err(e) => return Err(persist_error(format!("read the namespaces of process {pid}"), errno_of(&e))),
         };
         let ours = fs::metadata(Path::new("/proc/self/ns").join(kind)).ok();
         if ours.is_some_and(|o| o.ino() == theirs.ino() && o.dev() == theirs.dev()) {

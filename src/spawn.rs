@@ -189,20 +189,12 @@ fn long_name(ns: &str) -> &str {
 
 /// Pointers into `strings`, NULL-terminated.
 fn c_array(strings: &[CString]) -> Vec<*const c_char> {
-    strings
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect()
+    strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
 }
 
 /// The fds of `groups` that are 3 or above, sorted and without repeats.
 fn fds_at_or_above_3(groups: &[&[RawFd]]) -> Vec<RawFd> {
-    let mut fds: Vec<RawFd> = groups
-        .iter()
-        .flat_map(|g| g.iter().copied())
-        .filter(|&fd| fd >= 3)
-        .collect();
+    let mut fds: Vec<RawFd> = groups.iter().flat_map(|g| g.iter().copied()).filter(|&fd| fd >= 3).collect();
     fds.sort_unstable();
     fds.dedup();
     fds
@@ -229,16 +221,11 @@ fn lift_stdio(mut stdio: [RawFd; 3]) -> Result<([RawFd; 3], Vec<OwnedFd>), Spawn
 
 /// The helper's argv: `nsbox-helper MODE ERRFD TIMEFD NPATHS PATH... ARGV...` (see nsbox-helper.c).
 fn helper_argv(mode: &str, err_fd: RawFd, time_fd: RawFd, command: &Command) -> Vec<CString> {
-    let mut out: Vec<CString> = [
-        "nsbox-helper".to_owned(),
-        mode.to_owned(),
-        err_fd.to_string(),
-        time_fd.to_string(),
-    ]
-    .into_iter()
-    .chain([command.exec_paths.len().to_string()])
-    .map(|s| CString::new(s).expect("no NUL"))
-    .collect();
+    let mut out: Vec<CString> = ["nsbox-helper".to_owned(), mode.to_owned(), err_fd.to_string(), time_fd.to_string()]
+        .into_iter()
+        .chain([command.exec_paths.len().to_string()])
+        .map(|s| CString::new(s).expect("no NUL"))
+        .collect();
     out.extend(command.exec_paths.iter().cloned());
     out.extend(command.argv.iter().cloned());
     out
@@ -279,30 +266,19 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
     } else {
         None
     };
-    let helper_fd = if helper_mode.is_some() {
-        crate::helper::fd()?
-    } else {
-        -1
-    };
+    let helper_fd = if helper_mode.is_some() { crate::helper::fd()? } else { -1 };
     let helper_strings = helper_mode.map(|mode| helper_argv(mode, err_w.as_raw_fd(), time_fd, command));
     let helper_args = helper_strings.as_deref().map(c_array).unwrap_or_default();
 
-    let join_fds: Vec<(c_int, c_int, Stage)> = join
-        .map(|j| j.namespaces.iter().map(|(fd, t, s)| (fd.as_raw_fd(), *t, *s)).collect())
-        .unwrap_or_default();
+    let join_fds: Vec<(c_int, c_int, Stage)> =
+        join.map(|j| j.namespaces.iter().map(|(fd, t, s)| (fd.as_raw_fd(), *t, *s)).collect()).unwrap_or_default();
     let inner_pid = AtomicI32::new(0);
     let fork_after_join = join.is_some_and(Join::enters_pid_namespace);
     let fd_of = |fd: Option<&OwnedFd>| fd.map_or(-1, AsRawFd::as_raw_fd);
 
     let go_fds = go.as_ref().map_or([-1, -1], |(r, w)| [r.as_raw_fd(), w.as_raw_fd()]);
     let dir_fds = join.map_or([-1, -1], |j| [fd_of(j.root.as_ref()), fd_of(j.cwd.as_ref())]);
-    let keep_fds = fds_at_or_above_3(&[
-        &pass_fds,
-        &stdio,
-        &[err_w.as_raw_fd(), helper_fd, time_fd],
-        &go_fds,
-        &dir_fds,
-    ]);
+    let keep_fds = fds_at_or_above_3(&[&pass_fds, &stdio, &[err_w.as_raw_fd(), helper_fd, time_fd], &go_fds, &dir_fds]);
 
     let mut plan = Plan {
         config,
@@ -370,9 +346,7 @@ fn conclude(outcome: Result<(), SpawnError>, pid: pid_t, inner: Option<pid_t>) -
     reap(pid);
     match outcome {
         Ok(()) if inner > 0 => Ok(inner),
-        Ok(()) => Err(SpawnError::Internal(
-            "the child entering the PID namespace left no PID".into(),
-        )),
+        Ok(()) => Err(SpawnError::Internal("the child entering the PID namespace left no PID".into())),
         Err(e) => {
             if inner > 0 {
                 reap(inner);

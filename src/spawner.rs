@@ -21,10 +21,7 @@ struct Pool {
     idle: Vec<Sender<Job>>,
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool {
-    pid: 0,
-    idle: Vec::new(),
-});
+static POOL: Mutex<Pool> = Mutex::new(Pool { pid: 0, idle: Vec::new() });
 /// The process that owns `POOL`'s threads (0: none yet). Read without the lock to notice a fork.
 static OWNER: AtomicU32 = AtomicU32::new(0);
 /// Set in a forked child that inherited `POOL` locked (by a thread that does not exist there): that
