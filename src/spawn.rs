@@ -155,8 +155,8 @@ fn hint(config: &Config, stage: Stage, errno: i32) -> Option<&'static str> {
             "without root only your own uid and gid can be mapped, with setgroups='deny'; \
              other maps need CAP_SETUID and CAP_SETGID",
         ),
-        (Stage::MountProc, libc::EPERM) if !config.pid && !root => {
-            Some("without root a new proc can only be mounted for a new PID namespace: add pid=True")
+        (Stage::MountProc, libc::EPERM) if !config.pid => {
+            Some("a new proc can only be mounted for a PID namespace this box owns: add pid=True")
         }
         _ => None,
     }
