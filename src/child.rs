@@ -164,6 +164,16 @@ fn setup_mounts(plan: &Plan<'_>) {
             check(plan, Stage::Propagation, ret);
         }
         if cfg.mount_proc {
+            // Whatever `propagation` says for `/`, the new proc must not propagate onto the caller's
+            // /proc (a shared peer would be covered by it): make /proc private first, as unshare does.
+            let ret = libc::mount(
+                c"none".as_ptr(),
+                c"/proc".as_ptr(),
+                ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                ptr::null(),
+            );
+            check(plan, Stage::MountProc, ret);
             let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
             let ret = libc::mount(c"proc".as_ptr(), c"/proc".as_ptr(), c"proc".as_ptr(), flags, ptr::null());
             check(plan, Stage::MountProc, ret);
