@@ -790,7 +790,7 @@ def wait_for_descendant(front: subprocess.Popen[str], comm: str) -> int:
 
     if not wait_until(started) or not found:
         stderr = front.stderr.read() if front.poll() is not None and front.stderr else ""
-        pytest.fail(f"{comm} did not start under {front.args}: exit status {front.returncode}, {stderr}")
+        pytest.fail(f"{comm} did not start under {front.args!r}: exit status {front.returncode}, {stderr}")
     return found[0]
 
 
@@ -904,6 +904,11 @@ def test_exec_without_namespace_flags_takes_the_targets_root_and_working_directo
     hostname, cwd, pid, first = r.stdout.split()
     assert (hostname, cwd, first) == ("the-box", "/usr", "1")
     assert 1 < int(pid) < 100  # a PID of the box's namespace, not the host's
+    # nsenter's -r and -w (the target's root and working directory) are what --all does anyway.
+    implied = runner.nsbox("exec", "-t", str(box.pid), "--all", "-r", "-w", "pwd")
+    assert (implied.returncode, implied.stdout) == (0, "/usr\n"), implied.stderr
+    elsewhere = runner.nsbox("exec", "-t", str(box.pid), "--wdns", "/etc", "pwd")
+    assert (elsewhere.returncode, elsewhere.stdout) == (0, "/etc\n"), elsewhere.stderr
 
 
 @pytest.mark.parametrize("flags", [["-u"], ["-m", "-u", "-p"], ["-n", "-p"], ["--uts", "--ipc"]], ids=" ".join)
@@ -928,6 +933,25 @@ def test_exec_with_namespace_files_as_nsenter_does(runner: Runner, start_box: Ca
     theirs = runner.run(_nsenter(runner, *files, "hostname"))
     ours = runner.nsbox("exec", *files, "hostname")
     assert (ours.returncode, ours.stdout) == (0, theirs.stdout) == (0, "the-box\n"), ours.stderr
+
+
+def test_exec_into_persisted_namespace_files(root: Runner, tmp_path: Path) -> None:
+    persisted = tmp_path / "box"
+    with nsbox.Popen(["sleep", "1000"], pid=True, hostname="kept", persist=persisted) as box:
+        try:
+            everything = root.nsbox("exec", "--target", str(persisted), "sh", "-c", "hostname; echo $$")
+            assert (everything.returncode, everything.stdout) == (0, "kept\n2\n"), everything.stderr
+        finally:
+            box.kill()
+    try:
+        # The box is gone; its UTS namespace is kept by the bind mount.
+        uts = root.nsbox("exec", "--target", str(persisted), "-u", "hostname")
+        assert (uts.returncode, uts.stdout) == (0, "kept\n"), uts.stderr
+        missing = root.nsbox("exec", "--target", str(persisted), "-n", "true")
+        assert missing.returncode == 1
+        assert one_line_error(missing) == f"nsbox: cannot open {persisted}/net: No such file or directory"
+    finally:
+        nsbox.release(persisted)
 
 
 def test_exec_exit_status_and_errors(runner: Runner, start_box: Callable[..., Box]) -> None:

@@ -83,8 +83,8 @@ class Failure(Exception):
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Options shown as unshare shows them: ``-w, --wd DIR``, ``--mount-proc[=DIR]``, ``-n, --net``."""
 
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=30)
+    def __init__(self, prog: str, **kwargs: Any) -> None:
+        super().__init__(prog, max_help_position=30, **kwargs)
 
     def _format_action_invocation(self, action: argparse.Action) -> str:
         if not action.option_strings:
@@ -364,7 +364,9 @@ def _run_parser() -> _Parser:
 class _MapBoth(argparse.Action):
     """``-r`` and ``-c``: set both ``--map-user`` and ``--map-group``; the last of these options wins, as in unshare."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str, ids: Callable[[], tuple[int, int]], **kwargs: Any):
+    def __init__(
+        self, option_strings: Sequence[str], dest: str, ids: Callable[[], tuple[int, int]], **kwargs: Any
+    ) -> None:
         super().__init__(option_strings, dest, nargs=0, **kwargs)
         self.ids = ids
 
@@ -389,7 +391,7 @@ def _user_options(args: argparse.Namespace, options: dict[str, Any]) -> None:
     map_group: int | None = args.map_group
     setgroups: str | None = args.setgroups
     if setgroups == "allow" and map_group is not None:
-        raise UsageError("--setgroups=allow cannot be combined with --map-group, -r or -c (a gid map needs deny)")
+        raise UsageError("--setgroups=allow cannot be combined with --map-group, -r or -c (as with unshare)")
     if not (args.user or map_user is not None or map_group is not None):
         if setgroups is not None:
             if os.geteuid() == 0:
