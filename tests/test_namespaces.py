@@ -546,3 +546,21 @@ def test_time_offsets_shift_exactly_their_clocks_inside(python: str, monotonic: 
     with open("/proc/uptime") as f:
         host_uptime = float(f.read().split()[0])
     assert abs(host_uptime - time.clock_gettime(time.CLOCK_BOOTTIME)) < 1.0
+
+
+@pytest.mark.parametrize("propagation", ["private", "slave", "shared", "unchanged"])
+def test_mount_proc_never_covers_a_shared_parents_proc(python: str, propagation: str) -> None:
+    # As unshare does, /proc is made private before the box's proc is mounted: even with shared
+    # propagation under a shared parent, the parent keeps its own /proc (and its own processes in it).
+    helper = textwrap.dedent(
+        f"""
+        import json, os, nsbox
+        r = nsbox.run(["true"], pid=True, mount_proc=True, propagation={propagation!r})
+        with open("/proc/self/mountinfo") as f:
+            procs = [line for line in f if line.split()[4] == "/proc"]
+        print(json.dumps({{"rc": r.returncode, "procs": len(procs), "me": os.path.exists(f"/proc/{{os.getpid()}}")}}))
+        """
+    )
+    r = nsbox.run([python, "-c", helper], mount=True, propagation="shared", capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"rc": 0, "procs": 1, "me": True}

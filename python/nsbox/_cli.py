@@ -444,10 +444,6 @@ def _box_options(args: argparse.Namespace) -> dict[str, Any]:
         options["mount_proc"] = True
     # As with unshare, the propagation is that of a new mount namespace, and without one it does nothing.
     if args.propagation is not None and (args.mount or args.mount_proc):
-        if args.mount_proc and args.propagation in ("shared", "unchanged"):
-            # unshare first makes /proc private; the core does not, and the new proc would then be
-            # mounted on the host's /proc too, through the shared peer group.
-            raise UsageError(f"--mount-proc with --propagation {args.propagation} is not supported yet")
         options["propagation"] = args.propagation
     _user_options(args, options)
     if args.kill_child is not None:
