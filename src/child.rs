@@ -53,6 +53,9 @@ pub struct Plan<'a> {
     pub stdio: [c_int; 3],
     /// Sorted, each at least 3.
     pub pass_fds: &'a [c_int],
+    /// Sorted, each at least 3: every fd the child still needs (`pass_fds`, stdio sources, pipes, the
+    /// helper's fds); all others are closed before the working directory is resolved.
+    pub keep_fds: &'a [c_int],
     pub new_session: bool,
     pub process_group: c_int,
     /// Namespaces to join first, as (fd, nstype, stage), user first.
@@ -93,11 +96,7 @@ pub fn report(s: &Setup<'_>, stage: Stage, errno: c_int) -> ! {
 /// Writes one record to the error pipe. A record is 8 bytes, written with one `write(2)`: pipes deliver it
 /// whole. A failed or short write is seen by the parent as a child that died or sent a corrupt record.
 pub fn send(s: &Setup<'_>, stage: Stage, value: c_int) {
-    let rec = Record {
-        stage: stage as u32,
-        errno: value,
-    }
-    .encode();
+    let rec = Record { stage: stage as u32, errno: value }.encode();
     // SAFETY: a plain syscall on a buffer on our stack.
     unsafe { libc::write(s.err_fd, rec.as_ptr().cast::<c_void>(), rec.len()) };
 }
@@ -165,17 +164,9 @@ fn bring_up_loopback(s: &Setup<'_>) {
         for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
             *dst = *src as c_char;
         }
-        check(
-            s,
-            Stage::Loopback,
-            libc::ioctl(sock, libc::SIOCGIFFLAGS, ptr::addr_of_mut!(ifr)),
-        );
+        check(s, Stage::Loopback, libc::ioctl(sock, libc::SIOCGIFFLAGS, ptr::addr_of_mut!(ifr)));
         ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        check(
-            s,
-            Stage::Loopback,
-            libc::ioctl(sock, libc::SIOCSIFFLAGS, ptr::addr_of_mut!(ifr)),
-        );
+        check(s, Stage::Loopback, libc::ioctl(sock, libc::SIOCSIFFLAGS, ptr::addr_of_mut!(ifr)));
         libc::close(sock);
     }
 }
@@ -183,8 +174,7 @@ fn bring_up_loopback(s: &Setup<'_>) {
 /// Dies with the thread that made us (see spawner.rs for the exec path; `nsbox.call` waits on its thread).
 pub fn set_parent_death_signal(s: &Setup<'_>) {
     // SAFETY: a single syscall.
-    let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    check(s, Stage::ParentDeath, ret);
+    check(s, Stage::ParentDeath, unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) });
 }
 
 /// The steps that make new namespaces what `config` asks, in the order that works: id maps first (they give
@@ -209,23 +199,14 @@ pub fn configure_namespaces(s: &Setup<'_>) {
     }
     if let Some(name) = &cfg.hostname {
         // SAFETY: a valid buffer of that length.
-        let ret = unsafe { libc::sethostname(name.as_ptr(), name.as_bytes().len()) };
-        check(s, Stage::Hostname, ret);
+        check(s, Stage::Hostname, unsafe { libc::sethostname(name.as_ptr(), name.as_bytes().len()) });
     }
     if cfg.net {
         bring_up_loopback(s);
     }
     if let (true, Some(flag)) = (cfg.mount, cfg.propagation.mount_flag()) {
         // SAFETY: mount(2) with static strings.
-        let ret = unsafe {
-            libc::mount(
-                ptr::null(),
-                c"/".as_ptr(),
-                ptr::null(),
-                libc::MS_REC | flag,
-                ptr::null(),
-            )
-        };
+        let ret = unsafe { libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), libc::MS_REC | flag, ptr::null()) };
         check(s, Stage::Propagation, ret);
     }
 }
@@ -235,18 +216,17 @@ pub fn mount_proc(s: &Setup<'_>) {
     if !s.config.mount_proc {
         return;
     }
-    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     // SAFETY: mount(2) with static strings.
-    let ret = unsafe {
-        libc::mount(
-            c"proc".as_ptr(),
-            c"/proc".as_ptr(),
-            c"proc".as_ptr(),
-            flags,
-            ptr::null(),
-        )
-    };
-    check(s, Stage::MountProc, ret);
+    unsafe {
+        // Whatever `propagation` says for `/`, the new proc must not propagate onto the caller's
+        // /proc (a shared peer would be covered by it): make /proc private first, as unshare does.
+        let ret =
+            libc::mount(c"none".as_ptr(), c"/proc".as_ptr(), ptr::null(), libc::MS_REC | libc::MS_PRIVATE, ptr::null());
+        check(s, Stage::MountProc, ret);
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        let ret = libc::mount(c"proc".as_ptr(), c"/proc".as_ptr(), c"proc".as_ptr(), flags, ptr::null());
+        check(s, Stage::MountProc, ret);
+    }
 }
 
 fn setup_fds(plan: &Plan<'_>) {
@@ -257,31 +237,35 @@ fn setup_fds(plan: &Plan<'_>) {
                 continue;
             }
             // dup2 onto itself is a no-op that would leave FD_CLOEXEC set: clear it instead.
-            let ret = if src == target {
-                libc::fcntl(src, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(src, target)
-            };
+            let ret = if src == target { libc::fcntl(src, libc::F_SETFD, 0) } else { libc::dup2(src, target) };
             check(&plan.setup, Stage::Stdio, ret);
         }
         // Mark everything from 3 up close-on-exec except pass_fds. Marking rather than closing keeps the
-        // error pipe open until exec; the parent's fd table is not touched (no CLONE_FILES).
-        let mut next: libc::c_uint = 3;
+        // error pipe (and the helper's fds) open until exec.
+        close_all_but(plan, plan.pass_fds, libc::CLOSE_RANGE_CLOEXEC);
         for &fd in plan.pass_fds {
-            let fd = fd as libc::c_uint;
-            if fd > next {
-                close_range_cloexec(plan, next, fd - 1);
-            }
-            check(&plan.setup, Stage::CloseFds, libc::fcntl(fd as c_int, libc::F_SETFD, 0));
-            next = fd + 1;
+            check(&plan.setup, Stage::CloseFds, libc::fcntl(fd, libc::F_SETFD, 0));
         }
-        close_range_cloexec(plan, next, libc::c_uint::MAX);
     }
 }
 
-fn close_range_cloexec(plan: &Plan<'_>, first: libc::c_uint, last: libc::c_uint) {
-    // SAFETY: close_range(2) only changes fd flags here.
-    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, libc::CLOSE_RANGE_CLOEXEC) };
+/// `close_range(2)` with `flags` over every fd from 3 up except `keep` (sorted, each at least 3). Only
+/// the child's fd table is touched (no `CLONE_FILES`).
+fn close_all_but(plan: &Plan<'_>, keep: &[c_int], flags: libc::c_uint) {
+    let mut next: libc::c_uint = 3;
+    for &fd in keep {
+        let fd = fd as libc::c_uint;
+        if fd > next {
+            close_range(plan, next, fd - 1, flags);
+        }
+        next = next.max(fd + 1);
+    }
+    close_range(plan, next, libc::c_uint::MAX, flags);
+}
+
+fn close_range(plan: &Plan<'_>, first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) {
+    // SAFETY: close_range(2) on the child's own fd table.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
     if ret < 0 {
         fail(&plan.setup, Stage::CloseFds);
     }
@@ -302,11 +286,7 @@ fn reset_signals(plan: &Plan<'_>) {
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&raw mut empty);
-        check(
-            &plan.setup,
-            Stage::Signals,
-            libc::sigprocmask(libc::SIG_SETMASK, &raw const empty, ptr::null_mut()),
-        );
+        check(&plan.setup, Stage::Signals, libc::sigprocmask(libc::SIG_SETMASK, &raw const empty, ptr::null_mut()));
     }
 }
 
@@ -356,6 +336,9 @@ fn run(plan: &Plan<'_>) -> ! {
     mount_proc(s);
     // SAFETY: each call below is a single async-signal-safe syscall wrapper.
     unsafe {
+        // The caller's other fds go before any path is resolved: none of them, not even a directory fd
+        // reached through /proc/self/fd, can serve as the box's root or working directory.
+        close_all_but(plan, plan.keep_fds, 0);
         if plan.root_fd >= 0 {
             check(s, Stage::Chroot, libc::fchdir(plan.root_fd));
             check(s, Stage::Chroot, libc::chroot(c".".as_ptr()));
@@ -391,14 +374,7 @@ fn join_then_run(plan: &Plan<'_>) -> ! {
     // parent-death signal to the spawner thread, like any box. CLONE_VFORK: we leave after its exec.
     let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PARENT | libc::SIGCHLD;
     // SAFETY: the second child runs on the other half of the stack and reads the same Plan.
-    let pid = unsafe {
-        libc::clone(
-            inner_entry,
-            plan.inner_stack,
-            flags,
-            ptr::from_ref(plan).cast_mut().cast(),
-        )
-    };
+    let pid = unsafe { libc::clone(inner_entry, plan.inner_stack, flags, ptr::from_ref(plan).cast_mut().cast()) };
     if pid < 0 {
         fail(&plan.setup, Stage::Clone);
     }

@@ -67,10 +67,9 @@ fn open_error(target: &Target, err: &std::io::Error) -> SpawnError {
     let errno = err.raw_os_error().unwrap_or(libc::EIO);
     let (errno, what) = match (target, errno) {
         // The process is gone (or a zombie, whose namespace links are gone too).
-        (Target::Pid(pid), libc::ENOENT | libc::ESRCH) => (
-            libc::ESRCH,
-            format!("enter process {pid}: it does not exist or has exited"),
-        ),
+        (Target::Pid(pid), libc::ENOENT | libc::ESRCH) => {
+            (libc::ESRCH, format!("enter process {pid}: it does not exist or has exited"))
+        }
         _ => (errno, format!("open the namespaces of {}", describe(target))),
     };
     SpawnError::os(Stage::JoinUser, errno).with_what(what)
@@ -89,10 +88,7 @@ impl Join {
         };
         fs::metadata(&dir).map_err(|e| open_error(target, &e))?;
         let mut join = Join::default();
-        let kinds = ORDER
-            .iter()
-            .map(|&(k, t, s)| (k, t, s))
-            .chain([("time", libc::CLONE_NEWTIME, Stage::JoinTime)]);
+        let kinds = ORDER.iter().map(|&(k, t, s)| (k, t, s)).chain([("time", libc::CLONE_NEWTIME, Stage::JoinTime)]);
         for (kind, nstype, stage) in kinds {
             let path = ns_path(kind);
             let theirs = match fs::metadata(&path) {

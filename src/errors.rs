@@ -166,12 +166,7 @@ impl Record {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpawnError {
     /// A step failed with an errno. `what` names the step ("create the network namespace").
-    Os {
-        stage: Stage,
-        errno: i32,
-        what: Cow<'static, str>,
-        hint: Option<&'static str>,
-    },
+    Os { stage: Stage, errno: i32, what: Cow<'static, str>, hint: Option<&'static str> },
     /// Input that cannot work, found before anything was forked.
     Invalid(String),
     /// nsbox itself misbehaved (e.g. a corrupt record); never the user's fault.
@@ -181,24 +176,14 @@ pub enum SpawnError {
 impl SpawnError {
     #[must_use]
     pub fn os(stage: Stage, errno: i32) -> SpawnError {
-        SpawnError::Os {
-            stage,
-            errno,
-            what: Cow::Borrowed(stage.action()),
-            hint: None,
-        }
+        SpawnError::Os { stage, errno, what: Cow::Borrowed(stage.action()), hint: None }
     }
 
     /// Replaces the description of the step.
     #[must_use]
     pub fn with_what(self, new_what: impl Into<Cow<'static, str>>) -> SpawnError {
         match self {
-            SpawnError::Os { stage, errno, hint, .. } => SpawnError::Os {
-                stage,
-                errno,
-                what: new_what.into(),
-                hint,
-            },
+            SpawnError::Os { stage, errno, hint, .. } => SpawnError::Os { stage, errno, what: new_what.into(), hint },
             other => other,
         }
     }
@@ -206,12 +191,7 @@ impl SpawnError {
     #[must_use]
     pub fn with_hint(self, new_hint: Option<&'static str>) -> SpawnError {
         match self {
-            SpawnError::Os { stage, errno, what, .. } => SpawnError::Os {
-                stage,
-                errno,
-                what,
-                hint: new_hint,
-            },
+            SpawnError::Os { stage, errno, what, .. } => SpawnError::Os { stage, errno, what, hint: new_hint },
             other => other,
         }
     }
@@ -220,12 +200,7 @@ impl SpawnError {
 /// The C library's text for an errno ("Operation not permitted").
 #[must_use]
 pub fn strerror(errno: i32) -> String {
-    std::io::Error::from_raw_os_error(errno)
-        .to_string()
-        .split(" (os error")
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    std::io::Error::from_raw_os_error(errno).to_string().split(" (os error").next().unwrap_or_default().to_owned()
 }
 
 impl fmt::Display for SpawnError {
@@ -251,10 +226,7 @@ mod tests {
 
     #[test]
     fn record_round_trips() {
-        let rec = Record {
-            stage: Stage::MountProc as u32,
-            errno: libc::EPERM,
-        };
+        let rec = Record { stage: Stage::MountProc as u32, errno: libc::EPERM };
         assert_eq!(Record::decode(&rec.encode()).unwrap(), (Stage::MountProc, libc::EPERM));
     }
 
@@ -280,9 +252,6 @@ mod tests {
             what: Stage::Hostname.action().into(),
             hint: Some("use uts=True"),
         };
-        assert_eq!(
-            err.to_string(),
-            "cannot set the hostname: Operation not permitted (use uts=True)"
-        );
+        assert_eq!(err.to_string(), "cannot set the hostname: Operation not permitted (use uts=True)");
     }
 }

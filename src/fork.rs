@@ -152,11 +152,7 @@ impl<'a> Fork<'a> {
             drop(go_r);
             go_w
         });
-        let mut children = Children {
-            first,
-            first_reaped: false,
-            second: None,
-        };
+        let mut children = Children { first, first_reaped: false, second: None };
         let outcome = wait_until_running(self.config, err_r.as_raw_fd(), &mut go_w, &mut children);
         // Closing the go pipe (if still open) lets a waiting child leave.
         drop(go_w);
@@ -240,20 +236,13 @@ fn become_pid_1(s: &Setup<'_>) {
     let (have_tid, have_robust) = unsafe {
         (
             libc::prctl(libc::PR_GET_TID_ADDRESS, ptr::addr_of_mut!(tid_address)) == 0 && !tid_address.is_null(),
-            libc::syscall(
-                libc::SYS_get_robust_list,
-                0,
-                ptr::addr_of_mut!(robust_head),
-                ptr::addr_of_mut!(robust_len),
-            ) == 0
+            libc::syscall(libc::SYS_get_robust_list, 0, ptr::addr_of_mut!(robust_head), ptr::addr_of_mut!(robust_len))
+                == 0
                 && !robust_head.is_null(),
         )
     };
     // No exit signal: with CLONE_PARENT the child gets ours (SIGCHLD), and clone3 insists on 0.
-    let mut args = CloneArgs {
-        flags: libc::CLONE_PARENT as u64,
-        ..CloneArgs::default()
-    };
+    let mut args = CloneArgs { flags: libc::CLONE_PARENT as u64, ..CloneArgs::default() };
     if have_tid {
         // As glibc's fork: the kernel writes the child's TID (1 in its namespace) into glibc's descriptor.
         args.flags |= (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64;
@@ -281,10 +270,7 @@ fn become_pid_1(s: &Setup<'_>) {
 fn enter_time_namespace(s: &Setup<'_>) {
     // SAFETY: open/setns/close on a static path.
     unsafe {
-        let fd = libc::open(
-            c"/proc/self/ns/time_for_children".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        );
+        let fd = libc::open(c"/proc/self/ns/time_for_children".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         child::check(s, Stage::TimeNamespace, fd);
         child::check(s, Stage::TimeNamespace, libc::setns(fd, libc::CLONE_NEWTIME));
         libc::close(fd);
@@ -306,16 +292,8 @@ fn pidfd_open(pid: pid_t) -> Result<OwnedFd, SpawnError> {
 /// pipe) without one.
 fn next_record(err_r: RawFd, watched: &OwnedFd) -> Result<Option<(Stage, i32)>, SpawnError> {
     let mut fds = [
-        libc::pollfd {
-            fd: err_r,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: watched.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
+        libc::pollfd { fd: err_r, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: watched.as_raw_fd(), events: libc::POLLIN, revents: 0 },
     ];
     loop {
         // SAFETY: poll on our own array.
@@ -384,11 +362,7 @@ mod tests {
 
     #[test]
     fn the_child_is_pid_1_of_its_namespace_with_its_hostname() {
-        let options = Options {
-            pid: true,
-            hostname: Some(b"fork-test".to_vec()),
-            ..Options::default()
-        };
+        let options = Options { pid: true, hostname: Some(b"fork-test".to_vec()), ..Options::default() };
         // SAFETY: getpid has no preconditions.
         let status = status_of(options, || unsafe { libc::getpid() } == 1 && hostname_is(b"fork-test"));
         assert_eq!(status, Ok(0));
@@ -397,11 +371,7 @@ mod tests {
     #[test]
     fn a_failed_step_is_reported_with_its_errno() {
         // Proc cannot be mounted for the caller's PID namespace from a new user namespace, even by root.
-        let options = Options {
-            user: Some(true),
-            mount_proc: true,
-            ..Options::default()
-        };
+        let options = Options { user: Some(true), mount_proc: true, ..Options::default() };
         match status_of(options, || true) {
             Err(SpawnError::Os { stage, errno, .. }) => assert_eq!((stage, errno), (Stage::MountProc, libc::EPERM)),
             other => panic!("expected an EPERM mounting proc, got {other:?}"),
@@ -410,12 +380,7 @@ mod tests {
 
     #[test]
     fn init_is_refused_before_forking() {
-        let config = Options {
-            init: true,
-            ..Options::default()
-        }
-        .resolve(Caller::current())
-        .unwrap();
+        let config = Options { init: true, ..Options::default() }.resolve(Caller::current()).unwrap();
         assert!(matches!(Fork::new(&config), Err(SpawnError::Invalid(_))));
     }
 

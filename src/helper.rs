@@ -27,8 +27,7 @@ fn make() -> Result<OwnedFd, i32> {
     // MFD_EXEC (Linux 6.3) says we mean to exec it; older kernels reject the flag.
     let fd = create(base | libc::MFD_EXEC).or_else(|e| if e == libc::EINVAL { create(base) } else { Err(e) })?;
     let mut file = std::fs::File::from(fd);
-    file.write_all(PROGRAM)
-        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    file.write_all(PROGRAM).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
     // SAFETY: fcntl on our own fd; sealing is best effort (it only guards against later writes).
     unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) };

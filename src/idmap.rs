@@ -30,10 +30,7 @@ impl IdMap {
             return bad("needs at least one (inside, outside, count) range".into());
         }
         if ranges.len() > MAX_LINES {
-            return bad(format!(
-                "has {} ranges; the kernel takes at most {MAX_LINES}",
-                ranges.len()
-            ));
+            return bad(format!("has {} ranges; the kernel takes at most {MAX_LINES}", ranges.len()));
         }
         for r in &ranges {
             if r.count == 0 {
@@ -63,13 +60,7 @@ impl IdMap {
     /// The map `unshare --map-root-user` writes: `id` outside is 0 inside.
     #[must_use]
     pub fn root_of(id: u32) -> IdMap {
-        IdMap {
-            ranges: vec![IdRange {
-                inside: 0,
-                outside: id,
-                count: 1,
-            }],
-        }
+        IdMap { ranges: vec![IdRange { inside: 0, outside: id, count: 1 }] }
     }
 
     #[must_use]

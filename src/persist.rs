@@ -64,7 +64,20 @@ fn persist_error(what: String, errno: i32) -> SpawnError {
 /// Bind-mounts each namespace of `pid` that differs from the caller's onto `dir/KIND` (made if missing).
 /// Returns the kinds persisted.
 pub fn persist(pid: i32, dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
+    let created = !dir.exists();
     fs::create_dir_all(dir).map_err(|e| persist_error(format!("create {}", dir.display()), errno_of(&e)))?;
+    let result = persist_into(pid, dir);
+    if result.is_err() {
+        // Leave nothing half-made: undo the mounts made so far (and the directory if it is ours).
+        let _ = release(dir);
+        if created {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+    result
+}
+
+fn persist_into(pid: i32, dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
     // A mount namespace file may only be bound where propagation is private (or it could form a loop
     // through a peer group): make the directory its own private mount first, as `ip netns` does.
     if !dir.join(MARKER).exists() {
@@ -82,12 +95,7 @@ pub fn persist(pid: i32, dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !Path::new("/proc/self/ns").join(kind).exists() => {
                 continue
             }
-            Err(e) => {
-                return Err(persist_error(
-                    format!("read the namespaces of process {pid}"),
-                    errno_of(&e),
-                ))
-            }
+            Err(e) => return Err(persist_error(format!("read the namespaces of process {pid}"), errno_of(&e))),
         };
         let ours = fs::metadata(Path::new("/proc/self/ns").join(kind)).ok();
         if ours.is_some_and(|o| o.ino() == theirs.ino() && o.dev() == theirs.dev()) {

@@ -5,18 +5,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 
 /// Every namespace kind the kernel shows under `/proc/PID/ns`.
-pub const KINDS: [&str; 10] = [
-    "cgroup",
-    "ipc",
-    "mnt",
-    "net",
-    "pid",
-    "pid_for_children",
-    "time",
-    "time_for_children",
-    "user",
-    "uts",
-];
+pub const KINDS: [&str; 10] =
+    ["cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"];
 
 /// `/proc/PID` or `/proc/self`.
 fn proc_dir(pid: Option<i32>) -> String {
@@ -66,20 +56,12 @@ pub fn parse_status(text: &str) -> Option<Status> {
             "Name" => name = Some(value.to_owned()),
             "PPid" => ppid = value.parse().ok(),
             "NSpid" => {
-                nspid = value
-                    .split_whitespace()
-                    .map(str::parse)
-                    .collect::<Result<Vec<i32>, _>>()
-                    .ok();
+                nspid = value.split_whitespace().map(str::parse).collect::<Result<Vec<i32>, _>>().ok();
             }
             _ => {}
         }
     }
-    Some(Status {
-        name: name?,
-        ppid: ppid?,
-        nspid: nspid?,
-    })
+    Some(Status { name: name?, ppid: ppid?, nspid: nspid? })
 }
 
 pub fn status(pid: i32) -> io::Result<Status> {
@@ -164,10 +146,7 @@ pub fn processes(pid: i32) -> io::Result<Vec<ProcessInfo>> {
 
 /// `root` and every process below it among `candidates`.
 fn descendants(root: i32, candidates: &[i32]) -> Vec<i32> {
-    let parents: Vec<(i32, i32)> = candidates
-        .iter()
-        .filter_map(|&p| status(p).ok().map(|s| (p, s.ppid)))
-        .collect();
+    let parents: Vec<(i32, i32)> = candidates.iter().filter_map(|&p| status(p).ok().map(|s| (p, s.ppid))).collect();
     let mut found = vec![root];
     let mut i = 0;
     while let Some(&parent) = found.get(i) {
@@ -185,14 +164,7 @@ mod tests {
     fn parses_the_fields_of_status() {
         let text = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nPPid:\t15805\nNSpid:\t17301\t2\n";
         let st = parse_status(text).unwrap();
-        assert_eq!(
-            st,
-            Status {
-                name: "sleep".into(),
-                ppid: 15805,
-                nspid: vec![17301, 2]
-            }
-        );
+        assert_eq!(st, Status { name: "sleep".into(), ppid: 15805, nspid: vec![17301, 2] });
         assert!(parse_status("Name:\tx\n").is_none());
     }
 

@@ -19,16 +19,12 @@ use crate::spec::{Caller, Options};
 fn to_pyerr(err: SpawnError, program: Option<&Bound<'_, PyAny>>, cwd: Option<&Bound<'_, PyAny>>) -> PyErr {
     match err {
         // Exec and chdir failures read exactly as subprocess's: "[Errno 2] No such file or directory: 'x'".
-        SpawnError::Os {
-            stage: Stage::Exec,
-            errno,
-            ..
-        } if program.is_some() => PyOSError::new_err((errno, strerror(errno), program.cloned().map(Bound::unbind))),
-        SpawnError::Os {
-            stage: Stage::Chdir,
-            errno,
-            ..
-        } if cwd.is_some() => PyOSError::new_err((errno, strerror(errno), cwd.cloned().map(Bound::unbind))),
+        SpawnError::Os { stage: Stage::Exec, errno, .. } if program.is_some() => {
+            PyOSError::new_err((errno, strerror(errno), program.cloned().map(Bound::unbind)))
+        }
+        SpawnError::Os { stage: Stage::Chdir, errno, .. } if cwd.is_some() => {
+            PyOSError::new_err((errno, strerror(errno), cwd.cloned().map(Bound::unbind)))
+        }
         SpawnError::Os { errno, .. } => PyOSError::new_err((errno, err.to_string())),
         SpawnError::Invalid(msg) => PyValueError::new_err(msg),
         SpawnError::Internal(msg) => PyRuntimeError::new_err(format!("nsbox internal error: {msg}")),
@@ -38,10 +34,7 @@ fn to_pyerr(err: SpawnError, program: Option<&Bound<'_, PyAny>>, cwd: Option<&Bo
 fn id_map(what: &str, ranges: Option<Vec<(u32, u32, u32)>>) -> PyResult<Option<IdMap>> {
     ranges
         .map(|r| {
-            let ranges = r
-                .into_iter()
-                .map(|(inside, outside, count)| IdRange { inside, outside, count })
-                .collect();
+            let ranges = r.into_iter().map(|(inside, outside, count)| IdRange { inside, outside, count }).collect();
             IdMap::new(what, ranges).map_err(|e| to_pyerr(e, None, None))
         })
         .transpose()
@@ -105,9 +98,7 @@ impl Config {
             boottime_offset,
             init,
         };
-        let inner = options
-            .resolve(Caller::current())
-            .map_err(|e| to_pyerr(e, None, None))?;
+        let inner = options.resolve(Caller::current()).map_err(|e| to_pyerr(e, None, None))?;
         Ok(Config { inner: Arc::new(inner) })
     }
 
@@ -147,10 +138,7 @@ fn spawn(
         exec_paths: cstrings("executable", exec_paths)?,
         argv: cstrings("args", argv)?,
         env: env.map(|e| cstrings("env", e)).transpose()?,
-        cwd: cwd
-            .map(|c| cstrings("cwd", vec![c]))
-            .transpose()?
-            .and_then(|mut v| v.pop()),
+        cwd: cwd.map(|c| cstrings("cwd", vec![c])).transpose()?.and_then(|mut v| v.pop()),
         stdio: [stdio.0, stdio.1, stdio.2],
         pass_fds,
         new_session,
@@ -194,9 +182,7 @@ fn fork(py: Python<'_>, config: &Config, child: &Bound<'_, PyAny>, started: &Bou
     };
     match forked.map_err(|e| to_pyerr(e, None, None))? {
         Forked::Parent(fork, first) => {
-            let (pid, pidfd) = py
-                .detach(move || fork.finish(first))
-                .map_err(|e| to_pyerr(e, None, None))?;
+            let (pid, pidfd) = py.detach(move || fork.finish(first)).map_err(|e| to_pyerr(e, None, None))?;
             // A list rather than a return value: the caller learns the PID even if an interrupt that came
             // meanwhile is raised as we return, and can kill and reap the box.
             if let Err(err) = started.append((pid, pidfd.as_raw_fd())) {
@@ -242,9 +228,7 @@ fn namespaces(pid: Option<i32>) -> PyResult<Vec<(&'static str, u64)>> {
 /// `NSpid` of a process: its PID in each PID namespace from the caller's down to its own.
 #[pyfunction]
 fn nspid(pid: i32) -> PyResult<Vec<i32>> {
-    crate::procfs::status(pid)
-        .map(|s| s.nspid)
-        .map_err(|e| io_err(&e, &format!("cannot read process {pid}")))
+    crate::procfs::status(pid).map(|s| s.nspid).map_err(|e| io_err(&e, &format!("cannot read process {pid}")))
 }
 
 /// `(host_pid, host_ppid, pid, ppid, command)`, as `nsbox.ProcessInfo` takes it.
@@ -255,10 +239,7 @@ type ProcessRow = (i32, i32, i32, i32, String);
 fn processes(pid: i32) -> PyResult<Vec<ProcessRow>> {
     let list =
         crate::procfs::processes(pid).map_err(|e| io_err(&e, &format!("cannot list the box of process {pid}")))?;
-    Ok(list
-        .into_iter()
-        .map(|p| (p.host_pid, p.host_ppid, p.pid, p.ppid, p.command))
-        .collect())
+    Ok(list.into_iter().map(|p| (p.host_pid, p.host_ppid, p.pid, p.ppid, p.command)).collect())
 }
 
 /// Bind-mounts the namespaces of `pid` that differ from ours onto files in `dir`; returns their kinds.

@@ -156,7 +156,7 @@ fn hint(config: &Config, stage: Stage, errno: i32) -> Option<&'static str> {
              other maps need CAP_SETUID and CAP_SETGID",
         ),
         (Stage::MountProc, libc::EPERM) if !config.pid => {
-            Some("without root a new proc can only be mounted for a new PID namespace: add pid=True")
+            Some("a new proc can only be mounted for a PID namespace this box owns: add pid=True")
         }
         _ => None,
     }
@@ -202,11 +202,7 @@ impl Channels {
     pub fn new(config: &Config) -> Result<Channels, SpawnError> {
         let user = config.user.as_ref();
         let (err_r, err_w) = pipe_above_stdio()?;
-        let go = if user.is_some_and(|u| !u.child_writes_maps) {
-            Some(pipe_above_stdio()?)
-        } else {
-            None
-        };
+        let go = if user.is_some_and(|u| !u.child_writes_maps) { Some(pipe_above_stdio()?) } else { None };
         let (uid_text, gid_text) = match user {
             Some(u) if u.child_writes_maps => (
                 CString::new(u.uid_map.to_proc_text()).expect("digits"),
@@ -214,13 +210,7 @@ impl Channels {
             ),
             _ => (CString::default(), CString::default()),
         };
-        Ok(Channels {
-            err_r,
-            err_w,
-            go,
-            uid_text,
-            gid_text,
-        })
+        Ok(Channels { err_r, err_w, go, uid_text, gid_text })
     }
 
     /// What the child's namespace steps use; borrows `self`, which must outlive the child's use of it.
@@ -238,11 +228,15 @@ impl Channels {
 
 /// Pointers into `strings`, NULL-terminated.
 fn c_array(strings: &[CString]) -> Vec<*const c_char> {
-    strings
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect()
+    strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+}
+
+/// The fds of `groups` that are 3 or above, sorted and without repeats.
+fn fds_at_or_above_3(groups: &[&[RawFd]]) -> Vec<RawFd> {
+    let mut fds: Vec<RawFd> = groups.iter().flat_map(|g| g.iter().copied()).filter(|&fd| fd >= 3).collect();
+    fds.sort_unstable();
+    fds.dedup();
+    fds
 }
 
 /// Moves sources of 0-2 that sit below 3, but elsewhere than their target, to 3 or above, so the
@@ -266,16 +260,11 @@ fn lift_stdio(mut stdio: [RawFd; 3]) -> Result<([RawFd; 3], Vec<OwnedFd>), Spawn
 
 /// The helper's argv: `nsbox-helper MODE ERRFD TIMEFD NPATHS PATH... ARGV...` (see nsbox-helper.c).
 fn helper_argv(mode: &str, err_fd: RawFd, time_fd: RawFd, command: &Command) -> Vec<CString> {
-    let mut out: Vec<CString> = [
-        "nsbox-helper".to_owned(),
-        mode.to_owned(),
-        err_fd.to_string(),
-        time_fd.to_string(),
-    ]
-    .into_iter()
-    .chain([command.exec_paths.len().to_string()])
-    .map(|s| CString::new(s).expect("no NUL"))
-    .collect();
+    let mut out: Vec<CString> = ["nsbox-helper".to_owned(), mode.to_owned(), err_fd.to_string(), time_fd.to_string()]
+        .into_iter()
+        .chain([command.exec_paths.len().to_string()])
+        .map(|s| CString::new(s).expect("no NUL"))
+        .collect();
     out.extend(command.exec_paths.iter().cloned());
     out.extend(command.argv.iter().cloned());
     out
@@ -291,10 +280,7 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
     let argv = c_array(&command.argv);
     let envp = command.env.as_deref().map(c_array);
     let exec_paths: Vec<*const c_char> = command.exec_paths.iter().map(|p| p.as_ptr()).collect();
-    let mut pass_fds = command.pass_fds.clone();
-    pass_fds.sort_unstable();
-    pass_fds.dedup();
-    pass_fds.retain(|&fd| fd >= 3);
+    let pass_fds = fds_at_or_above_3(&[&command.pass_fds]);
 
     let (stdio, _lifted) = lift_stdio(command.stdio)?;
 
@@ -311,20 +297,19 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
     } else {
         None
     };
-    let helper_fd = if helper_mode.is_some() {
-        crate::helper::fd()?
-    } else {
-        -1
-    };
+    let helper_fd = if helper_mode.is_some() { crate::helper::fd()? } else { -1 };
     let helper_strings = helper_mode.map(|mode| helper_argv(mode, err_w, time_fd, command));
     let helper_args = helper_strings.as_deref().map(c_array).unwrap_or_default();
 
-    let join_fds: Vec<(c_int, c_int, Stage)> = join
-        .map(|j| j.namespaces.iter().map(|(fd, t, s)| (fd.as_raw_fd(), *t, *s)).collect())
-        .unwrap_or_default();
+    let join_fds: Vec<(c_int, c_int, Stage)> =
+        join.map(|j| j.namespaces.iter().map(|(fd, t, s)| (fd.as_raw_fd(), *t, *s)).collect()).unwrap_or_default();
     let inner_pid = AtomicI32::new(0);
     let fork_after_join = join.is_some_and(Join::enters_pid_namespace);
     let fd_of = |fd: Option<&OwnedFd>| fd.map_or(-1, AsRawFd::as_raw_fd);
+
+    let go_fds = channels.go.as_ref().map_or([-1, -1], |(r, w)| [r.as_raw_fd(), w.as_raw_fd()]);
+    let dir_fds = join.map_or([-1, -1], |j| [fd_of(j.root.as_ref()), fd_of(j.cwd.as_ref())]);
+    let keep_fds = fds_at_or_above_3(&[&pass_fds, &stdio, &[err_w, helper_fd, time_fd], &go_fds, &dir_fds]);
 
     let mut plan = Plan {
         setup: channels.setup(config),
@@ -334,14 +319,15 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
         cwd: command.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
         stdio,
         pass_fds: &pass_fds,
+        keep_fds: &keep_fds,
         new_session: command.new_session,
         process_group: command.process_group.unwrap_or(-1),
         join: &join_fds,
         fork_after_join,
         inner_stack: std::ptr::null_mut(),
         inner_pid: &inner_pid,
-        root_fd: fd_of(join.and_then(|j| j.root.as_ref())),
-        cwd_fd: fd_of(join.and_then(|j| j.cwd.as_ref())),
+        root_fd: dir_fds[0],
+        cwd_fd: dir_fds[1],
         helper_fd,
         helper_argv: &helper_args,
         helper_fds: [if helper_fd >= 0 { err_w } else { -1 }, time_fd],
@@ -367,7 +353,7 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
 
     let outcome = if let Some((go_r, go_w)) = channels.go {
         drop(go_r);
-        hand_over_maps(config, pid, err_r.as_raw_fd(), go_w).and_then(|()| read_outcome(config, err_r.as_raw_fd()))
+        finish_handshake(config, pid, err_r.as_raw_fd(), go_w)
     } else if helper_fd >= 0 {
         // The helper has exec'd, the command not yet: EOF says it has (the helper closes its copy).
         read_outcome(config, err_r.as_raw_fd())
@@ -388,9 +374,7 @@ fn conclude(outcome: Result<(), SpawnError>, pid: pid_t, inner: Option<pid_t>) -
     reap(pid);
     match outcome {
         Ok(()) if inner > 0 => Ok(inner),
-        Ok(()) => Err(SpawnError::Internal(
-            "the child entering the PID namespace left no PID".into(),
-        )),
+        Ok(()) => Err(SpawnError::Internal("the child entering the PID namespace left no PID".into())),
         Err(e) => {
             if inner > 0 {
                 reap(inner);
@@ -407,9 +391,9 @@ fn read_outcome(config: &Config, err_r: RawFd) -> Result<(), SpawnError> {
     }
 }
 
-/// The handshake path: wait for "ready", write the maps and let the child go on. The caller then waits
-/// until it has exec'd (EOF: the CLOEXEC write end closed) or failed (a record).
-pub(crate) fn hand_over_maps(config: &Config, pid: pid_t, err_r: RawFd, go_w: OwnedFd) -> Result<(), SpawnError> {
+/// The handshake path: wait for "ready", write the maps, let the child go on, then wait until it has
+/// exec'd (EOF: the CLOEXEC write end closed) or failed (a record).
+fn finish_handshake(config: &Config, pid: pid_t, err_r: RawFd, go_w: OwnedFd) -> Result<(), SpawnError> {
     match read_record(err_r)? {
         Read::Record(Stage::Ready, _) => {}
         Read::Record(stage, errno) => return Err(failure(config, stage, errno)),
@@ -426,5 +410,5 @@ pub(crate) fn hand_over_maps(config: &Config, pid: pid_t, err_r: RawFd, go_w: Ow
         return Err(SpawnError::Internal("cannot wake the child".into()));
     }
     drop(go_w);
-    Ok(())
+    read_outcome(config, err_r)
 }

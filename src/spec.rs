@@ -57,9 +57,7 @@ impl Setgroups {
         match text {
             "deny" => Ok(Setgroups::Deny),
             "allow" => Ok(Setgroups::Allow),
-            other => Err(SpawnError::Invalid(format!(
-                "setgroups must be 'allow' or 'deny', not {other:?}"
-            ))),
+            other => Err(SpawnError::Invalid(format!("setgroups must be 'allow' or 'deny', not {other:?}"))),
         }
     }
 }
@@ -75,21 +73,12 @@ impl Offset {
     pub fn from_secs_f64(what: &str, secs: f64) -> Result<Offset, SpawnError> {
         // The kernel keeps offsets as timespec64; stay far inside it and reject NaN/inf.
         if !secs.is_finite() || secs.abs() > 1e15 {
-            return Err(SpawnError::Invalid(format!(
-                "{what} must be a finite number of seconds, not {secs}"
-            )));
+            return Err(SpawnError::Invalid(format!("{what} must be a finite number of seconds, not {secs}")));
         }
         let whole = secs.floor();
         let nanos = ((secs - whole) * 1e9).round() as u32;
-        let (whole, nanos) = if nanos >= 1_000_000_000 {
-            (whole + 1.0, 0)
-        } else {
-            (whole, nanos)
-        };
-        Ok(Offset {
-            secs: whole as i64,
-            nanos,
-        })
+        let (whole, nanos) = if nanos >= 1_000_000_000 { (whole + 1.0, 0) } else { (whole, nanos) };
+        Ok(Offset { secs: whole as i64, nanos })
     }
 }
 
@@ -128,10 +117,7 @@ pub struct Caller {
 impl Caller {
     #[must_use]
     pub fn current() -> Caller {
-        Caller {
-            euid: nix::unistd::geteuid().as_raw(),
-            egid: nix::unistd::getegid().as_raw(),
-        }
+        Caller { euid: nix::unistd::geteuid().as_raw(), egid: nix::unistd::getegid().as_raw() }
     }
 }
 
@@ -199,10 +185,7 @@ impl Options {
             None => None,
             Some(name) if name.is_empty() => return invalid("hostname must not be empty"),
             Some(name) if name.len() > HOSTNAME_MAX => {
-                return invalid(format!(
-                    "hostname is {} bytes long; the limit is {HOSTNAME_MAX}",
-                    name.len()
-                ))
+                return invalid(format!("hostname is {} bytes long; the limit is {HOSTNAME_MAX}", name.len()))
             }
             Some(name) => Some(CString::new(name).or_else(|_| invalid("hostname must not contain NUL bytes"))?),
         };
@@ -234,12 +217,7 @@ impl Options {
             let child_writes_maps = uid_map.is_single_own_id(caller.euid)
                 && gid_map.is_single_own_id(caller.egid)
                 && setgroups == Setgroups::Deny;
-            Some(UserNs {
-                uid_map,
-                gid_map,
-                setgroups,
-                child_writes_maps,
-            })
+            Some(UserNs { uid_map, gid_map, setgroups, child_writes_maps })
         } else {
             None
         };
@@ -313,10 +291,7 @@ mod tests {
 
     #[test]
     fn user_namespace_is_automatic_only_for_unprivileged_callers() {
-        let opts = Options {
-            pid: true,
-            ..Options::default()
-        };
+        let opts = Options { pid: true, ..Options::default() };
         assert!(opts.clone().resolve(ROOT).unwrap().user.is_none());
         let user = opts.resolve(USER).unwrap().user.unwrap();
         assert_eq!(user.uid_map, IdMap::root_of(1000));
@@ -328,13 +303,8 @@ mod tests {
 
     #[test]
     fn implications() {
-        let cfg = Options {
-            mount_proc: true,
-            hostname: Some(b"box".to_vec()),
-            ..Options::default()
-        }
-        .resolve(ROOT)
-        .unwrap();
+        let cfg =
+            Options { mount_proc: true, hostname: Some(b"box".to_vec()), ..Options::default() }.resolve(ROOT).unwrap();
         assert!(cfg.mount && cfg.uts);
         assert_eq!(cfg.clone_flags(), libc::CLONE_NEWNS | libc::CLONE_NEWUTS);
         assert_eq!(cfg.namespace_names(), ["mnt", "uts"]);
@@ -342,98 +312,26 @@ mod tests {
 
     #[test]
     fn explicit_maps_imply_a_user_namespace_written_by_the_parent() {
-        let map = IdMap::new(
-            "uid_map",
-            vec![IdRange {
-                inside: 0,
-                outside: 100_000,
-                count: 65536,
-            }],
-        )
-        .unwrap();
-        let cfg = Options {
-            uid_map: Some(map),
-            ..Options::default()
-        }
-        .resolve(ROOT)
-        .unwrap();
+        let map = IdMap::new("uid_map", vec![IdRange { inside: 0, outside: 100_000, count: 65536 }]).unwrap();
+        let cfg = Options { uid_map: Some(map), ..Options::default() }.resolve(ROOT).unwrap();
         assert!(!cfg.user.unwrap().child_writes_maps);
-        let allow = Options {
-            user: Some(true),
-            setgroups: Some("allow".into()),
-            ..Options::default()
-        };
+        let allow = Options { user: Some(true), setgroups: Some("allow".into()), ..Options::default() };
         assert!(!allow.resolve(ROOT).unwrap().user.unwrap().child_writes_maps);
-        let contradiction = Options {
-            user: Some(false),
-            setgroups: Some("deny".into()),
-            ..Options::default()
-        };
+        let contradiction = Options { user: Some(false), setgroups: Some("deny".into()), ..Options::default() };
         assert!(contradiction.resolve(ROOT).is_err());
     }
 
     #[test]
     fn rejects_bad_input_with_the_reason() {
         let cases = [
-            (
-                Options {
-                    hostname: Some(vec![b'a'; 65]),
-                    ..Options::default()
-                },
-                "65 bytes",
-            ),
-            (
-                Options {
-                    hostname: Some(b"a\0b".to_vec()),
-                    ..Options::default()
-                },
-                "NUL",
-            ),
-            (
-                Options {
-                    hostname: Some(vec![]),
-                    ..Options::default()
-                },
-                "empty",
-            ),
-            (
-                Options {
-                    monotonic_offset: Some(5.0),
-                    ..Options::default()
-                },
-                "time=True",
-            ),
-            (
-                Options {
-                    mount: true,
-                    propagation: Some("rprivate".into()),
-                    ..Options::default()
-                },
-                "rprivate",
-            ),
-            (
-                Options {
-                    propagation: Some("slave".into()),
-                    ..Options::default()
-                },
-                "mount=True",
-            ),
-            (
-                Options {
-                    user: Some(true),
-                    setgroups: Some("maybe".into()),
-                    ..Options::default()
-                },
-                "maybe",
-            ),
-            (
-                Options {
-                    time: true,
-                    boottime_offset: Some(f64::NAN),
-                    ..Options::default()
-                },
-                "finite",
-            ),
+            (Options { hostname: Some(vec![b'a'; 65]), ..Options::default() }, "65 bytes"),
+            (Options { hostname: Some(b"a\0b".to_vec()), ..Options::default() }, "NUL"),
+            (Options { hostname: Some(vec![]), ..Options::default() }, "empty"),
+            (Options { monotonic_offset: Some(5.0), ..Options::default() }, "time=True"),
+            (Options { mount: true, propagation: Some("rprivate".into()), ..Options::default() }, "rprivate"),
+            (Options { propagation: Some("slave".into()), ..Options::default() }, "mount=True"),
+            (Options { user: Some(true), setgroups: Some("maybe".into()), ..Options::default() }, "maybe"),
+            (Options { time: true, boottime_offset: Some(f64::NAN), ..Options::default() }, "finite"),
         ];
         for (opts, needle) in cases {
             let err = opts.resolve(ROOT).unwrap_err().to_string();
@@ -443,17 +341,10 @@ mod tests {
 
     #[test]
     fn offsets_become_timens_text() {
-        let cfg = Options {
-            time: true,
-            monotonic_offset: Some(-1.25),
-            boottime_offset: Some(86400.0),
-            ..Options::default()
-        }
-        .resolve(ROOT)
-        .unwrap();
-        assert_eq!(
-            cfg.time_offsets.unwrap().as_bytes(),
-            b"monotonic -2 750000000\nboottime 86400 0\n"
-        );
+        let cfg =
+            Options { time: true, monotonic_offset: Some(-1.25), boottime_offset: Some(86400.0), ..Options::default() }
+                .resolve(ROOT)
+                .unwrap();
+        assert_eq!(cfg.time_offsets.unwrap().as_bytes(), b"monotonic -2 750000000\nboottime 86400 0\n");
     }
 }

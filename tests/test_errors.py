@@ -1,0 +1,201 @@
+"""Bad input gets subprocess's exceptions or a ValueError/TypeError that says what is wrong, and leaves nothing."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import subprocess
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import nsbox
+from conftest import children_of, fd_count
+
+#: (args, options, exception, text the message must contain), rejected before anything is forked.
+BAD_INPUT: list[tuple[Any, dict[str, Any], type[Exception], str]] = [
+    ([], {}, ValueError, "args must not be empty"),
+    (["echo", "a\0b"], {}, ValueError, "null byte"),
+    (["echo\0x"], {"pid": True}, ValueError, "null byte"),
+    (["env"], {"env": {"KEY": "va\0lue"}}, ValueError, "null byte"),
+    (["env"], {"env": {"K\0EY": "value"}}, ValueError, "null byte"),
+    (["env"], {"env": {"K=EY": "value"}}, ValueError, "environment variable name"),
+    (["true"], {"mount": True, "propagation": "rprivate"}, ValueError, "rprivate"),
+    (["true"], {"propagation": "slave"}, ValueError, "mount=True"),
+    (["true"], {"uid_map": [(0, 1000, 10), (5, 2000, 1)]}, ValueError, "overlap"),
+    (["true"], {"gid_map": [(0, 1000, 10), (50, 1005, 1)]}, ValueError, "overlap"),
+    (["true"], {"uid_map": [(0, 1000, 0)]}, ValueError, "count 0"),
+    (["true"], {"uid_map": [(0, 1000)]}, TypeError, "uid_map"),
+    (["true"], {"uid_map": "0 1000 1"}, TypeError, "uid_map"),
+    (["true"], {"uid_map": [(0, 0, 1)], "user": False}, ValueError, "user=False"),
+    (["true"], {"user": True, "setgroups": "maybe"}, ValueError, "maybe"),
+    (["true"], {"hostname": "a" * 65}, ValueError, "65 bytes"),
+    (["true"], {"hostname": ""}, ValueError, "empty"),
+    (["true"], {"hostname": "a\0b"}, ValueError, "NUL"),
+    (["true"], {"pid": 1}, TypeError, "pid must be True or False"),
+    (["true"], {"net": "yes"}, TypeError, "net must be True or False"),
+    (["true"], {"user": 0}, TypeError, "user must be None, True or False"),
+    (["true"], {"monotonic_offset": 5}, ValueError, "time=True"),
+    (["true"], {"boottime_offset": 5.5}, ValueError, "time=True"),
+    (["true"], {"time": True, "boottime_offset": float("nan")}, ValueError, "finite"),
+    (["true"], {"time": True, "monotonic_offset": "5"}, TypeError, "monotonic_offset"),
+    (["true"], {"close_fds": False}, ValueError, "pass_fds"),
+    (["true"], {"pass_fds": [-1]}, ValueError, "pass_fds"),
+]
+BAD_IDS = [
+    f"{i}-{exc.__name__}-{re.sub(r'[^a-z=]+', '_', text.lower())}" for i, (_, _, exc, text) in enumerate(BAD_INPUT)
+]
+
+
+@pytest.mark.parametrize(("args", "options", "exc", "text"), BAD_INPUT, ids=BAD_IDS)
+def test_bad_input_raises_a_clear_error_and_leaves_nothing(
+    args: Any, options: dict[str, Any], exc: type[Exception], text: str
+) -> None:
+    fds = fd_count()
+    with pytest.raises(exc) as info:
+        nsbox.run(args, capture_output=True, **options)
+    assert type(info.value) is exc
+    assert text in str(info.value)
+    assert fd_count() == fds
+    assert children_of(os.getpid()) == []
+
+
+def test_bad_input_is_rejected_before_anything_is_forked(python: str) -> None:
+    # In a fresh PID namespace nothing else allocates PIDs, so ns_last_pid counts our forks exactly.
+    helper = textwrap.dedent(
+        f"""
+        import json, nsbox
+        nan = float("nan")
+        cases = {[(args, options) for args, options, _, _ in BAD_INPUT]!r}
+
+        def last_pid():
+            with open("/proc/sys/kernel/ns_last_pid") as f:
+                return int(f.read())
+
+        nsbox.run(["true"])  # the spawner thread exists from here on
+        report = []
+        for args, options in cases:
+            before = last_pid()
+            try:
+                nsbox.run(args, capture_output=True, **options)
+                report.append(["no error", 0])
+            except Exception as e:
+                report.append([type(e).__name__, last_pid() - before])
+        before = last_pid()
+        nsbox.run(["true"], pid=True)
+        print(json.dumps({{"bad": report, "good": last_pid() - before}}))
+        """
+    )
+    r = nsbox.run([python, "-c", helper], pid=True, mount_proc=True, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["good"] == 1, "control: a good run forks exactly once"
+    assert report["bad"] == [[exc.__name__, 0] for _, _, exc, _ in BAD_INPUT]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Exec and chdir failures: subprocess's exceptions, with errno and filename
+
+SPAWN_PATHS = [
+    pytest.param({}, id="plain"),
+    pytest.param({"pid": True, "mount_proc": True}, id="pid"),
+    pytest.param({"user": True, "net": True, "uts": True, "ipc": True, "time": True}, id="user-ns-child-maps"),
+    pytest.param({"uid_map": [(0, 100000, 65536)], "gid_map": [(0, 100000, 65536)]}, id="user-ns-parent-maps"),
+]
+
+
+def expect_like_subprocess(args: Any, options: dict[str, Any], **kwargs: Any) -> OSError:
+    """Runs ``args`` through subprocess and nsbox; both must fail the same way. Returns nsbox's error."""
+    with pytest.raises(OSError) as expected:
+        subprocess.run(args, capture_output=True, **kwargs)
+    fds = fd_count()
+    with pytest.raises(OSError) as actual:
+        nsbox.run(args, capture_output=True, **kwargs, **options)
+    assert fd_count() == fds
+    assert children_of(os.getpid()) == []
+    e, want = actual.value, expected.value
+    assert (type(e), e.errno, e.strerror, e.filename) == (type(want), want.errno, want.strerror, want.filename)
+    assert str(e) == str(want)
+    return e
+
+
+@pytest.mark.parametrize("options", SPAWN_PATHS)
+@pytest.mark.parametrize("program", ["nsbox-no-such-program", "/nonexistent/dir/program"])
+def test_missing_program_raises_file_not_found(program: str, options: dict[str, Any]) -> None:
+    e = expect_like_subprocess([program, "arg"], options)
+    assert type(e) is FileNotFoundError
+    assert e.errno == errno.ENOENT
+    assert e.filename == program
+
+
+@pytest.mark.parametrize("options", SPAWN_PATHS)
+def test_program_without_execute_permission_raises_permission_error(world_tmp: Path, options: dict[str, Any]) -> None:
+    script = world_tmp / "not-executable"
+    script.write_text("#!/bin/sh\necho should not run\n")
+    script.chmod(0o644)
+    e = expect_like_subprocess([str(script)], options)
+    assert type(e) is PermissionError
+    assert e.errno == errno.EACCES
+    assert e.filename == str(script)
+
+
+def test_directory_as_program_raises_permission_error(tmp_path: Path) -> None:
+    e = expect_like_subprocess([str(tmp_path)], {"pid": True})
+    assert type(e) is PermissionError
+
+
+def test_file_that_is_not_a_program_raises_exec_format_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x00\x01\x02 not a program\n")
+    junk.chmod(0o755)
+    e = expect_like_subprocess([str(junk)], {"net": True})
+    assert e.errno == errno.ENOEXEC
+
+
+def test_program_missing_from_env_path_raises_file_not_found(tmp_path: Path) -> None:
+    e = expect_like_subprocess(["ls"], {"pid": True}, env={"PATH": str(tmp_path)})
+    assert type(e) is FileNotFoundError
+    assert e.filename == "ls"
+
+
+@pytest.mark.parametrize("options", SPAWN_PATHS)
+def test_missing_cwd_raises_file_not_found(tmp_path: Path, options: dict[str, Any]) -> None:
+    cwd = str(tmp_path / "missing")
+    e = expect_like_subprocess(["true"], options, cwd=cwd)
+    assert type(e) is FileNotFoundError
+    assert e.filename == cwd
+
+
+def test_file_as_cwd_raises_not_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "file").touch()
+    e = expect_like_subprocess(["true"], {"pid": True}, cwd=tmp_path / "file")
+    assert type(e) is NotADirectoryError
+    assert e.errno == errno.ENOTDIR
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Refusals of the kernel: the errno's OSError, naming the step
+
+
+def test_new_proc_without_pid_namespace_in_a_user_namespace_names_the_step() -> None:
+    fds = fd_count()
+    with pytest.raises(PermissionError) as info:
+        nsbox.run(["true"], user=True, mount_proc=True, capture_output=True)
+    assert info.value.errno == errno.EPERM
+    assert "cannot mount a new proc on /proc" in str(info.value)
+    assert "pid=True" in str(info.value)
+    assert fd_count() == fds
+    assert children_of(os.getpid()) == []
+
+
+@pytest.mark.parametrize("clock", ["monotonic_offset", "boottime_offset"])
+def test_clock_offset_the_kernel_refuses_names_the_offsets_file(clock: str) -> None:
+    with pytest.raises(OSError) as info:
+        nsbox.run(["true"], time=True, **{clock: -1e9})
+    assert info.value.errno == errno.ERANGE
+    assert "cannot write the clock offsets" in str(info.value)
+    assert children_of(os.getpid()) == []

@@ -1,0 +1,47 @@
+"""The README's examples run as written (as root; the rootless paths are covered by test_rootless)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_first_command_shows_ps_as_pid_1() -> None:
+    first = _blocks("sh")[0]
+    assert first.startswith("pip install . && "), first
+    python_part = first.removeprefix("pip install . && ").strip()
+    # Same command, with this interpreter (nsbox is installed in it) instead of `python`.
+    out = subprocess.run(
+        python_part.replace("python -c", f"{sys.executable} -c", 1),
+        shell=True,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rows = [line.split() for line in out.strip().splitlines()[1:]]
+    assert rows == [rows[0]] and rows[0][1] == "1" and rows[0][-2:] == ["ps", "-ef"], out
+
+
+def test_second_command_is_what_ci_runs() -> None:
+    assert _blocks("sh")[1].strip() == "scripts/test"
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "scripts/test" in ci
+
+
+@pytest.mark.parametrize("index", range(len(_blocks("python"))))
+def test_python_examples_run(index: int, tmp_path: Path) -> None:
+    code = _blocks("python")[index].replace("/run/nsbox/kept", str(tmp_path / "kept"))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # Nothing the examples persisted stays mounted.
+    assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()

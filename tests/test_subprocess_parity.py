@@ -1,0 +1,399 @@
+"""nsbox.run / nsbox.Popen behave like subprocess.run / subprocess.Popen."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import nsbox
+from conftest import kill_and_reap, kill_pid, proc_comm, wait_gone
+
+
+def both(args: Any, **kwargs: Any) -> tuple[subprocess.CompletedProcess[Any], subprocess.CompletedProcess[Any]]:
+    """The same call through nsbox.run (no namespace option) and subprocess.run."""
+    return nsbox.run(args, **kwargs), subprocess.run(args, **kwargs)
+
+
+def same(a: subprocess.CompletedProcess[Any], b: subprocess.CompletedProcess[Any]) -> None:
+    assert type(a) is type(b) is subprocess.CompletedProcess
+    assert (a.args, a.returncode, a.stdout, a.stderr) == (b.args, b.returncode, b.stdout, b.stderr)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        (["echo", "hello", "world"], {}),
+        (["sh", "-c", "echo out; echo err >&2; exit 3"], {}),
+        (["false"], {}),
+        (["sh", "-c", "kill -TERM $$"], {}),
+        (["cat"], {"input": b"some\x00bytes\n"}),
+        (["printf", "%s|", "a b", "", "c"], {}),
+        (["sh", "-c", 'printf "%s\\n" "$0" "$@"', "zero", "one", "two"], {}),
+        ("echo $((6 * 7)) $0", {"shell": True}),
+    ],
+)
+def test_no_namespace_option_gives_the_same_result_as_subprocess_run(args: Any, kwargs: dict[str, Any]) -> None:
+    a, b = both(args, capture_output=True, **kwargs)
+    same(a, b)
+
+
+def test_stdout_and_stderr_pipes_are_separate() -> None:
+    r = nsbox.run(
+        ["sh", "-c", "echo to-out; echo to-err >&2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, pid=True
+    )
+    assert (r.stdout, r.stderr) == (b"to-out\n", b"to-err\n")
+
+
+def test_stdin_pipe_with_popen_communicate() -> None:
+    with nsbox.Popen(["tr", "a-z", "A-Z"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, pid=True) as p:
+        out, err = p.communicate(b"shout\n", timeout=10)
+    assert (out, err, p.returncode) == (b"SHOUT\n", None, 0)
+
+
+@pytest.mark.parametrize("value", [b"bytes in\n", "text in\n"])
+def test_input_is_fed_to_stdin(value: bytes | str) -> None:
+    text = isinstance(value, str)
+    a, b = both(["cat"], input=value, capture_output=True, text=text)
+    same(a, b)
+    assert a.stdout == value
+
+
+def test_devnull_for_stdin_stdout_and_stderr() -> None:
+    r = nsbox.run(["sh", "-c", "cat; echo gone; echo gone >&2"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    assert (r.returncode, r.stdout, r.stderr) == (0, None, None)
+    r = nsbox.run(
+        ["sh", "-c", "wc -c; ls -l /proc/self/fd/0"], stdin=subprocess.DEVNULL, capture_output=True, text=True
+    )
+    count, listing = r.stdout.splitlines()
+    assert count.strip() == "0"
+    assert listing.endswith("-> /dev/null")
+    r = nsbox.run(["sh", "-c", "echo kept; echo dropped >&2"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert (r.stdout, r.stderr) == (b"kept\n", None)
+
+
+def test_file_objects_as_stdin_stdout_and_stderr(tmp_path: Path) -> None:
+    (tmp_path / "in").write_text("from a file\n")
+    with (
+        open(tmp_path / "in") as fin,
+        open(tmp_path / "out", "w") as fout,
+        open(tmp_path / "err", "w") as ferr,
+    ):
+        r = nsbox.run(["sh", "-c", "cat; echo oops >&2"], stdin=fin, stdout=fout, stderr=ferr, pid=True)
+    assert r.returncode == 0
+    assert (tmp_path / "out").read_text() == "from a file\n"
+    assert (tmp_path / "err").read_text() == "oops\n"
+
+
+def test_raw_fds_as_stdin_stdout_and_stderr(tmp_path: Path) -> None:
+    (tmp_path / "in").write_bytes(b"raw\n")
+    fin = os.open(tmp_path / "in", os.O_RDONLY)
+    fout = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT, 0o644)
+    ferr = os.open(tmp_path / "err", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        r = nsbox.run(["sh", "-c", "cat; echo e >&2"], stdin=fin, stdout=fout, stderr=ferr, net=True)
+    finally:
+        for fd in (fin, fout, ferr):
+            os.close(fd)
+    assert r.returncode == 0
+    assert (tmp_path / "out").read_bytes() == b"raw\n"
+    assert (tmp_path / "err").read_bytes() == b"e\n"
+
+
+def test_stderr_to_stdout_keeps_the_order() -> None:
+    script = "echo 1; echo 2 >&2; echo 3; echo 4 >&2"
+    a, b = both(["sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    same(a, b)
+    assert a.stdout == b"1\n2\n3\n4\n" and a.stderr is None
+
+
+def test_standard_fds_can_be_swapped(capfd: pytest.CaptureFixture[str]) -> None:
+    script = "echo written-to-1; echo written-to-2 >&2"
+    r = nsbox.run(["sh", "-c", script], stdout=2, stderr=1, pid=True)
+    assert r.returncode == 0
+    boxed = capfd.readouterr()
+    subprocess.run(["sh", "-c", script], stdout=2, stderr=1, check=True)
+    plain = capfd.readouterr()
+    assert (boxed.out, boxed.err) == (plain.out, plain.err) == ("written-to-2\n", "written-to-1\n")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"text": True},
+        {"universal_newlines": True},
+        {"encoding": "latin-1"},
+        {"text": True, "errors": "replace"},
+        {"encoding": "utf-8", "errors": "backslashreplace"},
+        {"encoding": "ascii", "errors": "ignore"},
+    ],
+)
+def test_text_encoding_and_errors_decode_like_subprocess(kwargs: dict[str, Any]) -> None:
+    args = ["printf", "caf\\303\\251 \\377\\r\\nline2\\n"]
+    if kwargs in ({"text": True}, {"universal_newlines": True}):
+        args = ["printf", "caf\\303\\251\\r\\nline2\\n"]  # valid UTF-8: strict decoding works
+    a, b = both(args, capture_output=True, **kwargs)
+    same(a, b)
+    assert isinstance(a.stdout, str)
+
+
+def test_text_mode_decoding_error_raises_like_subprocess() -> None:
+    with pytest.raises(UnicodeDecodeError):
+        nsbox.run(["printf", "\\377"], capture_output=True, encoding="utf-8")
+
+
+def test_timeout_raises_timeout_expired() -> None:
+    start = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired) as info:
+        nsbox.run(["sleep", "30"], timeout=0.3)
+    assert time.monotonic() - start < 5
+    assert info.value.timeout == pytest.approx(0.3, abs=0.05)
+    assert info.value.cmd == ["sleep", "30"]
+
+
+def test_timeout_kills_the_whole_box_grandchildren_included(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild"
+    # The grandchild learns its host PID from the host's /proc (no mount_proc), then becomes `sleep`.
+    script = (
+        f"(read p rest </proc/self/stat; echo $p >{pidfile}.tmp; mv {pidfile}.tmp {pidfile}; exec sleep 1000) & wait"
+    )
+    with pytest.raises(subprocess.TimeoutExpired):
+        nsbox.run(["sh", "-c", script], pid=True, timeout=1.5)
+    assert pidfile.exists(), "the grandchild never started"
+    grandchild = int(pidfile.read_text())
+    try:
+        assert wait_gone(grandchild, "sleep"), "the grandchild survived the timeout"
+    finally:
+        if proc_comm(grandchild) == "sleep":
+            kill_pid(grandchild)
+
+
+def test_check_raises_called_process_error_with_output() -> None:
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        nsbox.run(["sh", "-c", "echo out; echo err >&2; exit 7"], check=True, capture_output=True, pid=True)
+    assert info.value.returncode == 7
+    assert info.value.cmd == ["sh", "-c", "echo out; echo err >&2; exit 7"]
+    assert (info.value.stdout, info.value.stderr) == (b"out\n", b"err\n")
+    assert nsbox.run(["true"], check=True, pid=True).returncode == 0
+
+
+def test_env_replaces_the_environment() -> None:
+    a, b = both(["env"], env={"FOO": "bar", "EMPTY": ""}, capture_output=True, text=True)
+    same(a, b)
+    assert sorted(a.stdout.splitlines()) == ["EMPTY=", "FOO=bar"]
+
+
+def test_env_none_inherits_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NSBOX_TEST_INHERITED", "yes")
+    r = nsbox.run(["sh", "-c", "echo $NSBOX_TEST_INHERITED"], capture_output=True, text=True, pid=True)
+    assert r.stdout == "yes\n"
+
+
+def test_env_path_is_used_to_find_the_program(tmp_path: Path) -> None:
+    prog = tmp_path / "nsbox-only-here"
+    prog.write_text("#!/bin/sh\necho found me\n")
+    prog.chmod(0o755)
+    a, b = both(["nsbox-only-here"], env={"PATH": f"/nonexistent:{tmp_path}"}, capture_output=True)
+    same(a, b)
+    assert a.stdout == b"found me\n"
+
+
+@pytest.mark.parametrize("as_path", [False, True])
+def test_cwd_sets_the_working_directory(tmp_path: Path, as_path: bool) -> None:
+    cwd: Any = tmp_path if as_path else str(tmp_path)
+    a, b = both(["pwd"], cwd=cwd, capture_output=True, text=True)
+    same(a, b)
+    assert a.stdout == f"{tmp_path}\n"
+
+
+def test_relative_program_is_found_from_the_new_cwd(tmp_path: Path) -> None:
+    (tmp_path / "prog").write_text("#!/bin/sh\necho relative\n")
+    (tmp_path / "prog").chmod(0o755)
+    a, b = both(["./prog"], cwd=tmp_path, capture_output=True)
+    same(a, b)
+    assert a.stdout == b"relative\n"
+
+
+def test_executable_replaces_the_program_but_not_argv0() -> None:
+    a, b = both(["custom-name", "-c", 'echo "$0"'], executable="/bin/sh", capture_output=True, text=True)
+    same(a, b)
+    assert a.stdout == "custom-name\n"
+
+
+def test_pass_fds_are_usable_inside_and_other_fds_are_not(python: str) -> None:
+    code = textwrap.dedent(
+        """
+        import os, sys
+        passed, other = int(sys.argv[1]), int(sys.argv[2])
+        os.write(passed, b"through-pipe\\n")
+        try:
+            os.write(other, b"leaked\\n")
+        except OSError as e:
+            print(e.errno)
+        """
+    )
+    passed_r, passed_w = os.pipe()
+    other_r, other_w = os.pipe()
+    os.set_inheritable(other_w, True)  # even an inheritable fd stays out unless passed
+    with os.fdopen(passed_r) as passed, os.fdopen(other_r) as other:
+        with os.fdopen(passed_w, "w") as pw, os.fdopen(other_w, "w") as ow:
+            r = nsbox.run(
+                [python, "-c", code, str(pw.fileno()), str(ow.fileno())],
+                pass_fds=[pw.fileno()],
+                pid=True,
+                capture_output=True,
+                text=True,
+            )
+        assert (r.returncode, r.stdout, r.stderr) == (0, f"{errno.EBADF}\n", "")
+        assert passed.read() == "through-pipe\n"
+        assert other.read() == ""
+
+
+@pytest.mark.parametrize("options", [{}, {"net": True}])
+def test_returncode_is_negative_for_a_signal(options: dict[str, bool]) -> None:
+    r = nsbox.run(["sh", "-c", "kill -9 $$"], **options)
+    assert r.returncode == -signal.SIGKILL
+    assert subprocess.run(["sh", "-c", "kill -9 $$"]).returncode == r.returncode
+
+
+def test_killing_pid_1_from_the_host_gives_a_negative_returncode() -> None:
+    p = nsbox.Popen(["sleep", "1000"], pid=True, mount_proc=True)
+    try:
+        assert p.poll() is None
+        p.kill()
+        assert p.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        kill_and_reap(p)
+
+
+def test_shell_true_runs_through_bin_sh() -> None:
+    a, b = both("echo $((1 + 2)); echo $0", shell=True, capture_output=True, text=True)
+    same(a, b)
+    assert a.stdout == "3\n/bin/sh\n"
+    r = nsbox.run("hostname", shell=True, hostname="shellbox", capture_output=True, text=True)
+    assert r.stdout == "shellbox\n"
+
+
+def test_popen_poll_wait_terminate_and_context_manager() -> None:
+    p = nsbox.Popen(["sleep", "1000"])
+    try:
+        assert isinstance(p, subprocess.Popen)
+        assert p.args == ["sleep", "1000"]
+        assert p.poll() is None and p.returncode is None
+        with pytest.raises(subprocess.TimeoutExpired):
+            p.wait(timeout=0.1)
+        p.terminate()
+        assert p.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        kill_and_reap(p)
+    with nsbox.Popen(["sh", "-c", "exit 5"], uts=True) as q:
+        pass
+    assert q.returncode == 5
+
+
+def test_popen_send_signal_reaches_a_command_with_a_handler_in_a_pid_namespace() -> None:
+    # PID 1 only gets the signals it handles; sh with a trap handles SIGUSR1.
+    p = nsbox.Popen(
+        ["sh", "-c", "trap 'echo got-usr1; exit 0' USR1; echo ready; while :; do sleep 0.05; done"],
+        pid=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline() == "ready\n"
+        p.send_signal(signal.SIGUSR1)
+        out, _ = p.communicate(timeout=10)
+        assert (out, p.returncode) == ("got-usr1\n", 0)
+    finally:
+        kill_and_reap(p)
+
+
+def test_popen_communicate_timeout_then_kill() -> None:
+    with nsbox.Popen(["sleep", "1000"], pid=True, stdout=subprocess.PIPE) as p:
+        try:
+            with pytest.raises(subprocess.TimeoutExpired):
+                p.communicate(timeout=0.2)
+        finally:
+            p.kill()
+            p.communicate()
+    assert p.returncode == -signal.SIGKILL
+
+
+def test_start_new_session_like_subprocess() -> None:
+    script = "read -r line </proc/self/stat; set -- ${line##*) }; echo $4"  # the session id field
+    a = nsbox.run(["sh", "-c", script], start_new_session=True, capture_output=True, text=True)
+    b = nsbox.run(["sh", "-c", script], capture_output=True, text=True)
+    assert int(b.stdout) == os.getsid(0)
+    assert int(a.stdout) != os.getsid(0)
+
+
+def test_bufsize_and_pipes_for_line_by_line_reading() -> None:
+    p = nsbox.Popen(
+        ["sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.05; done"],
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        pid=True,
+    )
+    try:
+        assert p.stdout is not None
+        assert [line for line in p.stdout] == ["line1\n", "line2\n", "line3\n"]
+        assert p.wait(timeout=10) == 0
+    finally:
+        kill_and_reap(p)
+
+
+def test_run_passes_sys_executable_programs() -> None:
+    a, b = both([sys.executable, "-c", "import sys; print(sys.argv[1:])", "x", "y"], capture_output=True, text=True)
+    same(a, b)
+    assert a.stdout == "['x', 'y']\n"
+
+
+def test_process_group_like_subprocess() -> None:
+    script = "read -r line </proc/self/stat; set -- ${line##*) }; echo $3 $$"  # the process group, the pid
+    for runner in (subprocess.run, nsbox.run):
+        pgid, pid = runner(["sh", "-c", script], process_group=0, capture_output=True, text=True).stdout.split()
+        assert pgid == pid != str(os.getpgid(0))
+
+
+def test_path_search_goes_on_past_a_program_that_is_not_executable(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    for directory, mode in [(first, 0o644), (second, 0o755)]:
+        directory.mkdir()
+        (directory / "prog").write_text(f"#!/bin/sh\necho {directory.name}\n")
+        (directory / "prog").chmod(mode)
+    a, b = both(["prog"], env={"PATH": f"{first}:{second}"}, capture_output=True, text=True)
+    same(a, b)
+    assert a.stdout == "second\n"
+
+
+@pytest.mark.parametrize("closed", ["0", "1,2", "0,1,2"])
+def test_works_when_the_caller_has_closed_standard_fds(python: str, closed: str, tmp_path: Path) -> None:
+    # The pipes subprocess makes then land on 0, 1 or 2, where the box's stdio must not clobber them.
+    out = tmp_path / "report"
+    code = textwrap.dedent(
+        f"""
+        import json, os, subprocess, nsbox
+        for fd in ({closed},):
+            os.close(fd)
+        results = []
+        for runner in (subprocess.run, nsbox.run):
+            r = runner(["sh", "-c", "cat; echo err >&2; ls /proc/self/fd | wc -l"], input=b"in", capture_output=True)
+            results.append([r.returncode, r.stdout.decode(), r.stderr.decode()])
+        with open({str(out)!r}, "w") as f:
+            json.dump(results, f)
+        """
+    )
+    subprocess.run([python, "-c", code], check=True, timeout=30)
+    plain, boxed = json.loads(out.read_text())
+    assert boxed == plain == [0, "in4\n", "err\n"]
