@@ -221,6 +221,13 @@ def test_fork_hooks_run_around_the_fork() -> None:
     assert (threads, reseeded) == (1, True)
 
 
+def test_call_takes_the_namespace_options_of_run_but_init() -> None:
+    from nsbox._call import NamespaceOptions
+    from nsbox._options import NAMESPACE_DEFAULTS
+
+    assert NamespaceOptions.__optional_keys__ == NAMESPACE_DEFAULTS.keys() - {"init"}
+
+
 def test_options_are_checked_before_forking() -> None:
     with pytest.raises(ValueError, match="hostname is 100 bytes long"):
         nsbox.call(int, hostname="x" * 100)

@@ -14,17 +14,18 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, TypeVar
 
 from nsbox import _nsbox
 from nsbox._options import NAMESPACE_DEFAULTS, make_config
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.12
 
 T = TypeVar("T")
 
 #: Every message from the box is this length header (native byte order) and a pickle.
 _HEADER = struct.Struct("=Q")
-
-_monotonic = time.monotonic  # the ``time`` option shadows the module inside call()
 
 
 class RemoteTraceback(Exception):
@@ -63,28 +64,34 @@ class BoxCrashed(ChildProcessError):
         return signal.Signals(-self.returncode) if self.returncode < 0 else None
 
 
+class NamespaceOptions(TypedDict, total=False):
+    """The namespace options :func:`call` takes: those of :func:`nsbox.run` (except ``init``), same meaning."""
+
+    pid: bool
+    mount: bool
+    uts: bool
+    ipc: bool
+    net: bool
+    user: bool | None
+    cgroup: bool
+    time: bool
+    mount_proc: bool
+    propagation: str | None
+    hostname: str | bytes | None
+    uid_map: Sequence[tuple[int, int, int]] | None
+    gid_map: Sequence[tuple[int, int, int]] | None
+    setgroups: str | None
+    monotonic_offset: float | None
+    boottime_offset: float | None
+
+
 def call(
     fn: Callable[..., T],
     args: Iterable[Any] = (),
     kwargs: Mapping[str, Any] | None = None,
     *,
     timeout: float | None = None,
-    pid: bool = False,
-    mount: bool = False,
-    uts: bool = False,
-    ipc: bool = False,
-    net: bool = False,
-    user: bool | None = None,
-    cgroup: bool = False,
-    time: bool = False,
-    mount_proc: bool = False,
-    propagation: str | None = None,
-    hostname: str | bytes | None = None,
-    uid_map: Sequence[tuple[int, int, int]] | None = None,
-    gid_map: Sequence[tuple[int, int, int]] | None = None,
-    setgroups: str | None = None,
-    monotonic_offset: float | None = None,
-    boottime_offset: float | None = None,
+    **options: Unpack[NamespaceOptions],
 ) -> T:
     """Run ``fn(*args, **kwargs)`` in a forked copy of this interpreter inside new namespaces; return its result.
 
@@ -119,28 +126,12 @@ def call(
     kwargs = {} if kwargs is None else dict(kwargs)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
         raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
-    options = dict(NAMESPACE_DEFAULTS)
-    options.update(
-        pid=pid,
-        mount=mount,
-        uts=uts,
-        ipc=ipc,
-        net=net,
-        user=user,
-        cgroup=cgroup,
-        time=time,
-        mount_proc=mount_proc,
-        propagation=propagation,
-        hostname=hostname,
-        uid_map=uid_map,
-        gid_map=gid_map,
-        setgroups=setgroups,
-        monotonic_offset=monotonic_offset,
-        boottime_offset=boottime_offset,
-    )
-    config = make_config(options)
+    unknown = sorted(options.keys() - NamespaceOptions.__optional_keys__)
+    if unknown:
+        raise TypeError(f"call() got an unexpected keyword argument {unknown[0]!r}")
+    config = make_config({**NAMESPACE_DEFAULTS, **options})
     name = _describe(fn)
-    deadline = None if timeout is None else _monotonic() + timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
 
     _flush_std_streams()
     # (PID, pidfd) of the box, put here by _nsbox.fork before it returns: known even if an interrupt is
@@ -264,7 +255,7 @@ def _read_message(pidfd: int, fd: int, deadline: float | None) -> bytes | None:
             return bytes(data[_HEADER.size :])
         wait_ms = None
         if deadline is not None:
-            remaining = deadline - _monotonic()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _Timeout
             wait_ms = math.ceil(remaining * 1000)
