@@ -17,43 +17,31 @@ import textwrap
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import nsbox
-from rootless import NOBODY, command, world_readable_site
-
-NAMESPACES = ("pid", "mnt", "uts", "ipc", "net", "user", "cgroup", "time")
-OPTION_FOR = {"pid": "pid", "mnt": "mount", "uts": "uts", "ipc": "ipc", "net": "net", "user": "user"}
-OPTION_FOR |= {"cgroup": "cgroup", "time": "time"}
+from conftest import NAMESPACES, NOBODY, OPTION_FOR, Rootless, children_of, host_ns, wait_until
 
 
 def ns_links() -> dict[str, str]:
-    return {n: os.readlink(f"/proc/self/ns/{n}") for n in NAMESPACES}
+    return {n: host_ns(n) for n in NAMESPACES}
 
 
 def fds() -> list[str]:
     return sorted(os.listdir("/proc/self/fd"))  # with listdir's own fd, the same each time
 
 
-def children() -> list[int]:
-    """Our child processes (zombies too), from every thread's ``children`` list."""
-    found = []
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            found += [int(pid) for pid in f.read().split()]
-    return found
-
-
 @pytest.fixture(autouse=True)
 def host_unaffected() -> Iterator[None]:
-    """Every call leaves the host as it was: no child process, no new fd, the same hostname and namespaces."""
+    """Every call leaves the host as it was: no child (not even for a moment), no new fd, the same
+    hostname and namespaces."""
     before = (fds(), socket.gethostname(), ns_links())
     yield
-    assert children() == []
+    assert children_of(os.getpid()) == []
     assert (fds(), socket.gethostname(), ns_links()) == before
 
 
@@ -73,7 +61,6 @@ def test_hostname_is_set_inside_and_the_host_keeps_its_own() -> None:
 
 
 ROOTLESS_SCRIPT = """\
-import json, os, socket, nsbox
 from pathlib import Path
 
 def serve_on_port_80():
@@ -89,7 +76,7 @@ def error(**options):
     except OSError as exc:
         return [type(exc).__name__, exc.errno, str(exc)]
 
-print(json.dumps({
+emit({
     "uid": os.getuid(),
     "port80": nsbox.call(serve_on_port_80, net=True),
     "pid": nsbox.call(os.getpid, pid=True, mount_proc=True),
@@ -100,15 +87,12 @@ print(json.dumps({
     "net_without_user": error(net=True, user=False),
     "pid_without_user": error(pid=True, user=False),
     "mount_proc_without_pid": error(mount_proc=True),
-}))
+})
 """
 
 
-def test_rootless_function_binds_port_80_and_is_pid_1() -> None:
-    with world_readable_site("nsbox") as site:
-        r = subprocess.run(command(site, "-c", ROOTLESS_SCRIPT), capture_output=True, text=True, cwd="/tmp", timeout=60)
-    assert r.returncode == 0, r.stderr
-    seen = json.loads(r.stdout)
+def test_rootless_function_binds_port_80_and_is_pid_1(rootless: Rootless) -> None:
+    seen = rootless(ROOTLESS_SCRIPT)
     assert seen["uid"] == NOBODY
     # A user namespace is added for the unprivileged caller, with its uid and gid mapped to 0.
     assert seen["port80"] == {"got": "ping", "uid": 0, "gid": 0}
@@ -341,15 +325,6 @@ def processes_running(argv: list[str]) -> list[int]:
         except OSError:
             pass
     return found
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_timeout_kills_and_reaps_the_box_and_everything_in_it() -> None:

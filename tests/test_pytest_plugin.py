@@ -1,15 +1,26 @@
-"""The pytest plugin (``@pytest.mark.nsbox``, ``nsbox_box``), run by pytest's own ``pytester``: root and rootless."""
+"""The pytest plugin (``@pytest.mark.nsbox``, ``nsbox_box``), run by pytest's own ``pytester``: root and rootless.
+
+The rootless run is pytest itself as uid 65534: Debian's ``/usr/bin/python3`` with ``PYTHONPATH`` on
+world-readable copies of nsbox (conftest's ``rootless_dir``) and of pytest with its dependencies. nsbox's
+metadata is not copied, so pytest's entry points do not see it there: the plugin is loaded with
+``-p nsbox.pytest_plugin``.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
-from rootless import NOBODY, command, world_readable_site, world_writable_dir
+from conftest import NOBODY, ROOTLESS_PATH, ROOTLESS_PYTHON
 
 pytest_plugins = ["pytester"]
 
@@ -136,29 +147,69 @@ def test_plugin_as_root(pytester: pytest.Pytester) -> None:
     )
 
 
-def test_plugin_rootless(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    with world_readable_site("nsbox", "pytest") as site, world_writable_dir() as workdir:
-        test_file = workdir / "test_inner.py"
-        test_file.write_text(INNER)
-        test_file.chmod(0o644)
-        monkeypatch.chdir(workdir)  # pytester runs its command in the current directory
-        started = time.monotonic()
-        result = pytester.run(
-            *command(site, "-m", "pytest", "-p", "nsbox.pytest_plugin", "-rA", "-p", "no:cacheprovider"),
-            "--strict-markers",
-            test_file.name,
-            timeout=120,
-        )
-        assert time.monotonic() - started < 120
-        assert os.stat(workdir / "teardown.log").st_uid == NOBODY
-        # A user namespace is added for the unprivileged user, who is root inside.
-        check_report(result, workdir, uid_inside=0)
-        result.stdout.fnmatch_lines(
-            [
-                "nsbox cannot make the namespaces of @pytest.mark.nsbox(net=True, user=False): "
-                "PermissionError: [[]Errno 1[]] cannot create the network namespace: Operation not permitted*"
-            ]
-        )
+def _with_dependencies(name: str) -> list[importlib.metadata.Distribution]:
+    found: dict[str, importlib.metadata.Distribution] = {}
+    todo = [name]
+    while todo:
+        dist = importlib.metadata.distribution(todo.pop())
+        if dist.metadata["Name"].lower() in found:
+            continue
+        found[dist.metadata["Name"].lower()] = dist
+        for text in dist.requires or ():
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return list(found.values())
+
+
+@pytest.fixture(scope="session")
+def rootless_pytest_dir() -> Iterator[Path]:
+    """World-readable copies of the installed pytest and its dependencies, files and metadata."""
+    base = Path(tempfile.mkdtemp(prefix="nsbox-rootless-pytest-", dir="/tmp"))
+    try:
+        for dist in _with_dependencies("pytest"):
+            for file in dist.files or ():
+                if file.parts[0] != ".." and "__pycache__" not in file.parts:
+                    target = base / file
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(Path(str(dist.locate_file(file))), target)
+        for root, dirs, files in os.walk(base):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o644)
+        base.chmod(0o755)
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_plugin_rootless(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    world_tmp: Path,
+    rootless_dir: Path,
+    rootless_pytest_dir: Path,
+) -> None:
+    test_file = world_tmp / "test_inner.py"
+    test_file.write_text(INNER)
+    test_file.chmod(0o644)
+    monkeypatch.chdir(world_tmp)  # pytester runs its command in the current directory
+    env = ["env", "-i", f"PATH={ROOTLESS_PATH}", f"PYTHONPATH={rootless_dir}:{rootless_pytest_dir}", "HOME=/tmp"]
+    drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    pytest_args = ["-p", "nsbox.pytest_plugin", "-rA", "-p", "no:cacheprovider", "--strict-markers"]
+    started = time.monotonic()
+    result = pytester.run(*env, *drop, ROOTLESS_PYTHON, "-m", "pytest", *pytest_args, test_file.name, timeout=120)
+    assert time.monotonic() - started < 120
+    assert (world_tmp / "teardown.log").stat().st_uid == NOBODY
+    # A user namespace is added for the unprivileged user, who is root inside.
+    check_report(result, world_tmp, uid_inside=0)
+    result.stdout.fnmatch_lines(
+        [
+            "nsbox cannot make the namespaces of @pytest.mark.nsbox(net=True, user=False): "
+            "PermissionError: [[]Errno 1[]] cannot create the network namespace: Operation not permitted*"
+        ]
+    )
 
 
 def test_marker_is_registered(pytester: pytest.Pytester) -> None:
