@@ -18,9 +18,9 @@ Each case calls a small function in a forked copy of this process and gets its r
 The cases are interleaved round by round (so that drift hits them alike); a row is the median over rounds of
 each round's median call time, with the spread of the round medians. ``ratio`` is the row over the
 multiprocessing row of the same heap. The heap is that many MiB of small Python objects, allocated before
-measuring: forking copies the page tables, so every forked call costs more in a bigger process. With
-``pid=True`` nsbox forks twice (the second time from the single-threaded first child: see ``src/fork.rs``).
-Not a test: it prints a Markdown table on stdout and progress on stderr.
+measuring: forking copies the page tables, so every forked call costs more in a bigger process (with
+``pid=True`` nsbox still copies them once: the PID-1 process shares the first child's memory, see
+``src/fork.rs``). Not a test: it prints a Markdown table on stdout and progress on stderr.
 """
 
 from __future__ import annotations

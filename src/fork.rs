@@ -15,23 +15,27 @@
 //!   propagation before any mount, proc.
 //! - A new time namespace applies to the children of the process that made it (the exec path relies on
 //!   `execve` switching to it). This child joins it with `setns(time_for_children)`, which a
-//!   single-threaded process may do, so the function sees the offsets.
+//!   single-threaded process that shares its memory with no other may do, so the function sees the
+//!   offsets.
 //! - A new PID namespace also applies only to children, and the function must be its PID 1. So with
-//!   `pid` the first child clones once more, with `CLONE_PARENT`: the second child is PID 1, a child of
-//!   the caller (which waits for it, and which it dies with), and the first child reports that PID and
-//!   exits. This costs a second copy of the page tables, made from a single-threaded process whose C
-//!   library state is sound. It is the raw syscall (glibc's `fork()` takes no flags), set up the way
-//!   glibc's `_Fork` sets up its child: the kernel writes the new TID into glibc's thread descriptor, and
-//!   the robust-futex list is registered again.
+//!   `pid` the first child clones once more: `CLONE_PARENT`, so that the second child, PID 1, is the
+//!   caller's child (which waits for it, and which it dies with); and `CLONE_VM | CLONE_VFORK`, as
+//!   `vfork`: the second child runs in the first one's memory, itself already a private copy of the
+//!   caller's, so no page table is copied twice. The first child waits, suspended, on a stack of its own
+//!   (`swapcontext`), while the second carries on with the frames of the main stack (`setcontext`) up into
+//!   the caller's code; when it exits, the first one exits too. The clone is set up as glibc's own fork
+//!   sets up its child: the kernel writes the new TID into glibc's thread descriptor, and the
+//!   robust-futex list is registered again.
 //!
 //! Between the fork and the return to Python the child makes only raw system calls, as the exec path
 //! does. It reports on the exec path's error pipe ([`crate::errors::Record`]s of stage and errno), plus
-//! [`Stage::Forked`] (the PID of the second child) and [`Stage::Running`] (ready, the function runs). The
+//! [`Stage::Forked`] (the second child's PID, from itself) and [`Stage::Running`] (ready, the function runs). The
 //! parent does not wait for EOF on that pipe, since a process forked meanwhile by another thread may hold
 //! a copy of the write end for as long as it lives: it watches the child through a pidfd instead.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use libc::{c_int, c_void, pid_t};
 
@@ -39,6 +43,7 @@ use crate::child::{self, Setup};
 use crate::errors::{SpawnError, Stage};
 use crate::spawn::{failure, last_errno, read_record, reap, write_maps_for, Channels, Read};
 use crate::spec::Config;
+use crate::stack::ChildStack;
 
 /// Which side of the fork returned.
 pub enum Forked<'a> {
@@ -54,20 +59,6 @@ pub struct Fork<'a> {
     config: &'a Config,
     channels: Channels,
     caller: pid_t,
-}
-
-/// The first fields of `struct clone_args` (`CLONE_ARGS_SIZE_VER0`); `libc` does not have it on every target.
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
 }
 
 impl<'a> Fork<'a> {
@@ -133,63 +124,62 @@ impl<'a> Fork<'a> {
             }
         }
         child::configure_namespaces(&s);
+        if cfg.time {
+            // Before a PID-1 process is made: it shares our memory, and a time namespace is the memory's
+            // (the kernel switches the vDSO's clock page; a CLONE_VM child stays in its parent's).
+            enter_time_namespace(&s);
+        }
         if cfg.pid {
             become_pid_1(&s);
-        } else if cfg.time {
-            enter_time_namespace(&s);
         }
         child::mount_proc(&s);
         child::send(&s, Stage::Running, 0);
     }
 
     /// The parent's side, after the fork: writes the id maps when the parent must, waits until the
-    /// namespaces are ready, and returns the PID of the process that runs the function (the second child's
-    /// with `pid`) and a pidfd for it. On failure every child has been reaped.
-    pub fn finish(self, first: pid_t) -> Result<(pid_t, OwnedFd), SpawnError> {
+    /// namespaces are ready, and returns the process that runs the function. On failure every child has
+    /// been reaped.
+    pub fn finish(self, first: pid_t) -> Result<Started, SpawnError> {
         let Channels { err_r, err_w, go, .. } = self.channels;
         drop(err_w);
         let mut go_w = go.map(|(go_r, go_w)| {
             drop(go_r);
             go_w
         });
-        let mut children = Children { first, first_reaped: false, second: None };
-        let outcome = wait_until_running(self.config, err_r.as_raw_fd(), &mut go_w, &mut children);
+        let mut second = None;
+        let outcome = wait_until_running(self.config, first, err_r.as_raw_fd(), &mut go_w, &mut second);
         // Closing the go pipe (if still open) lets a waiting child leave.
         drop(go_w);
         if outcome.is_err() {
-            if let Some(second) = children.second {
+            if let Some(second) = second {
                 kill_and_reap(second);
             }
-            if !children.first_reaped {
-                kill_and_reap(children.first);
-            }
+            kill_and_reap(first);
         }
         outcome
     }
 }
 
-/// The parent's view of the children while they make the namespaces.
-struct Children {
-    first: pid_t,
-    first_reaped: bool,
-    /// With `pid`: the process that runs the function, once the first child has said which it is.
-    second: Option<pid_t>,
+/// The process that runs the function, once its namespaces are ready.
+#[derive(Debug)]
+pub struct Started {
+    pub pid: pid_t,
+    /// Readable once it has exited; kill and reap through it (it cannot name a reused PID).
+    pub pidfd: OwnedFd,
+    /// With `pid`, the first child: it exits right after `pid` (whose memory it lent) and must be reaped
+    /// then too.
+    pub then_reap: Option<pid_t>,
 }
 
 fn wait_until_running(
     config: &Config,
+    first: pid_t,
     err_r: RawFd,
     go_w: &mut Option<OwnedFd>,
-    children: &mut Children,
-) -> Result<(pid_t, OwnedFd), SpawnError> {
-    let first = children.first;
+    second: &mut Option<pid_t>,
+) -> Result<Started, SpawnError> {
     let mut watched = pidfd_open(first)?;
-    // With `pid`, the second child runs as soon as it is cloned: its "running" (or its failure) may come
-    // before the first child's report of its PID, which we wait for anyway (to reap the first child, and
-    // to know the second).
-    let mut early: Option<Result<(), SpawnError>> = None;
     loop {
-        let waiting_for_second = config.pid && children.second.is_none();
         match next_record(err_r, &watched)? {
             Some((Stage::Ready, _)) if go_w.is_some() => {
                 write_maps_for(first, config)?;
@@ -200,70 +190,141 @@ fn wait_until_running(
                 }
                 *go_w = None;
             }
-            Some((Stage::Forked, pid)) if waiting_for_second && pid > 0 => {
-                // The first child exits right after saying so.
-                reap(first);
-                children.first_reaped = true;
-                children.second = Some(pid);
+            Some((Stage::Forked, pid)) if config.pid && second.is_none() && pid > 0 => {
+                // From the second child itself, before anything else: from now on, watch it.
+                *second = Some(pid);
                 watched = pidfd_open(pid)?;
-                if let Some(early) = early.take() {
-                    return early.map(|()| (pid, watched));
-                }
             }
-            Some((Stage::Running, _)) if waiting_for_second => early = Some(Ok(())),
-            Some((Stage::Running, _)) => return Ok((children.second.unwrap_or(first), watched)),
-            Some((stage, errno)) if waiting_for_second => early = Some(Err(failure(config, stage, errno))),
+            Some((Stage::Running, _)) => {
+                return Ok(match *second {
+                    Some(pid) => Started { pid, pidfd: watched, then_reap: Some(first) },
+                    None if !config.pid => Started { pid: first, pidfd: watched, then_reap: None },
+                    None => {
+                        return Err(SpawnError::Internal("the PID namespace's first process was not reported".into()))
+                    }
+                })
+            }
             Some((stage, errno)) => return Err(failure(config, stage, errno)),
-            None => {
-                return Err(match early {
-                    // The first child has gone after failing.
-                    Some(Err(e)) => e,
-                    _ => SpawnError::Internal("the child died while its namespaces were being made".into()),
-                });
-            }
+            None => return Err(SpawnError::Internal("the child died while its namespaces were being made".into())),
         }
     }
 }
 
-/// With a PID namespace (unshared, so it applies to our children): clone the process that will be its
-/// PID 1, as a child of the caller, report its PID and leave. Only the new process returns.
+/// What the first child hands to the code it runs on other stacks ([`become_pid_1`]).
+struct Handoff {
+    setup: *const Setup<'static>,
+    /// Where the second child resumes: in [`become_pid_1`], on the main stack.
+    main: libc::ucontext_t,
+    /// Where the first child goes to clone the second: the upper half of a [`ChildStack`].
+    aux: libc::ucontext_t,
+    /// The second child's stack until it switches to `main`: the lower half.
+    clone_stack: *mut c_void,
+    flags: c_int,
+    /// glibc's TID field of this thread (`PR_GET_TID_ADDRESS`), or null.
+    tid_address: *mut c_int,
+    /// The second child's PID as the caller sees it, stored by the kernel (`CLONE_PARENT_SETTID`).
+    pid: pid_t,
+}
+
+/// The first child's [`Handoff`], for the functions that run on other stacks (it is single-threaded).
+static HANDOFF: AtomicPtr<Handoff> = AtomicPtr::new(ptr::null_mut());
+
+/// With a PID namespace (unshared, so it applies to our children): make the process that will be its
+/// PID 1, as a child of the caller, and leave. Only the new process returns.
+///
+/// The new process shares our memory (`CLONE_VM | CLONE_VFORK`, as `vfork`), so no page table is copied a
+/// second time: our memory is already a private copy of the caller's, and we only wait (suspended by
+/// `CLONE_VFORK`) until it exits, then exit too. For that, we switch to another stack (`swapcontext`)
+/// before cloning, and the new process switches back to ours (`setcontext`): it carries on with the frames
+/// of this stack, up into the caller's code, while ours are on a stack it never touches.
 fn become_pid_1(s: &Setup<'_>) {
-    let mut tid_address: *mut c_int = ptr::null_mut();
     let mut robust_head: *mut c_void = ptr::null_mut();
     let mut robust_len: usize = 0;
+    // SAFETY: a zeroed ucontext_t is a valid value to fill in; plain data otherwise.
+    let mut handoff: Handoff = unsafe { std::mem::zeroed() };
+    handoff.setup = ptr::from_ref(s).cast();
+    handoff.flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PARENT | libc::CLONE_PARENT_SETTID | libc::SIGCHLD;
     // SAFETY: both calls store into our variables. glibc registered this thread's `clear_child_tid` (its
     // descriptor's TID field) and robust-futex list; the kernel gives their addresses back.
-    let (have_tid, have_robust) = unsafe {
-        (
-            libc::prctl(libc::PR_GET_TID_ADDRESS, ptr::addr_of_mut!(tid_address)) == 0 && !tid_address.is_null(),
-            libc::syscall(libc::SYS_get_robust_list, 0, ptr::addr_of_mut!(robust_head), ptr::addr_of_mut!(robust_len))
-                == 0
-                && !robust_head.is_null(),
-        )
+    let have_robust = unsafe {
+        if libc::prctl(libc::PR_GET_TID_ADDRESS, ptr::addr_of_mut!(handoff.tid_address)) == 0
+            && !handoff.tid_address.is_null()
+        {
+            // As glibc's fork: the kernel writes the child's TID (1 in its namespace) into glibc's descriptor.
+            handoff.flags |= libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID;
+        }
+        libc::syscall(libc::SYS_get_robust_list, 0, ptr::addr_of_mut!(robust_head), ptr::addr_of_mut!(robust_len)) == 0
+            && !robust_head.is_null()
     };
-    // No exit signal: with CLONE_PARENT the child gets ours (SIGCHLD), and clone3 insists on 0.
-    let mut args = CloneArgs { flags: libc::CLONE_PARENT as u64, ..CloneArgs::default() };
-    if have_tid {
-        // As glibc's fork: the kernel writes the child's TID (1 in its namespace) into glibc's descriptor.
-        args.flags |= (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64;
-        args.child_tid = tid_address as u64;
+    let switched = ChildStack::with(|top, middle| {
+        let h = ptr::addr_of_mut!(handoff);
+        // SAFETY: `h` lives in this frame, which both children see (shared memory) until the second one has
+        // switched back here; the stacks are the two halves of our ChildStack mapping.
+        unsafe {
+            (*h).clone_stack = middle;
+            if libc::getcontext(ptr::addr_of_mut!((*h).aux)) < 0 {
+                return -1;
+            }
+            (*h).aux.uc_stack.ss_sp = middle;
+            (*h).aux.uc_stack.ss_size = top as usize - middle as usize;
+            (*h).aux.uc_link = ptr::null_mut();
+            libc::makecontext(ptr::addr_of_mut!((*h).aux), first_child_on_aux_stack, 0);
+            HANDOFF.store(h, Ordering::SeqCst);
+            // Returns only in the second child (and on failure).
+            libc::swapcontext(ptr::addr_of_mut!((*h).main), ptr::addr_of!((*h).aux))
+        }
+    });
+    match switched {
+        Ok(0) => {}
+        Ok(_) => child::report(s, Stage::Clone, last_errno()),
+        Err(_) => child::report(s, Stage::Clone, libc::ENOMEM),
     }
-    // SAFETY: clone3 without a stack: the child continues here on a copy of our stack, like fork().
-    let pid = unsafe { libc::syscall(libc::SYS_clone3, ptr::addr_of!(args), std::mem::size_of::<CloneArgs>()) };
-    if pid < 0 {
-        child::report(s, Stage::Clone, last_errno());
-    }
-    if pid > 0 {
-        child::send(s, Stage::Forked, pid as c_int);
-        // SAFETY: leaving without running anything of the caller's.
-        unsafe { libc::_exit(0) }
-    }
+    // The second child: PID 1 of the new namespace, a child of the caller. First of all the caller learns
+    // our PID (stored by the kernel before we ran: CLONE_PARENT_SETTID), so that it can reap us whatever
+    // happens next.
+    // SAFETY: plain data in this frame.
+    child::send(s, Stage::Forked, unsafe { ptr::read_volatile(ptr::addr_of!(handoff.pid)) });
     if have_robust {
         // SAFETY: registering the list glibc keeps in this thread's descriptor, as its _Fork does.
         unsafe { libc::syscall(libc::SYS_set_robust_list, robust_head, robust_len) };
     }
-    // Our parent is now the caller's thread.
     child::set_parent_death_signal(s);
+}
+
+/// The first child, on the upper half of the child stack: clone the second and wait, suspended by
+/// `CLONE_VFORK`, until it exits; then exit. Never returns.
+extern "C" fn first_child_on_aux_stack() {
+    // SAFETY: set by become_pid_1 before switching here; this process has one thread.
+    let h = HANDOFF.load(Ordering::SeqCst);
+    // SAFETY: the second child starts on the lower half of the child stack and switches to `main`.
+    let pid = unsafe {
+        libc::clone(
+            second_child_entry,
+            (*h).clone_stack,
+            (*h).flags,
+            ptr::null_mut(),
+            ptr::addr_of_mut!((*h).pid),
+            ptr::null_mut::<c_void>(),
+            (*h).tid_address,
+        )
+    };
+    if pid < 0 {
+        // SAFETY: the Setup outlives us: become_pid_1's frame is below on the main stack.
+        child::report(unsafe { &*(*h).setup }, Stage::Clone, last_errno());
+    }
+    // SAFETY: leaving at once, touching nothing: the memory is the second child's now.
+    unsafe { libc::_exit(0) }
+}
+
+/// The second child, on the lower half of the child stack: go on where the first child left the main
+/// stack. Never returns.
+extern "C" fn second_child_entry(_: *mut c_void) -> c_int {
+    let h = HANDOFF.load(Ordering::SeqCst);
+    // SAFETY: `main` was saved by swapcontext in become_pid_1, whose frame is intact.
+    unsafe {
+        libc::setcontext(ptr::addr_of!((*h).main));
+        libc::_exit(127)
+    }
 }
 
 /// Joins the time namespace just unshared (it applies to children only until joined).
@@ -344,10 +405,13 @@ mod tests {
                 unsafe { libc::_exit(i32::from(!ok)) }
             }
             Forked::Parent(fork, first) => {
-                let (pid, _pidfd) = fork.finish(first)?;
+                let started = fork.finish(first)?;
                 let mut status = -1;
-                // SAFETY: waiting for our own child.
-                unsafe { libc::waitpid(pid, &raw mut status, 0) };
+                // SAFETY: waiting for our own children.
+                unsafe { libc::waitpid(started.pid, &raw mut status, 0) };
+                if let Some(first) = started.then_reap {
+                    reap(first);
+                }
                 Ok(status)
             }
         }
@@ -382,10 +446,5 @@ mod tests {
     fn init_is_refused_before_forking() {
         let config = Options { init: true, ..Options::default() }.resolve(Caller::current()).unwrap();
         assert!(matches!(Fork::new(&config), Err(SpawnError::Invalid(_))));
-    }
-
-    #[test]
-    fn clone_args_is_the_version_0_layout() {
-        assert_eq!(std::mem::size_of::<CloneArgs>(), 64);
     }
 }

@@ -161,8 +161,9 @@ fn spawn(
     result.map_err(|e| to_pyerr(e, program.as_ref(), cwd_for_errors.as_ref()))
 }
 
-/// Forks this interpreter into the namespaces of `config`. In the parent, appends (PID, pidfd) of the
-/// process that runs `child` to `started`; in that process, calls `child()` and exits. See `_nsbox.pyi`.
+/// Forks this interpreter into the namespaces of `config`. In the parent, appends (PID, pidfd, PID to reap
+/// after it or 0) of the process that runs `child` to `started`; in that process, calls `child()` and
+/// exits. See `_nsbox.pyi`.
 #[pyfunction]
 fn fork(py: Python<'_>, config: &Config, child: &Bound<'_, PyAny>, started: &Bound<'_, PyList>) -> PyResult<()> {
     use crate::fork::{Fork, Forked};
@@ -182,14 +183,16 @@ fn fork(py: Python<'_>, config: &Config, child: &Bound<'_, PyAny>, started: &Bou
     };
     match forked.map_err(|e| to_pyerr(e, None, None))? {
         Forked::Parent(fork, first) => {
-            let (pid, pidfd) = py.detach(move || fork.finish(first)).map_err(|e| to_pyerr(e, None, None))?;
-            // A list rather than a return value: the caller learns the PID even if an interrupt that came
+            let box_ = py.detach(move || fork.finish(first)).map_err(|e| to_pyerr(e, None, None))?;
+            // A list rather than a return value: the caller learns the PIDs even if an interrupt that came
             // meanwhile is raised as we return, and can kill and reap the box.
-            if let Err(err) = started.append((pid, pidfd.as_raw_fd())) {
-                crate::fork::kill_and_reap(pid);
+            if let Err(err) = started.append((box_.pid, box_.pidfd.as_raw_fd(), box_.then_reap.unwrap_or(0))) {
+                for pid in [Some(box_.pid), box_.then_reap].into_iter().flatten() {
+                    crate::fork::kill_and_reap(pid);
+                }
                 return Err(err);
             }
-            let _ = pidfd.into_raw_fd(); // the caller closes it
+            let _ = box_.pidfd.into_raw_fd(); // the caller closes it
             Ok(())
         }
         Forked::Child => {

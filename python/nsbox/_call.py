@@ -134,9 +134,10 @@ def call(
     deadline = None if timeout is None else time.monotonic() + timeout
 
     _flush_std_streams()
-    # (PID, pidfd) of the box, put here by _nsbox.fork before it returns: known even if an interrupt is
-    # raised as it returns. Killing and reaping go through the pidfd, which cannot name a reused PID.
-    started: list[tuple[int, int]] = []
+    # (PID, pidfd, PID to reap after it) of the box, put here by _nsbox.fork before it returns: known even
+    # if an interrupt is raised as it returns. Killing and reaping go through the pidfd, which cannot name
+    # a reused PID.
+    started: list[tuple[int, int, int]] = []
     read_end, write_end = os.pipe()
     try:
         try:
@@ -144,16 +145,16 @@ def call(
         finally:
             os.close(write_end)
         message = _read_message(started[0][1], read_end, deadline)
-        returncode = _reap(started[0][1])
+        returncode = _reap(*started[0][1:])
     except BaseException as exc:
         if started:
-            _kill_and_reap(started[0][1])
+            _kill_and_reap(*started[0][1:])
         if isinstance(exc, _Timeout):
             raise subprocess.TimeoutExpired(name, timeout or 0.0) from None
         raise
     finally:
         os.close(read_end)
-        for _, pidfd in started:
+        for _, pidfd, _ in started:
             os.close(pidfd)
     result: T = _conclude(message, returncode, started[0][0], name)
     return result
@@ -277,24 +278,46 @@ def _read_message(pidfd: int, fd: int, deadline: float | None) -> bytes | None:
             return bytes(data[_HEADER.size :]) if len(data) == _HEADER.size + size else None
 
 
-def _reap(pidfd: int) -> int:
-    """Waits for the box to exit and returns its status as :mod:`subprocess` does (``-N`` for signal N)."""
+def _reap(pidfd: int, then_reap: int) -> int:
+    """Waits for the box to exit and returns its status as :mod:`subprocess` does (``-N`` for signal N).
+
+    ``then_reap`` (with ``pid=True``) is the first child, which exits as soon as the box has.
+    """
     info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
     assert info is not None  # no WNOHANG
+    if then_reap:
+        _reap_pid(then_reap)
     return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
 
-def _kill_and_reap(pidfd: int) -> None:
+def _kill_and_reap(pidfd: int, then_reap: int) -> None:
     try:
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    _reap_pidfd(pidfd)
+    if then_reap:
+        _reap_pid(then_reap)
+
+
+def _reap_pidfd(pidfd: int) -> None:
     while True:
         try:
             os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
         except ChildProcessError:  # reaped already
             return
         except BaseException:  # a second interrupt: the box is dying (SIGKILL); reap it all the same
+            continue
+        return
+
+
+def _reap_pid(pid: int) -> None:
+    while True:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # reaped already
+            return
+        except BaseException:  # an interrupt: it is exiting anyway; reap it all the same
             continue
         return
 

@@ -65,16 +65,17 @@ def spawn(
     creating new ones. The GIL is released while spawning.
     """
 
-def fork(config: Config, child: Callable[[], object], started: list[tuple[int, int]]) -> None:
+def fork(config: Config, child: Callable[[], object], started: list[tuple[int, int, int]]) -> None:
     """Fork this interpreter into the namespaces of ``config``, with CPython's fork hooks, as ``os.fork`` does.
 
-    In the caller, once the namespaces are ready, appends ``(pid, pidfd)`` of the process that runs
-    ``child`` to ``started`` (a list, so that the caller has them even if an interrupt is raised as this
-    returns; the caller owns the pidfd). With ``pid=True`` that process is PID 1 of the new PID namespace
-    and a child of the caller. In that process, calls ``child()`` and ends with ``_exit`` (status 0, or 70
-    if ``child`` raised): it never returns into the caller's code. Failures to make the namespaces raise
-    the errno's ``OSError`` naming the step, as :func:`spawn` does, after reaping what was started; the
-    GIL is released while waiting for them.
+    In the caller, once the namespaces are ready, appends ``(pid, pidfd, then_reap)`` to ``started``: the
+    process that runs ``child``, a pidfd for it (the caller owns it), and a PID to reap after it (0 for
+    none; with ``pid=True``, the first child, which lends the second its memory and exits right after it).
+    A list rather than a return value, so that the caller has them even if an interrupt is raised as this
+    returns. With ``pid=True`` that process is PID 1 of the new PID namespace and a child of the caller. In
+    that process, calls ``child()`` and ends with ``_exit`` (status 0, or 70 if ``child`` raised): it never
+    returns into the caller's code. Failures to make the namespaces raise the errno's ``OSError`` naming
+    the step, as :func:`spawn` does, after reaping what was started; the GIL is released while waiting.
     """
 
 def namespaces(pid: int | None = None) -> list[tuple[str, int]]:
