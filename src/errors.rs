@@ -44,8 +44,8 @@ pub enum Stage {
     Chroot = 28,
     /// Clearing close-on-exec on the error pipe for the helper program.
     Helper = 29,
-    /// Not an error (`nsbox.call` with a PID namespace): the errno field is the host PID of the process
-    /// that runs the function, made by the first child.
+    /// Not an error (`nsbox.call` with a PID namespace): the errno field is the PID, in the caller's PID
+    /// namespace, of the process that runs the function (PID 1 inside), sent by that process itself.
     Forked = 30,
     /// Not an error (`nsbox.call`): the namespaces are ready and the function is about to run.
     Running = 31,
