@@ -216,15 +216,18 @@ pub fn mount_proc(s: &Setup<'_>) {
     if !s.config.mount_proc {
         return;
     }
-    // SAFETY: mount(2) with static strings.
+    let dir = s.config.proc_dir.as_ptr();
+    // SAFETY: mount(2) with strings the parent owns.
     unsafe {
         // Whatever `propagation` says for `/`, the new proc must not propagate onto the caller's
-        // /proc (a shared peer would be covered by it): make /proc private first, as unshare does.
-        let ret =
-            libc::mount(c"none".as_ptr(), c"/proc".as_ptr(), ptr::null(), libc::MS_REC | libc::MS_PRIVATE, ptr::null());
-        check(s, Stage::MountProc, ret);
+        // /proc (a shared peer would be covered by it): make the mount there private first, as unshare does.
+        let ret = libc::mount(c"none".as_ptr(), dir, ptr::null(), libc::MS_REC | libc::MS_PRIVATE, ptr::null());
+        // EINVAL: nothing is mounted there yet (a new root, another directory): nothing can propagate.
+        if ret < 0 && errno() != libc::EINVAL {
+            fail(s, Stage::MountProc);
+        }
         let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-        let ret = libc::mount(c"proc".as_ptr(), c"/proc".as_ptr(), c"proc".as_ptr(), flags, ptr::null());
+        let ret = libc::mount(c"proc".as_ptr(), dir, c"proc".as_ptr(), flags, ptr::null());
         check(s, Stage::MountProc, ret);
     }
 }
@@ -333,12 +336,22 @@ fn run(plan: &Plan<'_>) -> ! {
     // Die with the spawning thread; spawner threads live as long as the process (see spawner.rs).
     set_parent_death_signal(s);
     configure_namespaces(s);
+    // The caller's other fds go before any path is resolved: none of them, not even a directory fd
+    // reached through /proc/self/fd, can serve as the box's root or working directory.
+    close_all_but(plan, plan.keep_fds, 0);
+    // SAFETY: each call below is a single async-signal-safe syscall wrapper.
+    unsafe {
+        if let Some(root) = &s.config.root {
+            // As `unshare --root`: chroot, then proc is mounted inside the new root.
+            check(s, Stage::Chroot, libc::chroot(root.as_ptr()));
+            if plan.cwd.is_null() {
+                check(s, Stage::Chdir, libc::chdir(c"/".as_ptr()));
+            }
+        }
+    }
     mount_proc(s);
     // SAFETY: each call below is a single async-signal-safe syscall wrapper.
     unsafe {
-        // The caller's other fds go before any path is resolved: none of them, not even a directory fd
-        // reached through /proc/self/fd, can serve as the box's root or working directory.
-        close_all_but(plan, plan.keep_fds, 0);
         if plan.root_fd >= 0 {
             check(s, Stage::Chroot, libc::fchdir(plan.root_fd));
             check(s, Stage::Chroot, libc::chroot(c".".as_ptr()));

@@ -69,6 +69,11 @@ impl<'a> Fork<'a> {
                 "init=True starts a command under an init process; a function called in a box is PID 1 itself".into(),
             ));
         }
+        if config.root.is_some() {
+            return Err(SpawnError::Invalid(
+                "root= changes the root directory of a command; a function called in a box keeps the caller's".into(),
+            ));
+        }
         Ok(Fork {
             config,
             channels: Channels::new(config)?,

@@ -58,7 +58,7 @@ impl Config {
     #[new]
     #[pyo3(signature = (*, pid=false, mount=false, uts=false, ipc=false, net=false, user=None, cgroup=false,
         time=false, mount_proc=false, propagation=None, hostname=None, uid_map=None, gid_map=None,
-        setgroups=None, monotonic_offset=None, boottime_offset=None, init=false))]
+        setgroups=None, monotonic_offset=None, boottime_offset=None, init=false, proc_dir=None, root=None))]
     #[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)]
     fn new(
         pid: bool,
@@ -78,6 +78,8 @@ impl Config {
         monotonic_offset: Option<f64>,
         boottime_offset: Option<f64>,
         init: bool,
+        proc_dir: Option<Vec<u8>>,
+        root: Option<Vec<u8>>,
     ) -> PyResult<Self> {
         let options = Options {
             pid,
@@ -97,6 +99,8 @@ impl Config {
             monotonic_offset,
             boottime_offset,
             init,
+            proc_dir,
+            root,
         };
         let inner = options.resolve(Caller::current()).map_err(|e| to_pyerr(e, None, None))?;
         Ok(Config { inner: Arc::new(inner) })

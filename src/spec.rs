@@ -105,6 +105,10 @@ pub struct Options {
     pub boottime_offset: Option<f64>,
     /// Run a small init as PID 1 that starts the command as PID 2 (implies `pid`).
     pub init: bool,
+    /// Where `mount_proc` mounts proc (`unshare --mount-proc=DIR`); `/proc` when `None`.
+    pub proc_dir: Option<Vec<u8>>,
+    /// A directory to `chroot` into before proc is mounted (`unshare --root`).
+    pub root: Option<Vec<u8>>,
 }
 
 /// The caller's effective ids, which the defaults depend on.
@@ -150,10 +154,21 @@ pub struct Config {
     /// The text for `/proc/self/timens_offsets`, when offsets were given.
     pub time_offsets: Option<CString>,
     pub init: bool,
+    /// Where proc is mounted, inside `root` when there is one.
+    pub proc_dir: CString,
+    pub root: Option<CString>,
 }
 
 fn invalid<T>(msg: impl Into<String>) -> Result<T, SpawnError> {
     Err(SpawnError::Invalid(msg.into()))
+}
+
+/// A path argument as a C string: not empty, no NUL.
+fn path(what: &str, bytes: Vec<u8>) -> Result<CString, SpawnError> {
+    if bytes.is_empty() {
+        return invalid(format!("{what} must not be empty"));
+    }
+    CString::new(bytes).or_else(|_| invalid(format!("{what} must not contain NUL bytes")))
 }
 
 impl Options {
@@ -163,7 +178,13 @@ impl Options {
         let pid = self.pid || self.init;
         let mount = self.mount || self.mount_proc;
         let uts = self.uts || self.hostname.is_some();
-        let others = pid || mount || uts || self.ipc || self.net || self.cgroup || self.time;
+        if self.proc_dir.is_some() && !self.mount_proc {
+            return invalid("a proc directory is given, but mount_proc is not set");
+        }
+        let proc_dir = path("mount_proc", self.proc_dir.unwrap_or_else(|| b"/proc".to_vec()))?;
+        let root = self.root.map(|r| path("root", r)).transpose()?;
+        // chroot needs CAP_SYS_CHROOT: without root, like a namespace, it takes a user namespace.
+        let others = root.is_some() || pid || mount || uts || self.ipc || self.net || self.cgroup || self.time;
         let wants_maps = self.uid_map.is_some() || self.gid_map.is_some() || self.setgroups.is_some();
         let user = match self.user {
             Some(false) if wants_maps => {
@@ -236,6 +257,8 @@ impl Options {
             propagation,
             hostname,
             time_offsets,
+            proc_dir,
+            root,
         })
     }
 }

@@ -564,3 +564,18 @@ def test_mount_proc_never_covers_a_shared_parents_proc(python: str, propagation:
     r = nsbox.run([python, "-c", helper], mount=True, propagation="shared", capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"rc": 0, "procs": 1, "me": True}
+
+
+def test_root_chroots_before_proc_is_mounted(tiny_root: Path) -> None:
+    before = mountinfo()
+    script = "pwd; test -e /proc/1/status && echo proc; test -e /etc/passwd || echo no-etc"
+    r = nsbox.run(["/bin/sh", "-c", script], root=tiny_root, pid=True, mount_proc=True, capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (0, "/\nproc\nno-etc\n"), r.stderr
+    # The host sees nothing mounted in that directory, and its own mounts unchanged.
+    assert list((tiny_root / "proc").iterdir()) == []
+    assert mountinfo() == before
+
+
+def test_root_that_is_not_a_directory_names_the_step(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="cannot change to the box's root directory"):
+        nsbox.run(["/bin/sh", "-c", "true"], root=tmp_path / "missing", mount=True)

@@ -65,7 +65,7 @@ class BoxCrashed(ChildProcessError):
 
 
 class NamespaceOptions(TypedDict, total=False):
-    """The namespace options :func:`call` takes: those of :func:`nsbox.run` (except ``init``), same meaning."""
+    """The namespace options :func:`call` takes: those of :func:`nsbox.run` but ``init`` and ``root``."""
 
     pid: bool
     mount: bool

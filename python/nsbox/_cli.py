@@ -339,6 +339,7 @@ def _run_parser() -> _Parser:
         metavar="SIGNAL",
         help="kill the box with SIGKILL if nsbox dies (always)",
     )
+    parser.add(opts, "-R", "--root", metavar="DIR", help="run PROGRAM with DIR as its root directory")
     parser.add(opts, "-w", "--wd", metavar="DIR", help="change to DIR in the box before running PROGRAM")
     parser.add(
         opts, "--monotonic", type=_seconds, metavar="SECONDS", help="offset of CLOCK_MONOTONIC in the box (needs -T)"
@@ -351,7 +352,6 @@ def _run_parser() -> _Parser:
     parser.add_help_and_version(opts)
 
     later = parser.add_argument_group("unshare options not supported yet (nsbox refuses them)")
-    parser.add(later, "-R", "--root", metavar="DIR", help="run PROGRAM with DIR as its root directory")
     parser.add(later, "-S", "--setuid", metavar="UID", help="set the uid in the box")
     parser.add(later, "-G", "--setgid", metavar="GID", help="set the gid in the box")
     parser.add(later, "--keep-caps", action="store_true", help="keep the user namespace's capabilities")
@@ -428,7 +428,7 @@ def _kill_child(value: str | bool) -> None:
 
 def _box_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`nsbox.Popen` keyword arguments for the options of ``nsbox [OPTIONS]``."""
-    for name in ("root", "setuid", "setgid", "keep_caps", "map_users", "map_groups", "map_auto"):
+    for name in ("setuid", "setgid", "keep_caps", "map_users", "map_groups", "map_auto"):
         if getattr(args, name) not in (None, False):
             raise UsageError(f"--{name.replace('_', '-')} is not supported yet")
     options: dict[str, Any] = {}
@@ -439,9 +439,9 @@ def _box_options(args: argparse.Namespace) -> dict[str, Any]:
         if value:
             options[name] = True
     if args.mount_proc is not None:
-        if os.path.normpath(args.mount_proc) != "/proc":
-            raise UsageError(f"--mount-proc={args.mount_proc}: mounting proc elsewhere than /proc is not supported yet")
-        options["mount_proc"] = True
+        options["mount_proc"] = True if os.path.normpath(args.mount_proc) == "/proc" else args.mount_proc
+    if args.root is not None:
+        options["root"] = args.root
     # As with unshare, the propagation is that of a new mount namespace, and without one it does nothing.
     if args.propagation is not None and (args.mount or args.mount_proc):
         options["propagation"] = args.propagation

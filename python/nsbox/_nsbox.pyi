@@ -34,6 +34,8 @@ class Config:
         monotonic_offset: float | None = None,
         boottime_offset: float | None = None,
         init: bool = False,
+        proc_dir: bytes | None = None,
+        root: bytes | None = None,
     ) -> Config: ...
     @property
     def namespaces(self) -> list[str]:

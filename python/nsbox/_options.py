@@ -31,9 +31,10 @@ NAMESPACE_DEFAULTS: dict[str, Any] = {
     "monotonic_offset": None,
     "boottime_offset": None,
     "init": False,
+    "root": None,
 }
 
-_BOOLS = ("pid", "mount", "uts", "ipc", "net", "cgroup", "time", "mount_proc", "init")
+_BOOLS = ("pid", "mount", "uts", "ipc", "net", "cgroup", "time", "init")
 
 
 def _id_map(name: str, value: object) -> list[tuple[int, int, int]] | None:
@@ -62,6 +63,14 @@ def _offset(name: str, value: object) -> float | None:
     return float(value)
 
 
+def _path(name: str, value: object) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, os.PathLike)):
+        return os.fsencode(value)
+    raise TypeError(f"{name} must be a path, not {type(value).__name__}")
+
+
 def _choice(name: str, value: object) -> str | None:
     if value is None or isinstance(value, str):
         return value
@@ -76,6 +85,9 @@ def make_config(options: dict[str, Any]) -> Config:
     user = options["user"]
     if user is not None and not isinstance(user, bool):
         raise TypeError(f"user must be None, True or False, not {user!r}")
+    mount_proc = options["mount_proc"]
+    # True, or a directory to mount proc on (unshare --mount-proc=DIR).
+    proc_dir = None if isinstance(mount_proc, bool) else _path("mount_proc", mount_proc)
     hostname = options["hostname"]
     if hostname is not None:
         if not isinstance(hostname, (str, bytes)):
@@ -90,7 +102,7 @@ def make_config(options: dict[str, Any]) -> Config:
         user=user,
         cgroup=options["cgroup"],
         time=options["time"],
-        mount_proc=options["mount_proc"],
+        mount_proc=bool(mount_proc),
         propagation=_choice("propagation", options["propagation"]),
         hostname=hostname,
         uid_map=_id_map("uid_map", options["uid_map"]),
@@ -99,4 +111,6 @@ def make_config(options: dict[str, Any]) -> Config:
         monotonic_offset=_offset("monotonic_offset", options["monotonic_offset"]),
         boottime_offset=_offset("boottime_offset", options["boottime_offset"]),
         init=options["init"],
+        proc_dir=proc_dir,
+        root=_path("root", options["root"]),
     )

@@ -33,7 +33,9 @@ class Popen(subprocess.Popen[Any]):
       another namespace is asked for, so everything works without privileges. In a user namespace
       the caller's uid and gid are root inside unless ``uid_map``/``gid_map`` give
       ``(inside, outside, count)`` ranges; ``setgroups`` is ``"deny"`` unless ``"allow"`` is asked.
-    - ``mount_proc``: mount a fresh proc on ``/proc`` (implies ``mount``).
+    - ``mount_proc``: mount a fresh proc on ``/proc``, or on the directory given (implies ``mount``).
+    - ``root``: ``chroot`` into this directory before proc is mounted (``unshare --root``); the command
+      starts in its ``/`` unless ``cwd`` is given. Without root, it takes a user namespace like any option.
     - ``propagation``: ``"private"`` (default), ``"slave"``, ``"shared"`` or ``"unchanged"``, applied
       to ``/`` recursively in the new mount namespace before anything is mounted.
     - ``hostname``: set in a new UTS namespace (implies ``uts``).
@@ -84,7 +86,7 @@ class Popen(subprocess.Popen[Any]):
         user: bool | None = None,
         cgroup: bool = False,
         time: bool = False,
-        mount_proc: bool = False,
+        mount_proc: bool | StrOrBytesPath = False,
         propagation: str | None = None,
         hostname: str | bytes | None = None,
         uid_map: Sequence[tuple[int, int, int]] | None = None,
@@ -93,6 +95,7 @@ class Popen(subprocess.Popen[Any]):
         monotonic_offset: float | None = None,
         boottime_offset: float | None = None,
         init: bool = False,
+        root: StrOrBytesPath | None = None,
         persist: StrOrBytesPath | None = None,
         target: int | StrOrBytesPath | None = None,
     ) -> None:
@@ -119,6 +122,7 @@ class Popen(subprocess.Popen[Any]):
             monotonic_offset=monotonic_offset,
             boottime_offset=boottime_offset,
             init=init,
+            root=root,
         )
         self._nsbox_target: tuple[int | None, str | None] = (None, None)
         if target is not None:
