@@ -68,7 +68,7 @@ def _closure(names: list[str]) -> list[importlib.metadata.Distribution]:
 
 
 def _copy_distributions(names: list[str], target: Path) -> None:
-    """Copy the files of the distributions (and their dependencies) that live in site-packages."""
+    """Copy (or hard-link) the files of the distributions and their dependencies that live in site-packages."""
     for dist in _closure(names):
         for file in dist.files or []:
             if file.parts and file.parts[0] == "..":
@@ -78,6 +78,10 @@ def _copy_distributions(names: list[str], target: Path) -> None:
                 continue
             dest = target / file
             dest.parent.mkdir(parents=True, exist_ok=True)
+            if source.stat().st_mode & stat.S_IROTH:
+                with contextlib.suppress(OSError):  # another file system: copy
+                    os.link(source, dest)  # a hard link is fast, and readable by anyone as the original is
+                    continue
             shutil.copy2(source, dest)
 
 
@@ -123,9 +127,11 @@ def unprivileged_kernel() -> Iterator[tuple[AsyncKernelManager, Path]]:
         for d in (home, runtime):
             d.mkdir()
         os.chown(home, UNPRIVILEGED, UNPRIVILEGED)
-        for path in [root, *root.rglob("*")]:
+        for path in [root, *root.rglob("*")]:  # make everything readable (hard links already are)
             mode = path.stat().st_mode
-            path.chmod(mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH | (0o111 if path.is_dir() else 0))
+            wanted = mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH | (0o111 if path.is_dir() else 0)
+            if wanted != mode:
+                path.chmod(wanted)
         spec_dir = root / "kernels" / _KERNEL_NAME
         spec_dir.mkdir(parents=True)
         argv = ["setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups"]
