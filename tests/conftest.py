@@ -7,8 +7,10 @@ unprivileged user 65534 through the ``rootless`` fixture (``setpriv`` + Debian's
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +19,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -264,3 +267,104 @@ def rootless(rootless_dir: Path) -> Rootless:
         return _run_as_nobody(rootless_dir, code)
 
     return run
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared by the boxes, reliability and hostile-input tests
+
+
+def open_fds() -> dict[int, str]:
+    """fd -> what it points to, for every fd of this process (without the one the listing itself uses)."""
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:
+            continue  # the directory fd listdir used, closed by now
+    return fds
+
+
+def chroot_script(root: Path | str) -> str:
+    """Shell for a box with a mount namespace of its own: turn ``root`` into a small root directory.
+
+    A tmpfs (mounted in the box only) with the host's ``/usr`` and ``/etc`` bound in, the merged-usr links
+    (``bin``, ``sbin``, ``lib``, ``lib64``), ``tmp`` and a marker file ``BOX-ROOT``; the shell is left in it.
+    The box then runs ``chroot . COMMAND`` (or adds its own ``proc`` first).
+    """
+    return (
+        f"mount -t tmpfs nsbox-box-root {root} && cd {root} && mkdir usr etc tmp && "
+        "mount --rbind /usr usr && mount --rbind /etc etc && "
+        "ln -s usr/bin bin && ln -s usr/sbin sbin && ln -s usr/lib lib && ln -s usr/lib64 lib64 && touch BOX-ROOT"
+    )
+
+
+def mount_points(text: bytes | str) -> list[str]:
+    """The mount points of a mountinfo text, in order."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    return [line.split()[4] for line in text.splitlines()]
+
+
+def unmount_new_mounts_under(before: bytes, base: Path) -> list[str]:
+    """Cleanup for a test whose failure may have left mounts on the host.
+
+    Lazily unmounts, newest first, every mount point under ``base`` that is not in ``before`` (a
+    ``mountinfo()`` taken at the start), and returns them. Nothing outside ``base`` is touched.
+    """
+    old = set(mount_points(before))
+    prefix = str(base).rstrip("/") + "/"
+    extra = [m for m in mount_points(mountinfo()) if m not in old and (m + "/").startswith(prefix)]
+    libc = ctypes.CDLL(None, use_errno=True)
+    for point in reversed(extra):
+        libc.umount2(os.fsencode(point), 2)  # MNT_DETACH
+    return extra
+
+
+@pytest.fixture(scope="session")
+def rootless_hypothesis(rootless_dir: Path, rootless: Rootless) -> Rootless:
+    """``rootless``, with Hypothesis (and what it needs) importable by the unprivileged interpreter."""
+    for dist in ("hypothesis", "sortedcontainers"):
+        for file in metadata.files(dist) or []:
+            if file.parts[0] == ".." or "__pycache__" in file.parts:
+                continue
+            target = rootless_dir / file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file.locate(), target)
+    for root, dirs, files in os.walk(rootless_dir):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            os.chmod(path, os.stat(path).st_mode | 0o444 | (0o111 if os.path.isdir(path) else 0))
+    return rootless
+
+
+def start_box(args: list[str], ready: str = "ready\n", **options: Any) -> nsbox.Popen:
+    """Starts a box (stdout a text pipe) whose command prints ``ready`` once it is set up, and waits for that line."""
+    box = nsbox.Popen(args, stdout=subprocess.PIPE, text=True, **options)
+    assert box.stdout is not None
+    line = box.stdout.readline()
+    if line != ready:
+        kill_and_reap(box)
+        pytest.fail(f"the box printed {line!r} instead of {ready!r}")
+    return box
+
+
+@pytest.fixture(scope="session")
+def tiny_root() -> Iterator[Path]:
+    """A world-readable directory to chroot into: /bin/sh and the libraries it links, /proc and /mnt."""
+    path = Path(tempfile.mkdtemp(prefix="nsbox-root-", dir="/tmp"))
+    sh = Path(os.path.realpath("/bin/sh"))
+    libs = re.findall(r"(/\S+) \(0x", subprocess.run(["ldd", str(sh)], capture_output=True, text=True).stdout)
+    for source in [str(sh), *libs]:
+        target = path / source.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.realpath(source), target)
+    (path / "bin").mkdir(exist_ok=True)
+    if not (path / "bin" / "sh").exists():
+        (path / "bin" / "sh").symlink_to(sh)
+    (path / "proc").mkdir()
+    (path / "mnt").mkdir()
+    subprocess.run(["chmod", "-R", "a+rX", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
