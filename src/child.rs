@@ -189,6 +189,7 @@ pub fn configure_namespaces(s: &Setup<'_>) {
         } else {
             wait_for_maps(s);
         }
+        become_root_inside(s);
     }
     if cfg.time {
         // SAFETY: a single syscall.
@@ -208,6 +209,28 @@ pub fn configure_namespaces(s: &Setup<'_>) {
         // SAFETY: mount(2) with static strings.
         let ret = unsafe { libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), libc::MS_REC | flag, ptr::null()) };
         check(s, Stage::Propagation, ret);
+    }
+}
+
+/// Switches to uid and gid 0 of the user namespace we are in, when they are mapped (as `nsenter`, bwrap
+/// and runc do). Without it a caller whose own ids are not in the maps (root with
+/// `uid_map=[(0, 100000, 65536)]`) would keep its host ids: unmapped ("nobody") inside, yet still the
+/// owner of the host's root files. Raw system calls: the C library's `setresuid` would signal every
+/// thread of the caller (whose memory we share) to change their ids too.
+pub fn become_root_inside(s: &Setup<'_>) {
+    // SAFETY: plain syscalls that change only this task's credentials.
+    unsafe {
+        let ret = libc::syscall(libc::SYS_setresgid, 0, 0, 0);
+        if ret < 0 && errno() != libc::EINVAL {
+            fail(s, Stage::UidMap);
+        }
+        // Drop the caller's supplementary groups where setgroups is allowed; with "deny" it answers EPERM.
+        libc::syscall(libc::SYS_setgroups, 0, ptr::null::<libc::gid_t>());
+        let ret = libc::syscall(libc::SYS_setresuid, 0, 0, 0);
+        // EINVAL: 0 is not mapped; the ids stay as the maps translate them.
+        if ret < 0 && errno() != libc::EINVAL {
+            fail(s, Stage::UidMap);
+        }
     }
 }
 
@@ -379,6 +402,9 @@ fn join_then_run(plan: &Plan<'_>) -> ! {
     for &(fd, nstype, stage) in plan.join {
         // SAFETY: setns(2) on an fd the parent opened.
         check(&plan.setup, stage, unsafe { libc::setns(fd, nstype) });
+        if nstype == libc::CLONE_NEWUSER {
+            become_root_inside(&plan.setup);
+        }
     }
     if !plan.fork_after_join {
         run(plan)

@@ -205,11 +205,11 @@ def test_fork_hooks_run_around_the_fork() -> None:
     assert (threads, reseeded) == (1, True)
 
 
-def test_call_takes_the_namespace_options_of_run_but_init() -> None:
+def test_call_takes_the_namespace_options_of_run_but_init_and_root() -> None:
     from nsbox._call import NamespaceOptions
     from nsbox._options import NAMESPACE_DEFAULTS
 
-    assert NamespaceOptions.__optional_keys__ == NAMESPACE_DEFAULTS.keys() - {"init"}
+    assert NamespaceOptions.__optional_keys__ == NAMESPACE_DEFAULTS.keys() - {"init", "root"}
 
 
 def test_options_are_checked_before_forking() -> None:

@@ -104,7 +104,11 @@ SPAWN_PATHS = [
     pytest.param({}, id="plain"),
     pytest.param({"pid": True, "mount_proc": True}, id="pid"),
     pytest.param({"user": True, "net": True, "uts": True, "ipc": True, "time": True}, id="user-ns-child-maps"),
-    pytest.param({"uid_map": [(0, 100000, 65536)], "gid_map": [(0, 100000, 65536)]}, id="user-ns-parent-maps"),
+    # Several ranges: the parent writes the maps. Root stays root (0 -> 0), so paths under /root still resolve.
+    pytest.param(
+        {"uid_map": [(0, 0, 1), (1, 100000, 65536)], "gid_map": [(0, 0, 1), (1, 100000, 65536)]},
+        id="user-ns-parent-maps",
+    ),
 ]
 
 

@@ -579,3 +579,26 @@ def test_root_chroots_before_proc_is_mounted(tiny_root: Path) -> None:
 def test_root_that_is_not_a_directory_names_the_step(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="cannot change to the box's root directory"):
         nsbox.run(["/bin/sh", "-c", "true"], root=tmp_path / "missing", mount=True)
+
+
+def test_explicit_maps_make_the_command_root_inside_and_unprivileged_outside(world_tmp: Path) -> None:
+    # Root's own uid is not in these maps: the command must not keep host root's ids (unmapped, yet the
+    # owner of root's files); it becomes uid 0 inside, which is 100000 on the host.
+    secret = world_tmp / "root-only"
+    secret.write_text("secret\n")
+    secret.chmod(0o600)
+    maps = {"uid_map": [(0, 100000, 65536)], "gid_map": [(0, 100000, 65536)]}
+    script = f"id -u; id -g; cat {secret} 2>/dev/null || echo denied; touch {world_tmp}/made"
+    r = nsbox.run(["sh", "-c", script], **maps, capture_output=True, text=True)
+    assert r.stdout.split() == ["0", "0", "denied"], r.stderr
+    made = (world_tmp / "made").stat()
+    assert (made.st_uid, made.st_gid) == (100000, 100000)
+    assert secret.read_text() == "secret\n"
+    with nsbox.Popen(["sleep", "100"], pid=True, **maps) as box:
+        uid_line = next(
+            line for line in Path(f"/proc/{box.pid}/status").read_text().splitlines() if line.startswith("Uid:")
+        )
+        assert uid_line.split()[1:] == ["100000"] * 4
+        # Entering it switches to root inside too, as nsenter does.
+        assert box.exec(["id", "-u"], capture_output=True, text=True).stdout == "0\n"
+        box.kill()
