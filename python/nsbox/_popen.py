@@ -7,6 +7,7 @@ import html
 import os
 import subprocess
 import sys
+import time as _time
 from collections.abc import Collection, Mapping, Sequence
 from typing import IO, Any
 
@@ -125,6 +126,7 @@ class Popen(subprocess.Popen[Any]):
             root=root,
         )
         self._nsbox_target: tuple[int | None, str | None] = (None, None)
+        self._exec_children = []
         if target is not None:
             asked = [k for k, v in options.items() if v != NAMESPACE_DEFAULTS[k]]
             if asked:
@@ -217,9 +219,49 @@ class Popen(subprocess.Popen[Any]):
         return run(args, target=self.pid, **run_options)
 
     def exec_popen(self, args: Args, **popen_options: Any) -> Popen:
-        """The :class:`Popen` form of :meth:`exec`: start ``args`` inside the box and return at once."""
+        """The :class:`Popen` form of :meth:`exec`: start ``args`` inside the box and return at once.
+
+        The box keeps track of it: :meth:`wait` and :meth:`poll` on the box reap it once it has exited.
+        """
         self._require_running("exec into the box")
-        return Popen(args, target=self.pid, **popen_options)
+        child = Popen(args, target=self.pid, **popen_options)
+        self._exec_children.append(child)
+        return child
+
+    # -- Waiting --------------------------------------------------------------------------------
+
+    # The processes started by exec_popen: children of ours, inside the box's PID namespace.
+    _exec_children: list[Popen]
+
+    def _reap_exec_children(self) -> None:
+        self._exec_children = [c for c in self._exec_children if c.poll() is None]
+
+    def poll(self) -> int | None:
+        """As :meth:`subprocess.Popen.poll`; also reaps the box's exited ``exec_popen`` processes."""
+        self._reap_exec_children()
+        return super().poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """As :meth:`subprocess.Popen.wait`.
+
+        PID 1 of a PID namespace cannot finish exiting while a process of its namespace is an unreaped
+        child of ours (one started by :meth:`exec_popen`): the kernel waits for it to be reaped. So while
+        there are such processes, they are reaped as they die instead of blocking on PID 1 alone.
+        """
+        if not self._exec_children or self.returncode is not None:
+            return super().wait(timeout)
+        deadline = None if timeout is None else _time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            code = self.poll()
+            if code is not None:
+                return code
+            if not self._exec_children:
+                return super().wait(None if deadline is None else max(0.0, deadline - _time.monotonic()))
+            if timeout is not None and deadline is not None and _time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            _time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     def persist(self, path: StrOrBytesPath) -> list[str]:
         """Bind-mount the box's namespaces onto ``path/KIND`` so they outlive it (see :func:`nsbox.persist`)."""
