@@ -464,7 +464,8 @@ def test_working_directory_is_unshares(runner: Runner) -> None:
 def test_root_and_mount_proc_dir_are_unshares(runner: Runner, tiny_root: Path) -> None:
     # As unshare: chroot into DIR, start in its /, mount proc at the given path inside the new root.
     script = (
-        "pwd; test -e /bin/sh && echo has-sh; test -e /proc/1/status && echo proc; test -e /mnt/1/status && echo mnt; true"
+        "pwd; test -e /bin/sh && echo has-sh; test -e /proc/1/status && echo proc;"
+        " test -e /mnt/1/status && echo mnt; true"
     )
     for flags in (["-p", "--mount-proc"], ["-p", "--mount-proc=/mnt"]):
         theirs = runner.unshare("-R", str(tiny_root), "-f", *flags, "/bin/sh", "-c", script)
