@@ -108,6 +108,14 @@ impl Join {
                 join.namespaces.push((fd, nstype, stage));
             }
         }
+        if let Target::Dir(dir) = target {
+            // A directory without a single namespace file (released, or never persisted) must not quietly
+            // run the command in the caller's own namespaces.
+            if !ORDER.iter().map(|(k, _, _)| *k).chain(["time"]).any(|k| dir.join(k).exists()) {
+                return Err(SpawnError::os(Stage::JoinUser, libc::ENOENT)
+                    .with_what(format!("enter {}: it holds no namespace files", dir.display())));
+            }
+        }
         if let Target::Pid(_) = target {
             let flags = libc::O_PATH | libc::O_DIRECTORY;
             join.root = Some(open(&dir.join("root"), flags).map_err(|e| open_error(target, &e))?);

@@ -3,9 +3,10 @@
 
 use std::ffi::CString;
 use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::errors::{SpawnError, Stage};
 
@@ -77,16 +78,48 @@ pub fn persist(pid: i32, dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
     result
 }
 
+/// Opens `path` without following a symlink in its last component (`O_PATH | O_NOFOLLOW`), so that the
+/// mount made through `/proc/self/fd/N` lands on exactly what was checked: a box that can write to the
+/// directory cannot redirect root's bind mounts onto files of its choosing.
+fn open_nofollow(path: &Path, extra: libc::c_int) -> Result<OwnedFd, i32> {
+    let c = cstr(path);
+    // SAFETY: open(2) with a valid C string; we own the result.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC | extra) };
+    if fd < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: a fresh fd.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let meta = fs::metadata(fd_path(&fd)).map_err(|e| errno_of(&e))?;
+    if meta.file_type().is_symlink() {
+        return Err(libc::ELOOP);
+    }
+    Ok(fd)
+}
+
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
 fn persist_into(pid: i32, dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
+    let refuse = |what: String, errno: i32| persist_error(what, errno);
+    let dir_fd = open_nofollow(dir, libc::O_DIRECTORY)
+        .map_err(|e| refuse(format!("persist into {} (a directory, not a symlink)", dir.display()), e))?;
     // A mount namespace file may only be bound where propagation is private (or it could form a loop
     // through a peer group): make the directory its own private mount first, as `ip netns` does.
-    if !dir.join(MARKER).exists() {
-        mount(dir, dir, libc::MS_BIND)
-            .and_then(|()| mount(Path::new("none"), dir, libc::MS_PRIVATE))
-            .map_err(|e| persist_error(format!("make {} a private mount", dir.display()), e))?;
-        fs::write(dir.join(MARKER), b"")
-            .map_err(|e| persist_error(format!("write into {}", dir.display()), errno_of(&e)))?;
-    }
+    let dir_fd = if dir.join(MARKER).exists() {
+        dir_fd
+    } else {
+        let at = fd_path(&dir_fd);
+        mount(&at, &at, libc::MS_BIND).map_err(|e| refuse(format!("make {} a private mount", dir.display()), e))?;
+        // The fd still names the directory under the new mount: open the mount itself.
+        let fd =
+            open_nofollow(dir, libc::O_DIRECTORY).map_err(|e| refuse(format!("persist into {}", dir.display()), e))?;
+        mount(Path::new("none"), &fd_path(&fd), libc::MS_PRIVATE)
+            .map_err(|e| refuse(format!("make {} a private mount", dir.display()), e))?;
+        create_in(&fd, MARKER).map_err(|e| refuse(format!("write into {}", dir.display()), e))?;
+        fd
+    };
     let mut done = Vec::new();
     for kind in KINDS {
         let source = Path::new("/proc").join(pid.to_string()).join("ns").join(kind);
@@ -95,7 +128,7 @@ fn persist_into(pid: i32, dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !Path::new("/proc/self/ns").join(kind).exists() => {
                 continue
             }
-            Err(e) => return Err(persist_error(format!("read the namespaces of process {pid}"), errno_of(&e))),
+            Err(e) => return Err(refuse(format!("read the namespaces of process {pid}"), errno_of(&e))),
         };
         let ours = fs::metadata(Path::new("/proc/self/ns").join(kind)).ok();
         if ours.is_some_and(|o| o.ino() == theirs.ino() && o.dev() == theirs.dev()) {
@@ -103,14 +136,34 @@ fn persist_into(pid: i32, dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
         }
         let target = dir.join(kind);
         if is_mountpoint(&target) {
-            return Err(persist_error(format!("persist into {}", target.display()), libc::EBUSY));
+            return Err(refuse(format!("persist into {}", target.display()), libc::EBUSY));
         }
-        fs::write(&target, b"").map_err(|e| persist_error(format!("create {}", target.display()), errno_of(&e)))?;
-        mount(&source, &target, libc::MS_BIND)
-            .map_err(|e| persist_error(format!("bind the {kind} namespace onto {}", target.display()), e))?;
+        let file = create_in(&dir_fd, kind).map_err(|e| refuse(format!("create {}", target.display()), e))?;
+        mount(&source, &fd_path(&file), libc::MS_BIND)
+            .map_err(|e| refuse(format!("bind the {kind} namespace onto {}", target.display()), e))?;
         done.push(kind);
     }
     Ok(done)
+}
+
+/// Creates (or opens) the regular file `name` in the directory `dir`, never through a symlink, and
+/// returns an `O_PATH` fd to it.
+fn create_in(dir: &OwnedFd, name: &str) -> Result<OwnedFd, i32> {
+    let c = CString::new(name).expect("static names");
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    // SAFETY: openat(2) on our directory fd with a valid C string.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, 0o444) };
+    if fd < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: a fresh fd.
+    let file = unsafe { OwnedFd::from_raw_fd(fd) };
+    let meta = fs::metadata(fd_path(&file)).map_err(|e| errno_of(&e))?;
+    // Only a file of our own making: not a device, not a hard link to a file elsewhere.
+    if !meta.file_type().is_file() || meta.nlink() != 1 || meta.len() != 0 {
+        return Err(libc::EEXIST);
+    }
+    Ok(file)
 }
 
 /// Unmounts what `persist` mounted under `dir` and removes the files it made. Returns the kinds released.
@@ -123,8 +176,8 @@ pub fn release(dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
         }
         if is_mountpoint(&target) {
             let c = cstr(&target);
-            // SAFETY: umount2(2) with a valid C string.
-            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } < 0 {
+            // SAFETY: umount2(2) with a valid C string; never through a symlink.
+            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) } < 0 {
                 return Err(persist_error(format!("unmount {}", target.display()), last_errno()));
             }
             done.push(kind);
@@ -135,7 +188,7 @@ pub fn release(dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
         let _ = fs::remove_file(dir.join(MARKER));
         let c = cstr(dir);
         // SAFETY: as above.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } < 0 {
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) } < 0 {
             return Err(persist_error(format!("unmount {}", dir.display()), last_errno()));
         }
     }

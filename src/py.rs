@@ -218,7 +218,11 @@ fn fork(py: Python<'_>, config: &Config, child: &Bound<'_, PyAny>, started: &Bou
 }
 
 fn io_err(err: &std::io::Error, what: &str) -> PyErr {
-    let errno = err.raw_os_error().unwrap_or(libc::EIO);
+    // A process that is gone has no /proc/PID: say so as the kernel would (ProcessLookupError).
+    let errno = match err.raw_os_error().unwrap_or(libc::EIO) {
+        libc::ENOENT => libc::ESRCH,
+        e => e,
+    };
     PyOSError::new_err((errno, format!("{what}: {}", strerror(errno))))
 }
 

@@ -100,27 +100,24 @@ pub(crate) enum Read {
 
 pub(crate) fn read_record(fd: RawFd) -> Result<Read, SpawnError> {
     let mut buf = [0u8; Record::SIZE];
-    let mut got = 0;
-    while got < buf.len() {
-        // SAFETY: reading into the unfilled tail of a stack buffer.
-        let n = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
-        match n {
-            0 => break,
-            n if n > 0 => got += n as usize,
-            _ => match last_errno() {
-                libc::EINTR => {}
-                libc::EAGAIN if got == 0 => return Ok(Read::Nothing),
-                // A record is written with one write(2) of 8 bytes: pipes deliver it whole.
-                libc::EAGAIN => break,
-                e => return Err(SpawnError::Internal(format!("cannot read the error pipe: errno {e}"))),
-            },
+    loop {
+        // SAFETY: reading into a stack buffer of that size.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            if n == 0 {
+                return Ok(Read::Eof);
+            }
+            // A record is written with one write(2) of 8 bytes, which a pipe delivers whole: anything
+            // shorter is corrupt (and waiting for the rest could wait for ever).
+            let (stage, errno) = Record::decode(&buf[..n as usize])?;
+            return Ok(Read::Record(stage, errno));
+        }
+        match last_errno() {
+            libc::EINTR => {}
+            libc::EAGAIN => return Ok(Read::Nothing),
+            e => return Err(SpawnError::Internal(format!("cannot read the error pipe: errno {e}"))),
         }
     }
-    if got == 0 {
-        return Ok(Read::Eof);
-    }
-    let (stage, errno) = Record::decode(&buf[..got])?;
-    Ok(Read::Record(stage, errno))
 }
 
 fn write_proc(config: &Config, pid: pid_t, file: &str, text: &[u8], stage: Stage) -> Result<(), SpawnError> {
@@ -372,6 +369,12 @@ fn conclude(outcome: Result<(), SpawnError>, pid: pid_t, inner: Option<pid_t>) -
         return outcome.map(|()| pid).inspect_err(|_| reap(pid));
     };
     reap(pid);
+    let outcome = outcome.map_err(|e| match e {
+        // The kernel answers ENOMEM when a PID namespace whose PID 1 has exited is asked for a new PID.
+        SpawnError::Os { stage: Stage::Clone, errno: libc::ENOMEM, .. } => SpawnError::os(Stage::JoinPid, libc::ESRCH)
+            .with_hint(Some("its PID 1 has exited, so nothing can start in it any more")),
+        other => other,
+    });
     match outcome {
         Ok(()) if inner > 0 => Ok(inner),
         Ok(()) => Err(SpawnError::Internal("the child entering the PID namespace left no PID".into())),
@@ -387,6 +390,10 @@ fn conclude(outcome: Result<(), SpawnError>, pid: pid_t, inner: Option<pid_t>) -
 fn read_outcome(config: &Config, err_r: RawFd) -> Result<(), SpawnError> {
     match read_record(err_r)? {
         Read::Eof | Read::Nothing => Ok(()),
+        // Only failures can come now, and a failure has an errno.
+        Read::Record(Stage::Ready | Stage::Forked | Stage::Running, _) | Read::Record(_, ..=0) => {
+            Err(SpawnError::Internal("unexpected record on the error pipe".into()))
+        }
         Read::Record(stage, errno) => Err(failure(config, stage, errno)),
     }
 }
@@ -396,7 +403,10 @@ fn read_outcome(config: &Config, err_r: RawFd) -> Result<(), SpawnError> {
 fn finish_handshake(config: &Config, pid: pid_t, err_r: RawFd, go_w: OwnedFd) -> Result<(), SpawnError> {
     match read_record(err_r)? {
         Read::Record(Stage::Ready, _) => {}
-        Read::Record(stage, errno) => return Err(failure(config, stage, errno)),
+        Read::Record(stage, errno) if errno > 0 && !matches!(stage, Stage::Forked | Stage::Running) => {
+            return Err(failure(config, stage, errno))
+        }
+        Read::Record(..) => return Err(SpawnError::Internal("unexpected record on the error pipe".into())),
         Read::Eof | Read::Nothing => return Err(SpawnError::Internal("the child died before it was ready".into())),
     }
     if let Err(e) = write_maps_for(pid, config) {
