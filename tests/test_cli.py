@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 import nsbox
+from conftest import children_of, proc_comm, proc_state, wait_until
 
 NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 READ_NAMESPACES = ["readlink", *(f"/proc/self/ns/{kind}" for kind in NAMESPACES)]
@@ -58,39 +59,6 @@ def leading_options(args: Sequence[str]) -> list[str]:
 
 def host_namespaces() -> dict[str, str]:
     return {kind: os.readlink(f"/proc/self/ns/{kind}") for kind in NAMESPACES}
-
-
-def proc_state(pid: int) -> str | None:
-    """The one-letter state of ``pid`` (``'Z'`` for a zombie), or None if it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
-def children_of(pid: int) -> list[int]:
-    """Host PIDs whose parent is ``pid`` (zombies included)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def is_gone(pid: int) -> bool:
@@ -770,14 +738,6 @@ def test_a_program_gets_the_terminal_too(runner: Runner) -> None:
 # Signals and the box's lifetime
 
 
-def _comm(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
 def _descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo:
@@ -792,10 +752,10 @@ def wait_for_descendant(front: subprocess.Popen[str], comm: str) -> int:
     found: list[int] = []
 
     def started() -> bool:
-        found[:] = [c for c in _descendants(front.pid) if _comm(c) == comm]
+        found[:] = [c for c in _descendants(front.pid) if proc_comm(c) == comm]
         return bool(found) or front.poll() is not None
 
-    if not wait_until(started) or not found:
+    if not wait_until(started, timeout=10) or not found:
         stderr = front.stderr.read() if front.poll() is not None and front.stderr else ""
         pytest.fail(f"{comm} did not start under {front.args!r}: exit status {front.returncode}, {stderr}")
     return found[0]
@@ -831,14 +791,14 @@ def test_killing_nsbox_kills_the_box_as_unshare_kill_child_does(
     box = start_box(*args, command=runner.unshare_argv(*args) if program == "unshare" else None)
     box.front.kill()
     box.front.wait(timeout=10)
-    assert wait_until(lambda: is_gone(box.pid)), f"{program}: the box outlived it"
+    assert wait_until(lambda: is_gone(box.pid), timeout=10), f"{program}: the box outlived it"
 
 
 def test_the_box_dies_with_nsbox_even_without_kill_child(runner: Runner, start_box: Callable[..., Box]) -> None:
     box = start_box("-n", "sleep", "1000")
     box.front.kill()
     box.front.wait(timeout=10)
-    assert wait_until(lambda: is_gone(box.pid))
+    assert wait_until(lambda: is_gone(box.pid), timeout=10)
 
 
 def test_sigterm_to_nsbox_is_passed_on_to_the_box(runner: Runner) -> None:
