@@ -92,6 +92,7 @@ pub(crate) fn reap(pid: pid_t) {
     }
 }
 
+#[derive(Clone, Copy)]
 pub(crate) enum Read {
     Record(Stage, i32),
     Eof,
@@ -351,6 +352,16 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
     let outcome = if let Some((go_r, go_w)) = channels.go {
         drop(go_r);
         finish_handshake(config, pid, err_r.as_raw_fd(), go_w)
+    } else if config.init {
+        // The init has exec'd; it says "running" once the command has, after the command's own failure
+        // record if it failed. No need to wait for EOF.
+        match read_record(err_r.as_raw_fd())? {
+            Read::Record(Stage::Running, _) => Ok(()),
+            Read::Eof | Read::Nothing => {
+                Err(SpawnError::Internal("the init process died before the command ran".into()))
+            }
+            record @ Read::Record(..) => outcome_of(config, record),
+        }
     } else if helper_fd >= 0 {
         // The helper has exec'd, the command not yet: EOF says it has (the helper closes its copy).
         read_outcome(config, err_r.as_raw_fd())
@@ -388,7 +399,12 @@ fn conclude(outcome: Result<(), SpawnError>, pid: pid_t, inner: Option<pid_t>) -
 }
 
 fn read_outcome(config: &Config, err_r: RawFd) -> Result<(), SpawnError> {
-    match read_record(err_r)? {
+    outcome_of(config, read_record(err_r)?)
+}
+
+/// What a read of the error pipe means once only failures can come: nothing, or a failure with an errno.
+fn outcome_of(config: &Config, read: Read) -> Result<(), SpawnError> {
+    match read {
         Read::Eof | Read::Nothing => Ok(()),
         // Only failures can come now, and a failure has an errno.
         Read::Record(Stage::Ready | Stage::Forked | Stage::Running, _) | Read::Record(_, ..=0) => {

@@ -652,3 +652,36 @@ def test_rootless_corrupted_error_record_gives_a_clear_internal_error(
     )
     assert seen["rc"] in (0, None), seen["err"]
     _check_corrupt_record(seen["report"])
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_init_spawn_does_not_wait_for_a_process_forked_meanwhile_by_another_thread() -> None:
+    # Another thread forks (without exec) all the time: its children inherit copies of whatever pipe nsbox
+    # has open at that instant. A spawn must never wait for those children (they sleep 3 s) to exit.
+    stop = threading.Event()
+    kids: list[int] = []
+
+    def forker() -> None:
+        while not stop.is_set():
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(3)
+                os._exit(0)
+            kids.append(pid)
+            time.sleep(0.0002)
+
+    thread = threading.Thread(target=forker)
+    thread.start()
+    slowest = 0.0
+    try:
+        for options in ({"init": True}, {"pid": True}, {"user": True}) * 40:
+            started = time.monotonic()
+            assert nsbox.run(["true"], **options).returncode == 0
+            slowest = max(slowest, time.monotonic() - started)
+    finally:
+        stop.set()
+        thread.join()
+        for pid in kids:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert slowest < 1.5, f"a spawn waited {slowest:.2f} s for an unrelated forked process"

@@ -28,16 +28,20 @@
 #endif
 
 /* Must match src/errors.rs. */
-enum { STAGE_EXEC = 17, STAGE_INIT = 19, STAGE_JOIN_TIME = 27 };
+enum { STAGE_EXEC = 17, STAGE_INIT = 19, STAGE_JOIN_TIME = 27, STAGE_RUNNING = 31 };
 
 extern char **environ;
 static int errfd = -1;
 
-static void report(uint32_t stage, int32_t err) {
+static void send(uint32_t stage, int32_t value) {
     unsigned char rec[8];
     memcpy(rec, &stage, 4);
-    memcpy(rec + 4, &err, 4);
+    memcpy(rec + 4, &value, 4);
     if (write(errfd, rec, sizeof rec) < 0) { /* nothing more we can do */ }
+}
+
+static void report(uint32_t stage, int32_t err) {
+    send(stage, err);
     _exit(127);
 }
 
@@ -68,13 +72,24 @@ static int init(int argc, char **argv_all, char **paths, int npaths, char **argv
     /* Blocked signals reach PID 1 even without a handler, and wait here for sigwaitinfo. */
     sigprocmask(SIG_BLOCK, &wanted, &old);
 
+    /* A pipe of our own tells us when the command has exec'd (EOF), so that nsbox waits for a record
+       ("running", or the command's failure) and never for EOF on its error pipe, whose write end
+       another process of the caller's may have inherited. */
+    int synced[2];
+    if (pipe2(synced, O_CLOEXEC) < 0) report(STAGE_INIT, errno);
     pid_t child = fork();
     if (child < 0) report(STAGE_INIT, errno);
     if (child == 0) {
         sigprocmask(SIG_SETMASK, &old, NULL);
         exec_command(paths, npaths, argv);
     }
-    /* The command's copy is close-on-exec: nsbox reads EOF once the command has exec'd. */
+    close(synced[1]);
+    char byte;
+    while (read(synced[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    close(synced[0]);
+    /* After a failure the command wrote its record before exiting: nsbox reads that one first. */
+    send(STAGE_RUNNING, 0);
     close(errfd);
     retitle(argc, argv_all);
 
