@@ -145,7 +145,7 @@ fn wait_for_maps(s: &Setup<'_>) {
             if n < 0 && errno() == libc::EINTR {
                 continue;
             }
-            if n != 1 {
+            if n != 1 || go != 1 {
                 // The parent gave up (and already knows why): leave quietly.
                 libc::_exit(127);
             }

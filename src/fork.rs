@@ -41,7 +41,7 @@ use libc::{c_int, c_void, pid_t};
 
 use crate::child::{self, Setup};
 use crate::errors::{SpawnError, Stage};
-use crate::spawn::{failure, last_errno, read_record, reap, write_maps_for, Channels, Read};
+use crate::spawn::{failure, kill_and_reap, last_errno, read_record, write_maps_for, Channels, Read};
 use crate::spec::Config;
 use crate::stack::ChildStack;
 
@@ -385,16 +385,10 @@ fn next_record(err_r: RawFd, watched: &OwnedFd) -> Result<Option<(Stage, i32)>, 
     }
 }
 
-/// Kills our (unreaped) child `pid` and reaps it.
-pub fn kill_and_reap(pid: pid_t) {
-    // SAFETY: signalling our own child (or zombie), which has not been reaped.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    reap(pid);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spawn::reap;
     use crate::spec::{Caller, Options};
 
     /// Forks into the namespaces of `options`; the child `_exit`s 0 when `check` holds there. Returns the

@@ -192,7 +192,7 @@ fn fork(py: Python<'_>, config: &Config, child: &Bound<'_, PyAny>, started: &Bou
             // meanwhile is raised as we return, and can kill and reap the box.
             if let Err(err) = started.append((box_.pid, box_.pidfd.as_raw_fd(), box_.then_reap.unwrap_or(0))) {
                 for pid in [Some(box_.pid), box_.then_reap].into_iter().flatten() {
-                    crate::fork::kill_and_reap(pid);
+                    crate::spawn::kill_and_reap(pid);
                 }
                 return Err(err);
             }

@@ -82,6 +82,13 @@ fn lift(fd: OwnedFd) -> Result<OwnedFd, SpawnError> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
+/// Kills (a zombie ignores it) and reaps a child of ours.
+pub(crate) fn kill_and_reap(pid: pid_t) {
+    // SAFETY: signalling our own child (or zombie), which has not been reaped.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    reap(pid);
+}
+
 pub(crate) fn reap(pid: pid_t) {
     loop {
         // SAFETY: waiting for our own child.
@@ -283,7 +290,6 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
     let (stdio, _lifted) = lift_stdio(command.stdio)?;
 
     let channels = Channels::new(config)?;
-    let handshake = channels.go.is_some();
     let err_w = channels.err_w.as_raw_fd();
 
     // The helper program runs the command when PID 1 must be an init, or a time namespace is joined.
@@ -331,44 +337,61 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
         helper_fds: [if helper_fd >= 0 { err_w } else { -1 }, time_fd],
     };
 
-    let mut flags = config.clone_flags() | libc::CLONE_VM | libc::SIGCHLD;
-    if !handshake {
-        flags |= libc::CLONE_VFORK;
+    // CLONE_VFORK: this thread sleeps until the child has exec'd or exited. When the parent must write
+    // the id maps, a scoped thread does it meanwhile; CLONE_PARENT_SETTID gives it the child's PID.
+    let mut flags = config.clone_flags() | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    let child_pid = AtomicI32::new(0);
+    if channels.go.is_some() {
+        flags |= libc::CLONE_PARENT_SETTID;
     }
-    let pid = ChildStack::with(|stack, inner_stack| {
-        plan.inner_stack = inner_stack;
-        // SAFETY: the child runs `child::entry` on its own stack and only reads `plan`, which lives until
-        // the child has exec'd or exited: CLONE_VFORK waits for that; the other paths read the error
-        // pipe to EOF (or reap the child) before returning.
-        unsafe { libc::clone(child::entry, stack, flags, std::ptr::from_ref(&plan).cast_mut().cast()) }
-    })?;
+    let go_w = channels.go.as_ref().map(|(_, w)| w.as_raw_fd());
+    let err_r = channels.err_r.as_raw_fd();
+    let (pid, maps) = std::thread::scope(|scope| {
+        let child_pid = &child_pid;
+        let writer = go_w.map(|go_w| scope.spawn(move || write_maps_when_ready(config, child_pid, err_r, go_w)));
+        let pid = ChildStack::with(|stack, inner_stack| {
+            plan.inner_stack = inner_stack;
+            let arg = std::ptr::from_ref(&plan).cast_mut().cast();
+            // SAFETY: the child runs `child::entry` on its own stack and only reads `plan`, which lives
+            // until the child has exec'd or exited: CLONE_VFORK returns only then.
+            unsafe { libc::clone(child::entry, stack, flags, arg, child_pid.as_ptr()) }
+        });
+        let maps = writer.map(|writer| {
+            // The child is gone (exec'd or exited): wake a writer still waiting for a "ready" that will
+            // never come, then collect its result.
+            send_end_of_records(&channels.err_w);
+            writer.join().unwrap_or_else(|_| Err(SpawnError::Internal("the id map writer panicked".into())))
+        });
+        (pid, maps)
+    });
+    let pid = pid?;
     if pid < 0 {
         return Err(failure(config, Stage::Clone, last_errno()));
     }
     // `plan` (plain data the child may still read) and the map texts stay alive until we return.
     drop(channels.err_w);
-    let err_r = channels.err_r;
+    drop(channels.go);
 
-    let outcome = if let Some((go_r, go_w)) = channels.go {
-        drop(go_r);
-        finish_handshake(config, pid, err_r.as_raw_fd(), go_w)
+    let outcome = if let Some(Err(e)) = maps {
+        Err(e)
     } else if config.init {
         // The init has exec'd; it says "running" once the command has, after the command's own failure
         // record if it failed. No need to wait for EOF.
-        match read_record(err_r.as_raw_fd())? {
-            Read::Record(Stage::Running, _) => Ok(()),
-            Read::Eof | Read::Nothing => {
+        match next_record(err_r) {
+            Ok(Read::Record(Stage::Running, _)) => Ok(()),
+            Ok(Read::Eof | Read::Nothing) => {
                 Err(SpawnError::Internal("the init process died before the command ran".into()))
             }
-            record @ Read::Record(..) => outcome_of(config, record),
+            Ok(record @ Read::Record(..)) => outcome_of(config, record),
+            Err(e) => Err(e),
         }
     } else if helper_fd >= 0 {
         // The helper has exec'd, the command not yet: EOF says it has (the helper closes its copy).
-        read_outcome(config, err_r.as_raw_fd())
+        next_record(err_r).and_then(|r| outcome_of(config, r))
     } else {
         // SAFETY: setting O_NONBLOCK on our own fd.
-        unsafe { libc::fcntl(err_r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-        read_outcome(config, err_r.as_raw_fd())
+        unsafe { libc::fcntl(err_r, libc::F_SETFL, libc::O_NONBLOCK) };
+        next_record(err_r).and_then(|r| outcome_of(config, r))
     };
     conclude(outcome, pid, fork_after_join.then(|| inner_pid.load(Ordering::Acquire)))
 }
@@ -377,7 +400,8 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
 /// when the first one forked to enter a PID namespace (the first has left by then).
 fn conclude(outcome: Result<(), SpawnError>, pid: pid_t, inner: Option<pid_t>) -> Result<pid_t, SpawnError> {
     let Some(inner) = inner else {
-        return outcome.map(|()| pid).inspect_err(|_| reap(pid));
+        // Killed first: after a corrupt record the child may still be running (an init, say).
+        return outcome.map(|()| pid).inspect_err(|_| kill_and_reap(pid));
     };
     reap(pid);
     let outcome = outcome.map_err(|e| match e {
@@ -391,15 +415,11 @@ fn conclude(outcome: Result<(), SpawnError>, pid: pid_t, inner: Option<pid_t>) -
         Ok(()) => Err(SpawnError::Internal("the child entering the PID namespace left no PID".into())),
         Err(e) => {
             if inner > 0 {
-                reap(inner);
+                kill_and_reap(inner);
             }
             Err(e)
         }
     }
-}
-
-fn read_outcome(config: &Config, err_r: RawFd) -> Result<(), SpawnError> {
-    outcome_of(config, read_record(err_r)?)
 }
 
 /// What a read of the error pipe means once only failures can come: nothing, or a failure with an errno.
@@ -414,27 +434,47 @@ fn outcome_of(config: &Config, read: Read) -> Result<(), SpawnError> {
     }
 }
 
-/// The handshake path: wait for "ready", write the maps, let the child go on, then wait until it has
-/// exec'd (EOF: the CLOEXEC write end closed) or failed (a record).
-fn finish_handshake(config: &Config, pid: pid_t, err_r: RawFd, go_w: OwnedFd) -> Result<(), SpawnError> {
-    match read_record(err_r)? {
-        Read::Record(Stage::Ready, _) => {}
-        Read::Record(stage, errno) if errno > 0 && !matches!(stage, Stage::Forked | Stage::Running) => {
-            return Err(failure(config, stage, errno))
+/// The parent's marker after the child's records (see [`send_end_of_records`]); never sent by a child.
+const END_OF_RECORDS: Record = Record { stage: Stage::Handshake as u32, errno: 0 };
+
+/// Writes [`END_OF_RECORDS`] on our own copy of the error pipe's write end.
+fn send_end_of_records(err_w: &OwnedFd) {
+    let rec = END_OF_RECORDS.encode();
+    // SAFETY: writing a stack buffer to our own pipe.
+    unsafe { libc::write(err_w.as_raw_fd(), rec.as_ptr().cast(), rec.len()) };
+}
+
+/// The next record that is not our own end marker.
+fn next_record(err_r: RawFd) -> Result<Read, SpawnError> {
+    loop {
+        match read_record(err_r)? {
+            Read::Record(Stage::Handshake, 0) => {}
+            other => return Ok(other),
         }
-        Read::Record(..) => return Err(SpawnError::Internal("unexpected record on the error pipe".into())),
-        Read::Eof | Read::Nothing => return Err(SpawnError::Internal("the child died before it was ready".into())),
     }
-    if let Err(e) = write_maps_for(pid, config) {
-        // Closing the go pipe unblocks the child, which then exits; the caller reaps it.
-        drop(go_w);
-        return Err(e);
-    }
-    // SAFETY: writing one byte from a stack variable to our own pipe.
-    let n = unsafe { libc::write(go_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+}
+
+/// The map writer's side of the handshake, on its own thread while the spawning thread is suspended by
+/// `CLONE_VFORK`: wait for "ready", write the maps, let the child go on.
+fn write_maps_when_ready(config: &Config, child: &AtomicI32, err_r: RawFd, go_w: RawFd) -> Result<(), SpawnError> {
+    let ready = match read_record(err_r) {
+        Ok(Read::Record(Stage::Ready, _)) => Ok(()),
+        Ok(Read::Record(Stage::Handshake, 0) | Read::Eof | Read::Nothing) => {
+            Err(SpawnError::Internal("the child died before it was ready".into()))
+        }
+        Ok(record @ Read::Record(..)) => {
+            outcome_of(config, record).and(Err(SpawnError::Internal("unexpected record on the error pipe".into())))
+        }
+        Err(e) => Err(e),
+    };
+    // Whatever happened, a child waiting for its maps must be told (or CLONE_VFORK never returns).
+    let written = ready.and_then(|()| write_maps_for(child.load(Ordering::Acquire), config));
+    // 1: go on; 0: the maps failed, leave (the child is reaped later).
+    let go = [u8::from(written.is_ok())];
+    // SAFETY: writing one byte from a stack buffer to our own pipe.
+    let n = unsafe { libc::write(go_w, go.as_ptr().cast(), 1) };
     if n != 1 {
-        return Err(SpawnError::Internal("cannot wake the child".into()));
+        return written.and(Err(SpawnError::Internal("cannot wake the child".into())));
     }
-    drop(go_w);
-    read_outcome(config, err_r)
+    written
 }
