@@ -7,8 +7,11 @@
 //! concurrently by another thread cannot make us wait).
 //!
 //! Id maps the child may not write itself (several ranges, other ids, `setgroups` allowed) must be written
-//! by a parent holding `CAP_SETUID`/`CAP_SETGID`. Then the child runs without `CLONE_VFORK`, says "ready"
-//! on the error pipe and waits on a second pipe while we write `/proc/PID/{setgroups,uid_map,gid_map}`.
+//! by a parent holding `CAP_SETUID`/`CAP_SETGID`. Then the child says "ready" on the error pipe and waits
+//! on a second pipe while a scoped thread of ours writes `/proc/PID/{setgroups,uid_map,gid_map}` (this
+//! thread is asleep in `CLONE_VFORK`). With `init=True` the init says "running" once the command has
+//! exec'd. Only an `exec` into a box with a time namespace, whose helper program execs the command itself,
+//! still learns of that exec from EOF on the pipe.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
