@@ -364,7 +364,10 @@ def test_spawn_works_in_a_forked_child_of_a_process_that_spawned_before(python: 
         print(os.waitstatus_to_exitcode(status))
         """
     )
-    r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30)
+    # Python 3.12+ warns about fork() in a process with threads (nsbox's spawner thread is one).
+    r = subprocess.run(
+        [python, "-W", "ignore::DeprecationWarning", "-c", code], capture_output=True, text=True, timeout=30
+    )
     assert (r.returncode, r.stdout, r.stderr) == (0, "0\n", "")
 
 
