@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use libc::{c_char, c_int};
 
 use crate::errors::{Record, Stage};
+use crate::netlink::{Eth0, INDEX_OFFSET};
 use crate::spec::{Config, Setgroups};
 
 extern "C" {
@@ -35,6 +36,8 @@ pub struct Setup<'a> {
     /// `uid_map`/`gid_map` text when the child writes its own maps.
     pub uid_map: *const c_char,
     pub gid_map: *const c_char,
+    /// The messages that configure `eth0` once the parent has made it (the box is on a network).
+    pub eth0: Option<&'a Eth0>,
 }
 
 /// Everything the child needs, prepared by the parent: pointers into `CString`s the parent owns and
@@ -62,6 +65,9 @@ pub struct Plan<'a> {
     pub join: &'a [(c_int, c_int, Stage)],
     /// After joining a PID namespace, clone once more (on `inner_stack`): only children enter it.
     pub fork_after_join: bool,
+    /// The namespaces that second clone creates (a box on a private network: its user namespace is
+    /// joined first, the rest are new).
+    pub inner_flags: c_int,
     pub inner_stack: *mut c_void,
     /// Where the first child leaves the PID of the second for the parent.
     pub inner_pid: &'a AtomicI32,
@@ -133,8 +139,8 @@ fn write_id_maps(s: &Setup<'_>, setgroups: Setgroups) {
     write_file(s, Stage::GidMap, c"/proc/self/gid_map", s.gid_map);
 }
 
-/// Tells the parent we are ready for our id maps and waits until it has written them.
-fn wait_for_maps(s: &Setup<'_>) {
+/// Tells the parent we are ready for our id maps and our network and waits until it has made them.
+fn wait_for_parent(s: &Setup<'_>) {
     let mut go = 0u8;
     // SAFETY: plain syscalls on stack buffers.
     unsafe {
@@ -171,6 +177,68 @@ fn bring_up_loopback(s: &Setup<'_>) {
     }
 }
 
+/// Sends one netlink request from a copy on our stack, with `index` written at [`INDEX_OFFSET`] unless
+/// it is 0, and reads the kernel's acknowledgement.
+fn netlink_request(s: &Setup<'_>, sock: c_int, msg: &[u8], index: c_int) {
+    let mut buf = [0u8; 256];
+    let Some(copy) = buf.get_mut(..msg.len()) else { report(s, Stage::Network, libc::EMSGSIZE) };
+    copy.copy_from_slice(msg);
+    if index != 0 {
+        if let Some(at) = copy.get_mut(INDEX_OFFSET..INDEX_OFFSET + 4) {
+            at.copy_from_slice(&index.to_ne_bytes());
+        }
+    }
+    // SAFETY: send/recv on stack buffers.
+    unsafe {
+        let n = libc::send(sock, copy.as_ptr().cast(), copy.len(), 0);
+        if n < 0 {
+            fail(s, Stage::Network);
+        }
+        let mut ack = [0u8; 512];
+        let n = loop {
+            let n = libc::recv(sock, ack.as_mut_ptr().cast(), ack.len(), 0);
+            if n >= 0 || errno() != libc::EINTR {
+                break n;
+            }
+        };
+        if n < 0 {
+            fail(s, Stage::Network);
+        }
+        // nlmsghdr (16 bytes, type at 4) then nlmsgerr's error (negative errno, 0 for an ACK).
+        let kind = ack.get(4..6).map_or(0, |b| u16::from_ne_bytes([b[0], b[1]]));
+        let error = ack.get(16..20).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+        if n < 20 || kind != libc::NLMSG_ERROR as u16 {
+            report(s, Stage::Network, libc::EPROTO);
+        }
+        if error != 0 {
+            report(s, Stage::Network, -error);
+        }
+    }
+}
+
+/// Gives `eth0` (made by the parent in our network namespace) its address, brings it up and routes
+/// through the gateway, with messages the parent serialized.
+fn configure_eth0(s: &Setup<'_>, eth0: &Eth0) {
+    // SAFETY: sockets and an ioctl on a zeroed, stack-allocated ifreq.
+    unsafe {
+        let inet = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        check(s, Stage::Network, inet);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"eth0\0") {
+            *dst = *src as c_char;
+        }
+        check(s, Stage::Network, libc::ioctl(inet, libc::SIOCGIFINDEX, ptr::addr_of_mut!(ifr)));
+        libc::close(inet);
+        let index = ifr.ifr_ifru.ifru_ifindex;
+        let sock = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE);
+        check(s, Stage::Network, sock);
+        netlink_request(s, sock, &eth0.address, index);
+        netlink_request(s, sock, &eth0.up, index);
+        netlink_request(s, sock, &eth0.route, 0);
+        libc::close(sock);
+    }
+}
+
 /// Dies with the thread that made us (see spawner.rs for the exec path; `nsbox.call` waits on its thread).
 pub fn set_parent_death_signal(s: &Setup<'_>) {
     // SAFETY: a single syscall.
@@ -186,9 +254,13 @@ pub fn configure_namespaces(s: &Setup<'_>) {
     if let Some(user) = &cfg.user {
         if user.child_writes_maps {
             write_id_maps(s, user.setgroups);
-        } else {
-            wait_for_maps(s);
         }
+    }
+    if s.go_fd >= 0 {
+        // The parent writes the maps we may not write, and connects our network namespace.
+        wait_for_parent(s);
+    }
+    if cfg.user.is_some() {
         become_root_inside(s);
     }
     if cfg.time {
@@ -204,6 +276,9 @@ pub fn configure_namespaces(s: &Setup<'_>) {
     }
     if cfg.net {
         bring_up_loopback(s);
+    }
+    if let Some(eth0) = s.eth0 {
+        configure_eth0(s, eth0);
     }
     if let (true, Some(flag)) = (cfg.mount, cfg.propagation.mount_flag()) {
         // SAFETY: mount(2) with static strings.
@@ -411,9 +486,17 @@ fn join_then_run(plan: &Plan<'_>) -> ! {
     }
     // CLONE_PARENT makes the second child the caller's own child (it can wait for it) and ties its
     // parent-death signal to the spawner thread, like any box. CLONE_VFORK: we leave after its exec.
-    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PARENT | libc::SIGCHLD;
+    // CLONE_PARENT_SETTID: the parent's map and network thread learns the PID before the second child
+    // waits for it.
+    let flags = plan.inner_flags
+        | libc::CLONE_VM
+        | libc::CLONE_VFORK
+        | libc::CLONE_PARENT
+        | libc::CLONE_PARENT_SETTID
+        | libc::SIGCHLD;
+    let arg = ptr::from_ref(plan).cast_mut().cast();
     // SAFETY: the second child runs on the other half of the stack and reads the same Plan.
-    let pid = unsafe { libc::clone(inner_entry, plan.inner_stack, flags, ptr::from_ref(plan).cast_mut().cast()) };
+    let pid = unsafe { libc::clone(inner_entry, plan.inner_stack, flags, arg, plan.inner_pid.as_ptr()) };
     if pid < 0 {
         fail(&plan.setup, Stage::Clone);
     }

@@ -49,10 +49,12 @@ pub enum Stage {
     Forked = 30,
     /// Not an error (`nsbox.call`): the namespaces are ready and the function is about to run.
     Running = 31,
+    /// Making the network's bridge or a box's veth pair (parent), or configuring `eth0` (child).
+    Network = 32,
 }
 
 impl Stage {
-    const ALL: [Stage; 32] = [
+    const ALL: [Stage; 33] = [
         Stage::Ready,
         Stage::Clone,
         Stage::Setgroups,
@@ -85,6 +87,7 @@ impl Stage {
         Stage::Helper,
         Stage::Forked,
         Stage::Running,
+        Stage::Network,
     ];
 
     #[must_use]
@@ -128,6 +131,7 @@ impl Stage {
             Stage::Helper => "start nsbox's helper program",
             Stage::Forked => "start the process that runs the function",
             Stage::Running => "run the function",
+            Stage::Network => "set up the box's network interface",
         }
     }
 }

@@ -76,7 +76,7 @@ impl<'a> Fork<'a> {
         }
         Ok(Fork {
             config,
-            channels: Channels::new(config)?,
+            channels: Channels::new(config, false)?,
             // SAFETY: getpid has no preconditions.
             caller: unsafe { libc::getpid() },
         })
@@ -114,7 +114,7 @@ impl<'a> Fork<'a> {
 
     /// The child's side: raw system calls only; any failure is reported and ends the process.
     fn enter_namespaces(&self) {
-        let s = self.channels.setup(self.config);
+        let s = self.channels.setup(self.config, None);
         let cfg = self.config;
         child::set_parent_death_signal(&s);
         // SAFETY: plain syscalls.

@@ -9,6 +9,8 @@ pub mod errors;
 pub mod fork;
 mod helper;
 pub mod idmap;
+pub mod netlink;
+pub mod network;
 pub mod persist;
 pub mod procfs;
 pub mod spawn;

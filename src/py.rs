@@ -13,7 +13,8 @@ use pyo3::types::PyList;
 use crate::enter::{Join, Target};
 use crate::errors::{strerror, SpawnError, Stage};
 use crate::idmap::{IdMap, IdRange};
-use crate::spawn::Command;
+use crate::netlink::Eth0;
+use crate::spawn::{Command, Link};
 use crate::spec::{Caller, Options};
 
 fn to_pyerr(err: SpawnError, program: Option<&Bound<'_, PyAny>>, cwd: Option<&Bound<'_, PyAny>>) -> PyErr {
@@ -120,7 +121,7 @@ impl Config {
 /// Starts a process; returns its PID. See `nsbox._nsbox.pyi`.
 #[pyfunction]
 #[pyo3(signature = (config, exec_paths, argv, env, cwd, stdio, pass_fds, new_session, process_group,
-    program=None, cwd_for_errors=None, target_pid=None, target_dir=None))]
+    program=None, cwd_for_errors=None, target_pid=None, target_dir=None, lan=None, veth=None, address=None))]
 #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
 fn spawn(
     py: Python<'_>,
@@ -137,6 +138,9 @@ fn spawn(
     cwd_for_errors: Option<Bound<'_, PyAny>>,
     target_pid: Option<i32>,
     target_dir: Option<PathBuf>,
+    lan: Option<&Lan>,
+    veth: Option<String>,
+    address: Option<String>,
 ) -> PyResult<i32> {
     let command = Command {
         exec_paths: cstrings("executable", exec_paths)?,
@@ -157,12 +161,90 @@ fn spawn(
         (None, None) => None,
         (Some(_), Some(_)) => return Err(PyValueError::new_err("give target_pid or target_dir, not both")),
     };
+    let network = match (lan, veth, address) {
+        (Some(lan), Some(veth), Some(address)) => Some((Arc::clone(&lan.inner), veth, ipv4(&address)?)),
+        (None, None, None) => None,
+        _ => return Err(PyValueError::new_err("lan, veth and address go together")),
+    };
     let job = move || {
-        let join = target.as_ref().map(Join::open).transpose()?;
-        crate::spawn::spawn(&config, &command, join.as_ref())
+        let Some((lan, host_name, address)) = network else {
+            let join = target.as_ref().map(Join::open).transpose()?;
+            return crate::spawn::spawn(&config, &command, join.as_ref(), None);
+        };
+        let (config, userns) = lan.join(&config)?;
+        let join =
+            userns.map(|fd| Join { namespaces: vec![(fd, libc::CLONE_NEWUSER, Stage::JoinUser)], ..Join::default() });
+        let link = Link { lan: &lan, host_name, eth0: Eth0::new(address, lan.prefix(), lan.gateway()) };
+        crate::spawn::spawn(&config, &command, join.as_ref(), Some(&link))
     };
     let result = py.detach(move || crate::spawner::run(job).and_then(|r| r));
     result.map_err(|e| to_pyerr(e, program.as_ref(), cwd_for_errors.as_ref()))
+}
+
+/// A bridge that boxes join: see `nsbox.Network`, which chooses the names and addresses.
+#[pyclass(frozen, module = "nsbox._nsbox")]
+pub struct Lan {
+    inner: Arc<crate::network::Lan>,
+}
+
+#[pymethods]
+impl Lan {
+    #[new]
+    #[allow(clippy::needless_pass_by_value)]
+    fn new(py: Python<'_>, bridge: String, gateway: &str, prefix: u8, private: bool) -> PyResult<Self> {
+        let gateway = ipv4(gateway)?;
+        let made = py.detach(|| {
+            if private {
+                crate::network::Lan::private(&bridge, gateway, prefix)
+            } else {
+                crate::network::Lan::host(&bridge, gateway, prefix)
+            }
+        });
+        Ok(Lan { inner: Arc::new(made.map_err(|e| to_pyerr(e, None, None))?) })
+    }
+
+    #[getter]
+    fn bridge(&self) -> &str {
+        self.inner.bridge_name()
+    }
+
+    #[getter]
+    fn private(&self) -> bool {
+        self.inner.is_private()
+    }
+
+    /// Deletes a box's veth pair (nothing if it is gone already).
+    fn detach(&self, py: Python<'_>, veth: &str) -> PyResult<()> {
+        py.detach(|| self.inner.detach(veth)).map_err(|e| to_pyerr(e, None, None))
+    }
+
+    /// The interfaces in the bridge's network namespace.
+    fn link_names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        py.detach(|| self.inner.link_names()).map_err(|e| to_pyerr(e, None, None))
+    }
+
+    /// An fd of the network's user or network namespace (private networks only), for the caller to close.
+    fn namespace_fd(&self, kind: &str) -> PyResult<Option<i32>> {
+        let fd = self.inner.namespace_fd(kind).map_err(|e| to_pyerr(e, None, None))?;
+        Ok(fd.map(IntoRawFd::into_raw_fd))
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.close()).map_err(|e| to_pyerr(e, None, None))
+    }
+}
+
+/// The IPv4 routes of the main table of this network namespace, as (destination, prefix length).
+#[pyfunction]
+fn ipv4_routes(py: Python<'_>) -> PyResult<Vec<(String, u8)>> {
+    let routes = py
+        .detach(|| crate::netlink::Netlink::open().and_then(|mut nl| nl.ipv4_routes()))
+        .map_err(|e| io_err(&e, "cannot read the routing table"))?;
+    Ok(routes.into_iter().map(|(dst, prefix)| (dst.to_string(), prefix)).collect())
+}
+
+fn ipv4(text: &str) -> PyResult<std::net::Ipv4Addr> {
+    text.parse().map_err(|_| PyValueError::new_err(format!("{text:?} is not an IPv4 address")))
 }
 
 /// Forks this interpreter into the namespaces of `config`. In the parent, appends (PID, pidfd, PID to reap
@@ -270,6 +352,8 @@ fn release(dir: PathBuf) -> PyResult<Vec<&'static str>> {
 #[pymodule]
 fn _nsbox(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Config>()?;
+    m.add_class::<Lan>()?;
+    m.add_function(wrap_pyfunction!(ipv4_routes, m)?)?;
     m.add_function(wrap_pyfunction!(spawn, m)?)?;
     m.add_function(wrap_pyfunction!(fork, m)?)?;
     m.add_function(wrap_pyfunction!(namespaces, m)?)?;

@@ -23,6 +23,8 @@ use libc::{c_char, c_int, pid_t};
 use crate::child::{self, Plan, Setup};
 use crate::enter::Join;
 use crate::errors::{Record, SpawnError, Stage};
+use crate::netlink::Eth0;
+use crate::network::Lan;
 use crate::spec::{Config, Setgroups};
 use crate::stack::ChildStack;
 
@@ -195,22 +197,31 @@ fn long_name(ns: &str) -> &str {
     }
 }
 
+/// A box's place on a network: the veth the parent makes for it, and what the child then sends.
+pub struct Link<'a> {
+    pub lan: &'a Lan,
+    /// The name of the veth's end on the bridge.
+    pub host_name: String,
+    pub eth0: Eth0,
+}
+
 /// The error pipe, the go pipe of the id-map handshake and the id-map texts of a child's [`Setup`], made
 /// in the parent before it clones (here) or forks (`nsbox.call`, see [`crate::fork`]).
 pub(crate) struct Channels {
     pub err_r: OwnedFd,
     pub err_w: OwnedFd,
-    /// (read, write) when the parent writes the id maps while the child waits.
+    /// (read, write) when the parent writes the id maps or makes the network while the child waits.
     pub go: Option<(OwnedFd, OwnedFd)>,
     uid_text: CString,
     gid_text: CString,
 }
 
 impl Channels {
-    pub fn new(config: &Config) -> Result<Channels, SpawnError> {
+    pub fn new(config: &Config, network: bool) -> Result<Channels, SpawnError> {
         let user = config.user.as_ref();
         let (err_r, err_w) = pipe_above_stdio()?;
-        let go = if user.is_some_and(|u| !u.child_writes_maps) { Some(pipe_above_stdio()?) } else { None };
+        let parent_writes_maps = user.is_some_and(|u| !u.child_writes_maps);
+        let go = if parent_writes_maps || network { Some(pipe_above_stdio()?) } else { None };
         let (uid_text, gid_text) = match user {
             Some(u) if u.child_writes_maps => (
                 CString::new(u.uid_map.to_proc_text()).expect("digits"),
@@ -222,7 +233,7 @@ impl Channels {
     }
 
     /// What the child's namespace steps use; borrows `self`, which must outlive the child's use of it.
-    pub fn setup<'a>(&'a self, config: &'a Config) -> Setup<'a> {
+    pub fn setup<'a>(&'a self, config: &'a Config, eth0: Option<&'a Eth0>) -> Setup<'a> {
         Setup {
             config,
             err_fd: self.err_w.as_raw_fd(),
@@ -230,6 +241,7 @@ impl Channels {
             go_write_fd: self.go.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
             uid_map: self.uid_text.as_ptr(),
             gid_map: self.gid_text.as_ptr(),
+            eth0,
         }
     }
 }
@@ -279,11 +291,17 @@ fn helper_argv(mode: &str, err_fd: RawFd, time_fd: RawFd, command: &Command) -> 
 }
 
 /// Starts `command` in the namespaces of `config`, or in those of `join`, and returns its PID (in the
-/// caller's PID namespace).
+/// caller's PID namespace). With `link`, the box gets an `eth0` on that network before the command runs;
+/// for a private network `join` holds the network's user namespace, and `config` the new namespaces.
 ///
 /// The child's parent-death signal is tied to the calling thread: call this from a thread that lives
 /// as long as the process (see [`crate::spawner`]).
-pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<pid_t, SpawnError> {
+pub fn spawn(
+    config: &Config,
+    command: &Command,
+    join: Option<&Join>,
+    link: Option<&Link>,
+) -> Result<pid_t, SpawnError> {
     command.validate()?;
     let argv = c_array(&command.argv);
     let envp = command.env.as_deref().map(c_array);
@@ -292,7 +310,7 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
 
     let (stdio, _lifted) = lift_stdio(command.stdio)?;
 
-    let channels = Channels::new(config)?;
+    let channels = Channels::new(config, link.is_some())?;
     let err_w = channels.err_w.as_raw_fd();
 
     // The helper program runs the command when PID 1 must be an init, or a time namespace is joined.
@@ -311,7 +329,8 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
     let join_fds: Vec<(c_int, c_int, Stage)> =
         join.map(|j| j.namespaces.iter().map(|(fd, t, s)| (fd.as_raw_fd(), *t, *s)).collect()).unwrap_or_default();
     let inner_pid = AtomicI32::new(0);
-    let fork_after_join = join.is_some_and(Join::enters_pid_namespace);
+    // Namespaces to create after joining some (a box on a private network) are made by the second clone.
+    let fork_after_join = join.is_some_and(|j| j.enters_pid_namespace() || config.clone_flags() != 0);
     let fd_of = |fd: Option<&OwnedFd>| fd.map_or(-1, AsRawFd::as_raw_fd);
 
     let go_fds = channels.go.as_ref().map_or([-1, -1], |(r, w)| [r.as_raw_fd(), w.as_raw_fd()]);
@@ -319,7 +338,7 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
     let keep_fds = fds_at_or_above_3(&[&pass_fds, &stdio, &[err_w, helper_fd, time_fd], &go_fds, &dir_fds]);
 
     let mut plan = Plan {
-        setup: channels.setup(config),
+        setup: channels.setup(config, link.map(|l| &l.eth0)),
         exec_paths: &exec_paths,
         argv: &argv,
         envp: envp.as_deref(),
@@ -331,6 +350,7 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
         process_group: command.process_group.unwrap_or(-1),
         join: &join_fds,
         fork_after_join,
+        inner_flags: config.clone_flags(),
         inner_stack: std::ptr::null_mut(),
         inner_pid: &inner_pid,
         root_fd: dir_fds[0],
@@ -341,8 +361,10 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
     };
 
     // CLONE_VFORK: this thread sleeps until the child has exec'd or exited. When the parent must write
-    // the id maps, a scoped thread does it meanwhile; CLONE_PARENT_SETTID gives it the child's PID.
-    let mut flags = config.clone_flags() | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    // the id maps or make the network, a scoped thread does it meanwhile; CLONE_PARENT_SETTID gives it
+    // the child's PID (the second child's comes the same way, see `child::join_then_run`).
+    let namespaces = if join.is_some() { 0 } else { config.clone_flags() };
+    let mut flags = namespaces | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
     let child_pid = AtomicI32::new(0);
     if channels.go.is_some() {
         flags |= libc::CLONE_PARENT_SETTID;
@@ -350,8 +372,8 @@ pub fn spawn(config: &Config, command: &Command, join: Option<&Join>) -> Result<
     let go_w = channels.go.as_ref().map(|(_, w)| w.as_raw_fd());
     let err_r = channels.err_r.as_raw_fd();
     let (pid, maps) = std::thread::scope(|scope| {
-        let child_pid = &child_pid;
-        let writer = go_w.map(|go_w| scope.spawn(move || write_maps_when_ready(config, child_pid, err_r, go_w)));
+        let waiting = if fork_after_join { &inner_pid } else { &child_pid };
+        let writer = go_w.map(|go_w| scope.spawn(move || prepare_when_ready(config, link, waiting, err_r, go_w)));
         let pid = ChildStack::with(|stack, inner_stack| {
             plan.inner_stack = inner_stack;
             let arg = std::ptr::from_ref(&plan).cast_mut().cast();
@@ -457,9 +479,15 @@ fn next_record(err_r: RawFd) -> Result<Read, SpawnError> {
     }
 }
 
-/// The map writer's side of the handshake, on its own thread while the spawning thread is suspended by
-/// `CLONE_VFORK`: wait for "ready", write the maps, let the child go on.
-fn write_maps_when_ready(config: &Config, child: &AtomicI32, err_r: RawFd, go_w: RawFd) -> Result<(), SpawnError> {
+/// The parent's side of the handshake, on its own thread while the spawning thread is suspended by
+/// `CLONE_VFORK`: wait for "ready", write the maps, connect the network, let the child go on.
+fn prepare_when_ready(
+    config: &Config,
+    link: Option<&Link>,
+    child: &AtomicI32,
+    err_r: RawFd,
+    go_w: RawFd,
+) -> Result<(), SpawnError> {
     let ready = match read_record(err_r) {
         Ok(Read::Record(Stage::Ready, _)) => Ok(()),
         Ok(Read::Record(Stage::Handshake, 0) | Read::Eof | Read::Nothing) => {
@@ -471,7 +499,13 @@ fn write_maps_when_ready(config: &Config, child: &AtomicI32, err_r: RawFd, go_w:
         Err(e) => Err(e),
     };
     // Whatever happened, a child waiting for its maps must be told (or CLONE_VFORK never returns).
-    let written = ready.and_then(|()| write_maps_for(child.load(Ordering::Acquire), config));
+    let pid = child.load(Ordering::Acquire);
+    let written = ready.and_then(|()| {
+        if config.user.as_ref().is_some_and(|u| !u.child_writes_maps) {
+            write_maps_for(pid, config)?;
+        }
+        link.map_or(Ok(()), |l| l.lan.attach(&l.host_name, pid))
+    });
     // 1: go on; 0: the maps failed, leave (the child is reaped later).
     let go = [u8::from(written.is_ok())];
     // SAFETY: writing one byte from a stack buffer to our own pipe.

@@ -10,6 +10,7 @@ A container is a process with different namespace parameters. nsbox starts such 
 
 from nsbox._call import BoxCrashed, RemoteTraceback, call
 from nsbox._inspect import ProcessInfo, ProcessTable, namespaces, nspid, processes
+from nsbox._network import Network
 from nsbox._nsbox import __version__
 from nsbox._persist import enter, persist, release
 from nsbox._popen import Popen
@@ -17,6 +18,7 @@ from nsbox._run import run
 
 __all__ = [
     "BoxCrashed",
+    "Network",
     "Popen",
     "ProcessInfo",
     "ProcessTable",

@@ -3,7 +3,19 @@
 from collections.abc import Callable, Sequence
 from typing import final
 
-__all__ = ["Config", "__version__", "fork", "namespaces", "nspid", "persist", "processes", "release", "spawn"]
+__all__ = [
+    "Config",
+    "Lan",
+    "__version__",
+    "fork",
+    "ipv4_routes",
+    "namespaces",
+    "nspid",
+    "persist",
+    "processes",
+    "release",
+    "spawn",
+]
 __version__: str
 
 @final
@@ -55,6 +67,9 @@ def spawn(
     cwd_for_errors: object = None,
     target_pid: int | None = None,
     target_dir: str | None = None,
+    lan: Lan | None = None,
+    veth: str | None = None,
+    address: str | None = None,
 ) -> int:
     """Start a process in the namespaces of ``config`` and return its PID in the caller's namespace.
 
@@ -64,8 +79,32 @@ def spawn(
     step; exec and chdir failures carry ``program`` / ``cwd_for_errors`` as ``filename``, as
     :mod:`subprocess` does. With ``target_pid`` or ``target_dir`` the process joins the namespaces of
     that process (and takes its root and working directory) or of those namespace files instead of
-    creating new ones. The GIL is released while spawning.
+    creating new ones. With ``lan``, ``veth`` and ``address`` (given together) the child waits in its new
+    network namespace while a veth pair is made (``veth`` on the bridge, ``eth0`` in the box), then
+    configures ``eth0`` with ``address`` and a default route through the gateway; a box on a private
+    ``Lan`` is started inside its user namespace. The GIL is released while spawning.
     """
+
+@final
+class Lan:
+    """A bridge with the gateway address, in the caller's network namespace or (``private``) in a new one."""
+
+    def __new__(cls, bridge: str, gateway: str, prefix: int, private: bool) -> Lan: ...
+    @property
+    def bridge(self) -> str: ...
+    @property
+    def private(self) -> bool: ...
+    def detach(self, veth: str) -> None:
+        """Delete a box's veth pair (nothing if it is gone already)."""
+    def link_names(self) -> list[str]:
+        """The interfaces in the bridge's network namespace."""
+    def namespace_fd(self, kind: str) -> int | None:
+        """A new fd of the private network's ``"user"`` or ``"net"`` namespace (``None`` for a host one)."""
+    def close(self) -> None:
+        """Delete the bridge, and let go of the janitor or the namespaces. Idempotent."""
+
+def ipv4_routes() -> list[tuple[str, int]]:
+    """(destination, prefix length) of the IPv4 routes of the main table, the default route aside."""
 
 def fork(config: Config, child: Callable[[], object], started: list[tuple[int, int, int]]) -> None:
     """Fork this interpreter into the namespaces of ``config``, with CPython's fork hooks, as ``os.fork`` does.

@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import IO, Any
 
 from nsbox import _inspect, _nsbox
+from nsbox._network import Network
 from nsbox._options import NAMESPACE_DEFAULTS, make_config
 
 #: What ``args`` may be, as in :mod:`subprocess`.
@@ -49,6 +50,9 @@ class Popen(subprocess.Popen[Any]):
       see :func:`nsbox.persist`, :func:`nsbox.release`).
     - ``target``: instead of new namespaces, join those of a running process (a PID) or of persisted
       namespace files (a directory), as ``nsenter`` does. Cannot be combined with the options above.
+    - ``network``: an :class:`nsbox.Network` to join (implies ``net``): the box gets ``eth0`` with ``ip``
+      (default: the next free address), up, with a default route through the network's gateway.
+      ``box.ip`` is the address.
 
     Differences from ``subprocess.Popen``: every fd other than 0, 1, 2 and ``pass_fds`` is closed
     (``close_fds`` cannot be False); signal dispositions and mask are reset to default; there is no
@@ -99,6 +103,8 @@ class Popen(subprocess.Popen[Any]):
         root: StrOrBytesPath | None = None,
         persist: StrOrBytesPath | None = None,
         target: int | StrOrBytesPath | None = None,
+        network: Network | None = None,
+        ip: str | None = None,
     ) -> None:
         if not close_fds:
             raise ValueError("nsbox always closes inherited fds; pass the ones to keep in pass_fds")
@@ -127,6 +133,23 @@ class Popen(subprocess.Popen[Any]):
         )
         self._nsbox_target: tuple[int | None, str | None] = (None, None)
         self._exec_children = []
+        self._nsbox_network: Network | None = None
+        self._nsbox_link: tuple[str, str] | None = None
+        if network is not None:
+            if not isinstance(network, Network):
+                raise TypeError(f"network must be an nsbox.Network, not {type(network).__name__}")
+            if target is not None:
+                raise ValueError("target joins existing namespaces; it cannot be combined with network")
+            if network.private:
+                given = [k for k in ("uid_map", "gid_map", "setgroups") if options[k] is not None]
+                if given or user is False:
+                    raise ValueError(
+                        "a box on a network made without root lives in the network's user namespace, "
+                        f"where you are root: it cannot take {', '.join(given) or 'user=False'}"
+                    )
+            options["net"] = True
+        elif ip is not None:
+            raise ValueError("ip is given without a network: pass network=nsbox.Network(...)")
         if target is not None:
             asked = [k for k, v in options.items() if v != NAMESPACE_DEFAULTS[k]]
             if asked:
@@ -136,26 +159,36 @@ class Popen(subprocess.Popen[Any]):
             self._nsbox_target = (target, None) if isinstance(target, int) else (None, os.fsdecode(target))
         # Checked before any pipe is made: bad options leave nothing behind.
         self._nsbox_config = make_config(options)
-        super().__init__(
-            args,
-            bufsize,
-            executable,
-            stdin,
-            stdout,
-            stderr,
-            close_fds=True,
-            shell=shell,
-            cwd=cwd,
-            env=env,
-            universal_newlines=universal_newlines,
-            pass_fds=pass_fds,
-            start_new_session=start_new_session,
-            process_group=process_group,
-            text=text,
-            encoding=encoding,
-            errors=errors,
-            pipesize=pipesize,
-        )
+        if network is not None:
+            self._nsbox_link = network._reserve(ip)
+            self._nsbox_network = network
+        try:
+            super().__init__(
+                args,
+                bufsize,
+                executable,
+                stdin,
+                stdout,
+                stderr,
+                close_fds=True,
+                shell=shell,
+                cwd=cwd,
+                env=env,
+                universal_newlines=universal_newlines,
+                pass_fds=pass_fds,
+                start_new_session=start_new_session,
+                process_group=process_group,
+                text=text,
+                encoding=encoding,
+                errors=errors,
+                pipesize=pipesize,
+            )
+        except BaseException:
+            if network is not None and self._nsbox_link is not None:
+                network._bind(self._nsbox_link[1], None)
+            raise
+        if network is not None and self._nsbox_link is not None:
+            network._bind(self._nsbox_link[1], self)
         if persist is not None:
             try:
                 self.persist(persist)
@@ -163,6 +196,16 @@ class Popen(subprocess.Popen[Any]):
                 self.kill()
                 self.wait()
                 raise
+
+    @property
+    def ip(self) -> str | None:
+        """The box's address on its :class:`nsbox.Network` (``eth0``), or ``None`` without one."""
+        return None if self._nsbox_link is None else self._nsbox_link[1]
+
+    @property
+    def network(self) -> Network | None:
+        """The :class:`nsbox.Network` the box joined, if any."""
+        return self._nsbox_network
 
     @property
     def namespaces_created(self) -> list[str]:
@@ -368,6 +411,9 @@ class Popen(subprocess.Popen[Any]):
             cwd_for_errors=cwd,
             target_pid=self._nsbox_target[0],
             target_dir=self._nsbox_target[1],
+            lan=None if self._nsbox_network is None else self._nsbox_network._lan,
+            veth=None if self._nsbox_link is None else self._nsbox_link[0],
+            address=None if self._nsbox_link is None else self._nsbox_link[1],
         )
         self._child_created = True
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]

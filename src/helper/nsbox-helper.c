@@ -8,8 +8,12 @@
  *           zombie, and exits with the command's status (128+N when a signal N killed it, as tini).
  *   exec  — joins a time namespace (setns(CLONE_NEWTIME) needs a process whose memory is its own),
  *           then execs the command.
+ *   janitor — outlives the caller of an nsbox.Network made as root: when the caller's end of a socket
+ *           closes without saying "x" (done), sends a netlink message nsbox prepared (deleting the
+ *           bridge), so a killed caller leaves no bridge behind.
  *
  * argv: nsbox-helper MODE ERRFD TIMEFD NPATHS PATH... ARGV...
+ *       nsbox-helper janitor FD HEX-MESSAGE
  * Failures are written to ERRFD as nsbox's (stage, errno) record, like nsbox's own child does.
  */
 #define _GNU_SOURCE
@@ -20,6 +24,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/netlink.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,7 +40,7 @@ enum { STAGE_EXEC = 17, STAGE_INIT = 19, STAGE_JOIN_TIME = 27, STAGE_RUNNING = 3
 extern char **environ;
 static int errfd = -1;
 
-static void send(uint32_t stage, int32_t value) {
+static void send_record(uint32_t stage, int32_t value) {
     unsigned char rec[8];
     memcpy(rec, &stage, 4);
     memcpy(rec + 4, &value, 4);
@@ -41,7 +48,7 @@ static void send(uint32_t stage, int32_t value) {
 }
 
 static void report(uint32_t stage, int32_t err) {
-    send(stage, err);
+    send_record(stage, err);
     _exit(127);
 }
 
@@ -89,7 +96,7 @@ static int init(int argc, char **argv_all, char **paths, int npaths, char **argv
     }
     close(synced[0]);
     /* After a failure the command wrote its record before exiting: nsbox reads that one first. */
-    send(STAGE_RUNNING, 0);
+    send_record(STAGE_RUNNING, 0);
     close(errfd);
     retitle(argc, argv_all);
 
@@ -114,7 +121,39 @@ static int init(int argc, char **argv_all, char **paths, int npaths, char **argv
     }
 }
 
+static int hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+static int janitor(int fd, const char *hex) {
+    /* Outlive the caller (the spawn set a parent-death signal) and its terminal's signals. */
+    prctl(PR_SET_PDEATHSIG, 0);
+    setsid();
+    unsigned char msg[512];
+    size_t len = strlen(hex) / 2;
+    if (len == 0 || len > sizeof msg) return 2;
+    for (size_t i = 0; i < len; i++) {
+        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) return 2;
+        msg[i] = (unsigned char)(hi << 4 | lo);
+    }
+    if (write(fd, "a", 1) != 1) return 1;
+    char c = 0;
+    ssize_t n;
+    do n = read(fd, &c, 1); while (n < 0 && errno == EINTR);
+    if (n == 1 && c == 'x') return 0;
+    int sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (sock < 0) return 1;
+    if (write(sock, msg, len) < 0) return 1;
+    unsigned char ack[1024];
+    if (read(sock, ack, sizeof ack) < 0) return 1;
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[1], "janitor") == 0) return janitor(atoi(argv[2]), argv[3]);
     if (argc < 6) return 127;
     const char *mode = argv[1];
     errfd = atoi(argv[2]);

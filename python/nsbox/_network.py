@@ -1,0 +1,209 @@
+"""``nsbox.Network``: a virtual LAN (a bridge) that boxes join with ``network=``."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import threading
+from typing import TYPE_CHECKING, Any
+
+from nsbox import _nsbox
+
+if TYPE_CHECKING:
+    from nsbox._popen import Popen
+
+#: CAP_NET_ADMIN's bit in /proc/self/status's CapEff.
+_CAP_NET_ADMIN = 12
+
+
+def _has_net_admin() -> bool:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> _CAP_NET_ADMIN & 1)
+    return False
+
+
+def _subnet(value: object) -> ipaddress.IPv4Network:
+    if isinstance(value, ipaddress.IPv4Network):
+        net = value
+    elif isinstance(value, str):
+        try:
+            net = ipaddress.IPv4Network(value)
+        except ipaddress.AddressValueError:
+            raise ValueError(f"subnet {value!r} is not an IPv4 network such as '10.213.0.0/24'") from None
+        except ipaddress.NetmaskValueError:
+            raise ValueError(f"subnet {value!r} has no valid prefix length") from None
+        except ValueError:
+            fixed = ipaddress.IPv4Network(value, strict=False)
+            hint = f"did you mean '{fixed}'?"
+            raise ValueError(f"subnet {value!r} is not a network (host bits are set): {hint}") from None
+    else:
+        raise TypeError(f"subnet must be a string such as '10.213.0.0/24', not {type(value).__name__}")
+    if net.prefixlen > 30:
+        raise ValueError(
+            f"subnet {str(net)!r} is too small: a network needs room for the gateway and a box (/30 or larger)"
+        )
+    return net
+
+
+class Network:
+    """A virtual LAN that boxes join: ``nsbox.Popen(..., network=lan)`` gives the box an ``eth0`` on it.
+
+    The LAN is a bridge with the subnet's first address (the boxes' gateway); each box gets a veth pair,
+    ``eth0`` inside with the next free address (or ``ip=``) and a default route through the gateway, the
+    other end on the bridge. Nothing is routed off the machine and no NAT is set up.
+
+    - **As root** (with ``CAP_NET_ADMIN``) the bridge lives in the caller's network namespace, so the host
+      reaches the boxes through it, as with Docker's bridge. It is named ``nsbr`` plus 8 hex digits; a
+      small janitor process deletes it should the caller die without :meth:`close`.
+    - **Without root** (or with ``private=True``) the whole LAN lives in a network namespace owned by a new
+      user namespace of the caller's: boxes reach each other, the host does not see them. Boxes on such a
+      network are started inside that user namespace (uid 0 inside is the caller), so they take no
+      ``uid_map``/``gid_map``/``setgroups``. The namespaces exist as long as the network or a box does.
+
+    A context manager; :meth:`close` deletes every interface and namespace it made (boxes keep running,
+    without their ``eth0``). A box's veth pair goes with its network namespace when it exits.
+
+    Args:
+        subnet: an IPv4 network, ``/30`` or larger. As root it must not overlap a route of the host.
+        private: ``None`` (default) chooses by privilege; ``True`` keeps the LAN in its own namespaces
+            even for root; ``False`` insists on the host's namespace.
+
+    Raises:
+        ValueError: the subnet is not a network, too small, or overlaps a route of the host (as root);
+            nothing is created then.
+    """
+
+    def __init__(self, subnet: str | ipaddress.IPv4Network = "10.213.0.0/24", *, private: bool | None = None) -> None:
+        net = _subnet(subnet)
+        if private is not None and not isinstance(private, bool):
+            raise TypeError(f"private must be None, True or False, not {private!r}")
+        if private is None:
+            private = not _has_net_admin()
+        if not private:
+            for dst, prefix in _nsbox.ipv4_routes():
+                route = ipaddress.IPv4Network((dst, prefix))
+                if route.overlaps(net):
+                    raise ValueError(f"subnet {str(net)!r} overlaps the host's route to {route}: choose another")
+        self.subnet: ipaddress.IPv4Network = net
+        #: The bridge's address: the boxes' gateway.
+        self.gateway: str = str(net.network_address + 1)
+        self._lock = threading.Lock()
+        # address -> (box, or None while it is being started; its veth's name on the bridge)
+        self._members: dict[ipaddress.IPv4Address, tuple[Popen | None, str]] = {}
+        self._closed = False
+        self._lan = _nsbox.Lan(f"nsbr{secrets.token_hex(4)}", self.gateway, net.prefixlen, private)
+
+    @property
+    def private(self) -> bool:
+        """Whether the LAN lives in namespaces of its own rather than the host's."""
+        return self._lan.private
+
+    @property
+    def bridge(self) -> str:
+        """The bridge's interface name (in the host's network namespace unless :attr:`private`)."""
+        return self._lan.bridge
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def boxes(self) -> list[Popen]:
+        """The boxes on the network that are still running, in order of address."""
+        with self._lock:
+            self._forget_exited()
+            return [box for box, _ in (self._members[a] for a in sorted(self._members)) if box is not None]
+
+    def interfaces(self) -> list[str]:
+        """The interfaces in the bridge's network namespace (the host's unless :attr:`private`)."""
+        return self._lan.link_names()
+
+    def namespace_fd(self, kind: str) -> int | None:
+        """A new fd of the network's ``"user"`` or ``"net"`` namespace (private networks), to close after use."""
+        return self._lan.namespace_fd(kind)
+
+    def close(self) -> None:
+        """Delete every veth and the bridge, and let go of the namespaces. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            veths = [veth for _, veth in self._members.values() if veth]
+            self._members.clear()
+        try:
+            for veth in veths:
+                self._lan.detach(veth)
+        finally:
+            self._lan.close()
+
+    def __enter__(self) -> Network:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        lan = getattr(self, "_lan", None)
+        if lan is not None:
+            lan.close()
+
+    def __repr__(self) -> str:
+        where = "private namespaces" if getattr(self, "_lan", None) and self.private else "host"
+        state = "closed" if self._closed else f"{len(self.boxes)} boxes"
+        return f"<nsbox.Network {self.subnet} gateway={self.gateway} bridge={self.bridge} in {where}, {state}>"
+
+    # -- Used by Popen --------------------------------------------------------------------------
+
+    def _forget_exited(self) -> None:
+        """Frees the addresses of boxes that have exited (their veths are deleted if still there)."""
+        for addr, (box, veth) in list(self._members.items()):
+            if box is not None and box.poll() is not None:
+                del self._members[addr]
+                self._lan.detach(veth)
+
+    def _reserve(self, ip: Any) -> tuple[str, str]:
+        """Picks (or checks) an address for a new box and names its veth; returns (veth, address)."""
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"{self!r} is closed")
+            self._forget_exited()
+            if ip is None:
+                free = (a for a in self.subnet.hosts() if str(a) != self.gateway and a not in self._members)
+                addr = next(free, None)
+                if addr is None:
+                    raise ValueError(f"network {self.subnet} has no free address left")
+            else:
+                addr = self._check_ip(ip)
+            veth = f"nsv{secrets.token_hex(4)}"
+            self._members[addr] = (None, veth)
+            return veth, str(addr)
+
+    def _check_ip(self, ip: Any) -> ipaddress.IPv4Address:
+        if not isinstance(ip, (str, ipaddress.IPv4Address)):
+            raise TypeError(f"ip must be an IPv4 address string, not {type(ip).__name__}")
+        try:
+            addr = ipaddress.IPv4Address(ip)
+        except ValueError:
+            raise ValueError(f"ip {ip!r} is not an IPv4 address") from None
+        if addr not in self.subnet:
+            raise ValueError(f"ip {str(addr)!r} is outside the network's subnet {self.subnet}")
+        if addr in (self.subnet.network_address, self.subnet.broadcast_address):
+            raise ValueError(f"ip {str(addr)!r} is the network or broadcast address of {self.subnet}")
+        if str(addr) == self.gateway:
+            raise ValueError(f"ip {str(addr)!r} is the network's gateway (the bridge's address)")
+        if addr in self._members:
+            raise ValueError(f"ip {str(addr)!r} is already used by a box on {self.subnet}")
+        return addr
+
+    def _bind(self, address: str, box: Popen | None) -> None:
+        """Records the box started with a reserved address, or (``None``) frees the address."""
+        addr = ipaddress.IPv4Address(address)
+        with self._lock:
+            if addr not in self._members:
+                return
+            if box is None:
+                del self._members[addr]
+            else:
+                self._members[addr] = (box, self._members[addr][1])
