@@ -204,6 +204,8 @@ class Network:
             if addr not in self._members:
                 return
             if box is None:
-                del self._members[addr]
+                # Its veth goes with its network namespace, which the kernel frees later: delete it now.
+                _, veth = self._members.pop(addr)
+                self._lan.detach(veth)
             else:
                 self._members[addr] = (box, self._members[addr][1])

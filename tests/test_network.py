@@ -1,0 +1,520 @@
+"""nsbox.Network: boxes with their own address, ports and routes, on a bridge, as root and rootless.
+
+Every test looks from both sides: inside, the box's ``/proc/net/dev`` and ``/proc/net/route`` (which
+follow the reader's network namespace) and what its servers answer; on the host, ``/sys/class/net`` and
+the bridge's ports, the host's own routes, and what the host can reach.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import nsbox
+from conftest import Rootless, host_ns, kill_and_reap, open_fds, wait_until
+
+#: An HTTP server that answers every GET with "NAME PID", bound to ADDRESS:PORT; prints "ready" once bound.
+SERVER = textwrap.dedent(
+    """
+    import http.server, os, socketserver, sys
+    address, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"{name} {os.getpid()}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    class Server(http.server.HTTPServer):
+        def server_bind(self):  # without HTTPServer's getfqdn(): no DNS server is reachable from a LAN
+            socketserver.TCPServer.server_bind(self)
+            self.server_name, self.server_port = self.server_address[:2]
+    server = Server((address, port), Handler)
+    print("ready", flush=True)
+    server.serve_forever()
+    """
+)
+
+#: Prints, as JSON, the interfaces and routes this process sees and the answer (or error) of each URL.
+CLIENT = textwrap.dedent(
+    """
+    import json, os, sys, urllib.request
+    answers = []
+    for url in sys.argv[1:]:
+        try:
+            answers.append(urllib.request.urlopen(url, timeout=5).read().decode())
+        except OSError as exc:
+            answers.append(f"error: {exc}")
+    devs = [line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]]
+    routes = [line.split()[:3] for line in open("/proc/net/route").read().splitlines()[1:]]
+    net = os.readlink("/proc/self/ns/net")
+    print(json.dumps({"devs": sorted(devs), "routes": routes, "answers": answers, "net": net}))
+    """
+)
+
+
+def host_links() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+def route_hex(addr: str) -> str:
+    """An IPv4 address as /proc/net/route writes it (little-endian hex)."""
+    return f"{int.from_bytes(ipaddress.IPv4Address(addr).packed, 'little'):08X}"
+
+
+def start_server(lan: nsbox.Network, ip: str, name: str, port: int = 8000, **options: Any) -> nsbox.Popen:
+    box = nsbox.Popen(
+        [sys.executable, "-c", SERVER, ip, str(port), name],
+        network=lan,
+        ip=ip,
+        pid=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        **options,
+    )
+    assert box.stdout is not None
+    line = box.stdout.readline()
+    if line != "ready\n":
+        kill_and_reap(box)
+        pytest.fail(f"the server box printed {line!r}")
+    return box
+
+
+def client(*urls: str, **options: Any) -> dict[str, Any]:
+    r = nsbox.run([sys.executable, "-c", CLIENT, *urls], capture_output=True, text=True, timeout=30, **options)
+    assert r.returncode == 0, r.stderr
+    result: dict[str, Any] = json.loads(r.stdout)
+    return result
+
+
+def fetch_from_host(url: str) -> str:
+    try:
+        return str(urllib.request.urlopen(url, timeout=3).read().decode())
+    except OSError as exc:
+        return f"error: {exc}"
+
+
+@pytest.fixture
+def lan() -> Iterator[nsbox.Network]:
+    before = host_links()
+    network = nsbox.Network("10.213.7.0/24")
+    try:
+        yield network
+    finally:
+        network.close()
+        assert host_links() == before, "closing the network left interfaces on the host"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Two boxes on one network (root: the bridge is in the host's namespace)
+
+
+def test_two_boxes_talk_over_tcp_and_each_sees_only_lo_and_eth0_with_its_own_routes(lan: nsbox.Network) -> None:
+    server = start_server(lan, "10.213.7.10", "alpha")
+    try:
+        seen = client("http://10.213.7.10:8000/", network=lan, ip="10.213.7.11")
+        inside_server = server.exec(["cat", "/proc/net/dev", "/proc/net/route"], capture_output=True, text=True)
+        ports = sorted(os.listdir(f"/sys/class/net/{lan.bridge}/brif"))
+        server_ns = server.namespaces()["net"]
+    finally:
+        kill_and_reap(server)
+    # Inside: the client reached the server's eth0 address, and sees only its own interfaces and routes.
+    assert seen["answers"][0].startswith("alpha ")
+    assert seen["devs"] == ["eth0", "lo"]
+    assert ["eth0", "00000000", route_hex("10.213.7.1")] in seen["routes"]  # default via the gateway
+    assert ["eth0", route_hex("10.213.7.0"), "00000000"] in seen["routes"]  # the subnet, on eth0
+    assert "eth0:" in inside_server.stdout and "nsv" not in inside_server.stdout
+    # Both boxes have a network namespace of their own, not the host's.
+    assert seen["net"] != host_ns("net")
+    assert server_ns != os.stat("/proc/self/ns/net").st_ino
+    # On the host: the bridge has had two ports (one per box), and the host's routes are not the boxes'.
+    assert len(ports) == 1  # the client's veth went with its namespace once it exited
+    assert ports[0].startswith("nsv")
+    with open("/proc/net/route") as routes:
+        host_routes = routes.read()
+    assert f"{lan.bridge}\t{route_hex('10.213.7.0')}" in host_routes
+    assert f"\t00000000\t{route_hex('10.213.7.1')}" not in host_routes
+
+
+def test_the_host_reaches_a_box_through_the_bridge_but_not_a_box_without_the_network(lan: nsbox.Network) -> None:
+    on_lan = start_server(lan, "10.213.7.20", "bridged")
+    alone = nsbox.Popen(
+        [sys.executable, "-c", SERVER, "0.0.0.0", "8001", "alone"],
+        net=True,
+        pid=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert alone.stdout is not None and alone.stdout.readline() == "ready\n"
+        via_bridge = fetch_from_host("http://10.213.7.20:8000/")
+        to_alone = fetch_from_host("http://127.0.0.1:8001/")
+        alone_inside = alone.exec(
+            [sys.executable, "-c", CLIENT, "http://127.0.0.1:8001/"], capture_output=True, text=True
+        )
+    finally:
+        kill_and_reap(on_lan)
+        kill_and_reap(alone)
+    assert via_bridge.startswith("bridged ")
+    # The server without the network is up (it answers inside its box) but the host cannot reach it.
+    assert json.loads(alone_inside.stdout)["answers"][0].startswith("alone ")
+    assert to_alone.startswith("error:")
+    assert fetch_from_host("http://10.213.7.20:8000/").startswith("error:")  # gone with its box
+
+
+def test_two_boxes_bind_port_80_at_the_same_time(lan: nsbox.Network) -> None:
+    first = start_server(lan, "10.213.7.30", "first", port=80)
+    try:
+        second = start_server(lan, "10.213.7.31", "second", port=80)
+        try:
+            answers = [fetch_from_host(f"http://10.213.7.{n}:80/") for n in (30, 31)]
+            pids = [first.host_pid(1), second.host_pid(1)]
+        finally:
+            kill_and_reap(second)
+    finally:
+        kill_and_reap(first)
+    # Each answer comes from PID 1 of its own box (inside), two different processes on the host.
+    assert answers[0] == "first 1" and answers[1] == "second 1"
+    assert pids == [first.pid, second.pid]
+    assert first.pid != second.pid
+
+
+def test_boxes_get_the_next_free_address_and_the_network_lists_them(lan: nsbox.Network) -> None:
+    boxes = [nsbox.Popen(["sleep", "60"], network=lan) for _ in range(2)]
+    try:
+        assert [b.ip for b in boxes] == ["10.213.7.2", "10.213.7.3"]
+        assert lan.boxes == boxes
+        assert all(b.network is lan for b in boxes)
+        boxes[0].kill()
+        boxes[0].wait()
+        assert lan.boxes == [boxes[1]]
+        # The address of the box that exited is free again.
+        again = nsbox.Popen(["sleep", "60"], network=lan)
+        boxes.append(again)
+        assert again.ip == "10.213.7.2"
+        inside = again.exec([sys.executable, "-c", CLIENT], capture_output=True, text=True)
+        assert json.loads(inside.stdout)["devs"] == ["eth0", "lo"]
+    finally:
+        for b in boxes:
+            kill_and_reap(b)
+
+
+def test_a_box_without_a_network_has_no_ip() -> None:
+    with nsbox.Popen(["true"], net=True) as box:
+        assert box.ip is None and box.network is None
+    assert box.returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Nothing left behind
+
+
+def test_closing_the_network_removes_the_bridge_and_every_veth_while_boxes_run() -> None:
+    before = host_links()
+    network = nsbox.Network("10.213.8.0/24")
+    boxes = [nsbox.Popen(["sleep", "60"], network=network, pid=True) for _ in range(2)]
+    try:
+        during = host_links() - before
+        assert network.bridge in during
+        assert len([name for name in during if name.startswith("nsv")]) == 2
+        network.close()
+        network.close()  # idempotent
+        assert host_links() == before
+        # The boxes keep running, without their eth0.
+        inside = boxes[0].exec([sys.executable, "-c", CLIENT], capture_output=True, text=True)
+        assert json.loads(inside.stdout)["devs"] == ["lo"]
+        with pytest.raises(ValueError, match="closed"):
+            nsbox.Popen(["true"], network=network)
+    finally:
+        for b in boxes:
+            kill_and_reap(b)
+
+
+def test_a_crashed_box_leaves_no_veth(lan: nsbox.Network) -> None:
+    before = host_links()
+    box = nsbox.Popen(["sleep", "60"], network=lan)
+    veths = host_links() - before
+    assert len(veths) == 1
+    os.kill(box.pid, signal.SIGKILL)
+    box.wait()
+    assert wait_until(lambda: not (host_links() & veths)), "the veth of a killed box is still there"
+    assert lan.boxes == []
+
+
+def test_a_failed_spawn_leaves_no_veth_and_frees_its_address(lan: nsbox.Network) -> None:
+    before = host_links()
+    with pytest.raises(FileNotFoundError):
+        nsbox.Popen(["/nonexistent/program"], network=lan)
+    assert host_links() == before
+    assert lan.boxes == []
+    with nsbox.Popen(["true"], network=lan) as box:
+        assert box.ip == "10.213.7.2"
+
+
+KILLED_CALLER = """
+import json, os, sys, time
+import nsbox
+lan = nsbox.Network(sys.argv[1])
+boxes = [nsbox.Popen(["sleep", "300"], network=lan, pid=True) for _ in range(2)]
+fd = lan.namespace_fd("net")
+print(json.dumps({"bridge": lan.bridge, "boxes": [b.pid for b in boxes],
+                  "netns": os.fstat(fd).st_ino if fd is not None else None}), flush=True)
+time.sleep(300)
+"""
+
+
+def namespace_in_use(inode: int) -> bool:
+    """Whether any process has, or holds an fd of, the network namespace ``inode``."""
+    link = f"net:[{inode}]"
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/net") == link:
+                return True
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == link:
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.mark.parametrize("private", [False, True], ids=["host-bridge", "private"])
+def test_a_killed_caller_leaves_no_bridge_veth_box_or_namespace(private: bool, world_tmp: Any) -> None:
+    before = host_links()
+    script = world_tmp / "caller.py"
+    script.write_text(KILLED_CALLER)
+    script.chmod(0o644)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(nsbox.__file__))}
+    if private:
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", str(script)]
+        env["PYTHONPATH"] = _rootless_path()
+    else:
+        cmd = [sys.executable, str(script)]
+    caller = subprocess.Popen([*cmd, "10.213.9.0/24"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert caller.stdout is not None
+        seen = json.loads(caller.stdout.readline())
+        if private:
+            assert seen["bridge"] not in host_links()
+            assert namespace_in_use(seen["netns"])
+        else:
+            assert seen["bridge"] in host_links()
+        caller.kill()
+        caller.wait()
+        gone = wait_until(
+            lambda: host_links() == before and not any(os.path.exists(f"/proc/{p}") for p in seen["boxes"])
+        )
+        assert gone, f"left behind: {host_links() - before}, boxes {seen['boxes']}"
+        if private:
+            assert wait_until(lambda: not namespace_in_use(seen["netns"]))
+    finally:
+        kill_and_reap(caller)
+
+
+_ROOTLESS_COPY: list[str] = []
+
+
+def _rootless_path() -> str:
+    """A world-readable copy of the package, for the unprivileged caller of the killed-caller test."""
+    import shutil
+    import tempfile
+
+    if not _ROOTLESS_COPY:
+        base = tempfile.mkdtemp(prefix="nsbox-net-", dir="/tmp")
+        os.chmod(base, 0o755)
+        shutil.copytree(os.path.dirname(nsbox.__file__), os.path.join(base, "nsbox"))
+        for root, dirs, files in os.walk(base):
+            for name in dirs + files:
+                path = os.path.join(root, name)
+                os.chmod(path, os.stat(path).st_mode | 0o444 | (0o111 if os.path.isdir(path) else 0))
+        _ROOTLESS_COPY.append(base)
+    return _ROOTLESS_COPY[0]
+
+
+def test_a_network_leaves_no_fds_behind() -> None:
+    before = open_fds()
+    for private in (False, True):
+        with nsbox.Network("10.213.10.0/24", private=private) as network, nsbox.Popen(["true"], network=network):
+            pass
+    assert open_fds() == before
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A private network, as root
+
+
+def test_a_private_network_is_invisible_to_the_host_and_its_boxes_still_talk() -> None:
+    before = host_links()
+    with nsbox.Network("10.213.11.0/24", private=True) as network:
+        assert network.private
+        server = start_server(network, "10.213.11.5", "hidden")
+        try:
+            assert host_links() == before
+            assert sorted(network.interfaces())[:2] != sorted(host_links())[:2]
+            assert network.bridge in network.interfaces()
+            seen = client("http://10.213.11.5:8000/", network=network)
+            from_host = fetch_from_host("http://10.213.11.5:8000/")
+            userns = server.namespaces()["user"]
+        finally:
+            kill_and_reap(server)
+    assert seen["answers"][0].startswith("hidden ")
+    assert seen["devs"] == ["eth0", "lo"]
+    assert from_host.startswith("error:")
+    # The box lives in the network's user namespace, not the host's.
+    assert userns != os.stat("/proc/self/ns/user").st_ino
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input: refused before anything is made
+
+
+def _nothing_made(before: set[str], fds: dict[int, str]) -> None:
+    assert host_links() == before
+    assert open_fds() == fds
+
+
+@pytest.mark.parametrize(
+    ("subnet", "message"),
+    [
+        ("10.213.12.5/24", "is not a network .*did you mean '10.213.12.0/24'"),
+        ("10.213.12.0/31", "too small"),
+        ("10.213.12.0/32", "too small"),
+        ("10.213.12.0/33", "no valid prefix"),
+        ("fd00::/64", "not an IPv4 network"),
+        ("nonsense", "not an IPv4 network"),
+    ],
+)
+def test_a_subnet_that_cannot_work_is_refused_with_a_value_error(subnet: str, message: str) -> None:
+    before, fds = host_links(), open_fds()
+    with pytest.raises(ValueError, match=message) as info:
+        nsbox.Network(subnet)
+    assert subnet in str(info.value)
+    _nothing_made(before, fds)
+
+
+def test_a_subnet_overlapping_a_route_of_the_host_is_refused(lan: nsbox.Network) -> None:
+    before, fds = host_links(), open_fds()
+    with pytest.raises(ValueError, match=r"'10\.213\.7\.128/25' overlaps the host's route to 10\.213\.7\.0/24"):
+        nsbox.Network("10.213.7.128/25")
+    # The host's own routes count too (not only nsbox's bridges).
+    dst, prefix = next((d, p) for d, p in nsbox._nsbox.ipv4_routes() if not d.startswith("10.213."))
+    with pytest.raises(ValueError, match="overlaps the host's route"):
+        nsbox.Network(str(ipaddress.IPv4Network((dst, prefix))))
+    _nothing_made(before, fds)
+
+
+@pytest.mark.parametrize(
+    ("ip", "message"),
+    [
+        ("10.213.6.5", "outside the network's subnet 10.213.7.0/24"),
+        ("10.213.7.1", "gateway"),
+        ("10.213.7.0", "network or broadcast"),
+        ("10.213.7.255", "network or broadcast"),
+        ("10.213.7.300", "not an IPv4 address"),
+    ],
+)
+def test_an_address_that_cannot_work_is_refused_before_forking(lan: nsbox.Network, ip: str, message: str) -> None:
+    before, fds = host_links(), open_fds()
+    with pytest.raises(ValueError, match=message):
+        nsbox.Popen(["true"], network=lan, ip=ip)
+    _nothing_made(before, fds)
+    assert lan.boxes == []
+
+
+def test_an_address_in_use_and_options_that_cannot_go_with_a_network_are_refused(lan: nsbox.Network) -> None:
+    with nsbox.Popen(["sleep", "60"], network=lan, ip="10.213.7.9") as box:
+        try:
+            with pytest.raises(ValueError, match="already used"):
+                nsbox.Popen(["true"], network=lan, ip="10.213.7.9")
+        finally:
+            box.kill()
+    with pytest.raises(ValueError, match="without a network"):
+        nsbox.Popen(["true"], ip="10.213.7.9")
+    with pytest.raises(TypeError, match=r"nsbox\.Network"):
+        nsbox.Popen(["true"], network="10.213.7.0/24")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="target"):
+        nsbox.Popen(["true"], network=lan, target=os.getpid())
+    with nsbox.Network("10.213.13.0/24", private=True) as private:
+        with pytest.raises(ValueError, match="user namespace"):
+            nsbox.Popen(["true"], network=private, uid_map=[(0, 0, 1)])
+    with pytest.raises(TypeError, match="subnet"):
+        nsbox.Network(24)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rootless
+
+
+def test_rootless_boxes_on_a_user_owned_network_talk_and_bind_port_80(rootless: Rootless) -> None:
+    seen = rootless(
+        f"""
+        SERVER, CLIENT = {SERVER!r}, {CLIENT!r}
+        host_devs = sorted(os.listdir("/sys/class/net"))
+        with nsbox.Network("10.213.14.0/24") as lan:
+            servers = []
+            for n in (5, 6):
+                box = nsbox.Popen(["python3", "-c", SERVER, f"10.213.14.{{n}}", "80", f"box{{n}}"], network=lan,
+                                  ip=f"10.213.14.{{n}}", pid=True, stdout=subprocess.PIPE, text=True)
+                assert box.stdout.readline() == "ready\\n"
+                servers.append(box)
+            r = nsbox.run(["python3", "-c", CLIENT, "http://10.213.14.5/", "http://10.213.14.6/"], network=lan,
+                          capture_output=True, text=True)
+            during = sorted(os.listdir("/sys/class/net"))
+            userns = [os.readlink(f"/proc/{{b.pid}}/ns/user") for b in servers]
+            netns = [os.readlink(f"/proc/{{b.pid}}/ns/net") for b in servers]
+            info = {{"private": lan.private, "bridge": lan.bridge, "interfaces": lan.interfaces()}}
+            for box in servers:
+                box.kill()
+                box.wait()
+        emit({{"client": json.loads(r.stdout) if r.returncode == 0 else r.stderr, "host_devs": host_devs,
+              "during": during, "userns": userns, "netns": netns, "my_userns": os.readlink("/proc/self/ns/user"),
+              "my_netns": os.readlink("/proc/self/ns/net"), **info}})
+        """
+    )
+    client_seen = seen["client"]
+    assert isinstance(client_seen, dict), client_seen
+    assert client_seen["answers"] == ["box5 1", "box6 1"]
+    assert client_seen["devs"] == ["eth0", "lo"]
+    assert ["eth0", "00000000", route_hex("10.213.14.1")] in client_seen["routes"]
+    assert seen["private"] is True
+    # The LAN lives in its own namespace: nothing appeared on the host, while it has the bridge and veths.
+    assert seen["during"] == seen["host_devs"]
+    assert seen["bridge"] in seen["interfaces"]
+    assert len([i for i in seen["interfaces"] if i.startswith("nsv")]) == 2
+    # Both boxes share the network's user namespace (not the caller's); each has its own network namespace.
+    assert seen["userns"][0] == seen["userns"][1] != seen["my_userns"]
+    assert len({*seen["netns"], seen["my_netns"]}) == 3
+
+
+def test_rootless_network_leaves_no_namespace_or_fd_behind(rootless: Rootless) -> None:
+    seen = rootless(
+        """
+        def fds():
+            return sorted(os.readlink(f"/proc/self/fd/{n}") for n in os.listdir("/proc/self/fd")
+                          if os.path.exists(f"/proc/self/fd/{n}"))
+        before = fds()
+        lan = nsbox.Network("10.213.15.0/24")
+        fd = lan.namespace_fd("net")
+        inode = os.fstat(fd).st_ino
+        os.close(fd)
+        with nsbox.Popen(["sleep", "60"], network=lan, pid=True) as box:
+            box.kill()
+        lan.close()
+        after = fds()
+        emit({"inode": inode, "before": before, "after": after})
+        """
+    )
+    assert seen["before"] == seen["after"]
+    assert not namespace_in_use(seen["inode"])
