@@ -117,7 +117,12 @@ class Network:
             return [box for box, _ in (self._members[a] for a in sorted(self._members)) if box is not None]
 
     def interfaces(self) -> list[str]:
-        """The interfaces in the bridge's network namespace (the host's unless :attr:`private`)."""
+        """The interfaces in the bridge's network namespace (the host's unless :attr:`private`).
+
+        The veths of boxes that have exited are deleted first (the kernel would free them a little later).
+        """
+        with self._lock:
+            self._forget_exited()
         return self._lan.link_names()
 
     def namespace_fd(self, kind: str) -> int | None:
