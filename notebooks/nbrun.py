@@ -42,6 +42,7 @@ NOTEBOOKS = {
     "03_pid_namespace.ipynb": False,
     "04_other_namespaces.ipynb": False,
     "05_rootless.ipynb": True,
+    "06_networking.ipynb": False,
 }
 
 #: The unprivileged user (``nobody`` on Debian) and the interpreter it runs.

@@ -203,6 +203,11 @@ class Popen(subprocess.Popen[Any]):
         return None if self._nsbox_link is None else self._nsbox_link[1]
 
     @property
+    def veth(self) -> str | None:
+        """The name of the host-side end of the box's veth pair (on the network's bridge), if any."""
+        return None if self._nsbox_link is None else self._nsbox_link[0]
+
+    @property
     def network(self) -> Network | None:
         """The :class:`nsbox.Network` the box joined, if any."""
         return self._nsbox_network
