@@ -1548,9 +1548,9 @@ NB6 = [
         import textwrap
         import urllib.request
 
+        import nettopo  # the network picture (nettopo.py, next to this notebook)
         from IPython.display import HTML, display
 
-        import nettopo
         import nsbox
 
 
@@ -1601,7 +1601,7 @@ NB6 = [
     ),
     code(
         """
-        SERVER = textwrap.dedent('''
+        SERVER = textwrap.dedent(\"\"\"
             import http.server, os, socket, socketserver, sys
             address, port = sys.argv[1], int(sys.argv[2])
             class Page(http.server.BaseHTTPRequestHandler):
@@ -1621,7 +1621,7 @@ NB6 = [
             server = Server((address, port), Page)
             print("ready", flush=True)
             server.serve_forever()
-        ''')
+        \"\"\")
 
 
         def serve(lan, ip, name):
