@@ -66,7 +66,13 @@ impl Lan {
             home: Mutex::new(Some(Home::Host { janitor, line })),
         };
         // On failure, dropping `lan` lets the janitor go.
-        lan.bridge = made.map_err(|e| os_err(Stage::Network, &format!("create the bridge {bridge_name}"), &e))?;
+        lan.bridge = made.map_err(|e| {
+            let err = os_err(Stage::Network, &format!("create the bridge {bridge_name}"), &e);
+            err.with_hint((e.raw_os_error() == Some(libc::EPERM)).then_some(
+                "a bridge in the host's network namespace needs CAP_NET_ADMIN (root); \
+                 Network(private=True) keeps the LAN in namespaces of your own",
+            ))
+        })?;
         Ok(lan)
     }
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import Rootless, host_ns, kill_and_reap, open_fds, wait_until
+from conftest import ROOTLESS_PYTHON, Rootless, host_ns, kill_and_reap, open_fds, wait_until
 
 #: An HTTP server that answers every GET with "NAME PID", bound to ADDRESS:PORT; prints "ready" once bound.
 SERVER = textwrap.dedent(
@@ -93,7 +93,8 @@ def start_server(lan: nsbox.Network, ip: str, name: str, port: int = 8000, **opt
 
 
 def client(*urls: str, **options: Any) -> dict[str, Any]:
-    r = nsbox.run([sys.executable, "-c", CLIENT, *urls], capture_output=True, text=True, timeout=30, **options)
+    # The world-readable interpreter: a box whose uid 0 is not host root may not read the suite's.
+    r = nsbox.run([ROOTLESS_PYTHON, "-c", CLIENT, *urls], capture_output=True, text=True, timeout=30, **options)
     assert r.returncode == 0, r.stderr
     result: dict[str, Any] = json.loads(r.stdout)
     return result
@@ -520,3 +521,77 @@ def test_rootless_network_leaves_no_namespace_or_fd_behind(rootless: Rootless) -
     )
     assert seen["before"] == seen["after"]
     assert not namespace_in_use(seen["inode"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# With the other options, and under load
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"user": True},
+        {"init": True, "mount_proc": True},
+        {"uid_map": [(0, 100000, 1000)], "gid_map": [(0, 100000, 1000)]},  # maps written by the parent
+        {"mount": True, "uts": True, "ipc": True, "cgroup": True, "time": True},
+    ],
+    ids=["user", "init", "parent-written-maps", "every-other-namespace"],
+)
+def test_a_box_on_a_network_takes_the_other_options(lan: nsbox.Network, options: dict[str, Any]) -> None:
+    server = start_server(lan, "10.213.7.40", "server")
+    try:
+        seen = client("http://10.213.7.40:8000/", network=lan, **options)
+        r = nsbox.run(["id", "-u"], network=lan, capture_output=True, text=True, **options)
+    finally:
+        kill_and_reap(server)
+    assert seen["answers"][0].startswith("server ")
+    assert seen["devs"] == ["eth0", "lo"]
+    assert r.stdout.strip() == "0"
+
+
+def test_concurrent_boxes_on_one_network_all_get_their_own_address_and_reach_the_server(lan: nsbox.Network) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = start_server(lan, "10.213.7.250", "busy")
+    try:
+
+        def one(_: int) -> tuple[str, str]:
+            box = nsbox.Popen(
+                [sys.executable, "-c", CLIENT, "http://10.213.7.250:8000/"],
+                network=lan,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            out, _ = box.communicate(timeout=30)
+            assert box.returncode == 0
+            return box.ip or "", json.loads(out)["answers"][0]
+
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(one, range(24)))
+        interfaces = lan.interfaces()
+    finally:
+        kill_and_reap(server)
+    assert all(answer.startswith("busy ") for _, answer in results), results
+    # Addresses are reused once a box exits, but never shared by two running boxes: every request got through.
+    assert {ip for ip, _ in results} <= {str(a) for a in lan.subnet.hosts()}
+    # Only the server's veth is left on the bridge.
+    assert len([name for name in interfaces if name.startswith("nsv")]) == 1
+
+
+def test_rootless_host_bridge_is_refused_with_a_hint_and_leaves_nothing(rootless: Rootless) -> None:
+    seen = rootless(
+        """
+        try:
+            nsbox.Network("10.213.16.0/24", private=False)
+            result = "made"
+        except PermissionError as exc:
+            result = str(exc)
+        children = [p for p in os.listdir("/proc") if p.isdigit()
+                    and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
+        emit({"result": result, "children": children, "links": sorted(os.listdir("/sys/class/net"))})
+        """
+    )
+    assert "cannot create the bridge nsbr" in seen["result"]
+    assert "private=True" in seen["result"]
+    assert seen["children"] == []
+    assert seen["links"] == sorted(host_links())
