@@ -175,6 +175,15 @@ impl Lan {
         })
     }
 
+    /// Whether the interface `name` exists in the bridge's network namespace.
+    pub fn has_link(&self, name: &str) -> Result<bool, SpawnError> {
+        self.with_netlink(|nl| match nl.index_of(name) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(false),
+            Err(e) => Err(os_err(Stage::Network, "look up an interface", &e)),
+        })
+    }
+
     /// The interfaces in the bridge's network namespace.
     pub fn link_names(&self) -> Result<Vec<String>, SpawnError> {
         self.with_netlink(|nl| nl.link_names().map_err(|e| os_err(Stage::Network, "list the interfaces", &e)))

@@ -218,6 +218,11 @@ impl Lan {
         py.detach(|| self.inner.detach(veth)).map_err(|e| to_pyerr(e, None, None))
     }
 
+    /// Whether the interface exists in the bridge's network namespace.
+    fn has_link(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
+        py.detach(|| self.inner.has_link(name)).map_err(|e| to_pyerr(e, None, None))
+    }
+
     /// The interfaces in the bridge's network namespace.
     fn link_names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         py.detach(|| self.inner.link_names()).map_err(|e| to_pyerr(e, None, None))

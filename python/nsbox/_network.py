@@ -92,6 +92,9 @@ class Network:
         self._lock = threading.Lock()
         # address -> (box, or None while it is being started; its veth's name on the bridge)
         self._members: dict[ipaddress.IPv4Address, tuple[Popen | None, str]] = {}
+        # address -> veth of a box that has exited: the kernel deletes the veth with the box's network
+        # namespace, a little later (deleting it ourselves would cost ~20 ms); the address waits for that.
+        self._draining: dict[ipaddress.IPv4Address, str] = {}
         self._closed = False
         self._lan = _nsbox.Lan(f"nsbr{secrets.token_hex(4)}", self.gateway, net.prefixlen, private)
 
@@ -119,10 +122,9 @@ class Network:
     def interfaces(self) -> list[str]:
         """The interfaces in the bridge's network namespace (the host's unless :attr:`private`).
 
-        The veths of boxes that have exited are deleted first (the kernel would free them a little later).
+        The veth of a box that has exited stays until the kernel has freed the box's network namespace,
+        which it does a few milliseconds later.
         """
-        with self._lock:
-            self._forget_exited()
         return self._lan.link_names()
 
     def namespace_fd(self, kind: str) -> int | None:
@@ -135,11 +137,13 @@ class Network:
             if self._closed:
                 return
             self._closed = True
-            veths = [veth for _, veth in self._members.values() if veth]
+            veths = [veth for _, veth in self._members.values()] + list(self._draining.values())
             self._members.clear()
+            self._draining.clear()
         try:
             for veth in veths:
-                self._lan.detach(veth)
+                if self._lan.has_link(veth):
+                    self._lan.detach(veth)
         finally:
             self._lan.close()
 
@@ -162,11 +166,23 @@ class Network:
     # -- Used by Popen --------------------------------------------------------------------------
 
     def _forget_exited(self) -> None:
-        """Frees the addresses of boxes that have exited (their veths are deleted if still there)."""
+        """Moves the boxes that have exited to the draining addresses."""
         for addr, (box, veth) in list(self._members.items()):
             if box is not None and box.poll() is not None:
                 del self._members[addr]
-                self._lan.detach(veth)
+                self._draining[addr] = veth
+
+    def _drained(self, addr: ipaddress.IPv4Address, wait: bool) -> bool:
+        """Whether ``addr`` is free of an exited box's veth; with ``wait``, deletes that veth if need be."""
+        veth = self._draining.get(addr)
+        if veth is None:
+            return True
+        if self._lan.has_link(veth):
+            if not wait:
+                return False
+            self._lan.detach(veth)
+        del self._draining[addr]
+        return True
 
     def _reserve(self, ip: Any) -> tuple[str, str]:
         """Picks (or checks) an address for a new box and names its veth; returns (veth, address)."""
@@ -176,11 +192,16 @@ class Network:
             self._forget_exited()
             if ip is None:
                 free = (a for a in self.subnet.hosts() if str(a) != self.gateway and a not in self._members)
-                addr = next(free, None)
+                addr = next((a for a in free if self._drained(a, wait=False)), None)
                 if addr is None:
-                    raise ValueError(f"network {self.subnet} has no free address left")
+                    # Only draining addresses are left: take the first, deleting its old veth now.
+                    addr = next(iter(sorted(self._draining)), None)
+                    if addr is None:
+                        raise ValueError(f"network {self.subnet} has no free address left")
+                self._drained(addr, wait=True)
             else:
                 addr = self._check_ip(ip)
+                self._drained(addr, wait=True)
             veth = f"nsv{secrets.token_hex(4)}"
             self._members[addr] = (None, veth)
             return veth, str(addr)

@@ -96,6 +96,8 @@ class Lan:
     def private(self) -> bool: ...
     def detach(self, veth: str) -> None:
         """Delete a box's veth pair (nothing if it is gone already)."""
+    def has_link(self, name: str) -> bool:
+        """Whether the interface exists in the bridge's network namespace."""
     def link_names(self) -> list[str]:
         """The interfaces in the bridge's network namespace."""
     def namespace_fd(self, kind: str) -> int | None:
