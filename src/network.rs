@@ -41,6 +41,8 @@ pub struct Lan {
     gateway: Ipv4Addr,
     prefix: u8,
     private: bool,
+    /// The process that made it: a forked copy of the caller must not delete what the caller still uses.
+    owner: u32,
     /// `None` once closed.
     home: Mutex<Option<Home>>,
 }
@@ -63,6 +65,7 @@ impl Lan {
             gateway,
             prefix,
             private: false,
+            owner: std::process::id(),
             home: Mutex::new(Some(Home::Host { janitor, line })),
         };
         // On failure, dropping `lan` lets the janitor go.
@@ -90,6 +93,7 @@ impl Lan {
             gateway,
             prefix,
             private: true,
+            owner: std::process::id(),
             home: Mutex::new(Some(Home::Private { userns, netns })),
         })
     }
@@ -189,10 +193,14 @@ impl Lan {
         self.with_netlink(|nl| nl.link_names().map_err(|e| os_err(Stage::Network, "list the interfaces", &e)))
     }
 
-    /// Deletes the bridge and lets go of the janitor or the namespaces. Idempotent.
+    /// Deletes the bridge and lets go of the janitor or the namespaces. Idempotent. In a forked copy of
+    /// the process that made it, only lets go of this copy's fds.
     pub fn close(&self) -> Result<(), SpawnError> {
         let Some(home) = self.home().take() else { return Ok(()) };
         let nl = self.netlink.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if std::process::id() != self.owner {
+            return Ok(());
+        }
         let deleted = match nl.map(|mut nl| nl.delete_link(&self.bridge_name)) {
             Some(Err(e)) if e.raw_os_error() != Some(libc::ENODEV) => {
                 Err(os_err(Stage::Network, &format!("delete the bridge {}", self.bridge_name), &e))

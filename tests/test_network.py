@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import nsbox
 from conftest import ROOTLESS_PYTHON, Rootless, host_ns, kill_and_reap, open_fds, wait_until
@@ -599,3 +601,64 @@ def test_rootless_host_bridge_is_refused_with_a_hint_and_leaves_nothing(rootless
     assert "private=True" in seen["result"]
     assert seen["children"] == []
     assert seen["links"] == sorted(host_links())
+
+
+def test_a_forked_copy_of_the_caller_closing_the_network_deletes_nothing(lan: nsbox.Network) -> None:
+    box = nsbox.Popen(["sleep", "60"], network=lan, pid=True)
+    try:
+        before = host_links()
+        pid = os.fork()
+        if pid == 0:  # the child closes its copy (as a worker's interpreter exit would), then leaves
+            try:
+                lan.close()
+            finally:
+                os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert host_links() == before
+        assert lan.bridge in host_links() and box.veth in host_links()
+        seen = client(f"http://{lan.gateway}:9/", network=lan)  # the LAN still works
+        assert seen["devs"] == ["eth0", "lo"] and "refused" in seen["answers"][0]
+    finally:
+        kill_and_reap(box)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ip=st.one_of(
+        st.none(),
+        st.text(max_size=20),
+        st.integers(),
+        st.ip_addresses(v=4).map(str),
+        st.integers(0, 255).map(lambda n: f"10.213.7.{n}"),
+    )
+)
+def test_any_ip_runs_or_is_refused_before_forking_and_leaves_nothing(lan: nsbox.Network, ip: Any) -> None:
+    before = host_links()
+    try:
+        with nsbox.Popen(["true"], network=lan, ip=ip) as box:
+            pass
+        assert box.returncode == 0 and box.ip is not None and ipaddress.IPv4Address(box.ip) in lan.subnet
+    except (ValueError, TypeError) as exc:
+        assert str(exc)
+    assert lan.boxes == []
+    assert wait_until(lambda: {n for n in host_links() - before if n.startswith("nsv")} == set())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    subnet=st.one_of(
+        st.text(max_size=24),
+        st.builds(lambda a, p: f"{a}/{p}", st.ip_addresses(v=4), st.integers(0, 34)),
+        st.integers(),
+    )
+)
+def test_any_subnet_makes_a_network_or_is_refused_before_anything_is_made(subnet: Any) -> None:
+    before, fds = host_links(), open_fds()
+    try:
+        network = nsbox.Network(subnet)
+    except (ValueError, TypeError) as exc:
+        assert str(exc)
+        assert host_links() == before and open_fds() == fds
+        return
+    network.close()
+    assert host_links() == before

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import ipaddress
+import os
 import secrets
 import threading
 from typing import TYPE_CHECKING, Any
@@ -40,6 +42,14 @@ def _subnet(value: object) -> ipaddress.IPv4Network:
             raise ValueError(f"subnet {value!r} is not a network (host bits are set): {hint}") from None
     else:
         raise TypeError(f"subnet must be a string such as '10.213.0.0/24', not {type(value).__name__}")
+    for kind, test in [
+        ("a loopback", net.is_loopback),
+        ("a multicast", net.is_multicast),
+        ("a link-local", net.is_link_local),
+        ("a reserved", net.is_reserved or net.overlaps(ipaddress.IPv4Network("0.0.0.0/8"))),
+    ]:
+        if test:
+            raise ValueError(f"subnet {str(net)!r} is {kind} range: use a private one such as '10.213.0.0/24'")
     if net.prefixlen > 30:
         raise ValueError(
             f"subnet {str(net)!r} is too small: a network needs room for the gateway and a box (/30 or larger)"
@@ -96,6 +106,7 @@ class Network:
         # namespace, a little later (deleting it ourselves would cost ~20 ms); the address waits for that.
         self._draining: dict[ipaddress.IPv4Address, str] = {}
         self._closed = False
+        self._owner = os.getpid()  # a forked copy of this process must not delete what we still use
         self._lan = _nsbox.Lan(f"nsbr{secrets.token_hex(4)}", self.gateway, net.prefixlen, private)
 
     @property
@@ -140,6 +151,8 @@ class Network:
             veths = [veth for _, veth in self._members.values()] + list(self._draining.values())
             self._members.clear()
             self._draining.clear()
+        if os.getpid() != self._owner:
+            veths = []  # only let go of this copy's fds
         try:
             for veth in veths:
                 if self._lan.has_link(veth):
@@ -157,6 +170,15 @@ class Network:
         lan = getattr(self, "_lan", None)
         if lan is not None:
             lan.close()
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td><code>{html.escape(' '.join(map(str, b.args)))}</code></td><td>{b.pid}</td>"
+            f"<td>{b.ip}</td><td>{b.veth}</td></tr>"
+            for b in ([] if self._closed else self.boxes)
+        )
+        head = "<tr><th>box</th><th>host PID</th><th>eth0</th><th>veth on the bridge</th></tr>"
+        return f"<p><code>{html.escape(repr(self))}</code></p><table>{head}{rows}</table>"
 
     def __repr__(self) -> str:
         where = "private namespaces" if getattr(self, "_lan", None) and self.private else "host"

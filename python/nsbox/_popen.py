@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import html
+import ipaddress
 import os
 import subprocess
 import sys
@@ -104,7 +105,7 @@ class Popen(subprocess.Popen[Any]):
         persist: StrOrBytesPath | None = None,
         target: int | StrOrBytesPath | None = None,
         network: Network | None = None,
-        ip: str | None = None,
+        ip: str | ipaddress.IPv4Address | None = None,
     ) -> None:
         if not close_fds:
             raise ValueError("nsbox always closes inherited fds; pass the ones to keep in pass_fds")
