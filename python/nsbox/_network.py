@@ -57,6 +57,12 @@ def _subnet(value: object) -> ipaddress.IPv4Network:
     return net
 
 
+def _command(args: object) -> str:
+    if isinstance(args, (list, tuple)):
+        return " ".join(map(str, args))
+    return str(args)
+
+
 class Network:
     """A virtual LAN that boxes join: ``nsbox.Popen(..., network=lan)`` gives the box an ``eth0`` on it.
 
@@ -173,7 +179,7 @@ class Network:
 
     def _repr_html_(self) -> str:
         rows = "".join(
-            f"<tr><td><code>{html.escape(' '.join(map(str, b.args)))}</code></td><td>{b.pid}</td>"
+            f"<tr><td><code>{html.escape(_command(b.args))}</code></td><td>{b.pid}</td>"
             f"<td>{b.ip}</td><td>{b.veth}</td></tr>"
             for b in ([] if self._closed else self.boxes)
         )
