@@ -9,7 +9,10 @@
 //! Id maps the child may not write itself (several ranges, other ids, `setgroups` allowed) must be written
 //! by a parent holding `CAP_SETUID`/`CAP_SETGID`. Then the child says "ready" on the error pipe and waits
 //! on a second pipe while a scoped thread of ours writes `/proc/PID/{setgroups,uid_map,gid_map}` (this
-//! thread is asleep in `CLONE_VFORK`). With `init=True` the init says "running" once the command has
+//! thread is asleep in `CLONE_VFORK`). A box on a network waits the same way while that thread makes its
+//! veth pair (the box then configures `eth0` itself, see [`crate::network`]); on a private network the
+//! child first joins the network's user namespace and clones the box's new namespaces from there, like
+//! an `exec` into a PID namespace. With `init=True` the init says "running" once the command has
 //! exec'd. Only an `exec` into a box with a time namespace, whose helper program execs the command itself,
 //! still learns of that exec from EOF on the pipe.
 
