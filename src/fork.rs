@@ -41,6 +41,8 @@ use libc::{c_int, c_void, pid_t};
 
 use crate::child::{self, Setup};
 use crate::errors::{SpawnError, Stage};
+use crate::netlink::Eth0;
+use crate::network::Lan;
 use crate::spawn::{failure, kill_and_reap, last_errno, read_record, write_maps_for, Channels, Read};
 use crate::spec::Config;
 use crate::stack::ChildStack;
@@ -53,17 +55,27 @@ pub enum Forked<'a> {
     Child,
 }
 
+/// A forked box's place on a network (see [`crate::spawn::Link`]).
+pub struct ForkLink<'a> {
+    pub lan: &'a Lan,
+    pub host_name: String,
+    pub eth0: Eth0,
+    /// A private network's user namespace, joined before the new namespaces are made.
+    pub userns: Option<OwnedFd>,
+}
+
 /// A fork into the namespaces of a config: prepared in the parent ([`Fork::new`]), then [`Fork::fork`],
 /// then [`Fork::finish`] in the parent.
 pub struct Fork<'a> {
     config: &'a Config,
     channels: Channels,
     caller: pid_t,
+    link: Option<ForkLink<'a>>,
 }
 
 impl<'a> Fork<'a> {
     /// Makes the pipes and texts the child will use; nothing is forked yet.
-    pub fn new(config: &'a Config) -> Result<Fork<'a>, SpawnError> {
+    pub fn new(config: &'a Config, link: Option<ForkLink<'a>>) -> Result<Fork<'a>, SpawnError> {
         if config.init {
             return Err(SpawnError::Invalid(
                 "init=True starts a command under an init process; a function called in a box is PID 1 itself".into(),
@@ -76,9 +88,10 @@ impl<'a> Fork<'a> {
         }
         Ok(Fork {
             config,
-            channels: Channels::new(config, false)?,
+            channels: Channels::new(config, link.is_some())?,
             // SAFETY: getpid has no preconditions.
             caller: unsafe { libc::getpid() },
+            link,
         })
     }
 
@@ -114,7 +127,7 @@ impl<'a> Fork<'a> {
 
     /// The child's side: raw system calls only; any failure is reported and ends the process.
     fn enter_namespaces(&self) {
-        let s = self.channels.setup(self.config, None);
+        let s = self.channels.setup(self.config, self.link.as_ref().map(|l| &l.eth0));
         let cfg = self.config;
         child::set_parent_death_signal(&s);
         // SAFETY: plain syscalls.
@@ -122,6 +135,11 @@ impl<'a> Fork<'a> {
             if libc::getppid() != self.caller {
                 // The caller died before the death signal was set: nobody is waiting for us.
                 libc::_exit(127);
+            }
+            if let Some(userns) = self.link.as_ref().and_then(|l| l.userns.as_ref()) {
+                // A private network's boxes live in its user namespace (see crate::network).
+                child::check(&s, Stage::JoinUser, libc::setns(userns.as_raw_fd(), libc::CLONE_NEWUSER));
+                child::become_root_inside(&s);
             }
             let flags = cfg.clone_flags();
             if flags != 0 {
@@ -145,6 +163,7 @@ impl<'a> Fork<'a> {
     /// namespaces are ready, and returns the process that runs the function. On failure every child has
     /// been reaped.
     pub fn finish(self, first: pid_t) -> Result<Started, SpawnError> {
+        let link = self.link;
         let Channels { err_r, err_w, go, .. } = self.channels;
         drop(err_w);
         let mut go_w = go.map(|(go_r, go_w)| {
@@ -152,7 +171,7 @@ impl<'a> Fork<'a> {
             go_w
         });
         let mut second = None;
-        let outcome = wait_until_running(self.config, first, err_r.as_raw_fd(), &mut go_w, &mut second);
+        let outcome = wait_until_running(self.config, link.as_ref(), first, err_r.as_raw_fd(), &mut go_w, &mut second);
         // Closing the go pipe (if still open) lets a waiting child leave.
         drop(go_w);
         if outcome.is_err() {
@@ -178,6 +197,7 @@ pub struct Started {
 
 fn wait_until_running(
     config: &Config,
+    link: Option<&ForkLink<'_>>,
     first: pid_t,
     err_r: RawFd,
     go_w: &mut Option<OwnedFd>,
@@ -187,7 +207,12 @@ fn wait_until_running(
     loop {
         match next_record(err_r, &watched)? {
             Some((Stage::Ready, _)) if go_w.is_some() => {
-                write_maps_for(first, config)?;
+                if config.user.as_ref().is_some_and(|u| !u.child_writes_maps) {
+                    write_maps_for(first, config)?;
+                }
+                if let Some(link) = link {
+                    link.lan.attach(&link.host_name, first)?;
+                }
                 // SAFETY: writing one byte from a stack variable to our own pipe.
                 let n = unsafe { libc::write(go_w.as_ref().map_or(-1, AsRawFd::as_raw_fd), [1u8].as_ptr().cast(), 1) };
                 if n != 1 {
@@ -395,7 +420,7 @@ mod tests {
     /// child's wait status.
     fn status_of(options: Options, check: impl FnOnce() -> bool) -> Result<c_int, SpawnError> {
         let config = options.resolve(Caller::current())?;
-        let fork = Fork::new(&config)?;
+        let fork = Fork::new(&config, None)?;
         // SAFETY: the child makes plain libc calls and _exits; it never returns into the test harness.
         match unsafe { fork.fork() }? {
             Forked::Child => {
@@ -444,6 +469,6 @@ mod tests {
     #[test]
     fn init_is_refused_before_forking() {
         let config = Options { init: true, ..Options::default() }.resolve(Caller::current()).unwrap();
-        assert!(matches!(Fork::new(&config), Err(SpawnError::Invalid(_))));
+        assert!(matches!(Fork::new(&config, None), Err(SpawnError::Invalid(_))));
     }
 }

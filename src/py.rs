@@ -256,10 +256,28 @@ fn ipv4(text: &str) -> PyResult<std::net::Ipv4Addr> {
 /// after it or 0) of the process that runs `child` to `started`; in that process, calls `child()` and
 /// exits. See `_nsbox.pyi`.
 #[pyfunction]
-fn fork(py: Python<'_>, config: &Config, child: &Bound<'_, PyAny>, started: &Bound<'_, PyList>) -> PyResult<()> {
-    use crate::fork::{Fork, Forked};
+#[pyo3(signature = (config, child, started, lan=None, veth=None, address=None))]
+fn fork(
+    py: Python<'_>,
+    config: &Config,
+    child: &Bound<'_, PyAny>,
+    started: &Bound<'_, PyList>,
+    lan: Option<&Lan>,
+    veth: Option<String>,
+    address: Option<String>,
+) -> PyResult<()> {
+    use crate::fork::{Fork, ForkLink, Forked};
 
-    let fork = Fork::new(&config.inner).map_err(|e| to_pyerr(e, None, None))?;
+    let (config, link) = match (lan, veth, address) {
+        (Some(lan), Some(host_name), Some(address)) => {
+            let (config, userns) = lan.inner.join(&config.inner).map_err(|e| to_pyerr(e, None, None))?;
+            let eth0 = Eth0::new(ipv4(&address)?, lan.inner.prefix(), lan.inner.gateway());
+            (Arc::new(config), Some(ForkLink { lan: &lan.inner, host_name, eth0, userns }))
+        }
+        (None, None, None) => (Arc::clone(&config.inner), None),
+        _ => return Err(PyValueError::new_err("lan, veth and address go together")),
+    };
+    let fork = Fork::new(&config, link).map_err(|e| to_pyerr(e, None, None))?;
     // CPython's fork protocol, as os.fork() follows it; we hold the GIL, as the hooks require.
     // SAFETY: the hooks around the fork; the child runs no code of the caller's (it exits below).
     let forked = unsafe {

@@ -662,3 +662,56 @@ def test_any_subnet_makes_a_network_or_is_refused_before_anything_is_made(subnet
         return
     network.close()
     assert host_links() == before
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# nsbox.call on a network
+
+
+def _fetch_and_look(url: str) -> dict[str, Any]:
+    """Runs in the box: what a client sees (interfaces, routes, the page, its PID)."""
+    with open("/proc/net/dev") as dev, open("/proc/net/route") as route:
+        devs = sorted(line.split(":")[0].strip() for line in dev.read().splitlines()[2:])
+        routes = [line.split()[:3] for line in route.read().splitlines()[1:]]
+    page = urllib.request.urlopen(url, timeout=5).read().decode()
+    return {"devs": devs, "routes": routes, "page": page, "pid": os.getpid(), "net": os.readlink("/proc/self/ns/net")}
+
+
+def test_a_function_called_on_a_network_reaches_a_box_on_it(lan: nsbox.Network) -> None:
+    server = start_server(lan, "10.213.7.60", "served")
+    try:
+        seen = nsbox.call(_fetch_and_look, ["http://10.213.7.60:8000/"], network=lan, ip="10.213.7.61", pid=True)
+        plain = nsbox.call(_fetch_and_look, ["http://10.213.7.60:8000/"], network=lan)
+        members = lan.boxes
+    finally:
+        kill_and_reap(server)
+    assert seen["page"].startswith("served ") and plain["page"].startswith("served ")
+    assert seen["devs"] == ["eth0", "lo"]
+    assert ["eth0", "00000000", route_hex("10.213.7.1")] in seen["routes"]
+    assert seen["pid"] == 1 and seen["net"] != host_ns("net")
+    assert members == [server]  # the functions' processes are gone, and so is their place on the network
+    with pytest.raises(ValueError, match="outside"):
+        nsbox.call(os.getpid, network=lan, ip="10.0.0.1")
+    with pytest.raises(ValueError, match="without a network"):
+        nsbox.call(os.getpid, ip="10.213.7.9")
+
+
+def test_rootless_function_called_on_a_private_network_reaches_a_box_on_it(rootless: Rootless) -> None:
+    seen = rootless(
+        f"""
+        SERVER = {SERVER!r}
+        def look(url):
+            import urllib.request
+            devs = sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").read().splitlines()[2:])
+            return devs, urllib.request.urlopen(url, timeout=5).read().decode(), os.getpid()
+        with nsbox.Network("10.213.17.0/24") as lan:
+            box = nsbox.Popen(["python3", "-c", SERVER, "10.213.17.5", "80", "web"], network=lan, ip="10.213.17.5",
+                              pid=True, stdout=subprocess.PIPE, text=True)
+            assert box.stdout.readline() == "ready\\n"
+            devs, page, pid = nsbox.call(look, ["http://10.213.17.5/"], network=lan, pid=True)
+            box.kill()
+            box.wait()
+        emit({{"devs": devs, "page": page, "pid": pid, "private": lan.private}})
+        """
+    )
+    assert seen == {"devs": ["eth0", "lo"], "page": "web 1", "pid": 1, "private": True}

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, TypeVar
 
 from nsbox import _nsbox
+from nsbox._network import Network
 from nsbox._options import NAMESPACE_DEFAULTS, make_config
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ def call(
     kwargs: Mapping[str, Any] | None = None,
     *,
     timeout: float | None = None,
+    network: Network | None = None,
+    ip: str | None = None,
     **options: Unpack[NamespaceOptions],
 ) -> T:
     """Run ``fn(*args, **kwargs)`` in a forked copy of this interpreter inside new namespaces; return its result.
@@ -99,6 +102,8 @@ def call(
     ``time`` and its offsets, ``user`` and the id maps ...) with the same meaning: without root a user
     namespace is added, with your uid and gid mapped to 0. With ``pid=True`` the function is PID 1 of the
     new PID namespace, so ``call(os.getpid, pid=True) == 1``, and every process it starts dies with it.
+    ``network`` (an :class:`nsbox.Network`) and ``ip`` put the function on a network as they do a box
+    (implies ``net``).
 
     The function, its arguments and everything else are the forked copy's (nothing is pickled on the way
     in). The return value travels back pickled; so does an exception, which is re-raised here with its
@@ -129,7 +134,21 @@ def call(
     unknown = sorted(options.keys() - NamespaceOptions.__optional_keys__)
     if unknown:
         raise TypeError(f"call() got an unexpected keyword argument {unknown[0]!r}")
+    if network is not None:
+        if not isinstance(network, Network):
+            raise TypeError(f"network must be an nsbox.Network, not {type(network).__name__}")
+        options["net"] = True
+    elif ip is not None:
+        raise ValueError("ip is given without a network: pass network=nsbox.Network(...)")
+    if network is not None and network.private:
+        given = [k for k in ("uid_map", "gid_map", "setgroups") if options.get(k) is not None]
+        if given or options.get("user") is False:
+            raise ValueError(
+                "a box on a network made without root lives in the network's user namespace, "
+                f"where you are root: it cannot take {', '.join(given) or 'user=False'}"
+            )
     config = make_config({**NAMESPACE_DEFAULTS, **options})
+    link = None if network is None else network._reserve(ip)
     name = _describe(fn)
     deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -141,7 +160,14 @@ def call(
     read_end, write_end = os.pipe()
     try:
         try:
-            _nsbox.fork(config, functools.partial(_run_in_box, fn, args, kwargs, read_end, write_end), started)
+            _nsbox.fork(
+                config,
+                functools.partial(_run_in_box, fn, args, kwargs, read_end, write_end),
+                started,
+                lan=None if network is None else network._lan,
+                veth=None if link is None else link[0],
+                address=None if link is None else link[1],
+            )
         finally:
             os.close(write_end)
         message = _read_message(started[0][1], read_end, deadline)
@@ -156,6 +182,11 @@ def call(
         os.close(read_end)
         for _, pidfd, _ in started:
             os.close(pidfd)
+        if network is not None and link is not None:
+            if started:
+                network._release(link[1], link[0])  # exited and reaped: its veth goes with its namespace
+            else:
+                network._bind(link[1], None)
     result: T = _conclude(message, returncode, started[0][0], name)
     return result
 

@@ -251,6 +251,14 @@ class Network:
             raise ValueError(f"ip {str(addr)!r} is already used by a box on {self.subnet}")
         return addr
 
+    def _release(self, address: str, veth: str) -> None:
+        """Frees the address of a box that has exited (``nsbox.call``): its veth goes with its namespace."""
+        addr = ipaddress.IPv4Address(address)
+        with self._lock:
+            if self._members.get(addr, (None, None))[1] == veth:
+                del self._members[addr]
+                self._draining[addr] = veth
+
     def _bind(self, address: str, box: Popen | None) -> None:
         """Records the box started with a reserved address, or (``None``) frees the address."""
         addr = ipaddress.IPv4Address(address)

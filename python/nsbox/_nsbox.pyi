@@ -108,7 +108,14 @@ class Lan:
 def ipv4_routes() -> list[tuple[str, int]]:
     """(destination, prefix length) of the IPv4 routes of the main table, the default route aside."""
 
-def fork(config: Config, child: Callable[[], object], started: list[tuple[int, int, int]]) -> None:
+def fork(
+    config: Config,
+    child: Callable[[], object],
+    started: list[tuple[int, int, int]],
+    lan: Lan | None = None,
+    veth: str | None = None,
+    address: str | None = None,
+) -> None:
     """Fork this interpreter into the namespaces of ``config``, with CPython's fork hooks, as ``os.fork`` does.
 
     In the caller, once the namespaces are ready, appends ``(pid, pidfd, then_reap)`` to ``started``: the
@@ -119,6 +126,7 @@ def fork(config: Config, child: Callable[[], object], started: list[tuple[int, i
     that process, calls ``child()`` and ends with ``_exit`` (status 0, or 70 if ``child`` raised): it never
     returns into the caller's code. Failures to make the namespaces raise the errno's ``OSError`` naming
     the step, as :func:`spawn` does, after reaping what was started; the GIL is released while waiting.
+    ``lan``, ``veth`` and ``address`` put the process on a network, as for :func:`spawn`.
     """
 
 def namespaces(pid: int | None = None) -> list[tuple[str, int]]:
