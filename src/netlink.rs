@@ -295,6 +295,18 @@ mod tests {
     }
 
     #[test]
+    fn the_janitors_message_deletes_the_link_by_name() {
+        let msg = delete_link_message("nsbr0011aabb");
+        let packet = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&msg).unwrap();
+        assert_eq!(packet.header.flags, NLM_F_REQUEST | NLM_F_ACK);
+        let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) = packet.payload else {
+            panic!("not a delete")
+        };
+        assert_eq!(link.header.index, 0);
+        assert_eq!(link.attributes, vec![LinkAttribute::IfName("nsbr0011aabb".into())]);
+    }
+
+    #[test]
     fn the_route_message_names_the_gateway_and_no_interface() {
         let eth0 = Eth0::new(Ipv4Addr::new(10, 1, 2, 5), 24, Ipv4Addr::new(10, 1, 2, 1));
         let packet = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&eth0.route).unwrap();

@@ -166,8 +166,14 @@ impl Lan {
     /// on the bridge, `eth0` in the box.
     pub fn attach(&self, host_name: &str, pid: pid_t) -> Result<(), SpawnError> {
         self.with_netlink(|nl| {
-            nl.create_veth(host_name, self.bridge, pid as u32)
-                .map_err(|e| os_err(Stage::Network, &format!("connect the box to {}", self.bridge_name), &e))
+            nl.create_veth(host_name, self.bridge, pid as u32).map_err(|e| {
+                // The kernel answers EINVAL for a master that is gone (deleted behind our back): say so.
+                if matches!(nl.index_of(&self.bridge_name), Err(gone) if gone.raw_os_error() == Some(libc::ENODEV)) {
+                    let what = format!("connect the box to {}, which no longer exists", self.bridge_name);
+                    return SpawnError::os(Stage::Network, libc::ENODEV).with_what(what);
+                }
+                os_err(Stage::Network, &format!("connect the box to {}", self.bridge_name), &e)
+            })
         })
     }
 
