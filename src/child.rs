@@ -161,15 +161,24 @@ fn wait_for_parent(s: &Setup<'_>) {
     }
 }
 
-fn bring_up_loopback(s: &Setup<'_>) {
-    // SAFETY: a socket and two ioctls on a zeroed, stack-allocated ifreq.
+/// An `AF_INET` socket for interface ioctls, and a zeroed `ifreq` naming `name` (NUL-terminated).
+fn interface_request(s: &Setup<'_>, stage: Stage, name: &[u8]) -> (c_int, libc::ifreq) {
+    // SAFETY: a socket; a zeroed ifreq is a valid value.
     unsafe {
         let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        check(s, Stage::Loopback, sock);
+        check(s, stage, sock);
         let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(name) {
             *dst = *src as c_char;
         }
+        (sock, ifr)
+    }
+}
+
+fn bring_up_loopback(s: &Setup<'_>) {
+    let (sock, mut ifr) = interface_request(s, Stage::Loopback, b"lo\0");
+    // SAFETY: two ioctls on a stack-allocated ifreq.
+    unsafe {
         check(s, Stage::Loopback, libc::ioctl(sock, libc::SIOCGIFFLAGS, ptr::addr_of_mut!(ifr)));
         ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         check(s, Stage::Loopback, libc::ioctl(sock, libc::SIOCSIFFLAGS, ptr::addr_of_mut!(ifr)));
@@ -219,14 +228,9 @@ fn netlink_request(s: &Setup<'_>, sock: c_int, msg: &[u8], index: c_int) {
 /// Gives `eth0` (made by the parent in our network namespace) its address, brings it up and routes
 /// through the gateway, with messages the parent serialized.
 fn configure_eth0(s: &Setup<'_>, eth0: &Eth0) {
-    // SAFETY: sockets and an ioctl on a zeroed, stack-allocated ifreq.
+    let (inet, mut ifr) = interface_request(s, Stage::Network, b"eth0\0");
+    // SAFETY: an ioctl on a stack-allocated ifreq; a socket and sends of stack copies.
     unsafe {
-        let inet = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        check(s, Stage::Network, inet);
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"eth0\0") {
-            *dst = *src as c_char;
-        }
         check(s, Stage::Network, libc::ioctl(inet, libc::SIOCGIFINDEX, ptr::addr_of_mut!(ifr)));
         libc::close(inet);
         let index = ifr.ifr_ifru.ifru_ifindex;
