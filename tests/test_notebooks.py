@@ -1,7 +1,7 @@
 """The notebooks: generated from build_notebooks.py, committed with outputs, and still running as committed.
 
 Each notebook runs top to bottom in a fresh kernel; its cells ``assert`` what they show, so a notebook
-that runs but shows the wrong thing fails here. Notebooks 1-4 are written for root; notebook 5 runs as
+that runs but shows the wrong thing fails here. Notebooks 1-4 and 6 are written for root; notebook 5 runs as
 an unprivileged user (uid 65534 when the suite runs as root, the current user otherwise).
 """
 
@@ -85,7 +85,7 @@ def test_the_committed_notebook_carries_the_outputs_of_a_clean_run(name: str) ->
 def test_the_notebook_runs_top_to_bottom_and_leaves_nothing_behind(name: str) -> None:
     unprivileged = nbrun.NOTEBOOKS[name]
     if not unprivileged and not ROOT:
-        pytest.skip("notebooks 1-4 are written for root (notebook 5 is the unprivileged one)")
+        pytest.skip("notebooks 1-4 and 6 are written for root (notebook 5 is the unprivileged one)")
     hostname = socket.gethostname()
     temp_before = _notebook_temp_dirs()
     marker = f"NSBOX_NOTEBOOK_RUN={uuid.uuid4().hex}"
