@@ -207,7 +207,7 @@ fn wait_until_running(
     loop {
         match next_record(err_r, &watched)? {
             Some((Stage::Ready, _)) if go_w.is_some() => {
-                if config.user.as_ref().is_some_and(|u| !u.child_writes_maps) {
+                if config.parent_writes_maps() {
                     write_maps_for(first, config)?;
                 }
                 if let Some(link) = link {

@@ -152,7 +152,7 @@ impl Lan {
         let Some(fd) = self.namespace_fd("user")? else {
             return Ok((config.clone(), None));
         };
-        if config.user.as_ref().is_some_and(|u| !u.child_writes_maps) {
+        if config.parent_writes_maps() {
             return Err(SpawnError::Invalid(
                 "a box on a network made without root lives in the network's user namespace, where you are \
                  root: it takes no uid_map, gid_map or setgroups"

@@ -223,8 +223,7 @@ impl Channels {
     pub fn new(config: &Config, network: bool) -> Result<Channels, SpawnError> {
         let user = config.user.as_ref();
         let (err_r, err_w) = pipe_above_stdio()?;
-        let parent_writes_maps = user.is_some_and(|u| !u.child_writes_maps);
-        let go = if parent_writes_maps || network { Some(pipe_above_stdio()?) } else { None };
+        let go = if config.parent_writes_maps() || network { Some(pipe_above_stdio()?) } else { None };
         let (uid_text, gid_text) = match user {
             Some(u) if u.child_writes_maps => (
                 CString::new(u.uid_map.to_proc_text()).expect("digits"),
@@ -504,7 +503,7 @@ fn prepare_when_ready(
     // Whatever happened, a child waiting for its maps must be told (or CLONE_VFORK never returns).
     let pid = child.load(Ordering::Acquire);
     let written = ready.and_then(|()| {
-        if config.user.as_ref().is_some_and(|u| !u.child_writes_maps) {
+        if config.parent_writes_maps() {
             write_maps_for(pid, config)?;
         }
         link.map_or(Ok(()), |l| l.lan.attach(&l.host_name, pid))

@@ -285,6 +285,12 @@ impl Config {
         flags
     }
 
+    /// Whether the id maps need a privileged parent to write them while the child waits.
+    #[must_use]
+    pub fn parent_writes_maps(&self) -> bool {
+        self.user.as_ref().is_some_and(|u| !u.child_writes_maps)
+    }
+
     /// The namespaces this config creates, by their `/proc/PID/ns` names.
     #[must_use]
     pub fn namespace_names(&self) -> Vec<&'static str> {
