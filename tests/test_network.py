@@ -296,7 +296,9 @@ def namespace_in_use(inode: int) -> bool:
 
 
 @pytest.mark.parametrize("private", [False, True], ids=["host-bridge", "private"])
-def test_a_killed_caller_leaves_no_bridge_veth_box_or_namespace(private: bool, world_tmp: Any) -> None:
+def test_a_killed_caller_leaves_no_bridge_veth_box_or_namespace(
+    private: bool, world_tmp: Any, rootless_dir: Any
+) -> None:
     before = host_links()
     script = world_tmp / "caller.py"
     script.write_text(KILLED_CALLER)
@@ -304,7 +306,7 @@ def test_a_killed_caller_leaves_no_bridge_veth_box_or_namespace(private: bool, w
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(nsbox.__file__))}
     if private:
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", str(script)]
-        env["PYTHONPATH"] = _rootless_path()
+        env["PYTHONPATH"] = str(rootless_dir)  # conftest's world-readable copy of the package
     else:
         cmd = [sys.executable, str(script)]
     caller = subprocess.Popen([*cmd, "10.213.9.0/24"], stdout=subprocess.PIPE, text=True, env=env)
@@ -326,26 +328,6 @@ def test_a_killed_caller_leaves_no_bridge_veth_box_or_namespace(private: bool, w
             assert wait_until(lambda: not namespace_in_use(seen["netns"]))
     finally:
         kill_and_reap(caller)
-
-
-_ROOTLESS_COPY: list[str] = []
-
-
-def _rootless_path() -> str:
-    """A world-readable copy of the package, for the unprivileged caller of the killed-caller test."""
-    import shutil
-    import tempfile
-
-    if not _ROOTLESS_COPY:
-        base = tempfile.mkdtemp(prefix="nsbox-net-", dir="/tmp")
-        os.chmod(base, 0o755)
-        shutil.copytree(os.path.dirname(nsbox.__file__), os.path.join(base, "nsbox"))
-        for root, dirs, files in os.walk(base):
-            for name in dirs + files:
-                path = os.path.join(root, name)
-                os.chmod(path, os.stat(path).st_mode | 0o444 | (0o111 if os.path.isdir(path) else 0))
-        _ROOTLESS_COPY.append(base)
-    return _ROOTLESS_COPY[0]
 
 
 def test_a_network_leaves_no_fds_behind() -> None:
