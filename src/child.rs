@@ -61,10 +61,17 @@ pub struct Plan<'a> {
     pub keep_fds: &'a [c_int],
     pub new_session: bool,
     pub process_group: c_int,
+    /// Drop the caller's supplementary groups before a user namespace is made or joined: once in it,
+    /// `setgroups` is denied (`/proc/PID/setgroups`), and host groups such as root's would stay.
+    pub drop_groups: bool,
     /// Namespaces to join first, as (fd, nstype, stage), user first.
     pub join: &'a [(c_int, c_int, Stage)],
-    /// After joining a PID namespace, clone once more (on `inner_stack`): only children enter it.
-    pub fork_after_join: bool,
+    /// Namespaces the child makes itself with `unshare(2)` (after dropping groups) rather than the clone
+    /// making them; 0 for none. The child then sets them up before any second clone.
+    pub unshare_flags: c_int,
+    /// Clone once more (on `inner_stack`) after joining or unsharing: a PID namespace applies to
+    /// children only.
+    pub fork_again: bool,
     /// The namespaces that second clone creates (a box on a private network: its user namespace is
     /// joined first, the rest are new).
     pub inner_flags: c_int,
@@ -80,6 +87,12 @@ pub struct Plan<'a> {
     pub helper_argv: &'a [*const c_char],
     /// Fds the helper inherits (error pipe, time namespace; -1 for none): their CLOEXEC is cleared last.
     pub helper_fds: [c_int; 2],
+    /// `subprocess`'s `umask`, `extra_groups`, `group` and `user`, applied last, in that order (-1 or
+    /// `None`: unchanged).
+    pub umask: c_int,
+    pub extra_groups: Option<&'a [libc::gid_t]>,
+    pub gid: Option<libc::gid_t>,
+    pub uid: Option<libc::uid_t>,
 }
 
 fn errno() -> c_int {
@@ -102,9 +115,14 @@ pub fn report(s: &Setup<'_>, stage: Stage, errno: c_int) -> ! {
 /// Writes one record to the error pipe. A record is 8 bytes, written with one `write(2)`: pipes deliver it
 /// whole. A failed or short write is seen by the parent as a child that died or sent a corrupt record.
 pub fn send(s: &Setup<'_>, stage: Stage, value: c_int) {
+    send_to(s.err_fd, stage, value);
+}
+
+/// [`send`] to an fd held on its own (by a process that may not read its [`Setup`] any more).
+pub fn send_to(err_fd: c_int, stage: Stage, value: c_int) {
     let rec = Record { stage: stage as u32, errno: value }.encode();
     // SAFETY: a plain syscall on a buffer on our stack.
-    unsafe { libc::write(s.err_fd, rec.as_ptr().cast::<c_void>(), rec.len()) };
+    unsafe { libc::write(err_fd, rec.as_ptr().cast::<c_void>(), rec.len()) };
 }
 
 /// Reports `stage` with errno and exits when `ret` is negative.
@@ -244,9 +262,26 @@ fn configure_eth0(s: &Setup<'_>, eth0: &Eth0) {
 }
 
 /// Dies with the thread that made us (see spawner.rs for the exec path; `nsbox.call` waits on its thread).
+///
+/// The kernel clears the parent-death signal on any change of credentials (ids or capabilities), so it
+/// is set once at the start and again by [`die_with_parent_from_now_on`] after the last such change.
 pub fn set_parent_death_signal(s: &Setup<'_>) {
     // SAFETY: a single syscall.
     check(s, Stage::ParentDeath, unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) });
+}
+
+/// Sets the parent-death signal for good, after the last credential change, and leaves at once if the
+/// caller already died (then no signal would come). The caller's death shows as an error pipe without
+/// a reader, which also holds where `getppid()` cannot tell (0 for PID 1 of a new PID namespace).
+pub fn die_with_parent_from_now_on(s: &Setup<'_>) {
+    set_parent_death_signal(s);
+    let mut pfd = libc::pollfd { fd: s.err_fd, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: poll on a stack struct, without waiting.
+    let n = unsafe { libc::poll(&raw mut pfd, 1, 0) };
+    if n > 0 && pfd.revents & libc::POLLERR != 0 {
+        // SAFETY: nobody is waiting for us.
+        unsafe { libc::_exit(127) }
+    }
 }
 
 /// The steps that make new namespaces what `config` asks, in the order that works: id maps first (they give
@@ -264,8 +299,8 @@ pub fn configure_namespaces(s: &Setup<'_>) {
         // The parent writes the maps we may not write, and connects our network namespace.
         wait_for_parent(s);
     }
-    if cfg.user.is_some() {
-        become_root_inside(s);
+    if let Some(user) = &cfg.user {
+        become_root_inside(s, user.setgroups == Setgroups::Allow);
     }
     if cfg.time {
         // SAFETY: a single syscall.
@@ -291,24 +326,50 @@ pub fn configure_namespaces(s: &Setup<'_>) {
     }
 }
 
+/// `setgroups(0, NULL)`: no supplementary groups. Raw, as every credential call here: the C library's
+/// wrappers signal every thread of the caller (whose memory we may share) to change their ids too.
+pub fn drop_supplementary_groups(s: &Setup<'_>) {
+    // SAFETY: a plain syscall that changes only this task's credentials.
+    let ret = unsafe { libc::syscall(libc::SYS_setgroups, 0, ptr::null::<libc::gid_t>()) };
+    check(s, Stage::Groups, ret as c_int);
+}
+
 /// Switches to uid and gid 0 of the user namespace we are in, when they are mapped (as `nsenter`, bwrap
 /// and runc do). Without it a caller whose own ids are not in the maps (root with
 /// `uid_map=[(0, 100000, 65536)]`) would keep its host ids: unmapped ("nobody") inside, yet still the
-/// owner of the host's root files. Raw system calls: the C library's `setresuid` would signal every
-/// thread of the caller (whose memory we share) to change their ids too.
-pub fn become_root_inside(s: &Setup<'_>) {
+/// owner of the host's root files. `drop_groups` (setgroups allowed) also drops the supplementary groups;
+/// with setgroups denied they were dropped before the namespace was made, when the caller may.
+pub fn become_root_inside(s: &Setup<'_>, drop_groups: bool) {
     // SAFETY: plain syscalls that change only this task's credentials.
     unsafe {
         let ret = libc::syscall(libc::SYS_setresgid, 0, 0, 0);
+        // EINVAL: 0 is not mapped; the ids stay as the maps translate them.
+        if ret < 0 && errno() != libc::EINVAL {
+            fail(s, Stage::GidMap);
+        }
+        if drop_groups {
+            drop_supplementary_groups(s);
+        }
+        let ret = libc::syscall(libc::SYS_setresuid, 0, 0, 0);
         if ret < 0 && errno() != libc::EINVAL {
             fail(s, Stage::UidMap);
         }
-        // Drop the caller's supplementary groups where setgroups is allowed; with "deny" it answers EPERM.
-        libc::syscall(libc::SYS_setgroups, 0, ptr::null::<libc::gid_t>());
-        let ret = libc::syscall(libc::SYS_setresuid, 0, 0, 0);
-        // EINVAL: 0 is not mapped; the ids stay as the maps translate them.
-        if ret < 0 && errno() != libc::EINVAL {
-            fail(s, Stage::UidMap);
+    }
+}
+
+/// `subprocess`'s `extra_groups`, `group` and `user`, in its order, after every step that needs root.
+fn switch_credentials(plan: &Plan<'_>) {
+    let s = &plan.setup;
+    // SAFETY: plain syscalls on data the parent prepared.
+    unsafe {
+        if let Some(groups) = plan.extra_groups {
+            check(s, Stage::Groups, libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) as c_int);
+        }
+        if let Some(gid) = plan.gid {
+            check(s, Stage::SetGid, libc::syscall(libc::SYS_setresgid, gid, gid, gid) as c_int);
+        }
+        if let Some(uid) = plan.uid {
+            check(s, Stage::SetUid, libc::syscall(libc::SYS_setresuid, uid, uid, uid) as c_int);
         }
     }
 }
@@ -354,25 +415,89 @@ fn setup_fds(plan: &Plan<'_>) {
     }
 }
 
-/// `close_range(2)` with `flags` over every fd from 3 up except `keep` (sorted, each at least 3). Only
-/// the child's fd table is touched (no `CLONE_FILES`).
+/// Closes (or, with `CLOSE_RANGE_CLOEXEC`, marks close-on-exec) every fd from 3 up except `keep`
+/// (sorted, each at least 3). Only the child's fd table is touched (no `CLONE_FILES`).
+///
+/// `close_range(2)` does it in one call per gap; where it fails (before Linux 5.9, `CLOSE_RANGE_CLOEXEC`
+/// before 5.11, or refused by a seccomp profile) the open fds are walked instead, as Python's `subprocess` and glibc do.
 fn close_all_but(plan: &Plan<'_>, keep: &[c_int], flags: libc::c_uint) {
     let mut next: libc::c_uint = 3;
-    for &fd in keep {
+    for &fd in keep.iter().chain(&[c_int::MAX]) {
         let fd = fd as libc::c_uint;
         if fd > next {
-            close_range(plan, next, fd - 1, flags);
+            let last = if fd == c_int::MAX as libc::c_uint { libc::c_uint::MAX } else { fd - 1 };
+            // SAFETY: close_range(2) on the child's own fd table.
+            if unsafe { libc::syscall(libc::SYS_close_range, next, last, flags) } < 0 {
+                return walk_fds(plan, keep, flags);
+            }
         }
-        next = next.max(fd + 1);
+        next = next.max(fd.saturating_add(1));
     }
-    close_range(plan, next, libc::c_uint::MAX, flags);
 }
 
-fn close_range(plan: &Plan<'_>, first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) {
-    // SAFETY: close_range(2) on the child's own fd table.
-    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
-    if ret < 0 {
-        fail(&plan.setup, Stage::CloseFds);
+/// The fallback of [`close_all_but`]: the fds listed in `/proc/self/fd` (read with `getdents64` into a
+/// stack buffer), or every number up to `RLIMIT_NOFILE` where `/proc` is not mounted.
+fn walk_fds(plan: &Plan<'_>, keep: &[c_int], flags: libc::c_uint) {
+    let cloexec = flags & libc::CLOSE_RANGE_CLOEXEC != 0;
+    let act = |fd: c_int| {
+        if fd >= 3 && keep.binary_search(&fd).is_err() {
+            // SAFETY: fd syscalls on our own table; an fd already gone answers EBADF, which is fine.
+            unsafe {
+                if cloexec {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                } else {
+                    libc::close(fd);
+                }
+            }
+        }
+    };
+    // SAFETY: open/getdents64/close with a stack buffer.
+    unsafe {
+        let dir = libc::open(c"/proc/self/fd".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
+        if dir < 0 {
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) < 0 {
+                fail(&plan.setup, Stage::CloseFds);
+            }
+            let top = limit.rlim_cur.min(1 << 20) as c_int;
+            for fd in 3..top {
+                act(fd);
+            }
+            return;
+        }
+        let mut buf = [0u8; 2048];
+        loop {
+            let n = libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len());
+            if n < 0 {
+                fail(&plan.setup, Stage::CloseFds);
+            }
+            if n == 0 {
+                break;
+            }
+            let mut at = 0usize;
+            while at + 19 < n as usize {
+                // linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name (NUL-terminated).
+                let Some(&[lo, hi]) = buf.get(at + 16..at + 18) else { break };
+                let reclen = usize::from(u16::from_ne_bytes([lo, hi]));
+                let mut fd: c_int = 0;
+                let mut digits = 0;
+                for &b in buf.get(at + 19..at + reclen).unwrap_or_default() {
+                    if !b.is_ascii_digit() {
+                        break;
+                    }
+                    fd = fd.saturating_mul(10).saturating_add(c_int::from(b - b'0'));
+                    digits += 1;
+                }
+                if digits > 0 && fd != dir {
+                    act(fd);
+                }
+                if reclen == 0 {
+                    break;
+                }
+                at += reclen;
+            }
+        }
+        libc::close(dir);
     }
 }
 
@@ -432,12 +557,10 @@ fn exec(plan: &Plan<'_>) -> ! {
     }
 }
 
-/// The child's whole life. Entered through [`entry`] on its own stack.
+/// The rest of the child's life once its namespaces are set up: files, root, proc, directory, session,
+/// stdio, signals, credentials, exec.
 fn run(plan: &Plan<'_>) -> ! {
     let s = &plan.setup;
-    // Die with the spawning thread; spawner threads live as long as the process (see spawner.rs).
-    set_parent_death_signal(s);
-    configure_namespaces(s);
     // The caller's other fds go before any path is resolved: none of them, not even a directory fd
     // reached through /proc/self/fd, can serve as the box's root or working directory.
     close_all_but(plan, plan.keep_fds, 0);
@@ -469,24 +592,48 @@ fn run(plan: &Plan<'_>) -> ! {
         if plan.process_group >= 0 {
             check(s, Stage::Session, libc::setpgid(0, plan.process_group));
         }
+        if plan.umask >= 0 {
+            libc::umask(plan.umask as libc::mode_t);
+        }
     }
     setup_fds(plan);
     reset_signals(plan);
+    switch_credentials(plan);
+    // Die with the spawning thread; spawner threads outlive their boxes (see spawner.rs).
+    die_with_parent_from_now_on(s);
     exec(plan)
 }
 
-/// Joins the namespaces of `plan.join`; then either goes on, or (for a PID namespace, which only
-/// children enter) clones the process that will run the command and leaves.
-fn join_then_run(plan: &Plan<'_>) -> ! {
+/// The `clone(2)` entry point; `arg` is a `*const Plan`.
+///
+/// Drops the caller's groups and joins namespaces (or makes them with `unshare`) where the plan says so;
+/// then either sets up the namespaces and goes on, or (a PID namespace applies to children only) clones
+/// the process that will run the command and leaves.
+pub extern "C" fn entry(arg: *mut c_void) -> c_int {
+    // SAFETY: the parent passes a pointer to a Plan that outlives the child's use of it.
+    let plan = unsafe { &*arg.cast::<Plan<'_>>() };
+    let s = &plan.setup;
+    set_parent_death_signal(s);
+    if plan.drop_groups {
+        drop_supplementary_groups(s);
+    }
     for &(fd, nstype, stage) in plan.join {
         // SAFETY: setns(2) on an fd the parent opened.
-        check(&plan.setup, stage, unsafe { libc::setns(fd, nstype) });
+        check(s, stage, unsafe { libc::setns(fd, nstype) });
         if nstype == libc::CLONE_NEWUSER {
-            become_root_inside(&plan.setup);
+            become_root_inside(s, false);
         }
     }
-    if !plan.fork_after_join {
+    if plan.unshare_flags != 0 {
+        // SAFETY: a single syscall.
+        check(s, Stage::Clone, unsafe { libc::unshare(plan.unshare_flags) });
+    }
+    if !plan.fork_again {
+        configure_namespaces(s);
         run(plan)
+    }
+    if plan.unshare_flags != 0 {
+        configure_namespaces(s);
     }
     // CLONE_PARENT makes the second child the caller's own child (it can wait for it) and ties its
     // parent-death signal to the spawner thread, like any box. CLONE_VFORK: we leave after its exec.
@@ -498,11 +645,11 @@ fn join_then_run(plan: &Plan<'_>) -> ! {
         | libc::CLONE_PARENT
         | libc::CLONE_PARENT_SETTID
         | libc::SIGCHLD;
-    let arg = ptr::from_ref(plan).cast_mut().cast();
     // SAFETY: the second child runs on the other half of the stack and reads the same Plan.
+    let arg = ptr::from_ref(plan).cast_mut().cast();
     let pid = unsafe { libc::clone(inner_entry, plan.inner_stack, flags, arg, plan.inner_pid.as_ptr()) };
     if pid < 0 {
-        fail(&plan.setup, Stage::Clone);
+        fail(s, Stage::Clone);
     }
     plan.inner_pid.store(pid, Ordering::Release);
     // SAFETY: leaving without running anything of the parent's.
@@ -512,15 +659,10 @@ fn join_then_run(plan: &Plan<'_>) -> ! {
 extern "C" fn inner_entry(arg: *mut c_void) -> c_int {
     // SAFETY: as for `entry`.
     let plan = unsafe { &*arg.cast::<Plan<'_>>() };
-    run(plan)
-}
-
-/// The `clone(2)` entry point; `arg` is a `*const Plan`.
-pub extern "C" fn entry(arg: *mut c_void) -> c_int {
-    // SAFETY: the parent passes a pointer to a Plan that outlives the child's use of it.
-    let plan = unsafe { &*arg.cast::<Plan<'_>>() };
-    if plan.join.is_empty() {
-        run(plan)
+    set_parent_death_signal(&plan.setup);
+    if plan.unshare_flags == 0 {
+        // Namespaces made by this clone (a box on a private network) are set up here.
+        configure_namespaces(&plan.setup);
     }
-    join_then_run(plan)
+    run(plan)
 }

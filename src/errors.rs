@@ -51,10 +51,18 @@ pub enum Stage {
     Running = 31,
     /// Making the network's bridge or a box's veth pair (parent), or configuring `eth0` (child).
     Network = 32,
+    /// Dropping (or, with `extra_groups`, setting) the supplementary groups.
+    Groups = 33,
+    /// `subprocess`'s `group`: switching to that gid.
+    SetGid = 34,
+    /// `subprocess`'s `user`: switching to that uid.
+    SetUid = 35,
+    /// Not an error: the helper program hands over the pipe that tells whether the command's exec worked.
+    Handoff = 36,
 }
 
 impl Stage {
-    const ALL: [Stage; 33] = [
+    const ALL: [Stage; 37] = [
         Stage::Ready,
         Stage::Clone,
         Stage::Setgroups,
@@ -88,6 +96,10 @@ impl Stage {
         Stage::Forked,
         Stage::Running,
         Stage::Network,
+        Stage::Groups,
+        Stage::SetGid,
+        Stage::SetUid,
+        Stage::Handoff,
     ];
 
     #[must_use]
@@ -132,6 +144,10 @@ impl Stage {
             Stage::Forked => "start the process that runs the function",
             Stage::Running => "run the function",
             Stage::Network => "set up the box's network interface",
+            Stage::Groups => "set the supplementary groups",
+            Stage::SetGid => "switch to the group",
+            Stage::SetUid => "switch to the user",
+            Stage::Handoff => "hand over the exec pipe",
         }
     }
 }

@@ -19,13 +19,14 @@
 //!   offsets.
 //! - A new PID namespace also applies only to children, and the function must be its PID 1. So with
 //!   `pid` the first child clones once more: `CLONE_PARENT`, so that the second child, PID 1, is the
-//!   caller's child (which waits for it, and which it dies with); and `CLONE_VM | CLONE_VFORK`, as
-//!   `vfork`: the second child runs in the first one's memory, itself already a private copy of the
-//!   caller's, so no page table is copied twice. The first child waits, suspended, on a stack of its own
-//!   (`swapcontext`), while the second carries on with the frames of the main stack (`setcontext`) up into
-//!   the caller's code; when it exits, the first one exits too. The clone is set up as glibc's own fork
-//!   sets up its child: the kernel writes the new TID into glibc's thread descriptor, and the
-//!   robust-futex list is registered again.
+//!   caller's child (which waits for it, and which it dies with); and `CLONE_VM`: the second child runs
+//!   in the first one's memory, itself already a private copy of the caller's, so no page table is copied
+//!   twice. The first child clones from a stack of its own (`swapcontext`) and leaves at once, touching
+//!   nothing the second uses (it unregisters its robust-futex list and TID address, which are the
+//!   second's too), while the second carries on with the frames of the main stack (`setcontext`) up into
+//!   the caller's code. The clone is set up as glibc's own fork sets up its child: the kernel writes the
+//!   new TID into glibc's thread descriptor, and the robust-futex list and the restartable-sequences
+//!   area (`rseq`, which the kernel does not carry over a `CLONE_VM` clone) are registered again.
 //!
 //! Between the fork and the return to Python the child makes only raw system calls, as the exec path
 //! does. It reports on the exec path's error pipe ([`crate::errors::Record`]s of stage and errno), plus
@@ -33,7 +34,7 @@
 //! parent does not wait for EOF on that pipe, since a process forked meanwhile by another thread may hold
 //! a copy of the write end for as long as it lives: it watches the child through a pidfd instead.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -43,11 +44,13 @@ use crate::child::{self, Setup};
 use crate::errors::{SpawnError, Stage};
 use crate::netlink::Eth0;
 use crate::network::Lan;
-use crate::spawn::{failure, kill_and_reap, last_errno, read_record, write_maps_for, Channels, Read};
+use crate::spawn::{
+    failure, kill_and_reap, last_errno, read_record, reap, wait_readable, watch, write_maps_for, Channels, Read,
+};
 use crate::spec::Config;
-use crate::stack::ChildStack;
 
 /// Which side of the fork returned.
+#[allow(clippy::large_enum_variant)] // made once per call, moved at once
 pub enum Forked<'a> {
     /// The caller, with the PID of the first child; call [`Fork::finish`].
     Parent(Fork<'a>, pid_t),
@@ -71,6 +74,9 @@ pub struct Fork<'a> {
     channels: Channels,
     caller: pid_t,
     link: Option<ForkLink<'a>>,
+    /// Drop the caller's supplementary groups before making or joining a user namespace.
+    drop_groups: bool,
+    rseq: Option<Rseq>,
 }
 
 impl<'a> Fork<'a> {
@@ -86,12 +92,17 @@ impl<'a> Fork<'a> {
                 "root= changes the root directory of a command; a function called in a box keeps the caller's".into(),
             ));
         }
+        let joins_user = link.as_ref().is_some_and(|l| l.userns.is_some());
+        let drop_groups =
+            config.user.as_ref().is_some_and(|u| u.drop_groups_first) || (joins_user && crate::sys::may_drop_groups());
         Ok(Fork {
             config,
-            channels: Channels::new(config, link.is_some())?,
+            channels: Channels::new(config, link.is_some(), false)?,
             // SAFETY: getpid has no preconditions.
             caller: unsafe { libc::getpid() },
             link,
+            drop_groups,
+            rseq: config.pid.then(Rseq::of_this_thread).flatten(),
         })
     }
 
@@ -129,6 +140,7 @@ impl<'a> Fork<'a> {
     fn enter_namespaces(&self) {
         let s = self.channels.setup(self.config, self.link.as_ref().map(|l| &l.eth0));
         let cfg = self.config;
+        // Set now for the steps below, and again after the last change of credentials (which clears it).
         child::set_parent_death_signal(&s);
         // SAFETY: plain syscalls.
         unsafe {
@@ -136,10 +148,13 @@ impl<'a> Fork<'a> {
                 // The caller died before the death signal was set: nobody is waiting for us.
                 libc::_exit(127);
             }
+            if self.drop_groups {
+                child::drop_supplementary_groups(&s);
+            }
             if let Some(userns) = self.link.as_ref().and_then(|l| l.userns.as_ref()) {
                 // A private network's boxes live in its user namespace (see crate::network).
                 child::check(&s, Stage::JoinUser, libc::setns(userns.as_raw_fd(), libc::CLONE_NEWUSER));
-                child::become_root_inside(&s);
+                child::become_root_inside(&s, false);
             }
             let flags = cfg.clone_flags();
             if flags != 0 {
@@ -153,9 +168,10 @@ impl<'a> Fork<'a> {
             enter_time_namespace(&s);
         }
         if cfg.pid {
-            become_pid_1(&s);
+            become_pid_1(&s, self.rseq);
         }
         child::mount_proc(&s);
+        child::die_with_parent_from_now_on(&s);
         child::send(&s, Stage::Running, 0);
     }
 
@@ -175,10 +191,11 @@ impl<'a> Fork<'a> {
         // Closing the go pipe (if still open) lets a waiting child leave.
         drop(go_w);
         if outcome.is_err() {
-            if let Some(second) = second {
-                kill_and_reap(second);
+            match second {
+                // The first was reaped when it named the second: its PID may be another process's now.
+                Some(second) => kill_and_reap(second),
+                None => kill_and_reap(first),
             }
-            kill_and_reap(first);
         }
         outcome
     }
@@ -188,11 +205,10 @@ impl<'a> Fork<'a> {
 #[derive(Debug)]
 pub struct Started {
     pub pid: pid_t,
-    /// Readable once it has exited; kill and reap through it (it cannot name a reused PID).
-    pub pidfd: OwnedFd,
-    /// With `pid`, the first child: it exits right after `pid` (whose memory it lent) and must be reaped
-    /// then too.
-    pub then_reap: Option<pid_t>,
+    /// Readable once it has exited; kill and reap through it (it cannot name a reused PID). `None` when it
+    /// had exited and been reaped by someone else (`SIGCHLD` ignored) before it could be watched: all it
+    /// wrote is in the pipe already.
+    pub pidfd: Option<OwnedFd>,
 }
 
 fn wait_until_running(
@@ -203,9 +219,18 @@ fn wait_until_running(
     go_w: &mut Option<OwnedFd>,
     second: &mut Option<pid_t>,
 ) -> Result<Started, SpawnError> {
-    let mut watched = pidfd_open(first)?;
+    let mut watched = watch(first)?;
+    // With a PID namespace two processes write: the first child sends the second's PID ("forked") right
+    // after cloning it, and the second (running concurrently) its own records, in either order. Both
+    // the outcome and that PID are needed (the PID to reap the second whatever happens).
+    let mut running = false;
+    let mut failed = None;
     loop {
-        match next_record(err_r, &watched)? {
+        let settled = running || failed.is_some();
+        if settled && (!config.pid || second.is_some()) {
+            break;
+        }
+        match next_record(err_r, watched.as_ref())? {
             Some((Stage::Ready, _)) if go_w.is_some() => {
                 if config.parent_writes_maps() {
                     write_maps_for(first, config)?;
@@ -221,23 +246,102 @@ fn wait_until_running(
                 *go_w = None;
             }
             Some((Stage::Forked, pid)) if config.pid && second.is_none() && pid > 0 => {
-                // From the second child itself, before anything else: from now on, watch it.
+                // From the first child, right after the clone: from now on, watch the second. The first
+                // leaves at once (it does not wait for the second): reap it now.
                 *second = Some(pid);
-                watched = pidfd_open(pid)?;
+                watched = watch(pid)?;
+                reap(first);
             }
-            Some((Stage::Running, _)) => {
-                return Ok(match *second {
-                    Some(pid) => Started { pid, pidfd: watched, then_reap: Some(first) },
-                    None if !config.pid => Started { pid: first, pidfd: watched, then_reap: None },
-                    None => {
-                        return Err(SpawnError::Internal("the PID namespace's first process was not reported".into()))
-                    }
-                })
+            Some((Stage::Running, _)) => running = true,
+            Some((stage, errno)) => failed = Some(failure(config, stage, errno)),
+            // The first child failed before it could clone the second.
+            None if failed.is_some() => break,
+            None if running => {
+                // The first child died after the outcome without naming the second: it cannot be reaped.
+                return Err(SpawnError::Internal("the PID namespace's first process was not reported".into()));
             }
-            Some((stage, errno)) => return Err(failure(config, stage, errno)),
             None => return Err(SpawnError::Internal("the child died while its namespaces were being made".into())),
         }
     }
+    if let Some(err) = failed {
+        return Err(err);
+    }
+    Ok(Started { pid: second.unwrap_or(first), pidfd: watched })
+}
+
+/// glibc's restartable-sequences area of this thread (`__rseq_offset`/`__rseq_size`, glibc 2.35+),
+/// found in the parent with `dlsym` so that an older C library simply has none.
+#[derive(Clone, Copy, Debug)]
+struct Rseq {
+    offset: isize,
+    size: u32,
+}
+
+#[cfg(target_arch = "x86_64")]
+const RSEQ_SIG: u32 = 0x5305_3053;
+#[cfg(target_arch = "aarch64")]
+const RSEQ_SIG: u32 = 0xd428_bc00;
+
+impl Rseq {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn of_this_thread() -> Option<Rseq> {
+        // SAFETY: dlsym lookups of data symbols; read only if present.
+        unsafe {
+            let offset = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr()).cast::<isize>();
+            let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()).cast::<u32>();
+            if offset.is_null() || size.is_null() || *size == 0 {
+                return None;
+            }
+            Some(Rseq { offset: *offset, size: *size })
+        }
+    }
+
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    fn of_this_thread() -> Option<Rseq> {
+        None
+    }
+
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn area(self) -> *mut c_void {
+        let tp: usize;
+        // SAFETY: reads the thread pointer register, which glibc's TLS (and its rseq area) hangs off.
+        unsafe {
+            #[cfg(target_arch = "x86_64")]
+            std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags));
+            #[cfg(target_arch = "aarch64")]
+            std::arch::asm!("mrs {}, tpidr_el0", out(reg) tp, options(nostack, nomem, preserves_flags));
+        }
+        tp.wrapping_add_signed(self.offset) as *mut c_void
+    }
+
+    /// Unregisters the area from this task (the first child), trying the lengths glibc registers with;
+    /// returns the one that worked.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn unregister(self) -> Option<u32> {
+        const UNREGISTER: libc::c_int = 1;
+        let area = self.area();
+        // glibc registers at least the original 32-byte struct, or its feature size rounded up.
+        let rounded = self.size.div_ceil(32) * 32;
+        [32, rounded].into_iter().find(|&len| {
+            // SAFETY: rseq(2) on this task's own registration.
+            unsafe { libc::syscall(libc::SYS_rseq, area, len, UNREGISTER, RSEQ_SIG) == 0 }
+        })
+    }
+
+    /// Registers the area for this task (the second child, which the kernel gave none).
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn register(self, len: u32) {
+        // SAFETY: rseq(2) with glibc's own area for this thread; the first child unregistered it.
+        unsafe { libc::syscall(libc::SYS_rseq, self.area(), len, 0, RSEQ_SIG) };
+    }
+
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    fn unregister(self) -> Option<u32> {
+        None
+    }
+
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    fn register(self, _len: u32) {}
 }
 
 /// What the first child hands to the code it runs on other stacks ([`become_pid_1`]).
@@ -245,7 +349,7 @@ struct Handoff {
     setup: *const Setup<'static>,
     /// Where the second child resumes: in [`become_pid_1`], on the main stack.
     main: libc::ucontext_t,
-    /// Where the first child goes to clone the second: the upper half of a [`ChildStack`].
+    /// Where the first child goes to clone the second: the upper half of a stack of its own.
     aux: libc::ucontext_t,
     /// The second child's stack until it switches to `main`: the lower half.
     clone_stack: *mut c_void,
@@ -254,26 +358,34 @@ struct Handoff {
     tid_address: *mut c_int,
     /// The second child's PID as the caller sees it, stored by the kernel (`CLONE_PARENT_SETTID`).
     pid: pid_t,
+    rseq: Option<Rseq>,
+    /// The length the first child unregistered the rseq area with (0: none), for the second.
+    rseq_len: u32,
 }
 
 /// The first child's [`Handoff`], for the functions that run on other stacks (it is single-threaded).
 static HANDOFF: AtomicPtr<Handoff> = AtomicPtr::new(ptr::null_mut());
 
+/// The size of the stack the first child clones from and the second starts on: a mapping of its own,
+/// never reused (a `ChildStack` would be, by the function's own spawns, while the first child may still
+/// be leaving).
+const AUX_STACK: usize = 128 * 1024;
+
 /// With a PID namespace (unshared, so it applies to our children): make the process that will be its
 /// PID 1, as a child of the caller, and leave. Only the new process returns.
 ///
-/// The new process shares our memory (`CLONE_VM | CLONE_VFORK`, as `vfork`), so no page table is copied a
-/// second time: our memory is already a private copy of the caller's, and we only wait (suspended by
-/// `CLONE_VFORK`) until it exits, then exit too. For that, we switch to another stack (`swapcontext`)
-/// before cloning, and the new process switches back to ours (`setcontext`): it carries on with the frames
-/// of this stack, up into the caller's code, while ours are on a stack it never touches.
-fn become_pid_1(s: &Setup<'_>) {
+/// The new process shares our memory (`CLONE_VM`), so no page table is copied a second time: our memory
+/// is already a private copy of the caller's. For that, we switch to another stack (`swapcontext`)
+/// before cloning, and the new process switches back to ours (`setcontext`): it carries on with the
+/// frames of this stack, up into the caller's code, while we leave from a stack it never touches.
+fn become_pid_1(s: &Setup<'_>, rseq: Option<Rseq>) {
     let mut robust_head: *mut c_void = ptr::null_mut();
     let mut robust_len: usize = 0;
     // SAFETY: a zeroed ucontext_t is a valid value to fill in; plain data otherwise.
     let mut handoff: Handoff = unsafe { std::mem::zeroed() };
     handoff.setup = ptr::from_ref(s).cast();
-    handoff.flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PARENT | libc::CLONE_PARENT_SETTID | libc::SIGCHLD;
+    handoff.flags = libc::CLONE_VM | libc::CLONE_PARENT | libc::CLONE_PARENT_SETTID | libc::SIGCHLD;
+    handoff.rseq = rseq;
     // SAFETY: both calls store into our variables. glibc registered this thread's `clear_child_tid` (its
     // descriptor's TID field) and robust-futex list; the kernel gives their addresses back.
     let have_robust = unsafe {
@@ -286,16 +398,30 @@ fn become_pid_1(s: &Setup<'_>) {
         libc::syscall(libc::SYS_get_robust_list, 0, ptr::addr_of_mut!(robust_head), ptr::addr_of_mut!(robust_len)) == 0
             && !robust_head.is_null()
     };
-    let switched = ChildStack::with(|top, middle| {
-        let h = ptr::addr_of_mut!(handoff);
-        // SAFETY: `h` lives in this frame, which both children see (shared memory) until the second one has
-        // switched back here; the stacks are the two halves of our ChildStack mapping.
-        unsafe {
-            (*h).clone_stack = middle;
-            if libc::getcontext(ptr::addr_of_mut!((*h).aux)) < 0 {
-                return -1;
-            }
-            (*h).aux.uc_stack.ss_sp = middle;
+    // SAFETY: an anonymous private mapping, left mapped for the life of the process (a few pages).
+    let stack = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            AUX_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        child::report(s, Stage::Clone, last_errno());
+    }
+    let h = ptr::addr_of_mut!(handoff);
+    // SAFETY: `h` lives in this frame, which both children see (shared memory) until the second one has
+    // switched back here; the stacks are the two halves of the mapping above.
+    let switched = unsafe {
+        let (top, middle) = (stack.cast::<u8>().add(AUX_STACK).cast::<c_void>(), stack.cast::<u8>().add(AUX_STACK / 2));
+        (*h).clone_stack = middle.cast();
+        if libc::getcontext(ptr::addr_of_mut!((*h).aux)) < 0 {
+            -1
+        } else {
+            (*h).aux.uc_stack.ss_sp = middle.cast();
             (*h).aux.uc_stack.ss_size = top as usize - middle as usize;
             (*h).aux.uc_link = ptr::null_mut();
             libc::makecontext(ptr::addr_of_mut!((*h).aux), first_child_on_aux_stack, 0);
@@ -303,50 +429,70 @@ fn become_pid_1(s: &Setup<'_>) {
             // Returns only in the second child (and on failure).
             libc::swapcontext(ptr::addr_of_mut!((*h).main), ptr::addr_of!((*h).aux))
         }
-    });
-    match switched {
-        Ok(0) => {}
-        Ok(_) => child::report(s, Stage::Clone, last_errno()),
-        Err(_) => child::report(s, Stage::Clone, libc::ENOMEM),
+    };
+    if switched != 0 {
+        child::report(s, Stage::Clone, last_errno());
     }
-    // The second child: PID 1 of the new namespace, a child of the caller. First of all the caller learns
-    // our PID (stored by the kernel before we ran: CLONE_PARENT_SETTID), so that it can reap us whatever
-    // happens next.
-    // SAFETY: plain data in this frame.
-    child::send(s, Stage::Forked, unsafe { ptr::read_volatile(ptr::addr_of!(handoff.pid)) });
-    if have_robust {
-        // SAFETY: registering the list glibc keeps in this thread's descriptor, as its _Fork does.
-        unsafe { libc::syscall(libc::SYS_set_robust_list, robust_head, robust_len) };
+    // The second child: PID 1 of the new namespace, a child of the caller.
+    // SAFETY: plain data in this frame, ours now.
+    unsafe {
+        if have_robust {
+            // Registering the list glibc keeps in this thread's descriptor, as its _Fork does.
+            libc::syscall(libc::SYS_set_robust_list, robust_head, robust_len);
+        }
+        if let (Some(rseq), len @ 1..) = (handoff.rseq, ptr::read_volatile(ptr::addr_of!(handoff.rseq_len))) {
+            rseq.register(len);
+        }
     }
     child::set_parent_death_signal(s);
 }
 
-/// The first child, on the upper half of the child stack: clone the second and wait, suspended by
-/// `CLONE_VFORK`, until it exits; then exit. Never returns.
+/// The first child, on the upper half of its own stack: clone the second, report its PID, and leave at
+/// once, touching nothing the second child uses. Never returns.
 extern "C" fn first_child_on_aux_stack() {
     // SAFETY: set by become_pid_1 before switching here; this process has one thread.
     let h = HANDOFF.load(Ordering::SeqCst);
-    // SAFETY: the second child starts on the lower half of the child stack and switches to `main`.
+    // SAFETY: all reads of the handoff happen before the clone, while the memory is ours alone.
+    let (err_fd, flags, stack, tid_address) =
+        unsafe { ((*(*h).setup).err_fd, (*h).flags, (*h).clone_stack, (*h).tid_address) };
+    // The rseq area is glibc's for this thread, which the second child takes over: give it up first.
+    // SAFETY: as above.
+    if let Some(rseq) = unsafe { (*h).rseq } {
+        // SAFETY: as above.
+        unsafe { (*h).rseq_len = rseq.unregister().unwrap_or(0) };
+    }
+    // SAFETY: the second child starts on the lower half of the stack and switches to `main`.
     let pid = unsafe {
         libc::clone(
             second_child_entry,
-            (*h).clone_stack,
-            (*h).flags,
+            stack,
+            flags,
             ptr::null_mut(),
             ptr::addr_of_mut!((*h).pid),
             ptr::null_mut::<c_void>(),
-            (*h).tid_address,
+            tid_address,
         )
     };
     if pid < 0 {
-        // SAFETY: the Setup outlives us: become_pid_1's frame is below on the main stack.
+        // SAFETY: no second child: the Setup below on the main stack is still intact.
         child::report(unsafe { &*(*h).setup }, Stage::Clone, last_errno());
     }
-    // SAFETY: leaving at once, touching nothing: the memory is the second child's now.
-    unsafe { libc::_exit(0) }
+    // From here the memory is the second child's too: only syscalls on values held in registers or on
+    // this stack. The caller learns its PID (in the caller's namespace) before we are gone.
+    child::send_to(err_fd, Stage::Forked, pid);
+    // SAFETY: leaving at once. The robust list and TID address are glibc's for the thread the second
+    // child now is: our exit must neither walk that list nor clear that TID.
+    unsafe {
+        libc::syscall(libc::SYS_set_robust_list, ptr::null_mut::<c_void>(), ROBUST_LIST_HEAD_SIZE);
+        libc::syscall(libc::SYS_set_tid_address, ptr::null_mut::<c_int>());
+        libc::_exit(0)
+    }
 }
 
-/// The second child, on the lower half of the child stack: go on where the first child left the main
+/// `sizeof(struct robust_list_head)`: three pointer-sized fields.
+const ROBUST_LIST_HEAD_SIZE: usize = 3 * std::mem::size_of::<usize>();
+
+/// The second child, on the lower half of the stack: go on where the first child left the main
 /// stack. Never returns.
 extern "C" fn second_child_entry(_: *mut c_void) -> c_int {
     let h = HANDOFF.load(Ordering::SeqCst);
@@ -368,52 +514,27 @@ fn enter_time_namespace(s: &Setup<'_>) {
     }
 }
 
-/// A pidfd for our (unreaped) child `pid`: readable once it has exited.
-fn pidfd_open(pid: pid_t) -> Result<OwnedFd, SpawnError> {
-    // SAFETY: pidfd_open(2) returns a new fd that we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(SpawnError::os(Stage::Clone, last_errno()).with_what("watch the child through a pidfd"));
-    }
-    // SAFETY: a fresh fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
 /// Waits for the next record from the child, or for the child's death: `None` when it died (or closed the
-/// pipe) without one.
-fn next_record(err_r: RawFd, watched: &OwnedFd) -> Result<Option<(Stage, i32)>, SpawnError> {
-    let mut fds = [
-        libc::pollfd { fd: err_r, events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: watched.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-    ];
-    loop {
-        // SAFETY: poll on our own array.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if n < 0 {
-            match last_errno() {
-                libc::EINTR => continue,
-                e => return Err(SpawnError::Internal(format!("cannot wait for the child: errno {e}"))),
-            }
+/// pipe) without one. Without a pidfd (the child is gone already) reads what is there.
+fn next_record(err_r: RawFd, watched: Option<&OwnedFd>) -> Result<Option<(Stage, i32)>, SpawnError> {
+    match watched {
+        Some(pidfd) => {
+            wait_readable(err_r, pidfd)?;
         }
-        if fds[0].revents == 0 && fds[1].revents == 0 {
-            continue;
-        }
-        if fds[0].revents == 0 {
-            // It has exited. What it wrote before is in the pipe: read without blocking.
+        None => {
             // SAFETY: setting O_NONBLOCK on our own fd.
             unsafe { libc::fcntl(err_r, libc::F_SETFL, libc::O_NONBLOCK) };
         }
-        return Ok(match read_record(err_r)? {
-            Read::Record(stage, errno) => Some((stage, errno)),
-            Read::Eof | Read::Nothing => None,
-        });
     }
+    Ok(match read_record(err_r)? {
+        Read::Record(stage, errno) => Some((stage, errno)),
+        Read::Eof | Read::Nothing => None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spawn::reap;
     use crate::spec::{Caller, Options};
 
     /// Forks into the namespaces of `options`; the child `_exit`s 0 when `check` holds there. Returns the
@@ -433,9 +554,6 @@ mod tests {
                 let mut status = -1;
                 // SAFETY: waiting for our own children.
                 unsafe { libc::waitpid(started.pid, &raw mut status, 0) };
-                if let Some(first) = started.then_reap {
-                    reap(first);
-                }
                 Ok(status)
             }
         }

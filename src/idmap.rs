@@ -13,6 +13,13 @@ pub struct IdRange {
     pub count: u32,
 }
 
+/// As the user wrote it: `(inside, outside, count)`.
+impl std::fmt::Display for IdRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "({}, {}, {})", self.inside, self.outside, self.count)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdMap {
     ranges: Vec<IdRange>,
@@ -34,27 +41,36 @@ impl IdMap {
         }
         for r in &ranges {
             if r.count == 0 {
-                return bad(format!("range {r:?} has count 0"));
+                return bad(format!("range {r} has count 0"));
             }
             // ids are 32 bits and (u32)-1 is not a valid id, so a range must end at or below u32::MAX.
             if u64::from(r.inside) + u64::from(r.count) > u64::from(u32::MAX)
                 || u64::from(r.outside) + u64::from(r.count) > u64::from(u32::MAX)
             {
-                return bad(format!("range {r:?} runs past the largest id (4294967294)"));
+                return bad(format!("range {r} runs past the largest id (4294967294)"));
             }
         }
         for (i, a) in ranges.iter().enumerate() {
             for b in &ranges[i + 1..] {
                 let span = |start: u32, r: &IdRange| (u64::from(start), u64::from(r.count));
                 if overlaps(span(a.inside, a), span(b.inside, b)) {
-                    return bad(format!("inside ranges of {a:?} and {b:?} overlap"));
+                    return bad(format!("inside ranges of {a} and {b} overlap"));
                 }
                 if overlaps(span(a.outside, a), span(b.outside, b)) {
-                    return bad(format!("outside ranges of {a:?} and {b:?} overlap"));
+                    return bad(format!("outside ranges of {a} and {b} overlap"));
                 }
             }
         }
-        Ok(IdMap { ranges })
+        let map = IdMap { ranges };
+        // The kernel takes a map in one write of less than a page (`map_write`: EINVAL otherwise).
+        let len = map.to_proc_text().len();
+        if len >= page_size() {
+            return bad(format!(
+                "is {len} bytes as /proc text; the kernel takes less than {} (use fewer ranges)",
+                page_size()
+            ));
+        }
+        Ok(map)
     }
 
     /// The map `unshare --map-root-user` writes: `id` outside is 0 inside.
@@ -87,6 +103,11 @@ impl IdMap {
     }
 }
 
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +131,22 @@ mod tests {
         assert!(IdMap::new("uid_map", vec![]).is_err());
         let many = (0..=MAX_LINES as u32).map(|i| r(i, i, 1)).collect();
         assert!(IdMap::new("uid_map", many).is_err());
+    }
+
+    #[test]
+    fn a_map_longer_than_a_page_is_refused_before_forking() {
+        // 200 lines of three 9- and 10-digit numbers: within the 340-line limit, past 4 KiB.
+        let wide = (0..200u32).map(|i| r(1_000_000_000 + i, 2_000_000_000 + i, 1)).collect();
+        let err = IdMap::new("uid_map", wide).unwrap_err().to_string();
+        assert!(err.contains("bytes as /proc text"), "{err}");
+        let narrow = (0..200u32).map(|i| r(i, 100_000 + i, 1)).collect();
+        assert!(IdMap::new("uid_map", narrow).is_ok());
+    }
+
+    #[test]
+    fn ranges_read_as_the_user_wrote_them() {
+        let err = IdMap::new("uid_map", vec![r(0, 1, 0)]).unwrap_err().to_string();
+        assert_eq!(err, "uid_map: range (0, 1, 0) has count 0");
     }
 
     #[test]

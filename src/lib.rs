@@ -17,6 +17,7 @@ pub mod spawn;
 pub mod spawner;
 pub mod spec;
 mod stack;
+pub mod sys;
 
 #[cfg(feature = "python")]
 mod py;

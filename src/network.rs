@@ -246,7 +246,9 @@ fn start_janitor(delete: &[u8]) -> Result<(pid_t, OwnedFd), SpawnError> {
         .write(true)
         .open("/dev/null")
         .map_err(|e| os_err(Stage::Stdio, "open /dev/null", &e))?;
-    let helper = crate::helper::fd()?;
+    // Kept open until the janitor has exec'd it.
+    let helper_file = crate::helper::fd()?;
+    let helper = helper_file.as_raw_fd();
     let hex = delete.iter().fold(String::new(), |mut hex, b| {
         let _ = write!(hex, "{b:02x}");
         hex

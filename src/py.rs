@@ -119,9 +119,14 @@ impl Config {
 }
 
 /// Starts a process; returns its PID. See `nsbox._nsbox.pyi`.
+///
+/// On success the PID is also stored on `popen` (`pid`, `_child_created`) before this returns, so that no
+/// Python code runs between the spawn and the box being known: an interrupt raised as this returns leaves
+/// a `Popen` that [`kill_and_reap`] can clean up.
 #[pyfunction]
 #[pyo3(signature = (config, exec_paths, argv, env, cwd, stdio, pass_fds, new_session, process_group,
-    program=None, cwd_for_errors=None, target_pid=None, target_dir=None, lan=None, veth=None, address=None))]
+    program=None, cwd_for_errors=None, target_pid=None, target_dir=None, lan=None, veth=None, address=None,
+    umask=None, extra_groups=None, gid=None, uid=None, popen=None))]
 #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
 fn spawn(
     py: Python<'_>,
@@ -141,6 +146,11 @@ fn spawn(
     lan: Option<&Lan>,
     veth: Option<String>,
     address: Option<String>,
+    umask: Option<i32>,
+    extra_groups: Option<Vec<u32>>,
+    gid: Option<u32>,
+    uid: Option<u32>,
+    popen: Option<Bound<'_, PyAny>>,
 ) -> PyResult<i32> {
     let command = Command {
         exec_paths: cstrings("executable", exec_paths)?,
@@ -151,6 +161,10 @@ fn spawn(
         pass_fds,
         new_session,
         process_group,
+        umask: umask.unwrap_or(-1),
+        extra_groups,
+        gid,
+        uid,
     };
     command.validate().map_err(|e| to_pyerr(e, None, None))?;
     let config = Arc::clone(&config.inner);
@@ -177,8 +191,71 @@ fn spawn(
         let link = Link { lan: &lan, host_name, eth0: Eth0::new(address, lan.prefix(), lan.gateway()) };
         crate::spawn::spawn(&config, &command, join.as_ref(), Some(&link))
     };
-    let result = py.detach(move || crate::spawner::run(job).and_then(|r| r));
-    result.map_err(|e| to_pyerr(e, program.as_ref(), cwd_for_errors.as_ref()))
+    let pid = py
+        .detach(move || crate::spawner::run(job).and_then(|r| r))
+        .map_err(|e| to_pyerr(e, program.as_ref(), cwd_for_errors.as_ref()))?;
+    if let Some(popen) = popen {
+        let recorded = popen.setattr("pid", pid).and_then(|()| popen.setattr("_child_created", true));
+        if let Err(err) = recorded {
+            crate::sys::kill_and_reap(pid);
+            return Err(err);
+        }
+    }
+    Ok(pid)
+}
+
+/// Kills and reaps a `Popen`'s process, if it started and has not been reaped, and sets its
+/// `returncode` (as `subprocess` would: `-9`; 0 when someone else reaped it). One call, which Python
+/// signal handlers cannot interrupt: the cleanup path of an interrupted spawn or wait.
+#[pyfunction]
+fn kill_and_reap(py: Python<'_>, popen: &Bound<'_, PyAny>) -> PyResult<()> {
+    // A Popen interrupted early in __init__ may lack these attributes: then nothing was started.
+    let started = popen.getattr("_child_created").and_then(|c| c.is_truthy()).unwrap_or(false);
+    let reaped = popen.getattr("returncode").is_ok_and(|r| !r.is_none());
+    if !started || reaped {
+        return Ok(());
+    }
+    let pid: i32 = popen.getattr("pid")?.extract()?;
+    let status = py.detach(|| {
+        // SAFETY: signalling and waiting for our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let mut status = 0;
+        loop {
+            // SAFETY: as above.
+            let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
+            if r >= 0 {
+                return Some(status);
+            }
+            if crate::sys::last_errno() != libc::EINTR {
+                return None; // ECHILD: reaped by someone else (SIGCHLD ignored, or a handler)
+            }
+        }
+    });
+    let code = match status {
+        Some(s) if libc::WIFSIGNALED(s) => -libc::WTERMSIG(s),
+        Some(s) if libc::WIFEXITED(s) => libc::WEXITSTATUS(s),
+        _ => 0,
+    };
+    popen.setattr("returncode", code)
+}
+
+/// Kills (`pidfd_send_signal`) and reaps (`waitid(P_PIDFD)`) the process behind a pidfd of a child of
+/// ours; nothing if it was reaped already. One call that Python signal handlers cannot interrupt.
+#[pyfunction]
+fn kill_and_reap_pidfd(py: Python<'_>, pidfd: i32) {
+    if pidfd < 0 {
+        return; // exited and reaped before it could be watched
+    }
+    py.detach(|| {
+        // SAFETY: signalling and waiting through a pidfd the caller owns.
+        unsafe {
+            libc::syscall(libc::SYS_pidfd_send_signal, pidfd, libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0);
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            while libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &raw mut info, libc::WEXITED) < 0
+                && crate::sys::last_errno() == libc::EINTR
+            {}
+        }
+    });
 }
 
 /// A bridge that boxes join: see `nsbox.Network`, which chooses the names and addresses.
@@ -293,19 +370,17 @@ fn fork(
     match forked.map_err(|e| to_pyerr(e, None, None))? {
         Forked::Parent(fork, first) => {
             let box_ = py.detach(move || fork.finish(first)).map_err(|e| to_pyerr(e, None, None))?;
-            // A list rather than a return value: the caller learns the PIDs even if an interrupt that came
+            // A list rather than a return value: the caller learns the PID even if an interrupt that came
             // meanwhile is raised as we return, and can kill and reap the box.
-            if let Err(err) = started.append((box_.pid, box_.pidfd.as_raw_fd(), box_.then_reap.unwrap_or(0))) {
-                for pid in [Some(box_.pid), box_.then_reap].into_iter().flatten() {
-                    crate::spawn::kill_and_reap(pid);
-                }
+            let pidfd = box_.pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+            if let Err(err) = started.append((box_.pid, pidfd)) {
+                crate::sys::kill_and_reap(box_.pid);
                 return Err(err);
             }
-            let _ = box_.pidfd.into_raw_fd(); // the caller closes it
+            let _ = box_.pidfd.map(IntoRawFd::into_raw_fd); // the caller closes it
             Ok(())
         }
         Forked::Child => {
-            crate::spawner::forked();
             // `child` ends with os._exit(); an exception escaping it (an interrupt before its first line)
             // is shown, and the process still ends here: never in the caller's code, never through the
             // interpreter's exit (atexit, flushing the caller's buffers).
@@ -372,12 +447,23 @@ fn release(dir: PathBuf) -> PyResult<Vec<&'static str>> {
     crate::persist::release(&dir).map_err(|e| to_pyerr(e, None, None))
 }
 
+/// The number of idle spawner threads of this process.
+#[pyfunction]
+fn spawner_threads() -> usize {
+    crate::spawner::idle_threads()
+}
+
 #[pymodule]
 fn _nsbox(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Registers the fork handler that tells a forked copy from its parent, before any fork matters.
+    let _ = crate::sys::process_generation();
     m.add_class::<Config>()?;
     m.add_class::<Lan>()?;
     m.add_function(wrap_pyfunction!(ipv4_routes, m)?)?;
     m.add_function(wrap_pyfunction!(spawn, m)?)?;
+    m.add_function(wrap_pyfunction!(kill_and_reap, m)?)?;
+    m.add_function(wrap_pyfunction!(kill_and_reap_pidfd, m)?)?;
+    m.add_function(wrap_pyfunction!(spawner_threads, m)?)?;
     m.add_function(wrap_pyfunction!(fork, m)?)?;
     m.add_function(wrap_pyfunction!(namespaces, m)?)?;
     m.add_function(wrap_pyfunction!(nspid, m)?)?;

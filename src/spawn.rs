@@ -12,9 +12,14 @@
 //! thread is asleep in `CLONE_VFORK`). A box on a network waits the same way while that thread makes its
 //! veth pair (the box then configures `eth0` itself, see [`crate::network`]); on a private network the
 //! child first joins the network's user namespace and clones the box's new namespaces from there, like
-//! an `exec` into a PID namespace. With `init=True` the init says "running" once the command has
-//! exec'd. Only an `exec` into a box with a time namespace, whose helper program execs the command itself,
-//! still learns of that exec from EOF on the pipe.
+//! an `exec` into a PID namespace. A caller that may drop its supplementary groups has the child drop
+//! them and then make its namespaces with `unshare(2)` (inside a new user namespace with `setgroups`
+//! denied it could not), cloning once more for a PID namespace.
+//!
+//! Programs that run the command from a process of their own never make us wait for EOF either: with
+//! `init=True` the init says "running" once the command has exec'd; an `exec` into a box with a time
+//! namespace goes through the helper program, which hands over a pipe only it holds (see
+//! `nsbox-helper.c`). Both are watched through a pidfd while we wait, so a dead helper is noticed.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -30,9 +35,10 @@ use crate::netlink::Eth0;
 use crate::network::Lan;
 use crate::spec::{Config, Setgroups};
 use crate::stack::ChildStack;
+pub(crate) use crate::sys::{kill_and_reap, last_errno, reap};
 
 /// The command and the process-level settings of a spawn (the namespaces are in [`Config`]).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Command {
     /// Candidate paths of the program, tried in order (the caller did the `PATH` search).
     pub exec_paths: Vec<CString>,
@@ -46,6 +52,31 @@ pub struct Command {
     pub new_session: bool,
     /// `setpgid(0, pgid)` in the child when `Some`.
     pub process_group: Option<pid_t>,
+    /// `subprocess`'s `umask` (-1: unchanged), `extra_groups`, `group` and `user`, applied inside the box
+    /// after the namespaces are set up.
+    pub umask: i32,
+    pub extra_groups: Option<Vec<libc::gid_t>>,
+    pub gid: Option<libc::gid_t>,
+    pub uid: Option<libc::uid_t>,
+}
+
+impl Default for Command {
+    fn default() -> Self {
+        Command {
+            exec_paths: Vec::new(),
+            argv: Vec::new(),
+            env: None,
+            cwd: None,
+            stdio: [-1; 3],
+            pass_fds: Vec::new(),
+            new_session: false,
+            process_group: None,
+            umask: -1,
+            extra_groups: None,
+            gid: None,
+            uid: None,
+        }
+    }
 }
 
 impl Command {
@@ -64,49 +95,6 @@ impl Command {
     }
 }
 
-pub(crate) fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-}
-
-/// A CLOEXEC pipe whose both ends are at 3 or above, so the child's `dup2` onto 0-2 cannot hit them
-/// (they would land below 3 when the caller has closed its standard fds).
-fn pipe_above_stdio() -> Result<(OwnedFd, OwnedFd), SpawnError> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| SpawnError::os(Stage::Clone, e as i32).with_what("create a pipe"))?;
-    Ok((lift(r)?, lift(w)?))
-}
-
-/// Moves an fd to 3 or above (keeping it CLOEXEC).
-fn lift(fd: OwnedFd) -> Result<OwnedFd, SpawnError> {
-    if fd.as_raw_fd() >= 3 {
-        return Ok(fd);
-    }
-    // SAFETY: F_DUPFD_CLOEXEC returns a new fd we then own.
-    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    if new < 0 {
-        return Err(SpawnError::os(Stage::Stdio, last_errno()).with_what("duplicate a file descriptor"));
-    }
-    // SAFETY: `new` is a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
-}
-
-/// Kills (a zombie ignores it) and reaps a child of ours.
-pub(crate) fn kill_and_reap(pid: pid_t) {
-    // SAFETY: signalling our own child (or zombie), which has not been reaped.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    reap(pid);
-}
-
-pub(crate) fn reap(pid: pid_t) {
-    loop {
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL) };
-        if r >= 0 || last_errno() != libc::EINTR {
-            return;
-        }
-    }
-}
-
 #[derive(Clone, Copy)]
 pub(crate) enum Read {
     Record(Stage, i32),
@@ -114,6 +102,7 @@ pub(crate) enum Read {
     Nothing,
 }
 
+/// Reads one record from the error pipe (or socket).
 pub(crate) fn read_record(fd: RawFd) -> Result<Read, SpawnError> {
     let mut buf = [0u8; Record::SIZE];
     loop {
@@ -132,6 +121,78 @@ pub(crate) fn read_record(fd: RawFd) -> Result<Read, SpawnError> {
             libc::EINTR => {}
             libc::EAGAIN => return Ok(Read::Nothing),
             e => return Err(SpawnError::Internal(format!("cannot read the error pipe: errno {e}"))),
+        }
+    }
+}
+
+/// Receives one record from the helper's socket, with the fd it hands over, if any.
+fn receive_record(sock: RawFd) -> Result<(Read, Option<OwnedFd>), SpawnError> {
+    let mut buf = [0u8; Record::SIZE];
+    // Room for one fd, aligned as a cmsghdr.
+    let mut control = [0u64; 4];
+    loop {
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: a zeroed msghdr is valid; it points at our stack buffers.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: recvmsg into the buffers above; MSG_CMSG_CLOEXEC makes a passed fd close-on-exec.
+        let n = unsafe { libc::recvmsg(sock, &raw mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
+        if n < 0 {
+            match last_errno() {
+                libc::EINTR => continue,
+                libc::EAGAIN => return Ok((Read::Nothing, None)),
+                e => return Err(SpawnError::Internal(format!("cannot read the helper's socket: errno {e}"))),
+            }
+        }
+        let mut passed = None;
+        // SAFETY: walking the control messages the kernel wrote into `msg`.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+                    passed = Some(
+                        crate::sys::own_fd(fd)
+                            .map_err(|e| SpawnError::Internal(format!("cannot keep the helper's pipe: {e}")))?,
+                    );
+                }
+                cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
+            }
+        }
+        if n == 0 {
+            return Ok((Read::Eof, passed));
+        }
+        let (stage, errno) = Record::decode(&buf[..n as usize])?;
+        return Ok((Read::Record(stage, errno), passed));
+    }
+}
+
+/// Waits until `fd` is readable or the process behind `pidfd` has exited; true when `fd` is readable.
+pub(crate) fn wait_readable(fd: RawFd, pidfd: &OwnedFd) -> Result<bool, SpawnError> {
+    let mut fds = [
+        libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+    ];
+    loop {
+        // SAFETY: poll on our own array.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            match last_errno() {
+                libc::EINTR => continue,
+                e => return Err(SpawnError::Internal(format!("cannot wait for the child: errno {e}"))),
+            }
+        }
+        if fds[0].revents != 0 {
+            return Ok(true);
+        }
+        if fds[1].revents != 0 {
+            // It has exited. What it wrote before is there: the caller reads without blocking.
+            // SAFETY: setting O_NONBLOCK on our own fd.
+            unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+            return Ok(false);
         }
     }
 }
@@ -220,10 +281,11 @@ pub(crate) struct Channels {
 }
 
 impl Channels {
-    pub fn new(config: &Config, network: bool) -> Result<Channels, SpawnError> {
+    /// `socket`: the error channel is a socket pair, over which the helper program can hand over an fd.
+    pub fn new(config: &Config, network: bool, socket: bool) -> Result<Channels, SpawnError> {
         let user = config.user.as_ref();
-        let (err_r, err_w) = pipe_above_stdio()?;
-        let go = if config.parent_writes_maps() || network { Some(pipe_above_stdio()?) } else { None };
+        let (err_r, err_w) = if socket { crate::sys::socketpair(libc::SOCK_SEQPACKET)? } else { crate::sys::pipe()? };
+        let go = if config.parent_writes_maps() || network { Some(crate::sys::pipe()?) } else { None };
         let (uid_text, gid_text) = match user {
             Some(u) if u.child_writes_maps => (
                 CString::new(u.uid_map.to_proc_text()).expect("digits"),
@@ -292,12 +354,51 @@ fn helper_argv(mode: &str, err_fd: RawFd, time_fd: RawFd, command: &Command) -> 
     out
 }
 
+/// How the child comes by its namespaces: the shape of the clone(s).
+struct Route {
+    /// Namespaces the first clone makes.
+    clone_flags: c_int,
+    /// Namespaces the child makes itself with `unshare(2)` after dropping the caller's groups.
+    unshare_flags: c_int,
+    drop_groups: bool,
+    /// A second clone (into a PID namespace joined or unshared), making `inner_flags`.
+    fork_again: bool,
+    inner_flags: c_int,
+}
+
+impl Route {
+    fn new(config: &Config, join: Option<&Join>) -> Route {
+        let flags = config.clone_flags();
+        if let Some(join) = join {
+            // Joining: the namespaces that are new (a box on a private network) are made by the second clone.
+            let joins_user = join.namespaces.iter().any(|(_, t, _)| *t == libc::CLONE_NEWUSER);
+            return Route {
+                clone_flags: 0,
+                unshare_flags: 0,
+                drop_groups: joins_user && crate::sys::may_drop_groups(),
+                fork_again: join.enters_pid_namespace() || flags != 0,
+                inner_flags: flags,
+            };
+        }
+        if config.user.as_ref().is_some_and(|u| u.drop_groups_first) {
+            return Route {
+                clone_flags: 0,
+                unshare_flags: flags,
+                drop_groups: true,
+                fork_again: config.pid,
+                inner_flags: 0,
+            };
+        }
+        Route { clone_flags: flags, unshare_flags: 0, drop_groups: false, fork_again: false, inner_flags: 0 }
+    }
+}
+
 /// Starts `command` in the namespaces of `config`, or in those of `join`, and returns its PID (in the
 /// caller's PID namespace). With `link`, the box gets an `eth0` on that network before the command runs;
 /// for a private network `join` holds the network's user namespace, and `config` the new namespaces.
 ///
-/// The child's parent-death signal is tied to the calling thread: call this from a thread that lives
-/// as long as the process (see [`crate::spawner`]).
+/// The child's parent-death signal is tied to the calling thread: call this from a spawner thread (see
+/// [`crate::spawner`]), which then stays until the box has exited.
 pub fn spawn(
     config: &Config,
     command: &Command,
@@ -312,9 +413,6 @@ pub fn spawn(
 
     let (stdio, _lifted) = lift_stdio(command.stdio)?;
 
-    let channels = Channels::new(config, link.is_some())?;
-    let err_w = channels.err_w.as_raw_fd();
-
     // The helper program runs the command when PID 1 must be an init, or a time namespace is joined.
     let time_fd = join.and_then(|j| j.time.as_ref()).map_or(-1, AsRawFd::as_raw_fd);
     let helper_mode = if config.init {
@@ -324,15 +422,17 @@ pub fn spawn(
     } else {
         None
     };
-    let helper_fd = if helper_mode.is_some() { crate::helper::fd()? } else { -1 };
+    let channels = Channels::new(config, link.is_some(), helper_mode == Some("exec"))?;
+    let err_w = channels.err_w.as_raw_fd();
+    let helper = helper_mode.map(|_| crate::helper::fd()).transpose()?;
+    let helper_fd = helper.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let helper_strings = helper_mode.map(|mode| helper_argv(mode, err_w, time_fd, command));
     let helper_args = helper_strings.as_deref().map(c_array).unwrap_or_default();
 
     let join_fds: Vec<(c_int, c_int, Stage)> =
         join.map(|j| j.namespaces.iter().map(|(fd, t, s)| (fd.as_raw_fd(), *t, *s)).collect()).unwrap_or_default();
     let inner_pid = AtomicI32::new(0);
-    // Namespaces to create after joining some (a box on a private network) are made by the second clone.
-    let fork_after_join = join.is_some_and(|j| j.enters_pid_namespace() || config.clone_flags() != 0);
+    let route = Route::new(config, join);
     let fd_of = |fd: Option<&OwnedFd>| fd.map_or(-1, AsRawFd::as_raw_fd);
 
     let go_fds = channels.go.as_ref().map_or([-1, -1], |(r, w)| [r.as_raw_fd(), w.as_raw_fd()]);
@@ -350,9 +450,11 @@ pub fn spawn(
         keep_fds: &keep_fds,
         new_session: command.new_session,
         process_group: command.process_group.unwrap_or(-1),
+        drop_groups: route.drop_groups,
         join: &join_fds,
-        fork_after_join,
-        inner_flags: config.clone_flags(),
+        unshare_flags: route.unshare_flags,
+        fork_again: route.fork_again,
+        inner_flags: route.inner_flags,
         inner_stack: std::ptr::null_mut(),
         inner_pid: &inner_pid,
         root_fd: dir_fds[0],
@@ -360,25 +462,82 @@ pub fn spawn(
         helper_fd,
         helper_argv: &helper_args,
         helper_fds: [if helper_fd >= 0 { err_w } else { -1 }, time_fd],
+        umask: command.umask,
+        extra_groups: command.extra_groups.as_deref(),
+        gid: command.gid,
+        uid: command.uid,
     };
 
-    // CLONE_VFORK: this thread sleeps until the child has exec'd or exited. When the parent must write
-    // the id maps or make the network, a scoped thread does it meanwhile; CLONE_PARENT_SETTID gives it
-    // the child's PID (the second child's comes the same way, see `child::join_then_run`).
-    let namespaces = if join.is_some() { 0 } else { config.clone_flags() };
-    let mut flags = namespaces | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
     let child_pid = AtomicI32::new(0);
+    let (pid, maps) = clone_child(&mut plan, &channels, route.clone_flags, config, link, (&child_pid, &inner_pid))?;
+    let err_r = channels.err_r.as_raw_fd();
+    // `plan` (plain data the child may still read) and the map texts stay alive until we return.
+    drop(channels.err_w);
+    drop(channels.go);
+    let inner = route.fork_again.then(|| inner_pid.load(Ordering::Acquire));
+    // The process that runs the helper, if it was made (a failure may come before).
+    let runner = inner.unwrap_or(pid);
+    let watched = if helper_mode.is_some() && runner > 0 { watch(runner)? } else { None };
+
+    let outcome = if let Err(e) = maps {
+        Err(e)
+    } else if let Some(pidfd) = watched {
+        // The helper may have exec'd (or the child failed before): it tells when the command has.
+        match helper_mode {
+            Some("init") => await_init(config, err_r, &pidfd),
+            _ => await_exec_handoff(config, err_r, &pidfd),
+        }
+    } else {
+        // SAFETY: setting O_NONBLOCK on our own fd.
+        unsafe { libc::fcntl(err_r, libc::F_SETFL, libc::O_NONBLOCK) };
+        if helper_mode == Some("exec") {
+            receive_record(err_r).and_then(|(r, _)| outcome_of(config, r))
+        } else {
+            next_record(err_r).and_then(|r| outcome_of(config, r))
+        }
+    };
+    let pid = conclude(outcome, pid, inner).map_err(|e| name_credentials(e, command))?;
+    crate::spawner::adopt(pid);
+    Ok(pid)
+}
+
+/// Clones the child on this thread's child stack and, when the parent must write the id maps or make
+/// the network, runs the handshake on a scoped thread meanwhile (this thread sleeps in `CLONE_VFORK`
+/// until the child has exec'd or exited). `pids` are where the kernel stores the first and second
+/// child's PIDs (`CLONE_PARENT_SETTID`). Returns the child's PID and the handshake's outcome.
+fn clone_child(
+    plan: &mut Plan<'_>,
+    channels: &Channels,
+    namespaces: c_int,
+    config: &Config,
+    link: Option<&Link>,
+    pids: (&AtomicI32, &AtomicI32),
+) -> Result<(pid_t, Result<(), SpawnError>), SpawnError> {
+    let (child_pid, inner_pid) = pids;
+    let mut flags = namespaces | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
     if channels.go.is_some() {
         flags |= libc::CLONE_PARENT_SETTID;
     }
     let go_w = channels.go.as_ref().map(|(_, w)| w.as_raw_fd());
     let err_r = channels.err_r.as_raw_fd();
-    let (pid, maps) = std::thread::scope(|scope| {
-        let waiting = if fork_after_join { &inner_pid } else { &child_pid };
-        let writer = go_w.map(|go_w| scope.spawn(move || prepare_when_ready(config, link, waiting, err_r, go_w)));
+    // The process that sets up the namespaces (and so waits for the parent): the one that made them.
+    let waiting = if plan.fork_again && plan.unshare_flags == 0 { inner_pid } else { child_pid };
+    std::thread::scope(|scope| {
+        let writer = match go_w {
+            None => None,
+            Some(go_w) => Some(
+                std::thread::Builder::new()
+                    .name("nsbox-handshake".into())
+                    .spawn_scoped(scope, move || prepare_when_ready(config, link, waiting, err_r, go_w))
+                    .map_err(|e| {
+                        SpawnError::os(Stage::Clone, e.raw_os_error().unwrap_or(libc::EAGAIN))
+                            .with_what("start a thread for the child's id maps or network")
+                    })?,
+            ),
+        };
         let pid = ChildStack::with(|stack, inner_stack| {
             plan.inner_stack = inner_stack;
-            let arg = std::ptr::from_ref(&plan).cast_mut().cast();
+            let arg = std::ptr::from_ref(&*plan).cast_mut().cast();
             // SAFETY: the child runs `child::entry` on its own stack and only reads `plan`, which lives
             // until the child has exec'd or exited: CLONE_VFORK returns only then.
             unsafe { libc::clone(child::entry, stack, flags, arg, child_pid.as_ptr()) }
@@ -389,42 +548,81 @@ pub fn spawn(
             send_end_of_records(&channels.err_w);
             writer.join().unwrap_or_else(|_| Err(SpawnError::Internal("the id map writer panicked".into())))
         });
-        (pid, maps)
-    });
-    let pid = pid?;
-    if pid < 0 {
-        return Err(failure(config, Stage::Clone, last_errno()));
-    }
-    // `plan` (plain data the child may still read) and the map texts stay alive until we return.
-    drop(channels.err_w);
-    drop(channels.go);
-
-    let outcome = if let Some(Err(e)) = maps {
-        Err(e)
-    } else if config.init {
-        // The init has exec'd; it says "running" once the command has, after the command's own failure
-        // record if it failed. No need to wait for EOF.
-        match next_record(err_r) {
-            Ok(Read::Record(Stage::Running, _)) => Ok(()),
-            Ok(Read::Eof | Read::Nothing) => {
-                Err(SpawnError::Internal("the init process died before the command ran".into()))
-            }
-            Ok(record @ Read::Record(..)) => outcome_of(config, record),
-            Err(e) => Err(e),
+        match pid? {
+            pid if pid < 0 => Err(failure(config, Stage::Clone, last_errno())),
+            pid => Ok((pid, maps.unwrap_or(Ok(())))),
         }
-    } else if helper_fd >= 0 {
-        // The helper has exec'd, the command not yet: EOF says it has (the helper closes its copy).
-        next_record(err_r).and_then(|r| outcome_of(config, r))
-    } else {
-        // SAFETY: setting O_NONBLOCK on our own fd.
-        unsafe { libc::fcntl(err_r, libc::F_SETFL, libc::O_NONBLOCK) };
-        next_record(err_r).and_then(|r| outcome_of(config, r))
+    })
+}
+
+/// Names the user, group or groups a credential step failed to switch to.
+fn name_credentials(err: SpawnError, command: &Command) -> SpawnError {
+    let SpawnError::Os { stage, errno, .. } = &err else { return err };
+    let (stage, errno) = (*stage, *errno);
+    let what = match (stage, command) {
+        (Stage::SetUid, Command { uid: Some(uid), .. }) => format!("switch to user {uid}"),
+        (Stage::SetGid, Command { gid: Some(gid), .. }) => format!("switch to group {gid}"),
+        (Stage::Groups, Command { extra_groups: Some(groups), .. }) => {
+            let list: Vec<String> = groups.iter().map(ToString::to_string).collect();
+            format!("set the supplementary groups [{}]", list.join(", "))
+        }
+        _ => return err,
     };
-    conclude(outcome, pid, fork_after_join.then(|| inner_pid.load(Ordering::Acquire)))
+    let hint = match (stage, errno) {
+        (_, libc::EINVAL) => Some("it is not mapped in the box's user namespace: add it to uid_map or gid_map"),
+        (Stage::Groups, libc::EPERM) => {
+            Some("setgroups is denied in the box's user namespace: pass setgroups='allow' (as root)")
+        }
+        _ => None,
+    };
+    err.with_what(what).with_hint(hint)
+}
+
+/// A pidfd for a child of ours, or `None` if it has been reaped already (`SIGCHLD` ignored): then all it
+/// wrote is in the pipe.
+pub(crate) fn watch(pid: pid_t) -> Result<Option<OwnedFd>, SpawnError> {
+    match crate::sys::pidfd_open(pid) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(SpawnError::Os { errno: libc::ESRCH, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// With `init=True`: the init has exec'd; it says "running" once the command has, after the command's
+/// own failure record if it failed. Watched through a pidfd, never waiting for EOF.
+fn await_init(config: &Config, err_r: RawFd, pidfd: &OwnedFd) -> Result<(), SpawnError> {
+    wait_readable(err_r, pidfd)?;
+    match next_record(err_r)? {
+        Read::Record(Stage::Running, _) => Ok(()),
+        Read::Eof | Read::Nothing => Err(SpawnError::Internal("the init process died before the command ran".into())),
+        record @ Read::Record(..) => outcome_of(config, record),
+    }
+}
+
+/// An `exec` into a time namespace: the helper hands over a pipe whose write end only it holds (see
+/// nsbox-helper.c); EOF there means the command has exec'd.
+fn await_exec_handoff(config: &Config, err_r: RawFd, pidfd: &OwnedFd) -> Result<(), SpawnError> {
+    loop {
+        wait_readable(err_r, pidfd)?;
+        match receive_record(err_r)? {
+            (Read::Record(Stage::Handoff, _), Some(pipe)) => {
+                // Blocking: the helper, then the command, hold the only write end (close-on-exec).
+                return read_record(pipe.as_raw_fd()).and_then(|r| outcome_of(config, r));
+            }
+            (Read::Record(Stage::Handshake, 0), _) => {}
+            (Read::Record(Stage::Handoff, _), None) => {
+                return Err(SpawnError::Internal("the helper's exec pipe did not arrive".into()))
+            }
+            (Read::Eof | Read::Nothing, _) => {
+                return Err(SpawnError::Internal("the helper program died before the command ran".into()))
+            }
+            (record, _) => return outcome_of(config, record),
+        }
+    }
 }
 
 /// The command's PID, or the error after reaping what was started. `inner` is the second child's PID
-/// when the first one forked to enter a PID namespace (the first has left by then).
+/// when the first one cloned again to enter a PID namespace (the first has left by then).
 fn conclude(outcome: Result<(), SpawnError>, pid: pid_t, inner: Option<pid_t>) -> Result<pid_t, SpawnError> {
     let Some(inner) = inner else {
         // Killed first: after a corrupt record the child may still be running (an init, say).
@@ -454,7 +652,7 @@ fn outcome_of(config: &Config, read: Read) -> Result<(), SpawnError> {
     match read {
         Read::Eof | Read::Nothing => Ok(()),
         // Only failures can come now, and a failure has an errno.
-        Read::Record(Stage::Ready | Stage::Forked | Stage::Running, _) | Read::Record(_, ..=0) => {
+        Read::Record(Stage::Ready | Stage::Forked | Stage::Running | Stage::Handoff, _) | Read::Record(_, ..=0) => {
             Err(SpawnError::Internal("unexpected record on the error pipe".into()))
         }
         Read::Record(stage, errno) => Err(failure(config, stage, errno)),

@@ -2,105 +2,131 @@
 //!
 //! `PR_SET_PDEATHSIG` fires when the *thread* that created the child exits, not the process. A box
 //! started from a short-lived thread (a thread pool, a Jupyter comm handler) would be killed with that
-//! thread. So spawns run on threads of our own that never exit: the box then dies exactly when the
-//! process does. Idle threads are kept for reuse; concurrent callers each get one, so spawns run in
-//! parallel. The threads block every signal, which the child inherits until it resets its dispositions.
+//! thread. So spawns run on threads of our own, and a thread exits only once every child it started has
+//! exited: the box then dies exactly when the process does. Idle threads are kept for reuse; concurrent
+//! callers each get one, so spawns run in parallel; a thread idle for [`IDLE`] whose children are all gone
+//! retires. The threads block every signal, which the child inherits until it resets its dispositions.
+//!
+//! After `fork()` the child has none of these threads, and a lock another thread held is copied locked:
+//! each process generation ([`crate::sys::process_generation`]) has a pool of its own, and a forked child
+//! never touches its parent's.
 
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Sender};
-use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use libc::pid_t;
 
 use crate::errors::{SpawnError, Stage};
+use crate::sys;
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// How long a thread waits for work before it tries to retire.
+const IDLE: Duration = Duration::from_secs(2);
+
+struct Worker {
+    id: u64,
+    jobs: Sender<Job>,
+}
+
+/// The idle threads of one process generation.
 struct Pool {
-    /// The process the threads belong to ([`process`]): after `fork()` the child has none of them.
-    owner: u64,
-    idle: Vec<Sender<Job>>,
+    generation: u64,
+    idle: Mutex<Vec<Worker>>,
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool { owner: 0, idle: Vec::new() });
-/// The process that owns `POOL`'s threads ([`process`]; 0: none yet). Read without the lock to notice a fork.
-static OWNER: AtomicU64 = AtomicU64::new(0);
-/// Counted up by [`forked`] in the process `nsbox.call` forks. With a PID namespace its PID is 1, which
-/// its parent's may be too (a parent that is PID 1 of its own namespace), so the PID alone cannot tell.
-static FORKS: AtomicU32 = AtomicU32::new(0);
-/// Set in a forked child that inherited `POOL` locked (by a thread that does not exist there): that
-/// process spawns from fresh threads that are not pooled.
-static UNPOOLED: AtomicBool = AtomicBool::new(false);
+/// This generation's pool. Pools of earlier generations (the process this one was forked from) are
+/// leaked: their threads do not exist here and their lock may be held for ever.
+static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Called in a process forked by `nsbox.call`: the pool's threads are not there.
-pub fn forked() {
-    FORKS.fetch_add(1, Ordering::Relaxed);
+thread_local! {
+    /// On a spawner thread: the children it started that may still be running.
+    static CHILDREN: RefCell<Vec<pid_t>> = const { RefCell::new(Vec::new()) };
 }
 
-/// This process, as the pool's owner: its PID and [`FORKS`].
-fn process() -> u64 {
-    u64::from(FORKS.load(Ordering::Relaxed)) << 32 | u64::from(std::process::id())
-}
-
-/// Locks the pool, or `None` in a forked child whose copy of the lock can never be released.
-fn lock_pool() -> Option<MutexGuard<'static, Pool>> {
-    let me = process();
-    if UNPOOLED.load(Ordering::Relaxed) {
-        return None;
-    }
-    if OWNER.load(Ordering::Acquire) == me {
-        return Some(POOL.lock().unwrap_or_else(PoisonError::into_inner));
-    }
-    // First use in this process, or first after a fork(). Before any spawn a held lock is just another
-    // thread's first use; after a fork it was copied locked and will never be released here.
-    let mut pool = match POOL.try_lock() {
-        Ok(pool) => pool,
-        Err(TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(TryLockError::WouldBlock) if OWNER.load(Ordering::Acquire) == 0 => {
-            POOL.lock().unwrap_or_else(PoisonError::into_inner)
+fn pool() -> &'static Pool {
+    let generation = sys::process_generation();
+    loop {
+        let current = POOL.load(Ordering::Acquire);
+        // SAFETY: pools are never freed once published.
+        if let Some(pool) = unsafe { current.as_ref() } {
+            if pool.generation == generation {
+                return pool;
+            }
         }
-        Err(TryLockError::WouldBlock) => {
-            UNPOOLED.store(true, Ordering::Relaxed);
-            return None;
+        let fresh = Box::into_raw(Box::new(Pool { generation, idle: Mutex::new(Vec::new()) }));
+        match POOL.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            // SAFETY: just published, never freed.
+            Ok(_) => return unsafe { &*fresh },
+            // Another thread published one first: drop ours (never shared) and look again.
+            // SAFETY: `fresh` came from Box::into_raw above and nobody else saw it.
+            Err(_) => drop(unsafe { Box::from_raw(fresh) }),
         }
-    };
-    if pool.owner != me {
-        // Inherited through fork(): those threads do not exist here. Forget (not drop) their channels.
-        std::mem::forget(std::mem::take(&mut pool.idle));
-        pool.owner = me;
-        OWNER.store(me, Ordering::Release);
-    }
-    Some(pool)
-}
-
-fn take() -> Result<Sender<Job>, SpawnError> {
-    let idle = lock_pool().and_then(|mut pool| pool.idle.pop());
-    match idle {
-        Some(worker) => Ok(worker),
-        None => start(),
     }
 }
 
-fn give_back(worker: Sender<Job>) {
-    if let Some(mut pool) = lock_pool() {
-        pool.idle.push(worker);
+impl Pool {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Worker>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-fn start() -> Result<Sender<Job>, SpawnError> {
-    let (tx, rx) = mpsc::channel::<Job>();
+/// Records a child started on this thread: the thread stays until it has exited. Call it on the
+/// spawner thread that started `pid`, with `pid` a child whose parent-death signal is tied to it.
+pub fn adopt(pid: pid_t) {
+    CHILDREN.with(|children| children.borrow_mut().push(pid));
+}
+
+/// Whether every child this thread started has exited (forgetting those that have).
+fn children_gone() -> bool {
+    CHILDREN.with(|children| {
+        let mut children = children.borrow_mut();
+        children.retain(|&pid| sys::still_running(pid));
+        children.is_empty()
+    })
+}
+
+fn start(pool: &'static Pool) -> Result<Worker, SpawnError> {
+    let (jobs, rx) = mpsc::channel::<Job>();
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     std::thread::Builder::new()
         .name("nsbox-spawner".into())
         .spawn(move || {
             block_all_signals();
-            for job in rx {
-                // A panic must not take the thread (and the boxes tied to it) down.
-                let _ = catch_unwind(AssertUnwindSafe(job));
+            loop {
+                match rx.recv_timeout(IDLE) {
+                    // A panic must not take the thread (and the boxes tied to it) down.
+                    Ok(job) => drop(catch_unwind(AssertUnwindSafe(job))),
+                    Err(RecvTimeoutError::Timeout) => {
+                        if !children_gone() {
+                            continue;
+                        }
+                        // Retire, unless a caller took this thread meanwhile (its job is on the way).
+                        let mut idle = pool.idle();
+                        if let Some(at) = idle.iter().position(|w| w.id == id) {
+                            idle.swap_remove(at);
+                            return;
+                        }
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        if children_gone() {
+                            return;
+                        }
+                        // Nobody can send any more, but the boxes need this thread: wait for them.
+                        std::thread::sleep(IDLE);
+                    }
+                }
             }
         })
         .map_err(|e| {
             SpawnError::os(Stage::Clone, e.raw_os_error().unwrap_or(libc::EAGAIN)).with_what("start a spawner thread")
         })?;
-    Ok(tx)
+    Ok(Worker { id, jobs })
 }
 
 fn block_all_signals() {
@@ -114,15 +140,26 @@ fn block_all_signals() {
 
 /// Runs `job` on a spawner thread and returns its result.
 pub fn run<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> Result<R, SpawnError> {
-    let worker = take()?;
+    let pool = pool();
+    let taken = pool.idle().pop();
+    let worker = match taken {
+        Some(worker) => worker,
+        None => start(pool)?,
+    };
     let (tx, rx) = mpsc::sync_channel(1);
-    let sent = worker.send(Box::new(move || {
+    let sent = worker.jobs.send(Box::new(move || {
         let _ = tx.send(job());
     }));
     if sent.is_err() {
         return Err(SpawnError::Internal("a spawner thread is gone".into()));
     }
     let out = rx.recv().map_err(|_| SpawnError::Internal("the spawn panicked".into()));
-    give_back(worker);
+    pool.idle().push(worker);
     out
+}
+
+/// The number of spawner threads of this process that are idle (for tests and benchmarks).
+#[must_use]
+pub fn idle_threads() -> usize {
+    pool().idle().len()
 }

@@ -116,12 +116,19 @@ pub struct Options {
 pub struct Caller {
     pub euid: u32,
     pub egid: u32,
+    /// The caller has supplementary groups and may drop them (`CAP_SETGID`): a box in a user namespace
+    /// must not keep them (see [`UserNs::drop_groups_first`]).
+    pub may_drop_groups: bool,
 }
 
 impl Caller {
     #[must_use]
     pub fn current() -> Caller {
-        Caller { euid: nix::unistd::geteuid().as_raw(), egid: nix::unistd::getegid().as_raw() }
+        Caller {
+            euid: nix::unistd::geteuid().as_raw(),
+            egid: nix::unistd::getegid().as_raw(),
+            may_drop_groups: crate::sys::may_drop_groups(),
+        }
     }
 }
 
@@ -134,6 +141,10 @@ pub struct UserNs {
     /// The child can write these maps itself (a single own id, setgroups denied); otherwise the
     /// parent writes them while the child waits.
     pub child_writes_maps: bool,
+    /// The caller's supplementary groups are dropped before the namespace is made: with setgroups
+    /// denied they could not be dropped inside, and a box would keep (say) host root's group. So the
+    /// child makes its namespaces with `unshare(2)` after `setgroups(0, NULL)` instead of in the clone.
+    pub drop_groups_first: bool,
 }
 
 /// Checked options with every implication applied: what the spawn will do.
@@ -238,7 +249,8 @@ impl Options {
             let child_writes_maps = uid_map.is_single_own_id(caller.euid)
                 && gid_map.is_single_own_id(caller.egid)
                 && setgroups == Setgroups::Deny;
-            Some(UserNs { uid_map, gid_map, setgroups, child_writes_maps })
+            let drop_groups_first = setgroups == Setgroups::Deny && caller.may_drop_groups;
+            Some(UserNs { uid_map, gid_map, setgroups, child_writes_maps, drop_groups_first })
         } else {
             None
         };
@@ -315,8 +327,8 @@ mod tests {
     use super::*;
     use crate::idmap::IdRange;
 
-    const ROOT: Caller = Caller { euid: 0, egid: 0 };
-    const USER: Caller = Caller { euid: 1000, egid: 100 };
+    const ROOT: Caller = Caller { euid: 0, egid: 0, may_drop_groups: true };
+    const USER: Caller = Caller { euid: 1000, egid: 100, may_drop_groups: false };
 
     #[test]
     fn user_namespace_is_automatic_only_for_unprivileged_callers() {
@@ -326,6 +338,7 @@ mod tests {
         assert_eq!(user.uid_map, IdMap::root_of(1000));
         assert_eq!(user.gid_map, IdMap::root_of(100));
         assert!(user.child_writes_maps);
+        assert!(!user.drop_groups_first);
         // Nothing asked: no namespace at all, even unprivileged.
         assert!(Options::default().resolve(USER).unwrap().user.is_none());
     }

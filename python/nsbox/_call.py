@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import math
 import os
@@ -153,11 +154,10 @@ def call(
     deadline = None if timeout is None else time.monotonic() + timeout
 
     _flush_std_streams()
-    # (PID, pidfd, PID to reap after it) of the box, put here by _nsbox.fork before it returns: known even
-    # if an interrupt is raised as it returns. Killing and reaping go through the pidfd, which cannot name
-    # a reused PID.
-    started: list[tuple[int, int, int]] = []
-    read_end, write_end = os.pipe()
+    # (PID, pidfd) of the box, put here by _nsbox.fork before it returns: known even if an interrupt is
+    # raised as it returns. Killing and reaping go through the pidfd, which cannot name a reused PID.
+    started: list[tuple[int, int]] = []
+    read_end, write_end = _pipe()
     try:
         try:
             _nsbox.fork(
@@ -171,17 +171,19 @@ def call(
         finally:
             os.close(write_end)
         message = _read_message(started[0][1], read_end, deadline)
-        returncode = _reap(*started[0][1:])
+        returncode = _reap(started[0][1])
     except BaseException as exc:
         if started:
-            _kill_and_reap(*started[0][1:])
+            # One call that a second interrupt cannot cut short before the box is killed.
+            _nsbox.kill_and_reap_pidfd(started[0][1])
         if isinstance(exc, _Timeout):
             raise subprocess.TimeoutExpired(name, timeout or 0.0) from None
         raise
     finally:
         os.close(read_end)
-        for _, pidfd, _ in started:
-            os.close(pidfd)
+        for _, pidfd in started:
+            if pidfd >= 0:
+                os.close(pidfd)
         if network is not None and link is not None:
             if started:
                 network._release(link[1], link[0])  # exited and reaped: its veth goes with its namespace
@@ -280,7 +282,8 @@ def _read_message(pidfd: int, fd: int, deadline: float | None) -> bytes | None:
     """
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    poller.register(pidfd, select.POLLIN)
+    if pidfd >= 0:
+        poller.register(pidfd, select.POLLIN)
     data = bytearray()
     while True:
         if len(data) >= _HEADER.size and len(data) >= _HEADER.size + _HEADER.unpack_from(data)[0]:
@@ -291,7 +294,8 @@ def _read_message(pidfd: int, fd: int, deadline: float | None) -> bytes | None:
             if remaining <= 0:
                 raise _Timeout
             wait_ms = math.ceil(remaining * 1000)
-        ready = {ready_fd for ready_fd, _ in poller.poll(wait_ms)}
+        # Without a pidfd the box has exited already (and was reaped elsewhere): read what is there.
+        ready = {ready_fd for ready_fd, _ in poller.poll(wait_ms)} if pidfd >= 0 else {pidfd}
         if fd in ready:
             chunk = os.read(fd, 1 << 20)
             if not chunk:
@@ -309,53 +313,47 @@ def _read_message(pidfd: int, fd: int, deadline: float | None) -> bytes | None:
             return bytes(data[_HEADER.size :]) if len(data) == _HEADER.size + size else None
 
 
-def _reap(pidfd: int, then_reap: int) -> int:
+def _reap(pidfd: int) -> int | None:
     """Waits for the box to exit and returns its status as :mod:`subprocess` does (``-N`` for signal N).
 
-    ``then_reap`` (with ``pid=True``) is the first child, which exits as soon as the box has.
+    ``None`` when it was reaped by someone else (``SIGCHLD`` ignored, or a handler that reaps), as
+    :class:`subprocess.Popen` copes with it.
     """
-    info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    if pidfd < 0:
+        return None  # exited, and reaped elsewhere, before it could be watched
+    try:
+        info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    except ChildProcessError:
+        return None
     assert info is not None  # no WNOHANG
-    if then_reap:
-        _reap_pid(then_reap)
     return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
 
-def _kill_and_reap(pidfd: int, then_reap: int) -> None:
-    try:
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    _reap_pidfd(pidfd)
-    if then_reap:
-        _reap_pid(then_reap)
+def _pipe() -> tuple[int, int]:
+    """A pipe whose ends are both 3 or above.
+
+    In a caller with fds 0-2 closed, the box's prints to fd 1 must not land in the result pipe.
+    """
+    ends = []
+    for fd in os.pipe():
+        if fd < 3:
+            lifted = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            os.close(fd)
+            fd = lifted
+        ends.append(fd)
+    return ends[0], ends[1]
 
 
-def _reap_pidfd(pidfd: int) -> None:
-    while True:
-        try:
-            os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
-        except ChildProcessError:  # reaped already
-            return
-        except BaseException:  # a second interrupt: the box is dying (SIGKILL); reap it all the same
-            continue
-        return
-
-
-def _reap_pid(pid: int) -> None:
-    while True:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:  # reaped already
-            return
-        except BaseException:  # an interrupt: it is exiting anyway; reap it all the same
-            continue
-        return
-
-
-def _conclude(message: bytes | None, returncode: int, worker: int, name: str) -> Any:
+def _conclude(message: bytes | None, returncode: int | None, worker: int, name: str) -> Any:
     __tracebackhide__ = True
     if message is None:
+        if returncode is None:
+            raise BoxCrashed(
+                f"{name} did not return: its process in the box (host PID {worker}) ended, and was reaped "
+                "elsewhere (is SIGCHLD ignored?), so how is unknown",
+                returncode=0,
+                pid=worker,
+            )
         if returncode < 0:
             try:
                 what = f"was killed by {signal.Signals(-returncode).name}"

@@ -9,12 +9,15 @@ __all__ = [
     "__version__",
     "fork",
     "ipv4_routes",
+    "kill_and_reap",
+    "kill_and_reap_pidfd",
     "namespaces",
     "nspid",
     "persist",
     "processes",
     "release",
     "spawn",
+    "spawner_threads",
 ]
 __version__: str
 
@@ -70,6 +73,11 @@ def spawn(
     lan: Lan | None = None,
     veth: str | None = None,
     address: str | None = None,
+    umask: int | None = None,
+    extra_groups: Sequence[int] | None = None,
+    gid: int | None = None,
+    uid: int | None = None,
+    popen: object = None,
 ) -> int:
     """Start a process in the namespaces of ``config`` and return its PID in the caller's namespace.
 
@@ -82,8 +90,24 @@ def spawn(
     creating new ones. With ``lan``, ``veth`` and ``address`` (given together) the child waits in its new
     network namespace while a veth pair is made (``veth`` on the bridge, ``eth0`` in the box), then
     configures ``eth0`` with ``address`` and a default route through the gateway; a box on a private
-    ``Lan`` is started inside its user namespace. The GIL is released while spawning.
+    ``Lan`` is started inside its user namespace. ``umask``, ``extra_groups``, ``gid`` and ``uid`` are
+    :mod:`subprocess`'s, applied inside the box after its namespaces are set up (-1/``None``: unchanged).
+    With ``popen``, the PID is also stored on it (``pid``, ``_child_created = True``) before this returns,
+    so that an interrupt raised as it returns leaves a ``Popen`` that :func:`kill_and_reap` can clean up.
+    The GIL is released while spawning.
     """
+
+def kill_and_reap(popen: object) -> None:
+    """SIGKILL and reap a ``Popen``'s process if it started and has not been reaped; set its ``returncode``.
+
+    One call, which Python signal handlers cannot interrupt before the kill.
+    """
+
+def kill_and_reap_pidfd(pidfd: int) -> None:
+    """SIGKILL and reap the child of ours behind ``pidfd`` (nothing if it was reaped already)."""
+
+def spawner_threads() -> int:
+    """The number of idle spawner threads of this process (they retire when idle and their boxes are gone)."""
 
 @final
 class Lan:
@@ -111,21 +135,20 @@ def ipv4_routes() -> list[tuple[str, int]]:
 def fork(
     config: Config,
     child: Callable[[], object],
-    started: list[tuple[int, int, int]],
+    started: list[tuple[int, int]],
     lan: Lan | None = None,
     veth: str | None = None,
     address: str | None = None,
 ) -> None:
     """Fork this interpreter into the namespaces of ``config``, with CPython's fork hooks, as ``os.fork`` does.
 
-    In the caller, once the namespaces are ready, appends ``(pid, pidfd, then_reap)`` to ``started``: the
-    process that runs ``child``, a pidfd for it (the caller owns it), and a PID to reap after it (0 for
-    none; with ``pid=True``, the first child, which lends the second its memory and exits right after it).
-    A list rather than a return value, so that the caller has them even if an interrupt is raised as this
-    returns. With ``pid=True`` that process is PID 1 of the new PID namespace and a child of the caller. In
-    that process, calls ``child()`` and ends with ``_exit`` (status 0, or 70 if ``child`` raised): it never
-    returns into the caller's code. Failures to make the namespaces raise the errno's ``OSError`` naming
-    the step, as :func:`spawn` does, after reaping what was started; the GIL is released while waiting.
+    In the caller, once the namespaces are ready, appends ``(pid, pidfd)`` to ``started``: the process that
+    runs ``child`` and a pidfd for it (the caller owns it). A list rather than a return value, so that the
+    caller has them even if an interrupt is raised as this returns. With ``pid=True`` that process is PID 1
+    of the new PID namespace and a child of the caller. In that process, calls ``child()`` and ends with
+    ``_exit`` (status 0, or 70 if ``child`` raised): it never returns into the caller's code. Failures to
+    make the namespaces raise the errno's ``OSError`` naming the step, as :func:`spawn` does, after reaping
+    what was started; the GIL is released while waiting.
     ``lan``, ``veth`` and ``address`` put the process on a network, as for :func:`spawn`.
     """
 

@@ -9,7 +9,8 @@ import os
 import subprocess
 import sys
 import time as _time
-from collections.abc import Collection, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import IO, Any
 
 from nsbox import _inspect, _nsbox
@@ -55,11 +56,20 @@ class Popen(subprocess.Popen[Any]):
       (default: the next free address), up, with a default route through the network's gateway.
       ``box.ip`` is the address.
 
+    ``user`` does two jobs, told apart by type: ``None``, ``True`` or ``False`` is the user namespace
+    (above); a user name or an ``int`` uid means what it means to :mod:`subprocess`: run the command as
+    that user, here *inside* the box (after the namespaces are made, so uid 1000 is uid 1000 of the box's
+    user namespace, which must map it). ``group``, ``extra_groups`` and ``umask`` are :mod:`subprocess`'s
+    too, applied inside the box likewise. Names are looked up in the host's passwd and group databases
+    before anything is forked, as :mod:`subprocess` does.
+
     Differences from ``subprocess.Popen``: every fd other than 0, 1, 2 and ``pass_fds`` is closed
-    (``close_fds`` cannot be False); signal dispositions and mask are reset to default; there is no
-    ``preexec_fn`` (nothing runs between fork and exec but nsbox's own system calls); ``user`` is the
-    user namespace, not a uid to switch to. Without ``pid=True``, ``kill()`` reaches the first process
-    only, as in subprocess; with it, killing PID 1 ends every process of the box.
+    (``close_fds=False`` is refused, or overridden with subprocess's own warning when ``pass_fds`` is
+    given); signal dispositions and mask are reset to default (``restore_signals=False`` is refused);
+    there is no ``preexec_fn`` (nothing runs between fork and exec but nsbox's own system calls);
+    ``startupinfo`` and ``creationflags`` are refused as on any POSIX system. Without ``pid=True``,
+    ``kill()`` reaches the first process only, as in subprocess; with it, killing PID 1 ends every
+    process of the box.
     """
 
     def __init__(
@@ -70,26 +80,32 @@ class Popen(subprocess.Popen[Any]):
         stdin: File = None,
         stdout: File = None,
         stderr: File = None,
-        *,
+        preexec_fn: Callable[[], Any] | None = None,
+        close_fds: bool = True,
+        shell: bool = False,
         cwd: StrOrBytesPath | None = None,
         env: Mapping[Any, Any] | None = None,
         universal_newlines: bool | None = None,
-        shell: bool = False,
-        close_fds: bool = True,
-        pass_fds: Collection[int] = (),
+        startupinfo: Any = None,
+        creationflags: int = 0,
         restore_signals: bool = True,
         start_new_session: bool = False,
-        process_group: int | None = None,
-        text: bool | None = None,
+        pass_fds: Collection[int] = (),
+        *,
+        user: bool | str | int | None = None,
+        group: str | int | None = None,
+        extra_groups: Iterable[str | int] | None = None,
         encoding: str | None = None,
         errors: str | None = None,
+        text: bool | None = None,
+        umask: int = -1,
         pipesize: int = -1,
+        process_group: int | None = None,
         pid: bool = False,
         mount: bool = False,
         uts: bool = False,
         ipc: bool = False,
         net: bool = False,
-        user: bool | None = None,
         cgroup: bool = False,
         time: bool = False,
         mount_proc: bool | StrOrBytesPath = False,
@@ -107,10 +123,27 @@ class Popen(subprocess.Popen[Any]):
         network: Network | None = None,
         ip: str | ipaddress.IPv4Address | None = None,
     ) -> None:
+        if preexec_fn is not None:
+            raise ValueError(
+                "nsbox runs no Python code between fork and exec (it would be unsafe in a threaded caller): "
+                "preexec_fn is not supported; use nsbox.call to run a function in a box"
+            )
+        if startupinfo is not None:
+            raise ValueError("startupinfo is only supported on Windows platforms")
+        if creationflags != 0:
+            raise ValueError("creationflags is only supported on Windows platforms")
         if not close_fds:
-            raise ValueError("nsbox always closes inherited fds; pass the ones to keep in pass_fds")
+            if not pass_fds:
+                raise ValueError("nsbox always closes inherited fds; pass the ones to keep in pass_fds")
+            warnings.warn("pass_fds overriding close_fds.", RuntimeWarning, stacklevel=2)
         if not restore_signals:
             raise ValueError("nsbox always resets signal dispositions; restore_signals=False is not supported")
+        # `user` is the user namespace when None or a bool, subprocess's user (a name or uid) otherwise.
+        if user is not None and not isinstance(user, (bool, str, int)):
+            raise TypeError(
+                f"user must be None, True or False (a user namespace), or a user name or uid to run as, not {user!r}"
+            )
+        run_as = None if user is None or isinstance(user, bool) else user
         options = dict(NAMESPACE_DEFAULTS)
         options.update(
             pid=pid,
@@ -118,7 +151,7 @@ class Popen(subprocess.Popen[Any]):
             uts=uts,
             ipc=ipc,
             net=net,
-            user=user,
+            user=None if run_as is not None else user,
             cgroup=cgroup,
             time=time,
             mount_proc=mount_proc,
@@ -183,8 +216,15 @@ class Popen(subprocess.Popen[Any]):
                 encoding=encoding,
                 errors=errors,
                 pipesize=pipesize,
+                user=run_as,
+                group=group,
+                extra_groups=extra_groups,
+                umask=umask,
             )
         except BaseException:
+            # First, and in one call that Python's signal handlers cannot interrupt: an interrupt raised
+            # as the spawn returned (or later in __init__) must not leave a running box nobody knows of.
+            _nsbox.kill_and_reap(self)
             if network is not None and self._nsbox_link is not None:
                 network._bind(self._nsbox_link[1], None)
             raise
@@ -194,8 +234,7 @@ class Popen(subprocess.Popen[Any]):
             try:
                 self.persist(persist)
             except BaseException:
-                self.kill()
-                self.wait()
+                _nsbox.kill_and_reap(self)
                 raise
 
     @property
@@ -403,7 +442,8 @@ class Popen(subprocess.Popen[Any]):
             exec_paths = [program]
         else:
             exec_paths = [os.path.join(os.fsencode(d), program) for d in os.get_exec_path(env)]
-        self.pid = _nsbox.spawn(
+        # The core records the PID on self (pid, _child_created) before it returns: see kill_and_reap.
+        _nsbox.spawn(
             self._nsbox_config,
             exec_paths,
             argv,
@@ -420,6 +460,10 @@ class Popen(subprocess.Popen[Any]):
             lan=None if self._nsbox_network is None else self._nsbox_network._lan,
             veth=None if self._nsbox_link is None else self._nsbox_link[0],
             address=None if self._nsbox_link is None else self._nsbox_link[1],
+            umask=umask,
+            extra_groups=None if gids is None else list(gids),
+            gid=gid,
+            uid=uid,
+            popen=self,
         )
-        self._child_created = True
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
+from nsbox import _nsbox
 from nsbox._popen import Args, Popen
 
 
@@ -38,15 +39,19 @@ def run(
         kwargs["stdout"] = subprocess.PIPE
         kwargs["stderr"] = subprocess.PIPE
 
-    with Popen(args, **kwargs) as process:
-        try:
+    # Made before it is started, so that an interrupt raised as __init__ returns (before a `with` or an
+    # assignment could hold the object) still finds the box here.
+    process = Popen.__new__(Popen)
+    try:
+        process.__init__(args, **kwargs)  # type: ignore[misc]
+        with process:
             stdout, stderr = process.communicate(input, timeout=timeout)
-        except BaseException:
-            # Unlike subprocess.run, also on KeyboardInterrupt: kill and reap, leave no zombie behind.
-            process.kill()
-            process.wait()
-            raise
-        retcode = process.wait()  # communicate() has reaped it; this just reads returncode
-        if check and retcode:
-            raise subprocess.CalledProcessError(retcode, process.args, output=stdout, stderr=stderr)
+            retcode = process.wait()  # communicate() has reaped it; this just reads returncode
+    except BaseException:
+        # Unlike subprocess.run, also on KeyboardInterrupt: kill and reap, leave no zombie behind, in
+        # one call that a second interrupt cannot cut short.
+        _nsbox.kill_and_reap(process)
+        raise
+    if check and retcode:
+        raise subprocess.CalledProcessError(retcode, process.args, output=stdout, stderr=stderr)
     return subprocess.CompletedProcess(process.args, retcode, stdout, stderr)

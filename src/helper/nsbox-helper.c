@@ -7,7 +7,9 @@
  *   init  — PID 1 for init=True: starts the command as PID 2, forwards signals to it, reaps every
  *           zombie, and exits with the command's status (128+N when a signal N killed it, as tini).
  *   exec  — joins a time namespace (setns(CLONE_NEWTIME) needs a process whose memory is its own),
- *           then execs the command.
+ *           then execs the command. ERRFD is then a socket: before the exec the helper sends nsbox the
+ *           read end of a new pipe (SCM_RIGHTS) whose write end only it holds, so that EOF on that pipe
+ *           means "exec'd" even when another process of the caller's holds a copy of ERRFD.
  *   janitor — outlives the caller of an nsbox.Network made as root: when the caller's end of a socket
  *           closes without saying "x" (done), sends a netlink message nsbox prepared (deleting the
  *           bridge), so a killed caller leaves no bridge behind.
@@ -27,6 +29,7 @@
 #include <linux/netlink.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,7 +38,7 @@
 #endif
 
 /* Must match src/errors.rs. */
-enum { STAGE_EXEC = 17, STAGE_INIT = 19, STAGE_JOIN_TIME = 27, STAGE_RUNNING = 31 };
+enum { STAGE_EXEC = 17, STAGE_INIT = 19, STAGE_JOIN_TIME = 27, STAGE_RUNNING = 31, STAGE_HANDOFF = 36 };
 
 extern char **environ;
 static int errfd = -1;
@@ -50,6 +53,36 @@ static void send_record(uint32_t stage, int32_t value) {
 static void report(uint32_t stage, int32_t err) {
     send_record(stage, err);
     _exit(127);
+}
+
+/* exec mode: a pipe of our own replaces ERRFD; nsbox gets its read end with a "handoff" record. */
+static void hand_over_exec_pipe(void) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) report(STAGE_HANDOFF, errno);
+    unsigned char rec[8];
+    uint32_t stage = STAGE_HANDOFF;
+    int32_t zero = 0;
+    memcpy(rec, &stage, 4);
+    memcpy(rec + 4, &zero, 4);
+    struct iovec iov = {.iov_base = rec, .iov_len = sizeof rec};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                         .msg_controllen = sizeof control.buf};
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &p[0], sizeof(int));
+    ssize_t n;
+    do n = sendmsg(errfd, &msg, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)sizeof rec) report(STAGE_HANDOFF, n < 0 ? errno : EIO);
+    close(p[0]);
+    close(errfd);
+    errfd = p[1];
 }
 
 static void exec_command(char **paths, int npaths, char **argv) {
@@ -169,6 +202,7 @@ int main(int argc, char **argv) {
         close(timefd);
     }
     if (strcmp(mode, "init") == 0) return init(argc, argv, paths, npaths, command);
+    hand_over_exec_pipe();
     exec_command(paths, npaths, command);
     return 127;
 }

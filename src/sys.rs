@@ -1,0 +1,174 @@
+//! Parent-side system-call helpers: errno, fds that stay clear of 0-2, reaping, pidfds, and the
+//! process generation that tells a `fork()`ed copy from the process it was copied from.
+//!
+//! Nothing here runs in the child between `clone` and `execve` (see [`crate::child`] for that side).
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use libc::pid_t;
+
+use crate::errors::{SpawnError, Stage};
+
+/// The calling thread's errno.
+#[must_use]
+pub fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Takes ownership of a fresh fd (`>= 0`), moved to 3 or above and close-on-exec.
+///
+/// An fd of nsbox's must never sit on 0, 1 or 2: a caller that closed its standard fds (a daemon) would
+/// otherwise have the child's `dup2` onto 0-2 clobber it, or have its output land in nsbox's pipe.
+pub fn own_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd that nobody else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    if fd >= 3 {
+        return Ok(owned);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd; `owned` (below 3) is closed when it goes.
+    let lifted = unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if lifted < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    Ok(unsafe { OwnedFd::from_raw_fd(lifted) })
+}
+
+/// A CLOEXEC pipe, both ends at 3 or above.
+pub fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    let mut fds = [-1; 2];
+    // SAFETY: pipe2 into a stack array.
+    let ret = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    let err = |e: std::io::Error| {
+        SpawnError::os(Stage::Clone, e.raw_os_error().unwrap_or(libc::EMFILE)).with_what("create a pipe")
+    };
+    if ret < 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    let r = own_fd(fds[0]);
+    let w = own_fd(fds[1]);
+    Ok((r.map_err(err)?, w.map_err(err)?))
+}
+
+/// A CLOEXEC `AF_UNIX` socket pair of `kind`, both ends at 3 or above.
+pub fn socketpair(kind: libc::c_int) -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    let mut fds = [-1; 2];
+    // SAFETY: socketpair into a stack array.
+    let ret = unsafe { libc::socketpair(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    let err = |e: std::io::Error| {
+        SpawnError::os(Stage::Clone, e.raw_os_error().unwrap_or(libc::EMFILE)).with_what("create a socket pair")
+    };
+    if ret < 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    let a = own_fd(fds[0]);
+    let b = own_fd(fds[1]);
+    Ok((a.map_err(err)?, b.map_err(err)?))
+}
+
+/// Kills (a zombie ignores it) and reaps a child of ours.
+pub fn kill_and_reap(pid: pid_t) {
+    // SAFETY: signalling our own child (or zombie), which has not been reaped.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    reap(pid);
+}
+
+/// Waits for a child of ours. ECHILD (reaped already: `SIGCHLD` ignored, or a handler that reaps) is not
+/// an error, as for `subprocess.Popen`.
+pub fn reap(pid: pid_t) {
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL) };
+        if r >= 0 || last_errno() != libc::EINTR {
+            return;
+        }
+    }
+}
+
+/// Whether a child of ours has not exited yet, without reaping it. A child that is gone (reaped by
+/// someone, or never ours) counts as exited.
+#[must_use]
+pub fn still_running(pid: pid_t) -> bool {
+    // SAFETY: a zeroed siginfo_t is a valid value; waitid with WNOWAIT only looks.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL;
+        if libc::waitid(libc::P_PID, pid as libc::id_t, &raw mut info, flags) < 0 {
+            return last_errno() == libc::EINTR;
+        }
+        info.si_pid() == 0
+    }
+}
+
+/// A pidfd for `pid` (readable once it has exited), at 3 or above.
+pub fn pidfd_open(pid: pid_t) -> Result<OwnedFd, SpawnError> {
+    // SAFETY: pidfd_open(2) returns a new fd that we then own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    own_fd(fd as RawFd).map_err(|e| {
+        SpawnError::os(Stage::Clone, e.raw_os_error().unwrap_or(libc::EIO)).with_what("watch the child through a pidfd")
+    })
+}
+
+/// Bumped in the child of every `fork()` that runs the `pthread_atfork` handlers (`os.fork`, glibc's
+/// `fork`, `nsbox.call`).
+static FORKS: AtomicU32 = AtomicU32::new(0);
+static ATFORK: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn count_fork() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// This process, as the owner of process-wide state (the spawner threads, a network's sockets): its PID
+/// and how many `fork()`s led to it. State made under another generation belongs to the process this
+/// one was forked from: its threads do not exist here, and its locks may have been copied locked.
+///
+/// The PID alone cannot tell: `nsbox.call(pid=True)` forks a PID 1 whose parent may be PID 1 too.
+#[must_use]
+pub fn process_generation() -> u64 {
+    if !ATFORK.swap(true, Ordering::AcqRel) {
+        // A flag, not a `Once`: a fork during a `Once` would leave the child's copy running for ever.
+        // SAFETY: registers a handler that only bumps an atomic (async-signal-safe).
+        unsafe { libc::pthread_atfork(None, None, Some(count_fork)) };
+    }
+    u64::from(FORKS.load(Ordering::Relaxed)) << 32 | u64::from(std::process::id())
+}
+
+/// Whether this thread has supplementary groups and `CAP_SETGID` to drop them.
+#[must_use]
+pub fn may_drop_groups() -> bool {
+    // SAFETY: getgroups(0, NULL) only counts.
+    if unsafe { libc::getgroups(0, std::ptr::null_mut()) } <= 0 {
+        return false;
+    }
+    has_capability(CAP_SETGID)
+}
+
+/// `CAP_SETGID`'s number (`linux/capability.h`).
+pub const CAP_SETGID: u32 = 6;
+
+/// Whether `cap` is in this thread's effective set (`capget(2)`, version 3).
+#[must_use]
+pub fn has_capability(cap: u32) -> bool {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header { version: VERSION_3, pid: 0 };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget with a version-3 header and room for its two data structs.
+    let ret = unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) };
+    ret == 0 && data.get((cap / 32) as usize).is_some_and(|d| d.effective & (1 << (cap % 32)) != 0)
+}
