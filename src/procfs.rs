@@ -38,6 +38,8 @@ pub fn namespaces(pid: Option<i32>) -> io::Result<Vec<(&'static str, u64)>> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub name: String,
+    /// The one-letter state (`Z` for a zombie).
+    pub state: char,
     pub ppid: i32,
     /// PIDs from the outermost namespace (ours, if procfs is ours) to the process's own.
     pub nspid: Vec<i32>,
@@ -45,6 +47,7 @@ pub struct Status {
 
 pub fn parse_status(text: &str) -> Option<Status> {
     let mut name = None;
+    let mut state = None;
     let mut ppid = None;
     let mut nspid = None;
     for line in text.lines() {
@@ -54,6 +57,7 @@ pub fn parse_status(text: &str) -> Option<Status> {
         let value = value.trim();
         match key {
             "Name" => name = Some(value.to_owned()),
+            "State" => state = value.chars().next(),
             "PPid" => ppid = value.parse().ok(),
             "NSpid" => {
                 nspid = value.split_whitespace().map(str::parse).collect::<Result<Vec<i32>, _>>().ok();
@@ -61,7 +65,7 @@ pub fn parse_status(text: &str) -> Option<Status> {
             _ => {}
         }
     }
-    Some(Status { name: name?, ppid: ppid?, nspid: nspid? })
+    Some(Status { name: name?, state: state?, ppid: ppid?, nspid: nspid? })
 }
 
 pub fn status(pid: i32) -> io::Result<Status> {
@@ -80,6 +84,19 @@ pub fn command(pid: i32, name: &str) -> String {
             String::from_utf8_lossy(&raw[..end]).replace('\0', " ")
         }
         _ => format!("[{name}]"),
+    }
+}
+
+/// [`command`], waiting (briefly, up to `deadline`) for a process in the middle of `execve` to have one:
+/// the kernel shows its new image's arguments only once the program is loaded, a little after a spawn
+/// has returned. Zombies (and kernel threads) have none for good.
+fn settled_command(pid: i32, st: &Status, deadline: std::time::Instant) -> String {
+    loop {
+        let cmd = command(pid, &st.name);
+        if !cmd.starts_with('[') || st.state == 'Z' || std::time::Instant::now() >= deadline {
+            return cmd;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
@@ -119,6 +136,7 @@ pub fn processes(pid: i32) -> io::Result<Vec<ProcessInfo>> {
         pids = descendants(pid, &pids);
     }
     let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(100);
     for host_pid in pids {
         let Ok(st) = status(host_pid) else { continue };
         let Some(&inner) = st.nspid.get(level) else { continue };
@@ -137,7 +155,7 @@ pub fn processes(pid: i32) -> io::Result<Vec<ProcessInfo>> {
             host_ppid: st.ppid,
             pid: inner,
             ppid: inner_ppid,
-            command: command(host_pid, &st.name),
+            command: settled_command(host_pid, &st, deadline),
         });
     }
     out.sort_by_key(|p| p.pid);
@@ -164,7 +182,7 @@ mod tests {
     fn parses_the_fields_of_status() {
         let text = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nPPid:\t15805\nNSpid:\t17301\t2\n";
         let st = parse_status(text).unwrap();
-        assert_eq!(st, Status { name: "sleep".into(), ppid: 15805, nspid: vec![17301, 2] });
+        assert_eq!(st, Status { name: "sleep".into(), state: 'S', ppid: 15805, nspid: vec![17301, 2] });
         assert!(parse_status("Name:\tx\n").is_none());
     }
 

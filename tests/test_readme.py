@@ -45,3 +45,21 @@ def test_python_examples_run(index: int, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     # Nothing the examples persisted stays mounted.
     assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_the_init_example_prints_the_process_list_its_comment_shows(tmp_path: Path) -> None:
+    block = next(b for b in _blocks("python") if "init=True" in b)
+    shown = [line.split()[2:] for line in re.findall(r"^    #\s+(\d+\s+\d+\s+\d+\s+\d+\s+.+)$", block, flags=re.M)]
+    assert shown == [["1", "0", "nsbox-init"], ["2", "1", "sleep", "1024"]]
+    for _ in range(20):  # the output is what a reader gets, every time
+        out = subprocess.run(
+            [sys.executable, "-c", block.replace("/run/nsbox/kept", str(tmp_path / "kept"))],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            check=True,
+        ).stdout
+        rows = [line.split()[2:] for line in out.splitlines()[1:3]]
+        assert out.splitlines()[0].split() == ["HOST", "PID", "HOST", "PPID", "PID", "PPID", "COMMAND"]
+        assert rows == shown, out

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import kill_and_reap, kill_pid, proc_comm, wait_gone
+from conftest import Rootless, kill_and_reap, kill_pid, proc_comm, wait_gone
 
 
 def both(args: Any, **kwargs: Any) -> tuple[subprocess.CompletedProcess[Any], subprocess.CompletedProcess[Any]]:
@@ -397,3 +397,158 @@ def test_works_when_the_caller_has_closed_standard_fds(python: str, closed: str,
     subprocess.run([python, "-c", code], check=True, timeout=30)
     plain, boxed = json.loads(out.read_text())
     assert boxed == plain == [0, "in4\n", "err\n"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# subprocess's credentials and umask, applied inside the box
+
+
+def status_field(pid: int, field: str) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        return next(line for line in f if line.startswith(field + ":")).split(":", 1)[1].split("\t")[1].strip()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"umask": 0o077},
+        {"umask": 0o027},
+        {"user": 65534},
+        {"user": "nobody"},
+        {"group": 65534},
+        {"group": "nogroup", "extra_groups": [4242, "nogroup"]},
+        {"user": "nobody", "group": "nogroup", "extra_groups": [], "umask": 0o002},
+    ],
+    ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()),
+)
+def test_umask_user_group_and_extra_groups_do_what_subprocess_does(kwargs: dict[str, Any], world_tmp: Path) -> None:
+    script = f"umask; id -u; id -g; id -G; touch {world_tmp}/$1"
+    ours = nsbox.run(["sh", "-c", script, "sh", "ours"], uts=True, capture_output=True, text=True, **kwargs)
+    theirs = subprocess.run(["sh", "-c", script, "sh", "theirs"], capture_output=True, text=True, **kwargs)
+    assert (ours.returncode, ours.stdout, ours.stderr) == (theirs.returncode, theirs.stdout, theirs.stderr)
+    # Host side: the file the box made has the same mode and owner as subprocess's.
+    a, b = (os.stat(world_tmp / name) for name in ("ours", "theirs"))
+    assert (a.st_mode, a.st_uid, a.st_gid) == (b.st_mode, b.st_uid, b.st_gid)
+
+
+def test_user_and_group_apply_inside_the_box_after_its_namespaces() -> None:
+    maps = {"uid_map": [(0, 100_000, 65536)], "gid_map": [(0, 100_000, 65536)], "setgroups": "allow"}
+    with nsbox.Popen(
+        ["sh", "-c", "id -u; id -g; id -G; hostname; exec sleep 60"],
+        user=1000,
+        group=1001,
+        extra_groups=[1002, 1003],
+        hostname="creds",
+        stdout=subprocess.PIPE,
+        text=True,
+        **maps,
+    ) as box:
+        try:
+            assert box.stdout is not None
+            inside = [box.stdout.readline().strip() for _ in range(4)]
+            # Inside: the ids asked for, in the box's user namespace, after its hostname was set as root.
+            assert inside[:2] == ["1000", "1001"]
+            assert sorted(inside[2].split()) == ["1001", "1002", "1003"]
+            assert inside[3] == "creds"
+            # On the host: the same ids through the maps.
+            assert wait_until_exec(box.pid, "sleep")
+            assert status_field(box.pid, "Uid") == "101000"
+            assert status_field(box.pid, "Gid") == "101001"
+        finally:
+            box.kill()
+
+
+def wait_until_exec(pid: int, comm: str) -> bool:
+    from conftest import wait_until
+
+    return wait_until(lambda: proc_comm(pid) == comm)
+
+
+def test_user_true_is_still_the_user_namespace_and_a_uid_runs_as_that_uid() -> None:
+    r = nsbox.run(["id", "-u"], user=True, capture_output=True, text=True)
+    assert r.stdout == "0\n"
+    assert nsbox.run(["readlink", "/proc/self/ns/user"], user=True, capture_output=True, text=True).stdout != (
+        f"{os.readlink('/proc/self/ns/user')}\n"
+    )
+    # user=0 is uid 0 (subprocess's meaning), not "no user namespace": no new user namespace is made.
+    r = nsbox.run(["readlink", "/proc/self/ns/user"], user=0, uts=True, capture_output=True, text=True)
+    assert r.stdout == f"{os.readlink('/proc/self/ns/user')}\n"
+
+
+def test_a_uid_the_box_does_not_map_is_refused_with_a_message_naming_it() -> None:
+    with pytest.raises(OSError) as info:
+        nsbox.run(["true"], user=5000, uid_map=[(0, 100_000, 10)], gid_map=[(0, 100_000, 10)])
+    assert info.value.errno == errno.EINVAL
+    assert "cannot switch to user 5000" in str(info.value)
+    assert "not mapped" in str(info.value)
+    with pytest.raises(PermissionError, match=r"set the supplementary groups \[5\].*setgroups='allow'"):
+        nsbox.run(["true"], extra_groups=[5], uid_map=[(0, 100_000, 10)], gid_map=[(0, 100_000, 10)])
+
+
+def test_pass_fds_with_close_fds_false_warns_and_proceeds_as_subprocess_does() -> None:
+    r, w = os.pipe()
+    try:
+        with pytest.warns(RuntimeWarning, match="pass_fds overriding close_fds"):
+            box = nsbox.Popen(["sh", "-c", f"echo through >/proc/self/fd/{w}"], close_fds=False, pass_fds=[w], pid=True)
+        assert box.wait() == 0
+        os.close(w)
+        w = -1
+        assert os.read(r, 100) == b"through\n"  # the passed fd reached the box
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    with pytest.raises(ValueError, match="pass_fds"):
+        nsbox.Popen(["true"], close_fds=False)
+
+
+@pytest.mark.parametrize(("kwargs"), [{"startupinfo": object()}, {"creationflags": 1}])
+def test_windows_only_arguments_raise_subprocess_s_value_error(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError) as theirs:
+        subprocess.Popen(["true"], **kwargs)
+    with pytest.raises(ValueError) as ours:
+        nsbox.Popen(["true"], **kwargs)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_every_positional_parameter_of_subprocess_popen_is_accepted_in_its_position() -> None:
+    import inspect
+
+    def positional(cls: type) -> list[str]:
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        return [p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+
+    assert positional(nsbox.Popen) == positional(subprocess.Popen)
+    keyword_only = {
+        p.name for p in inspect.signature(subprocess.Popen.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY
+    }
+    assert keyword_only <= set(inspect.signature(nsbox.Popen.__init__).parameters)
+    # The same positional call through both: args, bufsize, executable, stdin, stdout, stderr, preexec_fn,
+    # close_fds, shell, cwd, env, universal_newlines, startupinfo, creationflags, restore_signals,
+    # start_new_session, pass_fds.
+    values = (["echo", "hi"], -1, None, None, subprocess.PIPE, None, None, True, False, "/", None, True, None, 0)
+    values += (True, False, ())
+    with nsbox.Popen(*values) as ours, subprocess.Popen(*values) as theirs:
+        assert ours.communicate() == theirs.communicate() == ("hi\n", None)
+
+
+def test_preexec_fn_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match="preexec_fn"):
+        nsbox.Popen(["true"], preexec_fn=lambda: None)
+
+
+def test_rootless_umask_and_user_apply_inside_the_box(rootless: Rootless) -> None:
+    seen = rootless(
+        """
+        r = nsbox.run(["sh", "-c", "umask; id -u"], user=0, umask=0o027, net=True, capture_output=True, text=True)
+        try:
+            nsbox.run(["true"], user=1, net=True)
+            unmapped = "ran"
+        except OSError as e:
+            unmapped = [e.errno, str(e)]
+        emit({"out": r.stdout, "unmapped": unmapped, "host_uid": os.getuid()})
+        """
+    )
+    assert seen["out"] == "0027\n0\n"  # uid 0 inside: the caller's own uid, mapped
+    assert seen["host_uid"] == 65534
+    assert seen["unmapped"][0] == errno.EINVAL and "cannot switch to user 1" in seen["unmapped"][1]

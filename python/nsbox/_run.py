@@ -45,12 +45,16 @@ def run(
     try:
         process.__init__(args, **kwargs)  # type: ignore[misc]
         with process:
-            stdout, stderr = process.communicate(input, timeout=timeout)
+            try:
+                stdout, stderr = process.communicate(input, timeout=timeout)
+            except BaseException:
+                # Unlike subprocess.run, also on KeyboardInterrupt: kill and reap (before __exit__ would
+                # wait), leave no zombie behind, in one call that a second interrupt cannot cut short.
+                _nsbox.kill_and_reap(process)
+                raise
             retcode = process.wait()  # communicate() has reaped it; this just reads returncode
     except BaseException:
-        # Unlike subprocess.run, also on KeyboardInterrupt: kill and reap, leave no zombie behind, in
-        # one call that a second interrupt cannot cut short.
-        _nsbox.kill_and_reap(process)
+        _nsbox.kill_and_reap(process)  # an interrupt between __init__ and the `with`
         raise
     if check and retcode:
         raise subprocess.CalledProcessError(retcode, process.args, output=stdout, stderr=stderr)

@@ -128,10 +128,11 @@ static int init(int argc, char **argv_all, char **paths, int npaths, char **argv
     while (read(synced[0], &byte, 1) < 0 && errno == EINTR) {
     }
     close(synced[0]);
+    /* Named before nsbox hears "running", so that a process list taken then shows "nsbox-init". */
+    retitle(argc, argv_all);
     /* After a failure the command wrote its record before exiting: nsbox reads that one first. */
     send_record(STAGE_RUNNING, 0);
     close(errfd);
-    retitle(argc, argv_all);
 
     for (;;) {
         siginfo_t info;
