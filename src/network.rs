@@ -408,7 +408,7 @@ impl Claim {
                     pause = (pause * 2).min(Duration::from_millis(32));
                 }
                 Err(libc::EADDRINUSE) => {
-                    let holder = claim_holder().map_or_else(String::new, |pid| format!(" (held by process {pid})"));
+                    let holder = claim_holder().map_or_else(String::new, |pid| format!(" (bound by process {pid})"));
                     let what = format!(
                         "claim the subnet {}/{}: nsbox's lock on claiming subnets, the abstract unix socket \
                          @{} of this network namespace, stayed taken for {} s{holder}",
