@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
 
+import pytest
+
 import nsbox
-from conftest import wait_until
+from conftest import kill_and_reap, wait_until
 from test_network_claim import fork_quietly, free_subnet
 
 #: How long a forked child may take to close its copy and exit (it needs milliseconds).
@@ -56,7 +59,7 @@ def fork_and_close(lan: nsbox.Network, close: Callable[[nsbox.Network], object])
 #: Connects to ADDRESS:PORT and sends the box's hostname.
 CLIENT = (
     "import socket, sys; "
-    "socket.create_connection((sys.argv[1], int(sys.argv[2])), 10).sendall(socket.gethostname().encode())"
+    "socket.create_connection((sys.argv[1], int(sys.argv[2])), 60).sendall(socket.gethostname().encode())"
 )
 
 
@@ -64,16 +67,25 @@ def talk_to_the_host(lan: nsbox.Network, hostname: str) -> tuple[str, str, str]:
     """A box on ``lan`` connects to a server on the gateway: (what the server read, the box's IP, peer IP)."""
     with socket.create_server((lan.gateway, 0)) as server:
         port = server.getsockname()[1]
-        box = nsbox.Popen([sys.executable, "-c", CLIENT, lan.gateway, str(port)], network=lan, hostname=hostname)
+        box = nsbox.Popen(
+            [sys.executable, "-c", CLIENT, lan.gateway, str(port)],
+            network=lan,
+            hostname=hostname,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
-            server.settimeout(30)
-            conn, peer = server.accept()
+            server.settimeout(90)  # a deadline for a busy machine: a box connects in milliseconds
+            try:
+                conn, peer = server.accept()
+            except TimeoutError:
+                box.kill()
+                pytest.fail(f"the box on {lan!r} did not connect to the host: {box.communicate()[1]}")
             with conn:
-                conn.settimeout(30)
+                conn.settimeout(90)
                 said = conn.recv(100).decode()
         finally:
-            box.kill()
-            box.wait(timeout=30)
+            kill_and_reap(box)
     assert box.ip is not None
     return said, box.ip, peer[0]
 
