@@ -7,6 +7,7 @@ pub mod child;
 pub mod enter;
 pub mod errors;
 pub mod fork;
+pub mod fork_id;
 mod helper;
 pub mod idmap;
 pub mod netlink;

@@ -63,19 +63,62 @@ fn persist_error(what: String, errno: i32) -> SpawnError {
 }
 
 /// Bind-mounts each namespace of `pid` that differs from the caller's onto `dir/KIND` (made if missing).
-/// Returns the kinds persisted.
+/// Returns the kinds persisted. On failure, undoes what this call made and nothing else: namespaces that
+/// an earlier call persisted into `dir` stay.
 pub fn persist(pid: i32, dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
-    let created = !dir.exists();
-    fs::create_dir_all(dir).map_err(|e| persist_error(format!("create {}", dir.display()), errno_of(&e)))?;
-    let result = persist_into(pid, dir);
+    let mut made = Made::default();
+    let result = persist_into(pid, dir, &mut made);
     if result.is_err() {
-        // Leave nothing half-made: undo the mounts made so far (and the directory if it is ours).
-        let _ = release(dir);
-        if created {
-            let _ = fs::remove_dir(dir);
-        }
+        made.undo(dir);
     }
     result
+}
+
+/// What one [`persist`] call made, newest last, for it to undo on failure.
+#[derive(Default)]
+struct Made {
+    /// Directories it created: `dir` and any missing parents, innermost first.
+    dirs: Vec<PathBuf>,
+    /// Whether it bind-mounted `dir` onto itself, and whether it wrote the marker that says so.
+    self_bind: bool,
+    marker: bool,
+    /// Files it created in `dir`.
+    files: Vec<PathBuf>,
+    /// Its bind mounts: the target, and the (device, inode) of the namespace mounted there.
+    mounts: Vec<(PathBuf, (u64, u64))>,
+}
+
+impl Made {
+    fn undo(self, dir: &Path) {
+        for (target, ns) in self.mounts.iter().rev() {
+            // Only if ours is still what the path shows (nothing was mounted over it since).
+            if fs::metadata(target).is_ok_and(|m| (m.dev(), m.ino()) == *ns) {
+                let _ = unmount(target);
+            }
+        }
+        for file in self.files.iter().rev() {
+            let _ = fs::remove_file(file);
+        }
+        if self.marker {
+            let _ = fs::remove_file(dir.join(MARKER));
+        }
+        if self.self_bind {
+            let _ = unmount(dir);
+        }
+        for made in &self.dirs {
+            let _ = fs::remove_dir(made);
+        }
+    }
+}
+
+/// `umount2(path, MNT_DETACH)`, never through a symlink.
+fn unmount(path: &Path) -> Result<(), i32> {
+    let c = cstr(path);
+    // SAFETY: umount2(2) with a valid C string.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) } < 0 {
+        return Err(last_errno());
+    }
+    Ok(())
 }
 
 /// Opens `path` without following a symlink in its last component (`O_PATH | O_NOFOLLOW`), so that the
@@ -101,26 +144,17 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-fn persist_into(pid: i32, dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
+fn persist_into(pid: i32, dir: &Path, made: &mut Made) -> Result<Vec<&'static str>, SpawnError> {
     let refuse = |what: String, errno: i32| persist_error(what, errno);
+    let missing: Vec<PathBuf> =
+        dir.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).map(Path::to_path_buf).collect();
+    let created = fs::create_dir_all(dir);
+    made.dirs = missing.into_iter().filter(|p| p.is_dir()).collect();
+    created.map_err(|e| refuse(format!("create {}", dir.display()), errno_of(&e)))?;
     let dir_fd = open_nofollow(dir, libc::O_DIRECTORY)
         .map_err(|e| refuse(format!("persist into {} (a directory, not a symlink)", dir.display()), e))?;
-    // A mount namespace file may only be bound where propagation is private (or it could form a loop
-    // through a peer group): make the directory its own private mount first, as `ip netns` does.
-    let dir_fd = if dir.join(MARKER).exists() {
-        dir_fd
-    } else {
-        let at = fd_path(&dir_fd);
-        mount(&at, &at, libc::MS_BIND).map_err(|e| refuse(format!("make {} a private mount", dir.display()), e))?;
-        // The fd still names the directory under the new mount: open the mount itself.
-        let fd =
-            open_nofollow(dir, libc::O_DIRECTORY).map_err(|e| refuse(format!("persist into {}", dir.display()), e))?;
-        mount(Path::new("none"), &fd_path(&fd), libc::MS_PRIVATE)
-            .map_err(|e| refuse(format!("make {} a private mount", dir.display()), e))?;
-        create_in(&fd, MARKER).map_err(|e| refuse(format!("write into {}", dir.display()), e))?;
-        fd
-    };
-    let mut done = Vec::new();
+    // Which kinds, and that none is persisted there already (before making anything).
+    let mut todo = Vec::new();
     for kind in KINDS {
         let source = Path::new("/proc").join(pid.to_string()).join("ns").join(kind);
         let theirs = match fs::metadata(&source) {
@@ -138,21 +172,53 @@ fn persist_into(pid: i32, dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
         if is_mountpoint(&target) {
             return Err(refuse(format!("persist into {}", target.display()), libc::EBUSY));
         }
-        let file = create_in(&dir_fd, kind).map_err(|e| refuse(format!("create {}", target.display()), e))?;
+        todo.push((kind, source, (theirs.dev(), theirs.ino())));
+    }
+    // A mount namespace file may only be bound where propagation is private (or it could form a loop
+    // through a peer group): make the directory its own private mount first, as `ip netns` does.
+    let dir_fd = if dir.join(MARKER).exists() {
+        dir_fd
+    } else {
+        let at = fd_path(&dir_fd);
+        mount(&at, &at, libc::MS_BIND).map_err(|e| refuse(format!("make {} a private mount", dir.display()), e))?;
+        made.self_bind = true;
+        // The fd still names the directory under the new mount: open the mount itself.
+        let fd =
+            open_nofollow(dir, libc::O_DIRECTORY).map_err(|e| refuse(format!("persist into {}", dir.display()), e))?;
+        mount(Path::new("none"), &fd_path(&fd), libc::MS_PRIVATE)
+            .map_err(|e| refuse(format!("make {} a private mount", dir.display()), e))?;
+        let (_, created) = create_in(&fd, MARKER).map_err(|e| refuse(format!("write into {}", dir.display()), e))?;
+        made.marker = created;
+        fd
+    };
+    let mut done = Vec::new();
+    for (kind, source, ns) in todo {
+        let target = dir.join(kind);
+        let (file, created) =
+            create_in(&dir_fd, kind).map_err(|e| refuse(format!("create {}", target.display()), e))?;
+        if created {
+            made.files.push(target.clone());
+        }
         mount(&source, &fd_path(&file), libc::MS_BIND)
             .map_err(|e| refuse(format!("bind the {kind} namespace onto {}", target.display()), e))?;
+        made.mounts.push((target, ns));
         done.push(kind);
     }
     Ok(done)
 }
 
-/// Creates (or opens) the regular file `name` in the directory `dir`, never through a symlink, and
-/// returns an `O_PATH` fd to it.
-fn create_in(dir: &OwnedFd, name: &str) -> Result<OwnedFd, i32> {
+/// Creates (or opens) the empty regular file `name` in the directory `dir`, never through a symlink;
+/// returns an fd of it, and whether this call created it.
+fn create_in(dir: &OwnedFd, name: &str) -> Result<(OwnedFd, bool), i32> {
     let c = CString::new(name).expect("static names");
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    let flags = libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
     // SAFETY: openat(2) on our directory fd with a valid C string.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, 0o444) };
+    let mut fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CREAT | libc::O_EXCL, 0o444) };
+    let created = fd >= 0;
+    if !created && last_errno() == libc::EEXIST {
+        // SAFETY: as above.
+        fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+    }
     if fd < 0 {
         return Err(last_errno());
     }
@@ -163,7 +229,7 @@ fn create_in(dir: &OwnedFd, name: &str) -> Result<OwnedFd, i32> {
     if !meta.file_type().is_file() || meta.nlink() != 1 || meta.len() != 0 {
         return Err(libc::EEXIST);
     }
-    Ok(file)
+    Ok((file, created))
 }
 
 /// Unmounts what `persist` mounted under `dir` and removes the files it made. Returns the kinds released.

@@ -290,6 +290,12 @@ impl Lan {
         self.inner.is_private()
     }
 
+    /// Whether this process is a `fork()`ed copy of the one that made the network.
+    #[getter]
+    fn forked_copy(&self) -> bool {
+        self.inner.is_forked_copy()
+    }
+
     /// Deletes a box's veth pair (nothing if it is gone already).
     fn detach(&self, py: Python<'_>, veth: &str) -> PyResult<()> {
         py.detach(|| self.inner.detach(veth)).map_err(|e| to_pyerr(e, None, None))

@@ -7,6 +7,7 @@ import ipaddress
 import os
 import secrets
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from nsbox import _nsbox
@@ -57,6 +58,19 @@ def _subnet(value: object) -> ipaddress.IPv4Network:
     return net
 
 
+#: Every live Network of this process, for :func:`_after_fork_in_child`.
+_networks: weakref.WeakSet[Network] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child's copy of a Network gets a new lock: another thread may have held the old one."""
+    for network in list(_networks):
+        network._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _command(args: object) -> str:
     if isinstance(args, (list, tuple)):
         return " ".join(map(str, args))
@@ -82,13 +96,16 @@ class Network:
     without their ``eth0``). A box's veth pair goes with its network namespace when it exits.
 
     Args:
-        subnet: an IPv4 network, ``/30`` or larger. As root it must not overlap a route of the host.
+        subnet: an IPv4 network, ``/30`` or larger. As root it must not overlap a route of the host: the
+            check and the bridge are one step for every nsbox user of the network namespace, so of Networks
+            with overlapping subnets made at once (by threads or processes) one gets it.
         private: ``None`` (default) chooses by privilege; ``True`` keeps the LAN in its own namespaces
             even for root; ``False`` insists on the host's namespace.
 
     Raises:
         ValueError: the subnet is not a network, too small, or overlaps a route of the host (as root);
             nothing is created then.
+        TimeoutError: another process kept nsbox's lock on claiming subnets for 20 s.
     """
 
     def __init__(self, subnet: str | ipaddress.IPv4Network = "10.213.0.0/24", *, private: bool | None = None) -> None:
@@ -97,11 +114,6 @@ class Network:
             raise TypeError(f"private must be None, True or False, not {private!r}")
         if private is None:
             private = not _has_net_admin()
-        if not private:
-            for dst, prefix in _nsbox.ipv4_routes():
-                route = ipaddress.IPv4Network((dst, prefix))
-                if route.overlaps(net):
-                    raise ValueError(f"subnet {str(net)!r} overlaps the host's route to {route}: choose another")
         self.subnet: ipaddress.IPv4Network = net
         #: The bridge's address: the boxes' gateway.
         self.gateway: str = str(net.network_address + 1)
@@ -112,8 +124,9 @@ class Network:
         # namespace, a little later (deleting it ourselves would cost ~20 ms); the address waits for that.
         self._draining: dict[ipaddress.IPv4Address, str] = {}
         self._closed = False
-        self._owner = os.getpid()  # a forked copy of this process must not delete what we still use
+        # As root, refuses a subnet that overlaps a route of the host (see the class docstring).
         self._lan = _nsbox.Lan(f"nsbr{secrets.token_hex(4)}", self.gateway, net.prefixlen, private)
+        _networks.add(self)
 
     @property
     def private(self) -> bool:
@@ -149,7 +162,17 @@ class Network:
         return self._lan.namespace_fd(kind)
 
     def close(self) -> None:
-        """Delete every veth and the bridge, and let go of the namespaces. Idempotent."""
+        """Delete every veth and the bridge, and let go of the namespaces. Idempotent.
+
+        In a ``fork()``ed copy of the process that made the network, only let go of this copy's fds: the
+        network is still the original's.
+        """
+        if self._lan.forked_copy:
+            # Without the lock, which another thread may have held at the fork (should the fork have skipped
+            # Python's at-fork hooks).
+            self._closed = True
+            self._lan.close()
+            return
         with self._lock:
             if self._closed:
                 return
@@ -157,8 +180,6 @@ class Network:
             veths = [veth for _, veth in self._members.values()] + list(self._draining.values())
             self._members.clear()
             self._draining.clear()
-        if os.getpid() != self._owner:
-            veths = []  # only let go of this copy's fds
         try:
             for veth in veths:
                 if self._lan.has_link(veth):
@@ -214,6 +235,11 @@ class Network:
 
     def _reserve(self, ip: Any) -> tuple[str, str]:
         """Picks (or checks) an address for a new box and names its veth; returns (veth, address)."""
+        if self._lan.forked_copy:
+            raise ValueError(
+                f"the network {self.bridge} belongs to the process this one was forked from: add boxes to it "
+                "there, or make a Network in this process"
+            )
         with self._lock:
             if self._closed:
                 raise ValueError(f"{self!r} is closed")

@@ -111,13 +111,21 @@ def spawner_threads() -> int:
 
 @final
 class Lan:
-    """A bridge with the gateway address, in the caller's network namespace or (``private``) in a new one."""
+    """A bridge with the gateway address, in the caller's network namespace or (``private``) in a new one.
+
+    A bridge in the caller's namespace is refused with ``ValueError`` if its subnet overlaps a route there;
+    the check and the bridge's creation are one step for every nsbox user of the namespace (a lock on the
+    abstract unix socket ``@nsbox-network-claim``; ``TimeoutError`` if it stays taken for 20 s).
+    """
 
     def __new__(cls, bridge: str, gateway: str, prefix: int, private: bool) -> Lan: ...
     @property
     def bridge(self) -> str: ...
     @property
     def private(self) -> bool: ...
+    @property
+    def forked_copy(self) -> bool:
+        """Whether this process is a ``fork()``ed copy of the one that made the network (which owns it)."""
     def detach(self, veth: str) -> None:
         """Delete a box's veth pair (nothing if it is gone already)."""
     def has_link(self, name: str) -> bool:
@@ -127,7 +135,11 @@ class Lan:
     def namespace_fd(self, kind: str) -> int | None:
         """A new fd of the private network's ``"user"`` or ``"net"`` namespace (``None`` for a host one)."""
     def close(self) -> None:
-        """Delete the bridge, and let go of the janitor or the namespaces. Idempotent."""
+        """Delete the bridge, and let go of the janitor or the namespaces. Idempotent.
+
+        In a :attr:`forked_copy`, only let go of this copy's fds, without waiting for any lock (spawning
+        onto the network, :meth:`detach`, :meth:`has_link` and :meth:`link_names` raise ``ValueError`` there).
+        """
 
 def ipv4_routes() -> list[tuple[str, int]]:
     """(destination, prefix length) of the IPv4 routes of the main table, the default route aside."""
