@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -47,13 +47,9 @@ pub struct Join {
 
 fn open(path: &Path, flags: c_int) -> std::io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: open(2) on a valid C string; we own the result.
-    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    // SAFETY: open(2) on a valid C string; `own_fd` takes the result (at 3 or above: the child's dup2s
+    // onto 0-2 must not clobber a namespace fd it has yet to join).
+    crate::sys::own_fd(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) })
 }
 
 fn describe(target: &Target) -> String {

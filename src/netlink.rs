@@ -114,7 +114,9 @@ pub struct Netlink {
 impl Netlink {
     /// A socket in the caller's network namespace.
     pub fn open() -> io::Result<Netlink> {
-        Ok(Netlink { socket: Socket::new(NETLINK_ROUTE)?, seq: 0 })
+        let socket = Socket::new(NETLINK_ROUTE)?;
+        // Kept for the network's life: never on 0-2, where a caller's closed standard fds would be reopened.
+        Ok(Netlink::from_fd(crate::sys::own_fd(socket.into_raw_fd())?))
     }
 
     /// Takes over a route netlink socket made elsewhere (in another network namespace).

@@ -382,13 +382,9 @@ fn claim_address() -> (libc::sockaddr_un, libc::socklen_t) {
 }
 
 fn unix_socket(flags: c_int) -> Result<OwnedFd, i32> {
-    // SAFETY: socket(2); we own the result.
+    // SAFETY: socket(2); `own_fd` takes the result.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | flags, 0) };
-    if fd < 0 {
-        return Err(crate::spawn::last_errno());
-    }
-    // SAFETY: a fresh fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    crate::sys::own_fd(fd).map_err(|e| e.raw_os_error().unwrap_or(libc::EMFILE))
 }
 
 /// nsbox's claim on subnets in this network namespace, held from before reading the routes until the
@@ -485,14 +481,8 @@ fn claim_holder() -> Option<u32> {
 /// Starts the helper as a janitor that deletes the interface when our end of `line` closes without a
 /// "done"; returns once it is armed (its parent-death signal cleared, in a session of its own).
 fn start_janitor(delete: &[u8]) -> Result<(pid_t, OwnedFd), SpawnError> {
-    let mut fds = [0; 2];
-    // SAFETY: socketpair into a stack array.
-    let ret = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
-    if ret < 0 {
-        return Err(SpawnError::os(Stage::Network, crate::spawn::last_errno()).with_what("create a socket pair"));
-    }
-    // SAFETY: two fresh fds we own.
-    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // At 3 or above: the janitor gets its end through pass_fds, and ours is kept for the network's life.
+    let (ours, theirs) = crate::sys::socketpair(libc::SOCK_STREAM)?;
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -566,7 +556,7 @@ fn make_private_namespaces() -> Result<(OwnedFd, OwnedFd, OwnedFd), SpawnError> 
     // SAFETY: fds the child opened in our shared table (or -1); each is taken once.
     let take = |fd: &AtomicI32| {
         let fd = fd.load(Ordering::Acquire);
-        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+        (fd >= 0).then(|| crate::sys::own_fd(fd).ok()).flatten()
     };
     let (userns, netns, socket) = (take(&plan.userns), take(&plan.netns), take(&plan.socket));
     let stage = plan.stage.load(Ordering::Acquire);

@@ -461,8 +461,6 @@ fn spawner_threads() -> usize {
 
 #[pymodule]
 fn _nsbox(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Registers the fork handler that tells a forked copy from its parent, before any fork matters.
-    let _ = crate::sys::process_generation();
     m.add_class::<Config>()?;
     m.add_class::<Lan>()?;
     m.add_function(wrap_pyfunction!(ipv4_routes, m)?)?;

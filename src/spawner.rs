@@ -8,7 +8,7 @@
 //! retires. The threads block every signal, which the child inherits until it resets its dispositions.
 //!
 //! After `fork()` the child has none of these threads, and a lock another thread held is copied locked:
-//! each process generation ([`crate::sys::process_generation`]) has a pool of its own, and a forked child
+//! each process generation ([`crate::fork_id::process_generation`]) has a pool of its own, and a forked child
 //! never touches its parent's.
 
 use std::cell::RefCell;
@@ -50,7 +50,7 @@ thread_local! {
 }
 
 fn pool() -> &'static Pool {
-    let generation = sys::process_generation();
+    let generation = crate::fork_id::process_generation();
     loop {
         let current = POOL.load(Ordering::Acquire);
         // SAFETY: pools are never freed once published.

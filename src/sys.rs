@@ -1,10 +1,8 @@
-//! Parent-side system-call helpers: errno, fds that stay clear of 0-2, reaping, pidfds, and the
-//! process generation that tells a `fork()`ed copy from the process it was copied from.
+//! Parent-side system-call helpers: errno, fds that stay clear of 0-2, reaping, pidfds, capabilities.
 //!
 //! Nothing here runs in the child between `clone` and `execve` (see [`crate::child`] for that side).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use libc::pid_t;
 
@@ -111,30 +109,6 @@ pub fn pidfd_open(pid: pid_t) -> Result<OwnedFd, SpawnError> {
     own_fd(fd as RawFd).map_err(|e| {
         SpawnError::os(Stage::Clone, e.raw_os_error().unwrap_or(libc::EIO)).with_what("watch the child through a pidfd")
     })
-}
-
-/// Bumped in the child of every `fork()` that runs the `pthread_atfork` handlers (`os.fork`, glibc's
-/// `fork`, `nsbox.call`).
-static FORKS: AtomicU32 = AtomicU32::new(0);
-static ATFORK: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn count_fork() {
-    FORKS.fetch_add(1, Ordering::Relaxed);
-}
-
-/// This process, as the owner of process-wide state (the spawner threads, a network's sockets): its PID
-/// and how many `fork()`s led to it. State made under another generation belongs to the process this
-/// one was forked from: its threads do not exist here, and its locks may have been copied locked.
-///
-/// The PID alone cannot tell: `nsbox.call(pid=True)` forks a PID 1 whose parent may be PID 1 too.
-#[must_use]
-pub fn process_generation() -> u64 {
-    if !ATFORK.swap(true, Ordering::AcqRel) {
-        // A flag, not a `Once`: a fork during a `Once` would leave the child's copy running for ever.
-        // SAFETY: registers a handler that only bumps an atomic (async-signal-safe).
-        unsafe { libc::pthread_atfork(None, None, Some(count_fork)) };
-    }
-    u64::from(FORKS.load(Ordering::Relaxed)) << 32 | u64::from(std::process::id())
 }
 
 /// Whether this thread has supplementary groups and `CAP_SETGID` to drop them.

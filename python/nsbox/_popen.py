@@ -235,6 +235,9 @@ class Popen(subprocess.Popen[Any]):
                 self.persist(persist)
             except BaseException:
                 _nsbox.kill_and_reap(self)
+                for stream in (self.stdin, self.stdout, self.stderr):
+                    if stream is not None:
+                        stream.close()
                 raise
 
     @property
