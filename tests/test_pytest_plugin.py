@@ -436,6 +436,43 @@ def test_unittest_outcomes_in_a_box_are_reported_as_outside(
     assert summary(boxed) == [line.replace("on the host", "in the box") for line in summary(unboxed)]
 
 
+def test_what_cannot_travel_back_from_a_unittest_box_is_reported_as_text(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_unpicklable="""
+        import os, threading, unittest
+        import pytest
+
+
+        class Unpicklable(Exception):
+            def __init__(self, lock, text):
+                super().__init__(text)
+                self.lock = lock
+
+
+        class Case(unittest.TestCase):
+            @pytest.mark.nsbox(pid=True)
+            def test_subtest_and_cleanup(self):
+                def cleanup():
+                    raise Unpicklable(threading.Lock(), f"a cleanup failed, pid {os.getpid()}")
+
+                self.addCleanup(cleanup)
+                with self.subTest(lock=threading.Lock()):
+                    raise Unpicklable(threading.Lock(), f"a subtest failed, pid {os.getpid()}")
+        """
+    )
+    result = pytester.runpytest_subprocess("-rA", "-vv", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    cannot = "(the exception cannot be pickled: *)"
+    result.stdout.fnmatch_lines_random(
+        [
+            "SUBFAILED(lock=<unlocked _thread.lock object at 0x*>) test_unpicklable.py::Case::test_subtest_and_cleanup"
+            f" - RuntimeError: test_unpicklable.Unpicklable: a subtest failed, pid 1 {cannot}",
+            "FAILED test_unpicklable.py::Case::test_subtest_and_cleanup"
+            f" - RuntimeError: test_unpicklable.Unpicklable: a cleanup failed, pid 1 {cannot}",
+        ]
+    )
+
+
 #: Items that cannot run in a box, all marked: each must error at setup, and never run.
 NOT_BOXABLE_CONFTEST = """\
 import pytest

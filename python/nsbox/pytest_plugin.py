@@ -194,8 +194,8 @@ def _in_box(function: Callable[..., Any], testcase: unittest.TestCase | None, ch
 #: line); its subtests as (message given, message, params, outcome or None, traceback); the failures of the
 #: cleanups it added, as (exception, traceback).
 _Warning = tuple[Any, type[Warning], str, int, str | None]
-_SubTest = tuple[bool, Any, dict[str, Any], BaseException | None, str]
-_Sent = tuple[list[_Warning], list[_SubTest], list[tuple[BaseException, str]]]
+_SubTestOutcome = tuple[bool, Any, dict[str, Any], BaseException | None, str]
+_Sent = tuple[list[_Warning], list[_SubTestOutcome], list[tuple[BaseException, str]]]
 
 
 class _Left:
@@ -210,7 +210,7 @@ class _Left:
         self.testcase = testcase
         self.failfast = False  # read by unittest's subTest
         self.warnings: list[_Warning] = []
-        self.subtests: list[_SubTest] = []
+        self.subtests: list[_SubTestOutcome] = []
         self.cleanups: list[tuple[BaseException, str]] = []
 
     @contextlib.contextmanager
@@ -277,13 +277,13 @@ class _Left:
 
     def portable(self) -> _Sent:
         """What to send: everything that cannot travel back replaced by what can (its text)."""
-        subtests = []
+        subtests: list[_SubTestOutcome] = []
         for given, message, params, outcome, tb in self.subtests:
             if _round_trips((message, params)) is not None:
                 message, params = _safe_str(message), {k: _Shown(_safe_repr(v)) for k, v in params.items()}
-            subtests.append((given, message, params, *_portable_exception(outcome, tb)))
-        cleanups = [_portable_exception(exc, tb) for exc, tb in self.cleanups]
-        return [_portable_warning(*w) for w in self.warnings], subtests, cleanups  # type: ignore[return-value]
+            subtests.append((given, message, params, None if outcome is None else _portable_exception(outcome), tb))
+        cleanups = [(_portable_exception(exc), tb) for exc, tb in self.cleanups]
+        return [_portable_warning(*w) for w in self.warnings], subtests, cleanups
 
 
 def _format(exc: BaseException | None) -> str:
@@ -310,12 +310,12 @@ def _portable_warning(
     return _safe_str(message), category, str(filename), int(lineno), line
 
 
-def _portable_exception(exc: BaseException | None, tb: str) -> tuple[BaseException | None, str]:
-    why = None if exc is None else _round_trips(exc)
-    if exc is None or why is None:
-        return exc, tb
+def _portable_exception(exc: BaseException) -> BaseException:
+    why = _round_trips(exc)
+    if why is None:
+        return exc
     kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    return RuntimeError(f"{kind}: {_safe_str(exc)} (the exception cannot be pickled: {why})"), tb
+    return RuntimeError(f"{kind}: {_safe_str(exc)} (the exception cannot be pickled: {why})")
 
 
 class _Shown:
