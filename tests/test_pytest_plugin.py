@@ -276,7 +276,7 @@ class InABox(unittest.TestCase):
     @pytest.mark.nsbox(pid=True, hostname="ut-box")
     def test_runs_in_the_box(self):
         self.assertEqual(os.getpid(), 1)  # first: outside a box nothing below may run (it renames the host)
-        uts, pid = os.readlink("/proc/self/ns/uts"), os.readlink("/proc/self/ns/pid_for_children")
+        uts, pid = os.readlink("/proc/self/ns/uts"), os.readlink("/proc/self/ns/pid")
         log("body", os.getpid(), socket.gethostname(), uts, pid)
         socket.sethostname("ut-box-renamed")
         log("renamed", socket.gethostname())
