@@ -199,18 +199,35 @@ class Network:
             lan.close()
 
     def _repr_html_(self) -> str:
+        # As __repr__: only what is known, without the lock.
+        members = sorted(getattr(self, "_members", {}).items())
+        running = [box for _, (box, _) in members if box is not None and box.poll() is None]
         rows = "".join(
             f"<tr><td><code>{html.escape(_command(b.args))}</code></td><td>{b.pid}</td>"
             f"<td>{b.ip}</td><td>{b.veth}</td></tr>"
-            for b in ([] if self._closed else self.boxes)
+            for b in ([] if getattr(self, "_closed", False) else running)
         )
         head = "<tr><th>box</th><th>host PID</th><th>eth0</th><th>veth on the bridge</th></tr>"
         return f"<p><code>{html.escape(repr(self))}</code></p><table>{head}{rows}</table>"
 
     def __repr__(self) -> str:
-        where = "private namespaces" if getattr(self, "_lan", None) and self.private else "host"
-        state = "closed" if self._closed else f"{len(self.boxes)} boxes"
-        return f"<nsbox.Network {self.subnet} gateway={self.gateway} bridge={self.bridge} in {where}, {state}>"
+        # Only what is known: pytest and debuggers show the repr of a Network whose __init__ raised part way
+        # (a refused subnet, a bridge that could not be made), so nothing here may assume that it finished.
+        # Nor does it take the lock, which the thread asking may hold.
+        subnet, lan = getattr(self, "subnet", None), getattr(self, "_lan", None)
+        if subnet is None:
+            return "<nsbox.Network, not made>"
+        if lan is None:
+            return f"<nsbox.Network {subnet} gateway={getattr(self, 'gateway', None)}, not made>"
+        where = "private namespaces" if lan.private else "host"
+        if getattr(self, "_closed", False):
+            state = "closed"
+        else:
+            members = list(getattr(self, "_members", {}).values())
+            state = f"{sum(box is not None and box.poll() is None for box, _ in members)} boxes"
+        return (
+            f"<nsbox.Network {subnet} gateway={getattr(self, 'gateway', None)} bridge={lan.bridge} in {where}, {state}>"
+        )
 
     # -- Used by Popen --------------------------------------------------------------------------
 

@@ -364,19 +364,29 @@ class Popen(subprocess.Popen[Any]):
     # -- Showing it -----------------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        state = "running" if self.returncode is None else f"exited {self.returncode}"
-        inside = ""
-        if self.returncode is None:
-            try:
-                inside = f" ({_inspect.nspid(self.pid)[-1]} inside)"
-            except OSError:
-                pass
-        kinds = ", ".join(self.namespaces_created) or "none"
-        return f"<nsbox.Popen pid={self.pid}{inside} namespaces=[{kinds}] {state}: {self.args!r}>"
+        # Only what is known: pytest and debuggers show the repr of a Popen whose __init__ raised part way
+        # (options refused, the command not found), so nothing here may assume that __init__ finished.
+        pid, returncode = getattr(self, "pid", None), getattr(self, "returncode", None)
+        parts = ["<nsbox.Popen"]
+        if pid is not None:
+            inside = ""
+            if returncode is None:
+                try:
+                    inside = f" ({_inspect.nspid(pid)[-1]} inside)"
+                except OSError:
+                    pass
+            parts.append(f"pid={pid}{inside}")
+        config = getattr(self, "_nsbox_config", None)
+        if config is not None:
+            parts.append(f"namespaces=[{', '.join(config.namespaces) or 'none'}]")
+        parts.append("not started" if pid is None else "running" if returncode is None else f"exited {returncode}")
+        args = f": {self.args!r}" if hasattr(self, "args") else ""
+        return f"{' '.join(parts)}{args}>"
 
     def _repr_html_(self) -> str:
         parts = [f"<p><code>{html.escape(repr(self))}</code></p>"]
-        if self.poll() is None:
+        started = getattr(self, "pid", None) is not None and getattr(self, "returncode", 0) is None
+        if started and self.poll() is None:
             try:
                 box, host = self.namespaces(), _inspect.namespaces()
                 rows = {k: (box.get(k), host.get(k)) for k in sorted(set(box) | set(host))}

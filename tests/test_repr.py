@@ -1,0 +1,209 @@
+"""``repr()`` and ``_repr_html_()`` of ``nsbox.Popen`` and ``nsbox.Network`` never raise, however far ``__init__`` got.
+
+pytest shows the locals of every frame of a traceback (``--showlocals``, and Hypothesis, debuggers and
+loggers do likewise), so the ``self`` of an ``__init__`` that raised is shown too: its repr must say what
+is known rather than raise.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import random
+import re
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+import nsbox
+from conftest import kill_and_reap
+
+pytest_plugins = ["pytester"]
+
+T = TypeVar("T")
+
+
+def half_built(cls: type[T], exc_info: pytest.ExceptionInfo[BaseException]) -> T:
+    """The ``self`` of the ``cls.__init__`` that raised ``exc_info``, as pytest's traceback holds it."""
+    found = [
+        entry.frame.f_locals["self"]
+        for entry in exc_info.traceback
+        if entry.frame.code.name == "__init__" and isinstance(entry.frame.f_locals.get("self"), cls)
+    ]
+    assert found, f"no {cls.__name__}.__init__ frame in the traceback"
+    return found[0]
+
+
+def prefixes(obj: T) -> Iterator[tuple[list[str], T]]:
+    """Copies of ``obj`` holding the first 0, 1, 2 ... of its attributes: how ``__init__`` leaves it when it
+    fails after setting them (attributes are kept in the order they were first set). Each copy is emptied
+    afterwards, so that its ``__del__`` does not close or reap what ``obj`` owns."""
+    items = list(vars(obj).items())
+    for n in range(len(items) + 1):
+        part = type(obj).__new__(type(obj))  # type: ignore[call-overload]
+        vars(part).update(items[:n])
+        try:
+            yield [name for name, _ in items[:n]], part
+        finally:
+            vars(part).clear()
+
+
+def shows(obj: Any) -> tuple[str, str]:
+    text, page = repr(obj), obj._repr_html_()
+    assert "<[" not in text and "raised in repr" not in text
+    return text, page
+
+
+# -- Popen -------------------------------------------------------------------------------------------------
+
+
+def test_popen_made_without_init() -> None:
+    box = nsbox.Popen.__new__(nsbox.Popen)
+    assert shows(box) == ("<nsbox.Popen not started>", "<p><code>&lt;nsbox.Popen not started&gt;</code></p>")
+
+
+def test_popen_whose_options_were_rejected() -> None:
+    with pytest.raises(ValueError, match="hostname is 100 bytes long") as caught:
+        nsbox.Popen(["true"], hostname="x" * 100)
+    assert shows(half_built(nsbox.Popen, caught))[0] == "<nsbox.Popen not started>"
+    with pytest.raises(ValueError, match="always closes inherited fds") as caught:
+        nsbox.Popen(["true"], close_fds=False)
+    assert shows(half_built(nsbox.Popen, caught))[0] == "<nsbox.Popen not started>"
+
+
+def test_popen_whose_command_was_not_found() -> None:
+    with pytest.raises(FileNotFoundError) as caught:
+        nsbox.Popen(["/nonexistent/nsbox-test-command", "arg"], pid=True)
+    text, page = shows(half_built(nsbox.Popen, caught))
+    assert text == "<nsbox.Popen namespaces=[pid] not started: ['/nonexistent/nsbox-test-command', 'arg']>"
+    assert page == f"<p><code>{html.escape(text)}</code></p>"
+
+
+def test_popen_on_a_closed_network() -> None:
+    lan = nsbox.Network(free_subnet(), private=True)
+    lan.close()
+    with pytest.raises(ValueError, match="is closed") as caught:
+        nsbox.Popen(["true"], network=lan)
+    assert shows(half_built(nsbox.Popen, caught))[0] == "<nsbox.Popen namespaces=[net] not started>"
+
+
+def test_popen_at_every_step_of_init_running_and_exited() -> None:
+    box = nsbox.Popen(["sleep", "1000"], pid=True, mount_proc=True)
+    try:
+        running = f"<nsbox.Popen pid={box.pid} (1 inside) namespaces=[pid, mnt] running: ['sleep', '1000']>"
+        assert shows(box)[0] == running
+        seen = {shows(part)[0] for _, part in prefixes(box)}
+        assert seen >= {"<nsbox.Popen not started>", running}
+    finally:
+        kill_and_reap(box)
+    exited = f"<nsbox.Popen pid={box.pid} namespaces=[pid, mnt] exited -9: ['sleep', '1000']>"
+    assert shows(box)[0] == exited
+    for names, part in prefixes(box):
+        text, page = shows(part)
+        if "pid" in names and "returncode" in names:
+            assert text == exited
+        assert page == f"<p><code>{html.escape(text)}</code></p>"  # no tables: it has exited
+
+
+# -- Network -----------------------------------------------------------------------------------------------
+
+
+def free_subnet() -> str:
+    """A /24 in 10.0.0.0/8 that no route of the host covers (chosen at random, so parallel runs differ)."""
+    routes = [ipaddress.IPv4Network(route) for route in nsbox_routes()]
+    while True:
+        net = ipaddress.IPv4Network((random.randrange(1 << 16) << 8 | 10 << 24, 24))
+        if not any(net.overlaps(route) for route in routes):
+            return str(net)
+
+
+def nsbox_routes() -> list[tuple[str, int]]:
+    from nsbox import _nsbox
+
+    return [(dst, prefix) for dst, prefix in _nsbox.ipv4_routes() if prefix]
+
+
+def test_network_made_without_init() -> None:
+    lan = nsbox.Network.__new__(nsbox.Network)
+    assert shows(lan)[0] == "<nsbox.Network, not made>"
+
+
+def test_network_whose_subnet_was_refused() -> None:
+    with pytest.raises(ValueError, match="host bits are set") as caught:
+        nsbox.Network("10.84.0.1/24")
+    assert shows(half_built(nsbox.Network, caught))[0] == "<nsbox.Network, not made>"
+    with pytest.raises(TypeError, match="private must be") as caught:
+        nsbox.Network("10.84.0.0/24", private=1)  # type: ignore[arg-type]
+    assert shows(half_built(nsbox.Network, caught))[0] == "<nsbox.Network, not made>"
+
+
+def test_network_whose_subnet_overlaps_a_route_of_the_host() -> None:
+    for _ in range(20):  # another user of the machine may take the subnet first: try another
+        try:
+            taken = nsbox.Network(free_subnet(), private=False)
+            break
+        except ValueError:
+            continue
+    else:
+        pytest.fail("no free subnet in 20 tries")
+    with taken, pytest.raises(ValueError, match="overlaps the host's route") as caught:
+        nsbox.Network(str(taken.subnet), private=False)
+    text, _ = shows(half_built(nsbox.Network, caught))
+    assert text in ("<nsbox.Network, not made>", f"<nsbox.Network {taken.subnet} gateway={taken.gateway}, not made>")
+
+
+def test_network_whose_bridge_could_not_be_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nsbox import _nsbox
+
+    def refuse(*args: object) -> None:
+        raise PermissionError(1, "cannot create the bridge (refused by the test)")
+
+    monkeypatch.setattr(_nsbox, "Lan", refuse)
+    subnet = free_subnet()
+    with pytest.raises(PermissionError, match="refused by the test") as caught:
+        nsbox.Network(subnet, private=True)
+    net = ipaddress.IPv4Network(subnet)
+    assert shows(half_built(nsbox.Network, caught))[0] == f"<nsbox.Network {net} gateway={net[1]}, not made>"
+
+
+def test_network_at_every_step_of_init_open_and_closed() -> None:
+    lan = nsbox.Network(free_subnet(), private=True)
+    box = nsbox.Popen(["sleep", "1000"], network=lan)
+    try:
+        full = f"<nsbox.Network {lan.subnet} gateway={lan.gateway} bridge={lan.bridge} in private namespaces"
+        text, page = shows(lan)
+        assert text == full + ", 1 boxes>"
+        assert f"<td><code>sleep 1000</code></td><td>{box.pid}</td><td>{box.ip}</td><td>{box.veth}</td>" in page
+        seen = {shows(part)[0] for _, part in prefixes(lan)}
+        assert {"<nsbox.Network, not made>", full + ", 1 boxes>"} <= seen
+        assert all(re.fullmatch(r"<nsbox\.Network[^<>]*>", text) for text in seen), seen
+    finally:
+        kill_and_reap(box)
+        lan.close()
+    text, page = shows(lan)
+    assert text == full + ", closed>"
+    assert "<td>" not in page
+    for _, part in prefixes(lan):
+        shows(part)
+
+
+# -- What pytest shows -------------------------------------------------------------------------------------
+
+
+def test_pytest_shows_the_locals_of_a_failed_init(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import nsbox
+
+        def test_popen():
+            nsbox.Popen(["true"], hostname="x" * 100)
+
+        def test_network():
+            nsbox.Network("10.84.0.1/24")
+        """
+    )
+    result = pytester.runpytest_subprocess("--showlocals", "--tb=long", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines_random(["self * = <nsbox.Popen not started>", "self * = <nsbox.Network, not made>"])
+    assert "raised in repr()" not in result.stdout.str()
