@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from conftest import (
     OPTION_FOR,
     box_ns_links,
     children_of,
+    host_mounts,
     host_ns,
     kill_and_reap,
     kill_pid,
@@ -304,8 +306,8 @@ def test_net_namespace_loopback_carries_traffic(python: str) -> None:
 
 
 def test_tmpfs_mounted_in_box_is_visible_inside_only() -> None:
-    before = mountinfo()
-    assert b"nsbox-test-tmpfs" not in before
+    before = host_mounts()
+    assert b"nsbox-test-tmpfs" not in mountinfo()
     r = nsbox.run(
         ["sh", "-c", "mount -t tmpfs nsbox-test-tmpfs /mnt && grep ' /mnt ' /proc/self/mountinfo"],
         mount=True,
@@ -314,7 +316,7 @@ def test_tmpfs_mounted_in_box_is_visible_inside_only() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert " - tmpfs nsbox-test-tmpfs " in r.stdout
-    assert mountinfo() == before
+    assert host_mounts() == before
 
 
 def _expected_root_fields(propagation: str, host: list[str]) -> list[str] | str:
@@ -334,8 +336,8 @@ def _expected_root_fields(propagation: str, host: list[str]) -> list[str] | str:
 
 @pytest.mark.parametrize("propagation", ["private", "slave", "shared", "unchanged"])
 def test_mount_in_box_never_reaches_host_whatever_the_propagation(propagation: str) -> None:
-    before = mountinfo()
-    host_root = root_mount_optional_fields(before.decode())
+    before = host_mounts()
+    host_root = root_mount_optional_fields("\n".join(before))
     r = nsbox.run(
         ["sh", "-c", "mount -t tmpfs nsbox-prop-test /mnt && cat /proc/self/mountinfo"],
         mount=True,
@@ -345,7 +347,7 @@ def test_mount_in_box_never_reaches_host_whatever_the_propagation(propagation: s
     )
     assert r.returncode == 0, r.stderr
     assert " - tmpfs nsbox-prop-test " in r.stdout
-    assert mountinfo() == before
+    assert host_mounts() == before
     box_root = root_mount_optional_fields(r.stdout)
     expected = _expected_root_fields(propagation, host_root)
     if isinstance(expected, str):
@@ -373,20 +375,17 @@ def test_propagation_under_a_shared_parent(python: str) -> None:
                     fields = parts[6 : parts.index("-")]
             return fields
 
-        def mountinfo():
-            with open("/proc/self/mountinfo") as f:
-                return f.read()
-
-        report = {"outer": root_fields(mountinfo())}
+        report = {"outer": root_fields(open("/proc/self/mountinfo").read())}
         for prop in ["private", "slave", "shared", "unchanged"]:
-            before = mountinfo()
+            before = host_mounts()  # the outer box's / is a peer of the host's: the host's scratch mounts show
             r = nsbox.run(["sh", "-c", "mount -t tmpfs nsbox-nested /mnt && cat /proc/self/mountinfo"],
                           mount=True, propagation=prop, capture_output=True, text=True, check=True)
-            report[prop] = {"inner": root_fields(r.stdout), "outer_unchanged": mountinfo() == before}
+            report[prop] = {"inner": root_fields(r.stdout), "outer_unchanged": host_mounts() == before}
         print(json.dumps(report))
         """
     )
-    before = mountinfo()
+    helper = "from __future__ import annotations\n" + inspect.getsource(host_mounts) + helper
+    before = host_mounts()
     r = nsbox.run([python, "-c", helper], mount=True, propagation="shared", capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
@@ -400,12 +399,12 @@ def test_propagation_under_a_shared_parent(python: str) -> None:
     # A private or slave box never pushes its mounts to its parent, even a shared one.
     assert report["private"]["outer_unchanged"]
     assert report["slave"]["outer_unchanged"]
-    assert mountinfo() == before
+    assert host_mounts() == before
 
 
 def test_mount_proc_is_a_new_proc_mounted_nosuid_nodev_noexec() -> None:
-    before = mountinfo()
-    host_proc = [line for line in before.decode().splitlines() if line.split()[4] == "/proc"]
+    before = host_mounts()
+    host_proc = [line for line in before if line.split()[4] == "/proc"]
     r = nsbox.run(["cat", "/proc/self/mountinfo"], pid=True, mount_proc=True, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     box_proc = [line for line in r.stdout.splitlines() if line.split()[4] == "/proc"]
@@ -413,7 +412,7 @@ def test_mount_proc_is_a_new_proc_mounted_nosuid_nodev_noexec() -> None:
     parts = box_proc[-1].split()
     assert {"nosuid", "nodev", "noexec"} <= set(parts[5].split(","))
     assert parts[parts.index("-") + 1] == "proc"
-    assert mountinfo() == before
+    assert host_mounts() == before
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -567,13 +566,13 @@ def test_mount_proc_never_covers_a_shared_parents_proc(python: str, propagation:
 
 
 def test_root_chroots_before_proc_is_mounted(tiny_root: Path) -> None:
-    before = mountinfo()
+    before = host_mounts(tiny_root)
     script = "pwd; test -e /proc/1/status && echo proc; test -e /etc/passwd || echo no-etc"
     r = nsbox.run(["/bin/sh", "-c", script], root=tiny_root, pid=True, mount_proc=True, capture_output=True, text=True)
     assert (r.returncode, r.stdout) == (0, "/\nproc\nno-etc\n"), r.stderr
     # The host sees nothing mounted in that directory, and its own mounts unchanged.
     assert list((tiny_root / "proc").iterdir()) == []
-    assert mountinfo() == before
+    assert host_mounts(tiny_root) == before
 
 
 def test_root_that_is_not_a_directory_names_the_step(tmp_path: Path) -> None:

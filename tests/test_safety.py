@@ -22,9 +22,9 @@ from conftest import (
     Rootless,
     children_of,
     fd_count,
+    host_mounts,
     kill_and_reap,
     kill_pid,
-    mountinfo,
     proc_comm,
     proc_state,
     wait_until,
@@ -335,7 +335,7 @@ _MIX: list[dict[str, Any]] = [
 def test_no_fd_growth_zombies_or_mounts_after_many_runs() -> None:
     nsbox.run(["true"], pid=True)  # warm up: the spawner thread and its stack exist from here on
     fds_before = fd_count()
-    mounts_before = mountinfo()
+    mounts_before = host_mounts()
     for i in range(200):
         options = _MIX[i % len(_MIX)]
         r = nsbox.run(["echo", str(i)], capture_output=True, text=True, **options)
@@ -346,7 +346,7 @@ def test_no_fd_growth_zombies_or_mounts_after_many_runs() -> None:
     for _ in range(20):
         nsbox.run(["sh", "-c", "mount -t tmpfs nsbox-many /mnt"], mount=True, check=True)
     assert fd_count() == fds_before
-    assert mountinfo() == mounts_before
+    assert host_mounts() == mounts_before
     assert children_of(os.getpid()) == []
 
 
