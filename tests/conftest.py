@@ -78,8 +78,8 @@ def mountinfo() -> bytes:
         return f.read()
 
 
-def host_mounts(*own: Path | str) -> list[str]:
-    """The lines of this process's mountinfo that a test may expect to stay as they were.
+def host_mounts(*own: Path | str, text: str | None = None) -> list[str]:
+    """The lines of this process's mountinfo (or of ``text``, one read elsewhere) that a test may expect to stay.
 
     Other users of the machine (a second copy of this suite, a notebook) mount and unmount things of their own,
     at any time, under the scratch directories (``/tmp``, ``/run`` ...): persisted namespaces, for one. Mounts
@@ -88,8 +88,10 @@ def host_mounts(*own: Path | str) -> list[str]:
     """
     scratch = ("/tmp/", "/var/tmp/", "/run/", "/var/run/", "/dev/shm/")
     mine = tuple(str(path).rstrip("/") + "/" for path in own)
-    with open("/proc/self/mountinfo") as f:
-        lines = f.read().splitlines()
+    if text is None:
+        with open("/proc/self/mountinfo") as f:
+            text = f.read()
+    lines = text.splitlines()
     return [
         line for line in lines if not line.split()[4].startswith(scratch) or (line.split()[4] + "/").startswith(mine)
     ]

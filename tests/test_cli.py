@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import children_of, proc_comm, proc_state, wait_until
+from conftest import children_of, host_mounts, proc_comm, proc_state, wait_until
 
 NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 READ_NAMESPACES = ["readlink", *(f"/proc/self/ns/{kind}" for kind in NAMESPACES)]
@@ -93,9 +93,12 @@ def shell_status(command: Sequence[str], runner: Runner) -> int:
 
 
 def mount_table(mountinfo: str) -> list[tuple[str, ...]]:
-    """``/proc/self/mountinfo`` without ids: mount point, options, propagation kinds, type, source, super options."""
+    """``/proc/self/mountinfo`` without ids: mount point, options, propagation kinds, type, source, super options.
+
+    Without the mounts in the scratch directories, where other users of the machine mount and unmount meanwhile.
+    """
     table = []
-    for line in mountinfo.splitlines():
+    for line in host_mounts(text=mountinfo):
         fields = line.split()
         dash = fields.index("-")
         propagation = ",".join(sorted(tag.split(":")[0] for tag in fields[6:dash]))

@@ -143,25 +143,28 @@ def test_concurrent_spawns_from_several_threads() -> None:
 
 
 def test_other_threads_run_while_a_box_is_waited_for() -> None:
+    # The box waits for a line that another thread writes once it has run 10 times while run() waits (the
+    # box is up and blocked until then): if run() held the GIL while it waits, that thread could not run.
+    read, write = os.pipe()
     ticks = 0
-    stop = threading.Event()
 
     def tick() -> None:
         nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            time.sleep(0.01)
+        with os.fdopen(write, "w") as pipe:
+            if wait_until(lambda: any(proc_comm(c) == "sh" for c in children_of(os.getpid())), timeout=60):
+                while ticks < 10:
+                    ticks += 1
+                    time.sleep(0.01)
+            pipe.write("done\n")
 
     t = threading.Thread(target=tick)
     t.start()
     try:
-        start = ticks
-        nsbox.run(["sleep", "0.5"], pid=True, check=True)
-        during = ticks - start
+        r = nsbox.run(["sh", "-c", "read line && echo $line"], pid=True, stdin=read, capture_output=True, timeout=60)
     finally:
-        stop.set()
+        os.close(read)
         t.join()
-    assert during >= 10, f"the other thread ran only {during} times in 0.5 s"
+    assert (r.returncode, r.stdout, ticks) == (0, b"done\n", 10)
 
 
 def test_box_started_from_a_short_lived_thread_outlives_that_thread() -> None:
