@@ -157,7 +157,10 @@ def test_the_notebook_runs_top_to_bottom_and_leaves_nothing_behind(name: str, ru
         pytest.skip("notebooks 1-4 and 6 are written for root (notebook 5 is the unprivileged one)")
     hostname = socket.gethostname()
     marker = f"NSBOX_NOTEBOOK_RUN={uuid.uuid4().hex}"
-    env = dict(os.environ, NSBOX_NOTEBOOK_RUN=marker.split("=", 1)[1], TMPDIR=str(run_tmp))
+    # A reader's environment: without the COLUMNS and LINES that pytest-xdist gives its workers (ps -ef in a cell
+    # would cut its lines at 80 columns).
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env |= {"NSBOX_NOTEBOOK_RUN": marker.split("=", 1)[1], "TMPDIR": str(run_tmp)}
 
     nb, seconds = _execute(name, env, tmp_path)
 
