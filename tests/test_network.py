@@ -361,14 +361,27 @@ time.sleep(300)
 """
 
 
-def descendants(pid: int) -> set[int]:
-    """The processes below ``pid``, now."""
-    found, todo = set(), [pid]
+def descendants(pid: int) -> dict[int, str]:
+    """The processes below ``pid``, now: PID -> start time (which tells the process from a later one given its PID)."""
+    found, todo = {}, [pid]
     while todo:
         for child in children_of(todo.pop()):
-            found.add(child)
+            found[child] = started_at(child)
             todo.append(child)
     return found
+
+
+def started_at(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def still_there(processes: dict[int, str]) -> list[int]:
+    """Those of ``processes`` that still exist (zombies included): the same PID, started at the same time."""
+    return [pid for pid, start in processes.items() if start and started_at(pid) == start]
 
 
 def namespace_in_use(inode: int) -> bool:
@@ -409,7 +422,7 @@ def test_a_killed_caller_leaves_no_bridge_veth_box_or_namespace(
         seen = json.loads(caller.stdout.readline())
         made = {seen["bridge"], *seen["veths"]}
         tree = descendants(caller.pid)  # the boxes, and whatever else nsbox started for the caller
-        assert set(seen["boxes"]) <= tree
+        assert set(seen["boxes"]) <= tree.keys()
         if private:
             assert not made & host_links()
             assert namespace_in_use(seen["netns"])
@@ -417,8 +430,8 @@ def test_a_killed_caller_leaves_no_bridge_veth_box_or_namespace(
             assert made <= host_links() and len(made) == 3
         caller.kill()
         caller.wait()
-        gone = wait_until(lambda: not made & host_links() and not any(os.path.exists(f"/proc/{p}") for p in tree))
-        left = [p for p in tree if os.path.exists(f"/proc/{p}")]
+        gone = wait_until(lambda: not made & host_links() and not still_there(tree))
+        left = still_there(tree)
         # With them went whatever held the private LAN's namespace (the caller's fds, the boxes, nsbox's helpers).
         assert gone, f"left behind: {made & host_links()}, processes {left}"
     finally:
