@@ -741,8 +741,12 @@ def test_rootless_host_bridge_is_refused_with_a_hint_and_leaves_nothing(rootless
             result = "made"
         except PermissionError as exc:
             result = str(exc)
-        children = [p for p in os.listdir("/proc") if p.isdigit()
-                    and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
+        def parent(pid):
+            try:
+                return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                return None  # gone since listdir
+        children = [p for p in os.listdir("/proc") if p.isdigit() and parent(p) == os.getpid()]
         emit({"result": result, "children": children, "links": sorted(os.listdir("/sys/class/net"))})
         """
     )
