@@ -748,6 +748,8 @@ def test_process_table_repr_aligns_columns_and_html_escapes_commands() -> None:
     box = nsbox.Popen(["sleep", "1000"], pid=True)
     try:
         assert isinstance(box.processes(), nsbox.ProcessTable)
+        # Until the kernel has finished the exec, the command line is empty and the row shows "[sleep]".
+        assert wait_until(lambda: repr(box.processes()).splitlines()[1].endswith(" sleep 1000"))
         row = repr(box.processes()).splitlines()[1]
         assert row.split() == [str(box.pid), str(os.getpid()), "1", "0", "sleep", "1000"]
     finally:
