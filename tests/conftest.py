@@ -8,6 +8,7 @@ unprivileged user 65534 through the ``rootless`` fixture (``setpriv`` + Debian's
 from __future__ import annotations
 
 import ctypes
+import inspect
 import json
 import os
 import re
@@ -37,8 +38,9 @@ NOBODY = 65534
 ROOTLESS_PYTHON = "/usr/bin/python3"
 ROOTLESS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-#: Prepended to every rootless snippet.
+#: Prepended to every rootless snippet (with ``host_mounts``, added below).
 ROOTLESS_PRELUDE = """\
+from __future__ import annotations
 import json, os, socket, subprocess, sys, time
 import nsbox
 
@@ -74,6 +76,28 @@ def fd_count() -> int:
 def mountinfo() -> bytes:
     with open("/proc/self/mountinfo", "rb") as f:
         return f.read()
+
+
+def host_mounts(*own: Path | str, text: str | None = None) -> list[str]:
+    """The lines of this process's mountinfo (or of ``text``, one read elsewhere) that a test may expect to stay.
+
+    Other users of the machine (a second copy of this suite, a notebook) mount and unmount things of their own,
+    at any time, under the scratch directories (``/tmp``, ``/run`` ...): persisted namespaces, for one. Mounts
+    there are left out, except under ``own``, the test's own directories. Self-contained (no module-level names),
+    so that drivers and rootless snippets can carry its source (``inspect.getsource``).
+    """
+    scratch = ("/tmp/", "/var/tmp/", "/run/", "/var/run/", "/dev/shm/")
+    mine = tuple(str(path).rstrip("/") + "/" for path in own)
+    if text is None:
+        with open("/proc/self/mountinfo") as f:
+            text = f.read()
+    lines = text.splitlines()
+    return [
+        line for line in lines if not line.split()[4].startswith(scratch) or (line.split()[4] + "/").startswith(mine)
+    ]
+
+
+ROOTLESS_PRELUDE += "\n\n" + inspect.getsource(host_mounts)
 
 
 def root_mount_optional_fields(text: str) -> list[str]:
@@ -126,7 +150,13 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> bool:
+    """Polls ``predicate`` until it holds (True) or ``timeout`` seconds have passed (False).
+
+    The deadline is generous on purpose: it only matters when the condition never comes, and a machine busy with
+    other test runs may take seconds to do what takes milliseconds when it is idle (a network namespace, say,
+    is freed by a kernel worker that runs when it can).
+    """
     deadline = time.monotonic() + timeout
     while True:
         if predicate():
@@ -136,7 +166,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: fl
         time.sleep(interval)
 
 
-def wait_gone(pid: int, comm: str, timeout: float = 5.0) -> bool:
+def wait_gone(pid: int, comm: str, timeout: float = 30.0) -> bool:
     """True once ``pid`` no longer runs ``comm`` (gone, or reused by something else)."""
     return wait_until(lambda: proc_comm(pid) != comm or proc_state(pid) in (None, "Z", "X"), timeout)
 
@@ -171,7 +201,7 @@ def no_leftover_children() -> Iterator[None]:
     """Every test must reap what it starts: no child process of the test runner may be left behind."""
     yield
     leftover = children_of(os.getpid())
-    if leftover and not wait_until(lambda: not children_of(os.getpid()), timeout=2):
+    if leftover and not wait_until(lambda: not children_of(os.getpid()), timeout=10):
         details = {pid: (proc_comm(pid), proc_state(pid)) for pid in children_of(os.getpid())}
         for pid in details:
             kill_pid(pid)

@@ -7,8 +7,8 @@ import faulthandler
 import json
 import os
 import pickle
-import random
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -158,10 +158,12 @@ def test_mounts_stay_in_the_box(tmp_path: Path) -> None:
 @pytest.mark.parametrize("pid", [False, True])
 def test_time_namespace_offsets_apply_to_the_function(pid: bool) -> None:
     day = 86400.0
+    before = time.clock_gettime(time.CLOCK_BOOTTIME)
     boottime = nsbox.call(time.clock_gettime, (time.CLOCK_BOOTTIME,), time=True, boottime_offset=day, pid=pid)
-    assert day - 5 <= boottime - time.clock_gettime(time.CLOCK_BOOTTIME) <= day
+    assert before + day <= boottime <= time.clock_gettime(time.CLOCK_BOOTTIME) + day
+    before = time.monotonic()
     monotonic = nsbox.call(time.monotonic, time=True, monotonic_offset=-1.5, pid=pid)
-    assert -1.5 - 5 <= monotonic - time.monotonic() <= -1.5
+    assert before - 1.5 <= monotonic <= time.monotonic() - 1.5
 
 
 def test_user_namespace_maps_written_by_the_parent() -> None:
@@ -298,7 +300,7 @@ def test_an_unpicklable_result_is_a_type_error_naming_the_function() -> None:
     started = time.monotonic()
     with pytest.raises(TypeError, match=r"the result of .*make_lock\(\) cannot be pickled.*_thread.lock"):
         nsbox.call(make_lock, pid=True)
-    assert time.monotonic() - started < 5  # no hang
+    assert time.monotonic() - started < 30  # no hang
 
 
 def test_a_result_that_pickles_is_returned_even_if_the_function_forked() -> None:
@@ -328,11 +330,12 @@ def processes_running(argv: list[str]) -> list[int]:
 
 
 def test_timeout_kills_and_reaps_the_box_and_everything_in_it() -> None:
-    marker = f"{1000 + random.random():.9f}"
+    # A marker no other process has (the system's randomness: pytest-randomly seeds `random` alike everywhere).
+    marker = f"{os.getpid()}.{secrets.randbelow(10**9):09d}"
     started = time.monotonic()
     with pytest.raises(subprocess.TimeoutExpired) as info:
         nsbox.call(sleep_with_a_helper, (marker,), pid=True, timeout=0.5)
-    assert 0.5 <= time.monotonic() - started < 5
+    assert 0.5 <= time.monotonic() - started < 30  # no hang
     assert info.value.timeout == 0.5 and "sleep_with_a_helper()" in str(info.value)
     # PID 1 was killed, and with it every process of its PID namespace.
     assert wait_until(lambda: not processes_running(["sleep", marker]))
@@ -350,7 +353,7 @@ def test_keyboard_interrupt_kills_reaps_and_is_reraised() -> None:
             nsbox.call(time.sleep, (60,), pid=True)
     finally:
         timer.join()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # not the 60 s of the sleep
 
 
 def abort() -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import children_of, proc_comm, proc_state, wait_until
+from conftest import children_of, host_mounts, proc_comm, proc_state, wait_until
 
 NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 READ_NAMESPACES = ["readlink", *(f"/proc/self/ns/{kind}" for kind in NAMESPACES)]
@@ -93,9 +93,12 @@ def shell_status(command: Sequence[str], runner: Runner) -> int:
 
 
 def mount_table(mountinfo: str) -> list[tuple[str, ...]]:
-    """``/proc/self/mountinfo`` without ids: mount point, options, propagation kinds, type, source, super options."""
+    """``/proc/self/mountinfo`` without ids: mount point, options, propagation kinds, type, source, super options.
+
+    Without the mounts in the scratch directories, where other users of the machine mount and unmount meanwhile.
+    """
     table = []
-    for line in mountinfo.splitlines():
+    for line in host_mounts(text=mountinfo):
         fields = line.split()
         dash = fields.index("-")
         propagation = ",".join(sorted(tag.split(":")[0] for tag in fields[6:dash]))
@@ -689,18 +692,22 @@ def test_without_a_program_runs_shell_as_login_shell_reading_stdin_like_unshare(
     assert ours.stdout == theirs.stdout == "zero=-sh pid=1\n"
 
 
-def _run_on_a_terminal(runner: Runner, command: list[str], typed: str) -> tuple[int, str]:
-    """Run ``command`` with a new pty as its controlling terminal (``setsid -c``), type ``typed``, read it all."""
+def _run_on_a_terminal(runner: Runner, command: list[str], typed: str, after: bytes = b"") -> tuple[int, str]:
+    """Run ``command`` with a new pty as its controlling terminal (``setsid -c``), type ``typed`` once the output
+    shows ``after`` (a shell's prompt: the terminal echoes what is typed when it is typed), read it all."""
     master, slave = os.openpty()
     try:
         process = runner.popen(["setsid", "-c", *command], stdin=slave, stdout=slave, stderr=slave)
     finally:
         os.close(slave)
     output = b""
+    pending = typed.encode()
     try:
-        os.write(master, typed.encode())
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
+            if pending and after in output:
+                os.write(master, pending)
+                pending = b""
             ready, _, _ = select.select([master], [], [], 0.1)
             if ready:
                 try:
@@ -721,8 +728,8 @@ def _run_on_a_terminal(runner: Runner, command: list[str], typed: str) -> tuple[
 def test_without_a_program_runs_an_interactive_shell_on_the_terminal_like_unshare(runner: Runner) -> None:
     typed = "echo zero=$0; test -t 0 && test -t 1 && test -t 2 && echo on-a-tty; tty | grep -c /dev/pts; exit 7\n"
     flags = ["-u"]
-    theirs = _run_on_a_terminal(runner, runner.unshare_argv(*flags), typed)
-    ours = _run_on_a_terminal(runner, runner.nsbox_argv(*flags), typed)
+    theirs = _run_on_a_terminal(runner, runner.unshare_argv(*flags), typed, after=b"# ")  # root's prompt, in the box
+    ours = _run_on_a_terminal(runner, runner.nsbox_argv(*flags), typed, after=b"# ")
     assert ours[0] == theirs[0] == 7, ours[1]
     assert "zero=-sh" in ours[1] and "on-a-tty" in ours[1]
     assert ours[1] == theirs[1]

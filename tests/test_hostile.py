@@ -20,6 +20,7 @@ import nsbox
 from conftest import (
     Rootless,
     chroot_script,
+    host_mounts,
     kill_and_reap,
     mount_points,
     mountinfo,
@@ -253,7 +254,7 @@ _MOUNT_IN_BOX = (
 def test_tmpfs_and_proc_mounted_in_a_box_never_reach_the_host(world_tmp: Path, propagation: str) -> None:
     target = world_tmp / "target"
     target.mkdir()
-    before = mountinfo()
+    before, watched = mountinfo(), host_mounts(world_tmp)
     box = start_box(
         ["sh", "-c", _MOUNT_IN_BOX.format(target=target)],
         "mounted\n",
@@ -266,11 +267,11 @@ def test_tmpfs_and_proc_mounted_in_a_box_never_reach_the_host(world_tmp: Path, p
         with open(f"/proc/{box.pid}/mountinfo") as f:
             inside = f.read()
         assert inside.count(" - tmpfs nsbox-leak-tmpfs ") == 2 and " - proc nsbox-leak-proc " in inside
-        assert mountinfo() == before, "a mount made in the box appeared on the host while the box ran"
+        assert host_mounts(world_tmp) == watched, "a mount made in the box appeared on the host while the box ran"
         assert box.stdin is not None
         box.stdin.close()
         assert box.wait(timeout=10) == 0
-        assert mountinfo() == before
+        assert host_mounts(world_tmp) == watched
         assert os.listdir(target) == []
     finally:
         kill_and_reap(box)
@@ -308,28 +309,28 @@ def _check_shared_parent(report: dict[str, Any]) -> None:
 
 
 def test_private_and_slave_leak_nothing_to_a_parent_whose_root_is_shared(python: str) -> None:
-    before = mountinfo()
+    before = host_mounts()
     # The outer box is cut off from the host (private), then makes its own / shared.
     r = nsbox.run([python, "-c", _UNDER_A_SHARED_PARENT], mount=True, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     _check_shared_parent(json.loads(r.stdout))
-    assert mountinfo() == before
+    assert host_mounts() == before
 
 
 def test_rootless_mounts_never_reach_the_host_or_a_shared_parent(rootless: Rootless, world_tmp: Path) -> None:
     target = world_tmp / "target"
     target.mkdir()
-    before = mountinfo()
+    before, watched = mountinfo(), host_mounts(world_tmp)
     try:
         seen = rootless(
             f"""
             direct = {{}}
             for propagation in {PROPAGATIONS!r}:
-                before = open("/proc/self/mountinfo").read()
+                before = host_mounts({str(world_tmp)!r})
                 box = nsbox.Popen(["sh", "-c", {_MOUNT_IN_BOX.format(target=target)!r}], pid=True, mount_proc=True,
                                   propagation=propagation, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 mounted = box.stdout.readline()
-                during = open("/proc/self/mountinfo").read()
+                during = host_mounts({str(world_tmp)!r})
                 box.stdin.close()
                 direct[propagation] = [mounted, box.wait(), during == before]
             r = nsbox.run([sys.executable, "-c", {_UNDER_A_SHARED_PARENT!r}], mount=True, capture_output=True,
@@ -342,7 +343,7 @@ def test_rootless_mounts_never_reach_the_host_or_a_shared_parent(rootless: Rootl
     assert seen["direct"] == {p: ["mounted\n", 0, True] for p in PROPAGATIONS}
     assert seen["rc"] == 0, seen["err"]
     _check_shared_parent(json.loads(seen["out"]))
-    assert leaked == [] and mountinfo() == before
+    assert leaked == [] and host_mounts(world_tmp) == watched
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -654,7 +655,7 @@ def test_exec_into_a_box_whose_proc_is_a_symlink_follows_nothing(world_tmp: Path
         assert wait_until(lambda: proc_comm(box.pid) == "sleep")
         with open(f"/proc/{box.pid}/mountinfo") as f:
             box_mounts = f.read()
-        host_mounts = mountinfo()
+        watched = host_mounts(world_tmp)
         for _ in range(3):
             r = box.exec(["sh", "-c", "ls -A /elsewhere; readlink /proc"], capture_output=True, text=True)
             assert (r.returncode, r.stdout) == (0, "/elsewhere\n"), r.stderr
@@ -662,7 +663,7 @@ def test_exec_into_a_box_whose_proc_is_a_symlink_follows_nothing(world_tmp: Path
         assert box.namespaces()["mnt"] != nsbox.namespaces()["mnt"]
         with open(f"/proc/{box.pid}/mountinfo") as f:
             assert f.read() == box_mounts, "exec mounted something in the box"
-        assert mountinfo() == host_mounts
+        assert host_mounts(world_tmp) == watched
     finally:
         kill_and_reap(box)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from conftest import (
     OPTION_FOR,
     box_ns_links,
     children_of,
+    host_mounts,
     host_ns,
     kill_and_reap,
     kill_pid,
@@ -201,8 +203,6 @@ def _host_msg_queues() -> str:
 
 
 def test_ipc_message_queue_made_in_box_is_invisible_on_host() -> None:
-    host_before = _host_msg_queues()
-    host_ipcs_before = subprocess.run(["ipcs", "-q"], capture_output=True, text=True, check=True).stdout
     r = nsbox.run(["sh", "-c", "ipcmk -Q && echo @@ && ipcs -q"], ipc=True, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     made, listing = r.stdout.split("@@\n")
@@ -211,12 +211,11 @@ def test_ipc_message_queue_made_in_box_is_invisible_on_host() -> None:
     inside = _msg_queues(listing)
     assert [q for q in inside if q[1] == msqid.group(1)], f"ipcs -q inside does not show the queue:\n{listing}"
     (key, _) = next(q for q in inside if q[1] == msqid.group(1))
-    # Host side: the queue (its key) is nowhere, and nothing changed.
-    host_after = _host_msg_queues()
-    assert host_after == host_before
-    host_ipcs_after = subprocess.run(["ipcs", "-q"], capture_output=True, text=True, check=True).stdout
-    assert host_ipcs_after == host_ipcs_before
-    assert key not in host_ipcs_after
+    # Host side: the queue (its random key) is nowhere. (Other users' queues may come and go meanwhile.)
+    host_keys = {int(line.split()[0]) & 0xFFFFFFFF for line in _host_msg_queues().splitlines()[1:]}  # signed there
+    assert int(key, 16) not in host_keys
+    host_ipcs = subprocess.run(["ipcs", "-q"], capture_output=True, text=True, check=True).stdout
+    assert key not in {k for k, _ in _msg_queues(host_ipcs)}
 
 
 def test_box_without_ipc_shares_the_callers_ipc_objects(python: str) -> None:
@@ -253,6 +252,11 @@ def _host_net_dev() -> str:
         return f.read()
 
 
+def _own(names: list[str]) -> list[str]:
+    """The host's own interfaces: without nsbox's bridges and veths, which other users make and delete meanwhile."""
+    return [name for name in names if not name.startswith(("nsbr", "nsv"))]
+
+
 def test_net_namespace_has_only_loopback_and_it_is_up() -> None:
     host_before = _net_dev_names(_host_net_dev())
     host_links_before = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
@@ -265,13 +269,13 @@ def test_net_namespace_has_only_loopback_and_it_is_up() -> None:
     assert m.group(1) == "lo"
     assert {"UP", "LOWER_UP", "LOOPBACK"} <= set(m.group(2).split(","))
     assert _net_dev_names(dev) == ["lo"]
-    # Host side: more than loopback, and unchanged.
+    # Host side: more than loopback, and its own interfaces unchanged.
     assert set(host_before) - {"lo"}, "the host should have a network interface besides lo"
-    assert _net_dev_names(_host_net_dev()) == host_before
+    assert _own(_net_dev_names(_host_net_dev())) == _own(host_before)
     host_links_after = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    assert [line.split()[1] for line in host_links_after.splitlines()] == [
-        line.split()[1] for line in host_links_before.splitlines()
-    ]
+    assert _own([line.split()[1] for line in host_links_after.splitlines()]) == _own(
+        [line.split()[1] for line in host_links_before.splitlines()]
+    )
 
 
 def test_net_namespace_loopback_flags_in_its_own_sysfs() -> None:
@@ -304,8 +308,8 @@ def test_net_namespace_loopback_carries_traffic(python: str) -> None:
 
 
 def test_tmpfs_mounted_in_box_is_visible_inside_only() -> None:
-    before = mountinfo()
-    assert b"nsbox-test-tmpfs" not in before
+    before = host_mounts()
+    assert b"nsbox-test-tmpfs" not in mountinfo()
     r = nsbox.run(
         ["sh", "-c", "mount -t tmpfs nsbox-test-tmpfs /mnt && grep ' /mnt ' /proc/self/mountinfo"],
         mount=True,
@@ -314,7 +318,7 @@ def test_tmpfs_mounted_in_box_is_visible_inside_only() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert " - tmpfs nsbox-test-tmpfs " in r.stdout
-    assert mountinfo() == before
+    assert host_mounts() == before
 
 
 def _expected_root_fields(propagation: str, host: list[str]) -> list[str] | str:
@@ -334,8 +338,8 @@ def _expected_root_fields(propagation: str, host: list[str]) -> list[str] | str:
 
 @pytest.mark.parametrize("propagation", ["private", "slave", "shared", "unchanged"])
 def test_mount_in_box_never_reaches_host_whatever_the_propagation(propagation: str) -> None:
-    before = mountinfo()
-    host_root = root_mount_optional_fields(before.decode())
+    before = host_mounts()
+    host_root = root_mount_optional_fields("\n".join(before))
     r = nsbox.run(
         ["sh", "-c", "mount -t tmpfs nsbox-prop-test /mnt && cat /proc/self/mountinfo"],
         mount=True,
@@ -345,7 +349,7 @@ def test_mount_in_box_never_reaches_host_whatever_the_propagation(propagation: s
     )
     assert r.returncode == 0, r.stderr
     assert " - tmpfs nsbox-prop-test " in r.stdout
-    assert mountinfo() == before
+    assert host_mounts() == before
     box_root = root_mount_optional_fields(r.stdout)
     expected = _expected_root_fields(propagation, host_root)
     if isinstance(expected, str):
@@ -373,20 +377,17 @@ def test_propagation_under_a_shared_parent(python: str) -> None:
                     fields = parts[6 : parts.index("-")]
             return fields
 
-        def mountinfo():
-            with open("/proc/self/mountinfo") as f:
-                return f.read()
-
-        report = {"outer": root_fields(mountinfo())}
+        report = {"outer": root_fields(open("/proc/self/mountinfo").read())}
         for prop in ["private", "slave", "shared", "unchanged"]:
-            before = mountinfo()
+            before = host_mounts()  # the outer box's / is a peer of the host's: the host's scratch mounts show
             r = nsbox.run(["sh", "-c", "mount -t tmpfs nsbox-nested /mnt && cat /proc/self/mountinfo"],
                           mount=True, propagation=prop, capture_output=True, text=True, check=True)
-            report[prop] = {"inner": root_fields(r.stdout), "outer_unchanged": mountinfo() == before}
+            report[prop] = {"inner": root_fields(r.stdout), "outer_unchanged": host_mounts() == before}
         print(json.dumps(report))
         """
     )
-    before = mountinfo()
+    helper = "from __future__ import annotations\n" + inspect.getsource(host_mounts) + helper
+    before = host_mounts()
     r = nsbox.run([python, "-c", helper], mount=True, propagation="shared", capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
@@ -400,12 +401,12 @@ def test_propagation_under_a_shared_parent(python: str) -> None:
     # A private or slave box never pushes its mounts to its parent, even a shared one.
     assert report["private"]["outer_unchanged"]
     assert report["slave"]["outer_unchanged"]
-    assert mountinfo() == before
+    assert host_mounts() == before
 
 
 def test_mount_proc_is_a_new_proc_mounted_nosuid_nodev_noexec() -> None:
-    before = mountinfo()
-    host_proc = [line for line in before.decode().splitlines() if line.split()[4] == "/proc"]
+    before = host_mounts()
+    host_proc = [line for line in before if line.split()[4] == "/proc"]
     r = nsbox.run(["cat", "/proc/self/mountinfo"], pid=True, mount_proc=True, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     box_proc = [line for line in r.stdout.splitlines() if line.split()[4] == "/proc"]
@@ -413,7 +414,7 @@ def test_mount_proc_is_a_new_proc_mounted_nosuid_nodev_noexec() -> None:
     parts = box_proc[-1].split()
     assert {"nosuid", "nodev", "noexec"} <= set(parts[5].split(","))
     assert parts[parts.index("-") + 1] == "proc"
-    assert mountinfo() == before
+    assert host_mounts() == before
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -567,13 +568,13 @@ def test_mount_proc_never_covers_a_shared_parents_proc(python: str, propagation:
 
 
 def test_root_chroots_before_proc_is_mounted(tiny_root: Path) -> None:
-    before = mountinfo()
+    before = host_mounts(tiny_root)
     script = "pwd; test -e /proc/1/status && echo proc; test -e /etc/passwd || echo no-etc"
     r = nsbox.run(["/bin/sh", "-c", script], root=tiny_root, pid=True, mount_proc=True, capture_output=True, text=True)
     assert (r.returncode, r.stdout) == (0, "/\nproc\nno-etc\n"), r.stderr
     # The host sees nothing mounted in that directory, and its own mounts unchanged.
     assert list((tiny_root / "proc").iterdir()) == []
-    assert mountinfo() == before
+    assert host_mounts(tiny_root) == before
 
 
 def test_root_that_is_not_a_directory_names_the_step(tmp_path: Path) -> None:

@@ -1,17 +1,27 @@
 """nsbox.Network: boxes with their own address, ports and routes, on a bridge, as root and rootless.
 
 Every test looks from both sides: inside, the box's ``/proc/net/dev`` and ``/proc/net/route`` (which
-follow the reader's network namespace) and what its servers answer; on the host, ``/sys/class/net`` and
-the bridge's ports, the host's own routes, and what the host can reach.
+follow the reader's network namespace) and what its servers answer; on the host, the test's own bridge,
+its ports and veths (by name), the routes through them, and what the host can reach.
+
+Other users of nsbox (a second copy of this suite, a notebook) make and delete bridges and veths on the
+host at the same time: a test asserts only on the interfaces it made, and a LAN on the host takes a /24
+picked at random among those no route of the host holds (``free_network``); the addresses a test needs are
+derived from it (``at``).
 """
 
 from __future__ import annotations
 
+import collections
 import errno
+import functools
+import inspect
 import ipaddress
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -24,7 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nsbox
-from conftest import ROOTLESS_PYTHON, Rootless, host_ns, kill_and_reap, open_fds, wait_until
+from conftest import ROOTLESS_PYTHON, Rootless, children_of, host_ns, kill_and_reap, open_fds, wait_until
 
 #: An HTTP server that answers every GET with "NAME PID", bound to ADDRESS:PORT; prints "ready" once bound.
 SERVER = textwrap.dedent(
@@ -69,7 +79,66 @@ CLIENT = textwrap.dedent(
 
 
 def host_links() -> set[str]:
+    """The interfaces of the host's network namespace (ours among others': look for ours by name)."""
     return set(os.listdir("/sys/class/net"))
+
+
+def ports(lan: nsbox.Network) -> list[str]:
+    """The ports of a host LAN's bridge: the veth of each box nsbox made for it (each is made a port at once)."""
+    try:
+        return sorted(os.listdir(f"/sys/class/net/{lan.bridge}/brif"))
+    except FileNotFoundError:
+        return []
+
+
+def at(lan: nsbox.Network, n: int) -> str:
+    """The address ``n`` of the LAN's subnet (``at(lan, 1)`` is the gateway)."""
+    return str(lan.subnet.network_address + n)
+
+
+def holders(address: str) -> set[str]:
+    """The host's interfaces that hold the IPv4 ``address`` (what a bridge made for a subnet would hold)."""
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    return {fields[1] for fields in map(str.split, out.splitlines()) if fields[3].split("/")[0] == address}
+
+
+def gateway_of(subnet: Any) -> str | None:
+    """The gateway a Network for ``subnet`` would have, if ``subnet`` reads as an IPv4 network at all."""
+    try:
+        return str(ipaddress.IPv4Network(subnet, strict=False).network_address + 1)
+    except (ValueError, TypeError):
+        return None
+
+
+def free_network(**options: Any) -> nsbox.Network:
+    """A Network on a /24 of the private ranges that no route of the host holds, picked at random.
+
+    Another copy of the suite, or another user of nsbox, may claim subnets at the same time: a subnet found taken
+    ("overlaps the host's route") is left for another. The picks come from the system's random source, not from
+    ``random``, which pytest-randomly seeds alike in every xdist worker. 10.213.0.0/16 is left to the README and
+    the notebooks. Self-contained, so that driver scripts can carry its source (``inspect.getsource``).
+    """
+    import ipaddress
+    import random
+    import time
+
+    import nsbox
+
+    pick = random.SystemRandom()
+    pools = [ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+    for _ in range(500):
+        pool = pick.choices(pools, weights=[p.num_addresses for p in pools])[0]
+        first = int(pool.network_address) + 256 * pick.randrange(pool.num_addresses // 256)
+        subnet = ipaddress.IPv4Network((first, 24))
+        if subnet.overlaps(ipaddress.IPv4Network("10.213.0.0/16")):
+            continue
+        try:
+            return nsbox.Network(subnet, **options)
+        except ValueError as exc:
+            if "overlaps the host's route" not in str(exc):
+                raise
+            time.sleep(0.01)  # a wide network that someone holds for a moment (a property test's) may cover many
+    raise RuntimeError("no /24 of the private ranges is free of the host's routes")
 
 
 def route_hex(addr: str) -> str:
@@ -112,13 +181,13 @@ def fetch_from_host(url: str) -> str:
 
 @pytest.fixture
 def lan() -> Iterator[nsbox.Network]:
-    before = host_links()
-    network = nsbox.Network("10.213.7.0/24")
+    network = free_network()
     try:
         yield network
     finally:
+        made = {network.bridge, *ports(network)}
         network.close()
-        assert host_links() == before, "closing the network left interfaces on the host"
+        assert not made & host_links(), "closing the network left its interfaces on the host"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -126,64 +195,78 @@ def lan() -> Iterator[nsbox.Network]:
 
 
 def test_two_boxes_talk_over_tcp_and_each_sees_only_lo_and_eth0_with_its_own_routes(lan: nsbox.Network) -> None:
-    server = start_server(lan, "10.213.7.10", "alpha")
+    server = start_server(lan, at(lan, 10), "alpha")
+    url = f"http://{at(lan, 10)}:8000/"
+    client_box = nsbox.Popen([ROOTLESS_PYTHON, "-c", CLIENT, url], network=lan, ip=at(lan, 11), stdout=subprocess.PIPE)
     try:
-        seen = client("http://10.213.7.10:8000/", network=lan, ip="10.213.7.11")
+        out, _ = client_box.communicate(timeout=30)
+        assert client_box.returncode == 0
+        seen = json.loads(out)
         inside_server = server.exec(["cat", "/proc/net/dev", "/proc/net/route"], capture_output=True, text=True)
-        ports = sorted(os.listdir(f"/sys/class/net/{lan.bridge}/brif"))
+        # The client's veth was a port of the bridge beside the server's; it goes with the client's network
+        # namespace, which the kernel frees a little after the client has exited.
+        client_veth_gone = wait_until(lambda: client_box.veth not in host_links())
+        on_bridge = ports(lan)
         server_ns = server.namespaces()["net"]
     finally:
+        kill_and_reap(client_box)
         kill_and_reap(server)
     # Inside: the client reached the server's eth0 address, and sees only its own interfaces and routes.
     assert seen["answers"][0].startswith("alpha ")
     assert seen["devs"] == ["eth0", "lo"]
-    assert ["eth0", "00000000", route_hex("10.213.7.1")] in seen["routes"]  # default via the gateway
-    assert ["eth0", route_hex("10.213.7.0"), "00000000"] in seen["routes"]  # the subnet, on eth0
+    assert ["eth0", "00000000", route_hex(at(lan, 1))] in seen["routes"]  # default via the gateway
+    assert ["eth0", route_hex(at(lan, 0)), "00000000"] in seen["routes"]  # the subnet, on eth0
     assert "eth0:" in inside_server.stdout and "nsv" not in inside_server.stdout
     # Both boxes have a network namespace of their own, not the host's.
     assert seen["net"] != host_ns("net")
     assert server_ns != os.stat("/proc/self/ns/net").st_ino
-    # On the host: the bridge has had two ports (one per box), and the host's routes are not the boxes'.
-    assert len(ports) == 1  # the client's veth went with its namespace once it exited
-    assert ports[0].startswith("nsv")
+    # On the host: each box had a veth on the bridge; the server's is the one left. The subnet's route is the
+    # bridge's, and the host has no route through the boxes' gateway.
+    assert client_veth_gone, f"the client's veth {client_box.veth} outlived it"
+    assert on_bridge == [server.veth] and server.veth != client_box.veth
     with open("/proc/net/route") as routes:
         host_routes = routes.read()
-    assert f"{lan.bridge}\t{route_hex('10.213.7.0')}" in host_routes
-    assert f"\t00000000\t{route_hex('10.213.7.1')}" not in host_routes
+    assert f"{lan.bridge}\t{route_hex(at(lan, 0))}" in host_routes
+    assert f"\t00000000\t{route_hex(at(lan, 1))}" not in host_routes
 
 
 def test_the_host_reaches_a_box_through_the_bridge_but_not_a_box_without_the_network(lan: nsbox.Network) -> None:
-    on_lan = start_server(lan, "10.213.7.20", "bridged")
-    alone = nsbox.Popen(
-        [sys.executable, "-c", SERVER, "0.0.0.0", "8001", "alone"],
-        net=True,
-        pid=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert alone.stdout is not None and alone.stdout.readline() == "ready\n"
-        via_bridge = fetch_from_host("http://10.213.7.20:8000/")
-        to_alone = fetch_from_host("http://127.0.0.1:8001/")
-        alone_inside = alone.exec(
-            [sys.executable, "-c", CLIENT, "http://127.0.0.1:8001/"], capture_output=True, text=True
+    on_lan = start_server(lan, at(lan, 20), "bridged")
+    # A port of the host's loopback that stays ours (bound, not listening: a connection to it is refused) for
+    # the box without the network to listen on, in its own namespace.
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        port = reserved.getsockname()[1]
+        alone = nsbox.Popen(
+            [sys.executable, "-c", SERVER, "0.0.0.0", str(port), "alone"],
+            net=True,
+            pid=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
-    finally:
-        kill_and_reap(on_lan)
-        kill_and_reap(alone)
+        try:
+            assert alone.stdout is not None and alone.stdout.readline() == "ready\n"
+            via_bridge = fetch_from_host(f"http://{at(lan, 20)}:8000/")
+            to_alone = fetch_from_host(f"http://127.0.0.1:{port}/")
+            alone_inside = alone.exec(
+                [sys.executable, "-c", CLIENT, f"http://127.0.0.1:{port}/"], capture_output=True, text=True
+            )
+        finally:
+            kill_and_reap(on_lan)
+            kill_and_reap(alone)
     assert via_bridge.startswith("bridged ")
     # The server without the network is up (it answers inside its box) but the host cannot reach it.
     assert json.loads(alone_inside.stdout)["answers"][0].startswith("alone ")
     assert "Connection refused" in to_alone
-    assert not fetch_from_host("http://10.213.7.20:8000/").startswith("bridged")  # gone with its box
+    assert not fetch_from_host(f"http://{at(lan, 20)}:8000/").startswith("bridged")  # gone with its box
 
 
 def test_two_boxes_bind_port_80_at_the_same_time(lan: nsbox.Network) -> None:
-    first = start_server(lan, "10.213.7.30", "first", port=80)
+    first = start_server(lan, at(lan, 30), "first", port=80)
     try:
-        second = start_server(lan, "10.213.7.31", "second", port=80)
+        second = start_server(lan, at(lan, 31), "second", port=80)
         try:
-            answers = [fetch_from_host(f"http://10.213.7.{n}:80/") for n in (30, 31)]
+            answers = [fetch_from_host(f"http://{at(lan, n)}:80/") for n in (30, 31)]
             pids = [first.host_pid(1), second.host_pid(1)]
         finally:
             kill_and_reap(second)
@@ -198,7 +281,8 @@ def test_two_boxes_bind_port_80_at_the_same_time(lan: nsbox.Network) -> None:
 def test_boxes_get_the_next_free_address_and_the_network_lists_them(lan: nsbox.Network) -> None:
     boxes = [nsbox.Popen(["sleep", "60"], network=lan) for _ in range(2)]
     try:
-        assert [b.ip for b in boxes] == ["10.213.7.2", "10.213.7.3"]
+        assert [b.ip for b in boxes] == [at(lan, 2), at(lan, 3)]
+        assert ports(lan) == sorted(b.veth for b in boxes)
         assert lan.boxes == boxes
         assert all(b.network is lan for b in boxes)
         boxes[0].kill()
@@ -208,7 +292,7 @@ def test_boxes_get_the_next_free_address_and_the_network_lists_them(lan: nsbox.N
         assert wait_until(lambda: boxes[0].veth not in host_links())
         again = nsbox.Popen(["sleep", "60"], network=lan)
         boxes.append(again)
-        assert again.ip == "10.213.7.2"
+        assert again.ip == at(lan, 2)
         inside = again.exec([sys.executable, "-c", CLIENT], capture_output=True, text=True)
         assert json.loads(inside.stdout)["devs"] == ["eth0", "lo"]
     finally:
@@ -227,16 +311,15 @@ def test_a_box_without_a_network_has_no_ip() -> None:
 
 
 def test_closing_the_network_removes_the_bridge_and_every_veth_while_boxes_run() -> None:
-    before = host_links()
-    network = nsbox.Network("10.213.8.0/24")
+    network = free_network()
     boxes = [nsbox.Popen(["sleep", "60"], network=network, pid=True) for _ in range(2)]
     try:
-        during = host_links() - before
-        assert network.bridge in during
-        assert len([name for name in during if name.startswith("nsv")]) == 2
+        made = {network.bridge, *(b.veth for b in boxes)}
+        assert made <= host_links() and len(made) == 3
+        assert ports(network) == sorted(b.veth for b in boxes)
         network.close()
         network.close()  # idempotent
-        assert host_links() == before
+        assert not made & host_links()
         # The boxes keep running, without their eth0.
         inside = boxes[0].exec([sys.executable, "-c", CLIENT], capture_output=True, text=True)
         assert json.loads(inside.stdout)["devs"] == ["lo"]
@@ -248,40 +331,67 @@ def test_closing_the_network_removes_the_bridge_and_every_veth_while_boxes_run()
 
 
 def test_a_crashed_box_leaves_no_veth(lan: nsbox.Network) -> None:
-    before = host_links()
     box = nsbox.Popen(["sleep", "60"], network=lan)
-    veths = host_links() - before
-    assert len(veths) == 1
+    assert box.veth in host_links() and ports(lan) == [box.veth]
     os.kill(box.pid, signal.SIGKILL)
     box.wait()
-    assert wait_until(lambda: not (host_links() & veths)), "the veth of a killed box is still there"
+    assert wait_until(lambda: box.veth not in host_links()), "the veth of a killed box is still there"
+    assert ports(lan) == []
     assert lan.boxes == []
 
 
 def test_a_failed_spawn_leaves_no_veth_and_frees_its_address(lan: nsbox.Network) -> None:
-    before = host_links()
     with pytest.raises(FileNotFoundError):
         nsbox.Popen(["/nonexistent/program"], network=lan)
-    assert host_links() == before
+    assert ports(lan) == []  # the box's veth was made (a port of the bridge) before the exec failed
     assert lan.boxes == []
     with nsbox.Popen(["true"], network=lan) as box:
-        assert box.ip == "10.213.7.2"
+        assert box.ip == at(lan, 2)
 
 
-KILLED_CALLER = """
+KILLED_CALLER = f"""
+from __future__ import annotations
 import json, os, sys, time
 import nsbox
-lan = nsbox.Network(sys.argv[1])
+{inspect.getsource(free_network)}
+lan = free_network()
 boxes = [nsbox.Popen(["sleep", "300"], network=lan, pid=True) for _ in range(2)]
 fd = lan.namespace_fd("net")
-print(json.dumps({"bridge": lan.bridge, "boxes": [b.pid for b in boxes],
-                  "netns": os.fstat(fd).st_ino if fd is not None else None}), flush=True)
+print(json.dumps({{"bridge": lan.bridge, "veths": [b.veth for b in boxes], "boxes": [b.pid for b in boxes],
+                  "netns": os.fstat(fd).st_ino if fd is not None else None}}), flush=True)
 time.sleep(300)
 """
 
 
+def descendants(pid: int) -> dict[int, str]:
+    """The processes below ``pid``, now: PID -> start time (which tells the process from a later one given its PID)."""
+    found, todo = {}, [pid]
+    while todo:
+        for child in children_of(todo.pop()):
+            found[child] = started_at(child)
+            todo.append(child)
+    return found
+
+
+def started_at(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def still_there(processes: dict[int, str]) -> list[int]:
+    """Those of ``processes`` that still exist (zombies included): the same PID, started at the same time."""
+    return [pid for pid, start in processes.items() if start and started_at(pid) == start]
+
+
 def namespace_in_use(inode: int) -> bool:
-    """Whether any process has, or holds an fd of, the network namespace ``inode``."""
+    """Whether any process has, or holds an fd of, the network namespace ``inode``.
+
+    Only while the namespace is known to exist does its inode name it: the kernel gives a freed namespace's
+    number to the next namespace made, anyone's. Once it may be gone, ask about the processes that could hold it.
+    """
     link = f"net:[{inode}]"
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -299,7 +409,6 @@ def namespace_in_use(inode: int) -> bool:
 def test_a_killed_caller_leaves_no_bridge_veth_box_or_namespace(
     private: bool, world_tmp: Any, rootless_dir: Any
 ) -> None:
-    before = host_links()
     script = world_tmp / "caller.py"
     script.write_text(KILLED_CALLER)
     script.chmod(0o644)
@@ -309,32 +418,38 @@ def test_a_killed_caller_leaves_no_bridge_veth_box_or_namespace(
         env["PYTHONPATH"] = str(rootless_dir)  # conftest's world-readable copy of the package
     else:
         cmd = [sys.executable, str(script)]
-    caller = subprocess.Popen([*cmd, "10.213.9.0/24"], stdout=subprocess.PIPE, text=True, env=env)
+    caller = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert caller.stdout is not None
         seen = json.loads(caller.stdout.readline())
+        made = {seen["bridge"], *seen["veths"]}
+        tree = descendants(caller.pid)  # the boxes, and whatever else nsbox started for the caller
+        assert set(seen["boxes"]) <= tree.keys()
         if private:
-            assert seen["bridge"] not in host_links()
+            assert not made & host_links()
             assert namespace_in_use(seen["netns"])
         else:
-            assert seen["bridge"] in host_links()
+            assert made <= host_links() and len(made) == 3
         caller.kill()
         caller.wait()
-        gone = wait_until(
-            lambda: host_links() == before and not any(os.path.exists(f"/proc/{p}") for p in seen["boxes"])
-        )
-        assert gone, f"left behind: {host_links() - before}, boxes {seen['boxes']}"
-        if private:
-            assert wait_until(lambda: not namespace_in_use(seen["netns"]))
+        gone = wait_until(lambda: not made & host_links() and not still_there(tree))
+        left = still_there(tree)
+        # With them went whatever held the private LAN's namespace (the caller's fds, the boxes, nsbox's helpers).
+        assert gone, f"left behind: {made & host_links()}, processes {left}"
     finally:
         kill_and_reap(caller)
 
 
 def test_a_network_leaves_no_fds_behind() -> None:
-    before = open_fds()
-    for private in (False, True):
-        with nsbox.Network("10.213.10.0/24", private=private) as network, nsbox.Popen(["true"], network=network):
+    def both() -> None:
+        with free_network() as network, nsbox.Popen(["true"], network=network):
             pass
+        with nsbox.Network("10.213.10.0/24", private=True) as network, nsbox.Popen(["true"], network=network):
+            pass
+
+    both()  # warm up: what nsbox makes once per process, the first time it needs it (the helper's memfd)
+    before = open_fds()
+    both()
     assert open_fds() == before
 
 
@@ -343,23 +458,25 @@ def test_a_network_leaves_no_fds_behind() -> None:
 
 
 def test_a_private_network_is_invisible_to_the_host_and_its_boxes_still_talk() -> None:
-    before = host_links()
+    # A private LAN's subnet is its own: any will do (10.213.0.0/16 is left out of the host's LANs here).
     with nsbox.Network("10.213.11.0/24", private=True) as network:
         assert network.private
         server = start_server(network, "10.213.11.5", "hidden")
         try:
-            assert host_links() == before
-            assert sorted(network.interfaces())[:2] != sorted(host_links())[:2]
-            assert network.bridge in network.interfaces()
+            made = {network.bridge, server.veth}
+            assert made <= set(network.interfaces())
+            assert not made & host_links()
             seen = client("http://10.213.11.5:8000/", network=network)
             from_host = fetch_from_host("http://10.213.11.5:8000/")
+            with open("/proc/net/route") as f:
+                routes_via_lan = [line for line in f if line.split("\t")[0] in made]
             userns = server.namespaces()["user"]
         finally:
             kill_and_reap(server)
     assert seen["answers"][0].startswith("hidden ")
     assert seen["devs"] == ["eth0", "lo"]
     # The host has no route into the LAN (its request goes wherever its default route leads).
-    assert not any(ipaddress.IPv4Network(r).overlaps(network.subnet) for r in nsbox._nsbox.ipv4_routes())
+    assert routes_via_lan == []
     assert not from_host.startswith("hidden")
     # The box lives in the network's user namespace, not the host's.
     assert userns != os.stat("/proc/self/ns/user").st_ino
@@ -369,9 +486,30 @@ def test_a_private_network_is_invisible_to_the_host_and_its_boxes_still_talk() -
 # Bad input: refused before anything is made
 
 
-def _nothing_made(before: set[str], fds: dict[int, str]) -> None:
-    assert host_links() == before
-    assert open_fds() == fds
+@functools.cache
+def _warmed_up() -> None:
+    """What nsbox makes once per process, the first time it needs it (the helper's memfd, for a LAN's janitor)."""
+    free_network().close()
+
+
+def _state(subnet: Any = None, lan: nsbox.Network | None = None) -> tuple[Any, ...]:
+    """What a refusal leaves as it was: our fds, who holds the gateway a bridge for ``subnet`` would hold, and the
+    ports of ``lan``'s bridge."""
+    _warmed_up()
+    gateway = gateway_of(subnet)
+    return open_fds(), holders(gateway) if gateway is not None else set(), ports(lan) if lan is not None else []
+
+
+def own_host_routes() -> list[ipaddress.IPv4Network]:
+    """The host's routes that are no nsbox LAN's (those come and go with other users'), the default aside."""
+    with open("/proc/net/route") as f:
+        rows = [line.split() for line in f.read().splitlines()[1:]]
+    decode = lambda hex_le: ipaddress.IPv4Address(int(hex_le, 16).to_bytes(4, "little"))  # noqa: E731
+    return [
+        ipaddress.IPv4Network(f"{decode(row[1])}/{decode(row[7])}")
+        for row in rows
+        if not row[0].startswith("nsbr") and int(row[7], 16) != 0
+    ]
 
 
 @pytest.mark.parametrize(
@@ -386,54 +524,68 @@ def _nothing_made(before: set[str], fds: dict[int, str]) -> None:
     ],
 )
 def test_a_subnet_that_cannot_work_is_refused_with_a_value_error(subnet: str, message: str) -> None:
-    before, fds = host_links(), open_fds()
+    before = _state(subnet)
     with pytest.raises(ValueError, match=message) as info:
         nsbox.Network(subnet)
     assert subnet in str(info.value)
-    _nothing_made(before, fds)
+    assert _state(subnet) == before
 
 
 def test_a_subnet_overlapping_a_route_of_the_host_is_refused(lan: nsbox.Network) -> None:
-    before, fds = host_links(), open_fds()
-    with pytest.raises(ValueError, match=r"'10\.213\.7\.128/25' overlaps the host's route to 10\.213\.7\.0/24"):
-        nsbox.Network("10.213.7.128/25")
+    upper = list(lan.subnet.subnets(new_prefix=25))[1]
+    before = _state(upper, lan)
+    with pytest.raises(ValueError, match=re.escape(f"'{upper}' overlaps the host's route to {lan.subnet}")):
+        nsbox.Network(str(upper))
+    assert _state(upper, lan) == before
     # The host's own routes count too (not only nsbox's bridges): its interfaces' subnets, for one.
-    for dst, prefix in nsbox._nsbox.ipv4_routes():
-        if not dst.startswith("10.213.") and 8 <= prefix <= 30:
-            with pytest.raises(ValueError, match="overlaps the host's route"):
-                nsbox.Network(str(ipaddress.IPv4Network((dst, prefix))))
-    _nothing_made(before, fds)
+    own = [route for route in own_host_routes() if 8 <= route.prefixlen <= 30]
+    assert own, "the host has no route of its own to try (an interface's subnet, say)"
+    for route in own:
+        before = _state(route, lan)
+        with pytest.raises(ValueError, match="overlaps the host's route"):
+            nsbox.Network(str(route))
+        assert _state(route, lan) == before
+
+
+#: Addresses that cannot work on a LAN, as a function of its subnet.
+BAD_ADDRESSES = {
+    "outside": lambda net: str(net.network_address - 1),
+    "gateway": lambda net: str(net.network_address + 1),
+    "network": lambda net: str(net.network_address),
+    "broadcast": lambda net: str(net.broadcast_address),
+    "not-an-address": lambda net: str(net.network_address).rsplit(".", 1)[0] + ".300",
+}
 
 
 @pytest.mark.parametrize(
-    ("ip", "message"),
+    ("where", "message"),
     [
-        ("10.213.6.5", "outside the network's subnet 10.213.7.0/24"),
-        ("10.213.7.1", "gateway"),
-        ("10.213.7.0", "network or broadcast"),
-        ("10.213.7.255", "network or broadcast"),
-        ("10.213.7.300", "not an IPv4 address"),
+        ("outside", "outside the network's subnet {subnet}"),
+        ("gateway", "gateway"),
+        ("network", "network or broadcast"),
+        ("broadcast", "network or broadcast"),
+        ("not-an-address", "not an IPv4 address"),
     ],
 )
-def test_an_address_that_cannot_work_is_refused_before_forking(lan: nsbox.Network, ip: str, message: str) -> None:
-    before, fds = host_links(), open_fds()
-    with pytest.raises(ValueError, match=message):
-        nsbox.Popen(["true"], network=lan, ip=ip)
-    _nothing_made(before, fds)
+def test_an_address_that_cannot_work_is_refused_before_forking(lan: nsbox.Network, where: str, message: str) -> None:
+    before = _state(lan=lan)
+    with pytest.raises(ValueError, match=re.escape(message.format(subnet=lan.subnet))):
+        nsbox.Popen(["true"], network=lan, ip=BAD_ADDRESSES[where](lan.subnet))
+    assert _state(lan=lan) == before
     assert lan.boxes == []
 
 
 def test_an_address_in_use_and_options_that_cannot_go_with_a_network_are_refused(lan: nsbox.Network) -> None:
-    with nsbox.Popen(["sleep", "60"], network=lan, ip="10.213.7.9") as box:
+    with nsbox.Popen(["sleep", "60"], network=lan, ip=at(lan, 9)) as box:
         try:
             with pytest.raises(ValueError, match="already used"):
-                nsbox.Popen(["true"], network=lan, ip="10.213.7.9")
+                nsbox.Popen(["true"], network=lan, ip=at(lan, 9))
         finally:
             box.kill()
     with pytest.raises(ValueError, match="without a network"):
-        nsbox.Popen(["true"], ip="10.213.7.9")
+        nsbox.Popen(["true"], ip=at(lan, 9))
     with pytest.raises(TypeError, match=r"nsbox\.Network"):
-        nsbox.Popen(["true"], network="10.213.7.0/24")  # type: ignore[arg-type]
+        nsbox.Popen(["true"], network=str(lan.subnet))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="target"):
         nsbox.Popen(["true"], network=lan, target=os.getpid())
     with nsbox.Network("10.213.13.0/24", private=True) as private:
@@ -451,7 +603,6 @@ def test_rootless_boxes_on_a_user_owned_network_talk_and_bind_port_80(rootless: 
     seen = rootless(
         f"""
         SERVER, CLIENT = {SERVER!r}, {CLIENT!r}
-        host_devs = sorted(os.listdir("/sys/class/net"))
         with nsbox.Network("10.213.14.0/24") as lan:
             servers = []
             for n in (5, 6):
@@ -462,7 +613,7 @@ def test_rootless_boxes_on_a_user_owned_network_talk_and_bind_port_80(rootless: 
             r = nsbox.run(["python3", "-c", CLIENT, "http://10.213.14.5/", "http://10.213.14.6/"], network=lan,
                           capture_output=True, text=True)
             during = sorted(os.listdir("/sys/class/net"))
-            deadline = time.monotonic() + 5  # the client's veth goes with its namespace, soon after it exits
+            deadline = time.monotonic() + 30  # the client's veth goes with its namespace, soon after it exits
             while len([i for i in lan.interfaces() if i.startswith("nsv")]) > 2 and time.monotonic() < deadline:
                 time.sleep(0.02)
             userns = [os.readlink(f"/proc/{{b.pid}}/ns/user") for b in servers]
@@ -471,8 +622,8 @@ def test_rootless_boxes_on_a_user_owned_network_talk_and_bind_port_80(rootless: 
             for box in servers:
                 box.kill()
                 box.wait()
-        emit({{"client": json.loads(r.stdout) if r.returncode == 0 else r.stderr, "host_devs": host_devs,
-              "during": during, "userns": userns, "netns": netns, "my_userns": os.readlink("/proc/self/ns/user"),
+        emit({{"client": json.loads(r.stdout) if r.returncode == 0 else r.stderr, "during": during, "userns": userns,
+              "netns": netns, "my_userns": os.readlink("/proc/self/ns/user"),
               "my_netns": os.readlink("/proc/self/ns/net"), **info}})
         """
     )
@@ -482,10 +633,11 @@ def test_rootless_boxes_on_a_user_owned_network_talk_and_bind_port_80(rootless: 
     assert client_seen["devs"] == ["eth0", "lo"]
     assert ["eth0", "00000000", route_hex("10.213.14.1")] in client_seen["routes"]
     assert seen["private"] is True
-    # The LAN lives in its own namespace: nothing appeared on the host, while it has the bridge and veths.
-    assert seen["during"] == seen["host_devs"]
+    # The LAN lives in its own namespace: it has the bridge and the servers' veths, and the host has none of them.
+    made = {seen["bridge"], *(i for i in seen["interfaces"] if i.startswith("nsv"))}
     assert seen["bridge"] in seen["interfaces"]
-    assert len([i for i in seen["interfaces"] if i.startswith("nsv")]) == 2
+    assert len(made) == 3
+    assert not made & set(seen["during"])
     # Both boxes share the network's user namespace (not the caller's); each has its own network namespace.
     assert seen["userns"][0] == seen["userns"][1] != seen["my_userns"]
     assert len({*seen["netns"], seen["my_netns"]}) == 3
@@ -497,20 +649,46 @@ def test_rootless_network_leaves_no_namespace_or_fd_behind(rootless: Rootless) -
         def fds():
             return sorted(os.readlink(f"/proc/self/fd/{n}") for n in os.listdir("/proc/self/fd")
                           if os.path.exists(f"/proc/self/fd/{n}"))
+        def tree():  # this process and those below it
+            found, todo = {os.getpid()}, [os.getpid()]
+            while todo:
+                parent = todo.pop()
+                for pid in filter(str.isdigit, os.listdir("/proc")):
+                    try:
+                        stat = open(f"/proc/{pid}/stat").read()
+                    except OSError:
+                        continue
+                    if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                        found.add(int(pid))
+                        todo.append(int(pid))
+            return found
+
+        def holds(pid, link):
+            try:
+                return os.readlink(f"/proc/{pid}/ns/net") == link or any(
+                    os.readlink(f"/proc/{pid}/fd/{n}") == link for n in os.listdir(f"/proc/{pid}/fd"))
+            except OSError:
+                return False
+
         before = fds()
         lan = nsbox.Network("10.213.15.0/24")
         fd = lan.namespace_fd("net")
-        inode = os.fstat(fd).st_ino
+        link = f"net:[{os.fstat(fd).st_ino}]"
         os.close(fd)
         with nsbox.Popen(["sleep", "60"], network=lan, pid=True) as box:
+            during = tree()  # the box, and whatever else nsbox runs for the LAN or the box
+            held_during = sorted(p for p in during if holds(p, link))
             box.kill()
         lan.close()
         after = fds()
-        emit({"inode": inode, "before": before, "after": after})
+        # The namespace's number names it only while it exists: look at what could hold it, our own processes.
+        emit({"before": before, "after": after, "me": os.getpid(), "held_during": held_during,
+              "held_after": sorted(p for p in during | tree() if holds(p, link))})
         """
     )
     assert seen["before"] == seen["after"]
-    assert not namespace_in_use(seen["inode"])
+    assert seen["held_during"] == [seen["me"]]  # the control: a holder shows (the LAN's fd, ours)
+    assert seen["held_after"] == []
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -528,9 +706,9 @@ def test_rootless_network_leaves_no_namespace_or_fd_behind(rootless: Rootless) -
     ids=["user", "init", "parent-written-maps", "every-other-namespace"],
 )
 def test_a_box_on_a_network_takes_the_other_options(lan: nsbox.Network, options: dict[str, Any]) -> None:
-    server = start_server(lan, "10.213.7.40", "server")
+    server = start_server(lan, at(lan, 40), "server")
     try:
-        seen = client("http://10.213.7.40:8000/", network=lan, **options)
+        seen = client(f"http://{at(lan, 40)}:8000/", network=lan, **options)
         r = nsbox.run(["id", "-u"], network=lan, capture_output=True, text=True, **options)
     finally:
         kill_and_reap(server)
@@ -542,12 +720,12 @@ def test_a_box_on_a_network_takes_the_other_options(lan: nsbox.Network, options:
 def test_concurrent_boxes_on_one_network_all_get_their_own_address_and_reach_the_server(lan: nsbox.Network) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    server = start_server(lan, "10.213.7.250", "busy")
+    server = start_server(lan, at(lan, 250), "busy")
     try:
 
         def one(_: int) -> tuple[str, str]:
             box = nsbox.Popen(
-                [sys.executable, "-c", CLIENT, "http://10.213.7.250:8000/"],
+                [sys.executable, "-c", CLIENT, f"http://{at(lan, 250)}:8000/"],
                 network=lan,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -559,13 +737,13 @@ def test_concurrent_boxes_on_one_network_all_get_their_own_address_and_reach_the
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(one, range(24)))
         # Only the server's veth stays on the bridge (the kernel deletes the others with their namespaces).
-        only_server = wait_until(lambda: [n for n in lan.interfaces() if n.startswith("nsv")] == [server.veth])
+        only_server = wait_until(lambda: ports(lan) == [server.veth])
     finally:
         kill_and_reap(server)
     assert all(answer.startswith("busy ") for _, answer in results), results
     # Addresses are reused once a box exits, but never shared by two running boxes: every request got through.
     assert {ip for ip, _ in results} <= {str(a) for a in lan.subnet.hosts()}
-    assert only_server, lan.interfaces()
+    assert only_server, ports(lan)
 
 
 def test_rootless_host_bridge_is_refused_with_a_hint_and_leaves_nothing(rootless: Rootless) -> None:
@@ -576,21 +754,25 @@ def test_rootless_host_bridge_is_refused_with_a_hint_and_leaves_nothing(rootless
             result = "made"
         except PermissionError as exc:
             result = str(exc)
-        children = [p for p in os.listdir("/proc") if p.isdigit()
-                    and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
+        def parent(pid):
+            try:
+                return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                return None  # gone since listdir
+        children = [p for p in os.listdir("/proc") if p.isdigit() and parent(p) == os.getpid()]
         emit({"result": result, "children": children, "links": sorted(os.listdir("/sys/class/net"))})
         """
     )
-    assert "cannot create the bridge nsbr" in seen["result"]
+    named = re.search(r"cannot create the bridge (nsbr[0-9a-f]+)", seen["result"])
+    assert named, seen["result"]
     assert "private=True" in seen["result"]
     assert seen["children"] == []
-    assert seen["links"] == sorted(host_links())
+    assert named.group(1) not in seen["links"] and named.group(1) not in host_links()
 
 
 def test_a_forked_copy_of_the_caller_closing_the_network_deletes_nothing(lan: nsbox.Network) -> None:
     box = nsbox.Popen(["sleep", "60"], network=lan, pid=True)
     try:
-        before = host_links()
         pid = os.fork()
         if pid == 0:  # the child closes its copy (as a worker's interpreter exit would), then leaves
             try:
@@ -598,12 +780,16 @@ def test_a_forked_copy_of_the_caller_closing_the_network_deletes_nothing(lan: ns
             finally:
                 os._exit(0)
         assert os.waitpid(pid, 0)[1] == 0
-        assert host_links() == before
         assert lan.bridge in host_links() and box.veth in host_links()
+        assert ports(lan) == [box.veth]
         seen = client(f"http://{lan.gateway}:9/", network=lan)  # the LAN still works
         assert seen["devs"] == ["eth0", "lo"] and "refused" in seen["answers"][0]
     finally:
         kill_and_reap(box)
+
+
+class InSubnet(int):
+    """An address given as its number in the LAN's subnet (which is picked at run time)."""
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -613,11 +799,12 @@ def test_a_forked_copy_of_the_caller_closing_the_network_deletes_nothing(lan: ns
         st.text(max_size=20),
         st.integers(),
         st.ip_addresses(v=4).map(str),
-        st.integers(0, 255).map(lambda n: f"10.213.7.{n}"),
+        st.integers(0, 255).map(InSubnet),
     )
 )
 def test_any_ip_runs_or_is_refused_before_forking_and_leaves_nothing(lan: nsbox.Network, ip: Any) -> None:
-    before = host_links()
+    if isinstance(ip, InSubnet):
+        ip = at(lan, ip)
     try:
         with nsbox.Popen(["true"], network=lan, ip=ip) as box:
             pass
@@ -625,27 +812,53 @@ def test_any_ip_runs_or_is_refused_before_forking_and_leaves_nothing(lan: nsbox.
     except (ValueError, TypeError) as exc:
         assert str(exc)
     assert lan.boxes == []
-    assert wait_until(lambda: {n for n in host_links() - before if n.startswith("nsv")} == set())
+    assert wait_until(lambda: ports(lan) == [])  # a box's veth goes with its namespace, soon after it exits
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    subnet=st.one_of(
-        st.text(max_size=24),
-        st.builds(lambda a, p: f"{a}/{p}", st.ip_addresses(v=4), st.integers(0, 34)),
-        st.integers(),
+def _any_subnet_property() -> dict[str, int]:
+    """The property, in a network namespace of its own (``nsbox.call``): a LAN for any subnet at all (64.0.0.0/2,
+    say) would take that traffic from the host, and from its other users, for as long as it exists."""
+    outcomes: collections.Counter[str] = collections.Counter()
+
+    def links_here() -> set[str]:
+        return {name for _, name in socket.if_nameindex()}  # /sys/class/net would show the host's
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(
+        subnet=st.one_of(
+            st.text(max_size=24),
+            st.builds(lambda a, p: f"{a}/{p}", st.ip_addresses(v=4), st.integers(0, 34)),
+            st.builds(
+                lambda a, p: str(ipaddress.ip_network(f"{a}/{p}", strict=False)),
+                st.ip_addresses(v=4),
+                st.integers(8, 30),
+            ),
+            st.integers(),
+        )
     )
-)
-def test_any_subnet_makes_a_network_or_is_refused_before_anything_is_made(subnet: Any) -> None:
-    before, fds = host_links(), open_fds()
-    try:
-        network = nsbox.Network(subnet)
-    except (ValueError, TypeError) as exc:
-        assert str(exc)
-        assert host_links() == before and open_fds() == fds
-        return
-    network.close()
-    assert host_links() == before
+    def works_or_is_refused_before_anything_is_made(subnet: Any) -> None:
+        before = (*_state(subnet), links_here())
+        try:
+            network = nsbox.Network(subnet)
+        except (ValueError, TypeError) as exc:
+            assert str(exc)
+            assert (*_state(subnet), links_here()) == before
+            outcomes["refused"] += 1
+            return
+        try:
+            assert network.bridge in links_here() and holders(network.gateway) == {network.bridge}
+        finally:
+            network.close()
+        assert (*_state(subnet), links_here()) == before
+        outcomes["made"] += 1
+
+    works_or_is_refused_before_anything_is_made()
+    return dict(outcomes)
+
+
+def test_any_subnet_makes_a_network_or_is_refused_before_anything_is_made() -> None:
+    outcomes = nsbox.call(_any_subnet_property, net=True, timeout=600)
+    assert outcomes.get("made", 0) > 0 and outcomes.get("refused", 0) > 0, outcomes  # both sides were tried
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -662,22 +875,23 @@ def _fetch_and_look(url: str) -> dict[str, Any]:
 
 
 def test_a_function_called_on_a_network_reaches_a_box_on_it(lan: nsbox.Network) -> None:
-    server = start_server(lan, "10.213.7.60", "served")
+    server = start_server(lan, at(lan, 60), "served")
+    url = f"http://{at(lan, 60)}:8000/"
     try:
-        seen = nsbox.call(_fetch_and_look, ["http://10.213.7.60:8000/"], network=lan, ip="10.213.7.61", pid=True)
-        plain = nsbox.call(_fetch_and_look, ["http://10.213.7.60:8000/"], network=lan)
+        seen = nsbox.call(_fetch_and_look, [url], network=lan, ip=at(lan, 61), pid=True)
+        plain = nsbox.call(_fetch_and_look, [url], network=lan)
         members = lan.boxes
     finally:
         kill_and_reap(server)
     assert seen["page"].startswith("served ") and plain["page"].startswith("served ")
     assert seen["devs"] == ["eth0", "lo"]
-    assert ["eth0", "00000000", route_hex("10.213.7.1")] in seen["routes"]
+    assert ["eth0", "00000000", route_hex(at(lan, 1))] in seen["routes"]
     assert seen["pid"] == 1 and seen["net"] != host_ns("net")
     assert members == [server]  # the functions' processes are gone, and so is their place on the network
     with pytest.raises(ValueError, match="outside"):
-        nsbox.call(os.getpid, network=lan, ip="10.0.0.1")
+        nsbox.call(os.getpid, network=lan, ip=BAD_ADDRESSES["outside"](lan.subnet))
     with pytest.raises(ValueError, match="without a network"):
-        nsbox.call(os.getpid, ip="10.213.7.9")
+        nsbox.call(os.getpid, ip=at(lan, 9))
 
 
 def test_rootless_function_called_on_a_private_network_reaches_a_box_on_it(rootless: Rootless) -> None:
@@ -701,13 +915,28 @@ def test_rootless_function_called_on_a_private_network_reaches_a_box_on_it(rootl
     assert seen == {"devs": ["eth0", "lo"], "page": "web 1", "pid": 1, "private": True}
 
 
-def test_a_box_whose_bridge_was_deleted_under_it_gets_an_os_error_naming_the_step(lan: nsbox.Network) -> None:
-    subprocess.run(["ip", "link", "del", lan.bridge], check=True)
-    before = host_links()
-    message = f"cannot connect the box to {lan.bridge}, which no longer exists: No such device"
-    with pytest.raises(OSError, match=message) as info:
-        nsbox.Popen(["true"], network=lan)
-    assert info.value.errno == errno.ENODEV
-    # Nothing half-made: no veth, no child (the autouse check), and the address is free again.
-    assert host_links() == before
-    assert lan.boxes == [] and lan._members == {}
+def _spawn_on_a_deleted_bridge() -> dict[str, Any]:
+    """In a network namespace of its own (``nsbox.call``), whose interfaces are all this test's: a LAN whose
+    bridge is deleted behind nsbox's back, and a box started on it."""
+    lan = nsbox.Network("10.213.18.0/24")
+    try:
+        subprocess.run(["ip", "link", "del", lan.bridge], check=True)
+        before = sorted(name for _, name in socket.if_nameindex())
+        try:
+            nsbox.Popen(["true"], network=lan)
+            error = None
+        except OSError as exc:
+            error = [exc.errno, str(exc)]
+        after = sorted(name for _, name in socket.if_nameindex())
+        return {"bridge": lan.bridge, "error": error, "before": before, "after": after, "freed": lan._members == {}}
+    finally:
+        lan.close()
+
+
+def test_a_box_whose_bridge_was_deleted_under_it_gets_an_os_error_naming_the_step() -> None:
+    seen = nsbox.call(_spawn_on_a_deleted_bridge, net=True, timeout=60)
+    message = f"cannot connect the box to {seen['bridge']}, which no longer exists: No such device"
+    assert seen["error"] is not None and seen["error"][0] == errno.ENODEV and message in seen["error"][1], seen
+    # Nothing half-made: no veth (any interface new in the namespace is one), no child, the address free again.
+    assert seen["after"] == seen["before"] == ["lo"]
+    assert seen["freed"]

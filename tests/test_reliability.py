@@ -8,6 +8,7 @@ survivor, and prints a JSON report that the test checks.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import Rootless, kill_and_reap, proc_comm
+from conftest import Rootless, host_mounts, kill_and_reap, proc_comm
 
 #: Prepended to every driver: what a leak would change in the driver's own process.
 _PRELUDE = r"""
@@ -55,18 +56,20 @@ def fds():
             pass  # the listing's own fd, closed by now
     return found
 """
+#: What a root driver has on top (the rootless prelude has the same): ``host_mounts()``.
+_ROOT_PRELUDE = "from __future__ import annotations\n" + inspect.getsource(host_mounts)
 
 
 def _drive(python: str, code: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Any:
     """Runs a driver as root in a fresh interpreter; returns the JSON of its last line."""
-    cmd = [python, "-c", _PRELUDE + code, *args]
+    cmd = [python, "-c", _ROOT_PRELUDE + _PRELUDE + code, *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert r.returncode == 0, f"the driver failed ({r.returncode}):\n{r.stderr}"
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def _drive_rootless(rootless: Rootless, code: str, *args: str) -> Any:
-    """The same driver as the unprivileged user 65534."""
+    """The same driver as the unprivileged user 65534 (``rootless`` defines ``host_mounts`` too)."""
     return rootless(f"sys.argv[1:] = {list(args)!r}\n{_PRELUDE}{code}")
 
 
@@ -78,11 +81,6 @@ import ctypes
 
 MIX = [{}, {"pid": True, "mount_proc": True}, {"net": True}, {"pid": True, "uts": True, "ipc": True, "net": True},
        {"init": True}, {"user": True, "time": True}]
-
-
-def mountinfo():
-    with open("/proc/self/mountinfo") as f:
-        return f.read()
 
 
 def runs(tag, count):
@@ -106,7 +104,7 @@ def churn():
 ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 for options in MIX:
     nsbox.run(["true"], **options)  # warm up: a spawner thread, the helper's memfd
-fds_before, mounts_before = fds(), mountinfo()
+fds_before, mounts_before = fds(), host_mounts()
 errors, allocated, stop = [], [0], threading.Event()
 churners = [threading.Thread(target=churn) for _ in range(2)]
 for t in churners:
@@ -125,7 +123,7 @@ hung = sum(t.is_alive() for t in workers)
 stop.set()
 for t in churners:
     t.join()
-fds_after, mounts_after = fds(), mountinfo()
+fds_after, mounts_after = fds(), host_mounts()
 print(json.dumps({
     "errors": errors[:5], "error_count": len(errors), "hung": hung, "allocated": allocated[0],
     "seconds": [round(sequential, 2), round(concurrent, 2)], "fds_before": fds_before, "fds_after": fds_after,
@@ -231,6 +229,9 @@ scenario, directory, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 prefix = os.path.join(directory, scenario)
 box_command = ["sh", os.path.join(directory, "descendants.sh"), prefix]
 COMMS = {"sh": "sh", "child": "sleep", "daemon": "sleep"}
+# With a PID namespace, the box's processes die with it: wait for that as long as a busy machine may need.
+# Without, they live on (the test checks that they still run, then kills them).
+SURVIVAL = 30 if options.get("pid") or options.get("init") else 1.5
 
 
 def running(pid, comm):
@@ -250,7 +251,7 @@ def recorded():
     return {name: int(open(path).read()) for name, path in paths.items()}
 
 
-def started(timeout=10):
+def started(timeout=30):
     # The recorded PIDs, once the grandchild and the daemon both run sleep.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -261,7 +262,7 @@ def started(timeout=10):
     raise SystemExit(f"the box did not start its descendants: {sorted(os.listdir(directory))}")
 
 
-def survivors(pids, timeout=1.5):
+def survivors(pids, timeout=SURVIVAL):
     # Those still running after `timeout` seconds; killed here, so that nothing outlives the test.
     deadline = time.monotonic() + timeout
     while any(running(pid, COMMS[n]) for n, pid in pids.items()) and time.monotonic() < deadline:
@@ -270,6 +271,26 @@ def survivors(pids, timeout=1.5):
     for name in left:
         os.kill(pids[name], signal.SIGKILL)
     return left
+
+
+def kill_attempt():
+    # Kills what an attempt that timed out too early may have left (only a box without a PID namespace can):
+    # a process of the box has the prefix in its command line until it records its PID, then execs sleep.
+    quiet = 0
+    while quiet < 5:
+        found = {int(open(path).read()) for path in (f"{prefix}-child", f"{prefix}-daemon") if os.path.exists(path)}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if os.fsencode(prefix) in f.read().split(b"\0"):
+                        found.add(int(pid))
+            except OSError:
+                pass
+        alive = [pid for pid in found if running(pid, "sh") or running(pid, "sleep")]
+        for pid in alive:
+            os.kill(pid, signal.SIGKILL)
+        quiet = 0 if alive else quiet + 1
+        time.sleep(0.05)
 
 
 report = {"outcome": None}
@@ -282,11 +303,18 @@ if scenario == "caller-killed":
         caller.kill()
         report["outcome"] = caller.wait()
 elif scenario == "timeout":
-    try:
-        nsbox.run(box_command, timeout=1.0, **options)
-    except subprocess.TimeoutExpired as e:
-        report["outcome"] = type(e).__name__
-    pids = recorded()
+    # The timeout must strike once the box has started its descendants. A busy machine may take longer than
+    # the first timeout tried: then the processes of that attempt are killed, and a longer timeout is tried.
+    for limit in (1.0, 4.0, 15.0):
+        prefix = os.path.join(directory, f"{scenario}-{limit}")
+        try:
+            nsbox.run([*box_command[:-1], prefix], timeout=limit, **options)
+        except subprocess.TimeoutExpired as e:
+            report["outcome"] = type(e).__name__
+        pids = recorded()
+        if pids:
+            break
+        kill_attempt()
     assert pids, "the box did not start its descendants within the timeout"
 elif scenario == "interrupt":
     main, pids = threading.get_ident(), {}
@@ -613,7 +641,7 @@ def corrupting_write() -> Iterator[str]:
 
 
 def _check_corrupt_record(report: dict[str, Any] | None) -> None:
-    assert report is not None, "the caller hung on the corrupted record (killed after 5 s)"
+    assert report is not None, "the caller hung on the corrupted record (killed after 60 s)"
     kind, message = report["outcome"][0], report["outcome"][-1]
     assert (kind, message.startswith("nsbox internal error")) == ("RuntimeError", True), report["outcome"]
     assert "record" in message
@@ -628,7 +656,7 @@ def test_corrupted_error_record_gives_a_clear_internal_error_never_a_crash_or_ha
 ) -> None:
     env = {**os.environ, "LD_PRELOAD": corrupting_write}
     try:
-        report = _drive(python, _CORRUPT, path, _RECORD_MODES[mode], timeout=5, env=env)
+        report = _drive(python, _CORRUPT, path, _RECORD_MODES[mode], timeout=60, env=env)
     except subprocess.TimeoutExpired:
         report = None
     _check_corrupt_record(report)
@@ -644,7 +672,7 @@ def test_rootless_corrupted_error_record_gives_a_clear_internal_error(
         env = {{**os.environ, "LD_PRELOAD": {corrupting_write!r}}}
         try:
             r = subprocess.run([sys.executable, "-c", {_PRELUDE + _CORRUPT!r}, {path!r}, {_RECORD_MODES[mode]!r}],
-                               capture_output=True, text=True, env=env, timeout=5)
+                               capture_output=True, text=True, env=env, timeout=60)
             emit({{"rc": r.returncode, "err": r.stderr, "report": json.loads(r.stdout.splitlines()[-1] or "null")}})
         except subprocess.TimeoutExpired:
             emit({{"rc": None, "err": "", "report": None}})

@@ -22,9 +22,9 @@ from conftest import (
     Rootless,
     children_of,
     fd_count,
+    host_mounts,
     kill_and_reap,
     kill_pid,
-    mountinfo,
     proc_comm,
     proc_state,
     wait_until,
@@ -143,25 +143,28 @@ def test_concurrent_spawns_from_several_threads() -> None:
 
 
 def test_other_threads_run_while_a_box_is_waited_for() -> None:
+    # The box waits for a line that another thread writes once it has run 10 times while run() waits (the
+    # box is up and blocked until then): if run() held the GIL while it waits, that thread could not run.
+    read, write = os.pipe()
     ticks = 0
-    stop = threading.Event()
 
     def tick() -> None:
         nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            time.sleep(0.01)
+        with os.fdopen(write, "w") as pipe:
+            if wait_until(lambda: any(proc_comm(c) == "sh" for c in children_of(os.getpid())), timeout=60):
+                while ticks < 10:
+                    ticks += 1
+                    time.sleep(0.01)
+            pipe.write("done\n")
 
     t = threading.Thread(target=tick)
     t.start()
     try:
-        start = ticks
-        nsbox.run(["sleep", "0.5"], pid=True, check=True)
-        during = ticks - start
+        r = nsbox.run(["sh", "-c", "read line && echo $line"], pid=True, stdin=read, capture_output=True, timeout=60)
     finally:
-        stop.set()
+        os.close(read)
         t.join()
-    assert during >= 10, f"the other thread ran only {during} times in 0.5 s"
+    assert (r.returncode, r.stdout, ticks) == (0, b"done\n", 10)
 
 
 def test_box_started_from_a_short_lived_thread_outlives_that_thread() -> None:
@@ -335,7 +338,7 @@ _MIX: list[dict[str, Any]] = [
 def test_no_fd_growth_zombies_or_mounts_after_many_runs() -> None:
     nsbox.run(["true"], pid=True)  # warm up: the spawner thread and its stack exist from here on
     fds_before = fd_count()
-    mounts_before = mountinfo()
+    mounts_before = host_mounts()
     for i in range(200):
         options = _MIX[i % len(_MIX)]
         r = nsbox.run(["echo", str(i)], capture_output=True, text=True, **options)
@@ -346,7 +349,7 @@ def test_no_fd_growth_zombies_or_mounts_after_many_runs() -> None:
     for _ in range(20):
         nsbox.run(["sh", "-c", "mount -t tmpfs nsbox-many /mnt"], mount=True, check=True)
     assert fd_count() == fds_before
-    assert mountinfo() == mounts_before
+    assert host_mounts() == mounts_before
     assert children_of(os.getpid()) == []
 
 
