@@ -28,6 +28,12 @@ extern "C" {
 pub struct Setup<'a> {
     pub config: &'a Config,
     pub err_fd: c_int,
+    /// The parent's read end of the error pipe: the child closes its copy first, so that the parent's
+    /// death leaves the pipe without a reader ([`die_with_parent_from_now_on`]).
+    pub err_read_fd: c_int,
+    /// The caller's `PR_GET_DUMPABLE`: a change of ids clears it on the memory the child may share with the
+    /// caller (and hides `/proc/self` files from the new ids), so it is put back after each.
+    pub dumpable: c_int,
     /// The read end on which the child waits for the parent to write its id maps, or -1.
     pub go_fd: c_int,
     /// The child's copy of the go pipe's write end: closed first, or the parent closing its own would
@@ -278,7 +284,8 @@ pub fn die_with_parent_from_now_on(s: &Setup<'_>) {
     let mut pfd = libc::pollfd { fd: s.err_fd, events: libc::POLLOUT, revents: 0 };
     // SAFETY: poll on a stack struct, without waiting.
     let n = unsafe { libc::poll(&raw mut pfd, 1, 0) };
-    if n > 0 && pfd.revents & libc::POLLERR != 0 {
+    // A pipe without a reader polls POLLERR; a socket whose peer is closed, POLLHUP.
+    if n > 0 && pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
         // SAFETY: nobody is waiting for us.
         unsafe { libc::_exit(127) }
     }
@@ -354,7 +361,14 @@ pub fn become_root_inside(s: &Setup<'_>, drop_groups: bool) {
         if ret < 0 && errno() != libc::EINVAL {
             fail(s, Stage::UidMap);
         }
+        restore_dumpable(s);
     }
+}
+
+/// Puts back the caller's dumpable flag, which a change of ids cleared.
+fn restore_dumpable(s: &Setup<'_>) {
+    // SAFETY: a single prctl on this process's memory flags, with the value the caller had.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, s.dumpable, 0, 0, 0) };
 }
 
 /// `subprocess`'s `extra_groups`, `group` and `user`, in its order, after every step that needs root.
@@ -371,6 +385,9 @@ fn switch_credentials(plan: &Plan<'_>) {
         if let Some(uid) = plan.uid {
             check(s, Stage::SetUid, libc::syscall(libc::SYS_setresuid, uid, uid, uid) as c_int);
         }
+    }
+    if plan.extra_groups.is_some() || plan.gid.is_some() || plan.uid.is_some() {
+        restore_dumpable(s);
     }
 }
 
@@ -613,6 +630,8 @@ pub extern "C" fn entry(arg: *mut c_void) -> c_int {
     // SAFETY: the parent passes a pointer to a Plan that outlives the child's use of it.
     let plan = unsafe { &*arg.cast::<Plan<'_>>() };
     let s = &plan.setup;
+    // SAFETY: our own copy of the parent's read end (the fd table is a copy, not shared).
+    unsafe { libc::close(s.err_read_fd) };
     set_parent_death_signal(s);
     if plan.drop_groups {
         drop_supplementary_groups(s);

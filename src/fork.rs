@@ -45,7 +45,8 @@ use crate::errors::{SpawnError, Stage};
 use crate::netlink::Eth0;
 use crate::network::Lan;
 use crate::spawn::{
-    failure, kill_and_reap, last_errno, read_record, reap, wait_readable, watch, write_maps_for, Channels, Read,
+    failure, kill_and_reap, last_errno, read_record, reap, wait_or_read_what_is_there, watch, write_maps_for, Channels,
+    Read,
 };
 use crate::spec::Config;
 
@@ -125,9 +126,12 @@ impl<'a> Fork<'a> {
         if pid > 0 {
             return Ok(Forked::Parent(self, pid));
         }
+        // SAFETY: our copy of the parent's read end: the caller's death must leave the pipe without a reader
+        // (`child::die_with_parent_from_now_on`).
+        unsafe { libc::close(self.channels.err_r.as_raw_fd()) };
         self.enter_namespaces();
         let Channels { err_r, err_w, go, .. } = self.channels;
-        drop(err_r);
+        std::mem::forget(err_r); // closed above
         drop(err_w);
         if let Some(go) = go {
             // The handshake closed both ends already (`child::configure_namespaces`).
@@ -172,6 +176,13 @@ impl<'a> Fork<'a> {
         }
         child::mount_proc(&s);
         child::die_with_parent_from_now_on(&s);
+        // SAFETY: getppid has no preconditions.
+        if !cfg.pid && unsafe { libc::getppid() } != self.caller {
+            // Reparented: the caller died before the signal was set again (PID 1 of a new PID namespace
+            // sees 0 here, and relies on the error pipe's check alone).
+            // SAFETY: nobody is waiting for us.
+            unsafe { libc::_exit(127) };
+        }
         child::send(&s, Stage::Running, 0);
     }
 
@@ -246,12 +257,13 @@ fn wait_until_running(
                 *go_w = None;
             }
             Some((Stage::Forked, pid)) if config.pid && second.is_none() && pid > 0 => {
-                // From the first child, right after the clone: from now on, watch the second. The first
-                // leaves at once (it does not wait for the second): reap it now.
+                // From the first or the second child, whichever writes first (both do): from now on, watch
+                // the second. The first leaves at once (it does not wait for the second): reap it now.
                 *second = Some(pid);
-                watched = watch(pid)?;
                 reap(first);
+                watched = watch(pid)?;
             }
+            Some((Stage::Forked, pid)) if *second == Some(pid) => {}
             Some((Stage::Running, _)) => running = true,
             Some((stage, errno)) => failed = Some(failure(config, stage, errno)),
             // The first child failed before it could clone the second.
@@ -320,9 +332,9 @@ impl Rseq {
     fn unregister(self) -> Option<u32> {
         const UNREGISTER: libc::c_int = 1;
         let area = self.area();
-        // glibc registers at least the original 32-byte struct, or its feature size rounded up.
+        // glibc registers the original 32-byte struct, or more: its feature size, maybe rounded up.
         let rounded = self.size.div_ceil(32) * 32;
-        [32, rounded].into_iter().find(|&len| {
+        [32, self.size.max(32), rounded].into_iter().find(|&len| {
             // SAFETY: rseq(2) on this task's own registration.
             unsafe { libc::syscall(libc::SYS_rseq, area, len, UNREGISTER, RSEQ_SIG) == 0 }
         })
@@ -433,8 +445,11 @@ fn become_pid_1(s: &Setup<'_>, rseq: Option<Rseq>) {
     if switched != 0 {
         child::report(s, Stage::Clone, last_errno());
     }
-    // The second child: PID 1 of the new namespace, a child of the caller.
+    // The second child: PID 1 of the new namespace, a child of the caller. It names itself too (the
+    // kernel stored its PID before it ran: CLONE_PARENT_SETTID), in case the first child dies before it can.
     // SAFETY: plain data in this frame, ours now.
+    child::send(s, Stage::Forked, unsafe { ptr::read_volatile(ptr::addr_of!(handoff.pid)) });
+    // SAFETY: as above.
     unsafe {
         if have_robust {
             // Registering the list glibc keeps in this thread's descriptor, as its _Fork does.
@@ -455,11 +470,23 @@ extern "C" fn first_child_on_aux_stack() {
     // SAFETY: all reads of the handoff happen before the clone, while the memory is ours alone.
     let (err_fd, flags, stack, tid_address) =
         unsafe { ((*(*h).setup).err_fd, (*h).flags, (*h).clone_stack, (*h).tid_address) };
-    // The rseq area is glibc's for this thread, which the second child takes over: give it up first.
+    // The rseq area, robust-futex list and TID address are glibc's for this thread, which the second child
+    // takes over: give them up first, so that nothing of ours (not even our death) touches them after the
+    // clone. The second child registers its own.
     // SAFETY: as above.
     if let Some(rseq) = unsafe { (*h).rseq } {
         // SAFETY: as above.
         unsafe { (*h).rseq_len = rseq.unregister().unwrap_or(0) };
+    }
+    // SAFETY: plain syscalls on this task's own registrations and signal mask. With every signal
+    // blocked, no handler of the caller's (Python's among them) can run here on memory the second child
+    // uses; the second child gets its mask back from the saved context.
+    unsafe {
+        libc::syscall(libc::SYS_set_robust_list, ptr::null_mut::<c_void>(), ROBUST_LIST_HEAD_SIZE);
+        libc::syscall(libc::SYS_set_tid_address, ptr::null_mut::<c_int>());
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&raw mut all);
+        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &raw const all, ptr::null_mut::<c_void>(), 8);
     }
     // SAFETY: the second child starts on the lower half of the stack and switches to `main`.
     let pid = unsafe {
@@ -480,13 +507,8 @@ extern "C" fn first_child_on_aux_stack() {
     // From here the memory is the second child's too: only syscalls on values held in registers or on
     // this stack. The caller learns its PID (in the caller's namespace) before we are gone.
     child::send_to(err_fd, Stage::Forked, pid);
-    // SAFETY: leaving at once. The robust list and TID address are glibc's for the thread the second
-    // child now is: our exit must neither walk that list nor clear that TID.
-    unsafe {
-        libc::syscall(libc::SYS_set_robust_list, ptr::null_mut::<c_void>(), ROBUST_LIST_HEAD_SIZE);
-        libc::syscall(libc::SYS_set_tid_address, ptr::null_mut::<c_int>());
-        libc::_exit(0)
-    }
+    // SAFETY: leaving at once.
+    unsafe { libc::_exit(0) }
 }
 
 /// `sizeof(struct robust_list_head)`: three pointer-sized fields.
@@ -517,15 +539,7 @@ fn enter_time_namespace(s: &Setup<'_>) {
 /// Waits for the next record from the child, or for the child's death: `None` when it died (or closed the
 /// pipe) without one. Without a pidfd (the child is gone already) reads what is there.
 fn next_record(err_r: RawFd, watched: Option<&OwnedFd>) -> Result<Option<(Stage, i32)>, SpawnError> {
-    match watched {
-        Some(pidfd) => {
-            wait_readable(err_r, pidfd)?;
-        }
-        None => {
-            // SAFETY: setting O_NONBLOCK on our own fd.
-            unsafe { libc::fcntl(err_r, libc::F_SETFL, libc::O_NONBLOCK) };
-        }
-    }
+    wait_or_read_what_is_there(err_r, watched)?;
     Ok(match read_record(err_r)? {
         Read::Record(stage, errno) => Some((stage, errno)),
         Read::Eof | Read::Nothing => None,

@@ -216,6 +216,10 @@ fn kill_and_reap(py: Python<'_>, popen: &Bound<'_, PyAny>) -> PyResult<()> {
         return Ok(());
     }
     let pid: i32 = popen.getattr("pid")?.extract()?;
+    // Only while it is our unreaped child can the PID not name another process (SIGCHLD ignored).
+    if !crate::sys::unreaped_child(pid) {
+        return popen.setattr("returncode", 0);
+    }
     let status = py.detach(|| {
         // SAFETY: signalling and waiting for our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };

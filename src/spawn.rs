@@ -274,6 +274,8 @@ pub struct Link<'a> {
 pub(crate) struct Channels {
     pub err_r: OwnedFd,
     pub err_w: OwnedFd,
+    /// The caller's dumpable flag, for the child to put back after changing ids.
+    dumpable: c_int,
     /// (read, write) when the parent writes the id maps or makes the network while the child waits.
     pub go: Option<(OwnedFd, OwnedFd)>,
     uid_text: CString,
@@ -293,7 +295,9 @@ impl Channels {
             ),
             _ => (CString::default(), CString::default()),
         };
-        Ok(Channels { err_r, err_w, go, uid_text, gid_text })
+        // SAFETY: prctl(2) reading a flag.
+        let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }.max(0);
+        Ok(Channels { err_r, err_w, dumpable, go, uid_text, gid_text })
     }
 
     /// What the child's namespace steps use; borrows `self`, which must outlive the child's use of it.
@@ -301,6 +305,8 @@ impl Channels {
         Setup {
             config,
             err_fd: self.err_w.as_raw_fd(),
+            err_read_fd: self.err_r.as_raw_fd(),
+            dumpable: self.dumpable,
             go_fd: self.go.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
             go_write_fd: self.go.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
             uid_map: self.uid_text.as_ptr(),
@@ -477,16 +483,17 @@ pub fn spawn(
     let inner = route.fork_again.then(|| inner_pid.load(Ordering::Acquire));
     // The process that runs the helper, if it was made (a failure may come before).
     let runner = inner.unwrap_or(pid);
-    let watched = if helper_mode.is_some() && runner > 0 { watch(runner)? } else { None };
 
     let outcome = if let Err(e) = maps {
         Err(e)
-    } else if let Some(pidfd) = watched {
-        // The helper may have exec'd (or the child failed before): it tells when the command has.
-        match helper_mode {
-            Some("init") => await_init(config, err_r, &pidfd),
-            _ => await_exec_handoff(config, err_r, &pidfd),
-        }
+    } else if helper_mode.is_some() {
+        // The helper may have exec'd (or the child failed before): it tells when the command has. Without
+        // a pidfd the helper is gone already (reaped elsewhere): all it wrote is there.
+        let watched = if runner > 0 { watch(runner) } else { Ok(None) };
+        watched.and_then(|pidfd| match helper_mode {
+            Some("init") => await_init(config, err_r, pidfd.as_ref()),
+            _ => await_exec_handoff(config, err_r, pidfd.as_ref()),
+        })
     } else {
         // SAFETY: setting O_NONBLOCK on our own fd.
         unsafe { libc::fcntl(err_r, libc::F_SETFL, libc::O_NONBLOCK) };
@@ -588,10 +595,21 @@ pub(crate) fn watch(pid: pid_t) -> Result<Option<OwnedFd>, SpawnError> {
     }
 }
 
+/// Waits until the error channel is readable or the process behind `pidfd` has exited; without a pidfd
+/// (the process is gone) only reads what is there.
+pub(crate) fn wait_or_read_what_is_there(err_r: RawFd, pidfd: Option<&OwnedFd>) -> Result<(), SpawnError> {
+    if let Some(pidfd) = pidfd {
+        return wait_readable(err_r, pidfd).map(|_| ());
+    }
+    // SAFETY: setting O_NONBLOCK on our own fd.
+    unsafe { libc::fcntl(err_r, libc::F_SETFL, libc::O_NONBLOCK) };
+    Ok(())
+}
+
 /// With `init=True`: the init has exec'd; it says "running" once the command has, after the command's
 /// own failure record if it failed. Watched through a pidfd, never waiting for EOF.
-fn await_init(config: &Config, err_r: RawFd, pidfd: &OwnedFd) -> Result<(), SpawnError> {
-    wait_readable(err_r, pidfd)?;
+fn await_init(config: &Config, err_r: RawFd, pidfd: Option<&OwnedFd>) -> Result<(), SpawnError> {
+    wait_or_read_what_is_there(err_r, pidfd)?;
     match next_record(err_r)? {
         Read::Record(Stage::Running, _) => Ok(()),
         Read::Eof | Read::Nothing => Err(SpawnError::Internal("the init process died before the command ran".into())),
@@ -601,15 +619,18 @@ fn await_init(config: &Config, err_r: RawFd, pidfd: &OwnedFd) -> Result<(), Spaw
 
 /// An `exec` into a time namespace: the helper hands over a pipe whose write end only it holds (see
 /// nsbox-helper.c); EOF there means the command has exec'd.
-fn await_exec_handoff(config: &Config, err_r: RawFd, pidfd: &OwnedFd) -> Result<(), SpawnError> {
+fn await_exec_handoff(config: &Config, err_r: RawFd, pidfd: Option<&OwnedFd>) -> Result<(), SpawnError> {
     loop {
-        wait_readable(err_r, pidfd)?;
+        wait_or_read_what_is_there(err_r, pidfd)?;
         match receive_record(err_r)? {
             (Read::Record(Stage::Handoff, _), Some(pipe)) => {
                 // Blocking: the helper, then the command, hold the only write end (close-on-exec).
                 return read_record(pipe.as_raw_fd()).and_then(|r| outcome_of(config, r));
             }
             (Read::Record(Stage::Handshake, 0), _) => {}
+            (Read::Record(Stage::Handoff, errno), None) if errno > 0 => {
+                return Err(failure(config, Stage::Handoff, errno))
+            }
             (Read::Record(Stage::Handoff, _), None) => {
                 return Err(SpawnError::Internal("the helper's exec pipe did not arrive".into()))
             }

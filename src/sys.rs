@@ -68,11 +68,26 @@ pub fn socketpair(kind: libc::c_int) -> Result<(OwnedFd, OwnedFd), SpawnError> {
     Ok((a.map_err(err)?, b.map_err(err)?))
 }
 
-/// Kills (a zombie ignores it) and reaps a child of ours.
+/// Kills (a zombie ignores it) and reaps a child of ours, unless someone reaped it already (`SIGCHLD`
+/// ignored): then its PID may name another process, which must not be signalled.
 pub fn kill_and_reap(pid: pid_t) {
-    // SAFETY: signalling our own child (or zombie), which has not been reaped.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    if unreaped_child(pid) {
+        // SAFETY: signalling our own unreaped child (or zombie), whose PID cannot have been reused.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
     reap(pid);
+}
+
+/// Whether `pid` is a child of ours that has not been reaped (running or a zombie): only then may it be
+/// signalled by PID (an unreaped child's PID cannot be reused).
+#[must_use]
+pub fn unreaped_child(pid: pid_t) -> bool {
+    // SAFETY: a zeroed siginfo_t is a valid value; WNOWAIT only looks.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL;
+        libc::waitid(libc::P_PID, pid as libc::id_t, &raw mut info, flags) == 0
+    }
 }
 
 /// Waits for a child of ours. ECHILD (reaped already: `SIGCHLD` ignored, or a handler that reaps) is not

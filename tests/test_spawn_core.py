@@ -114,6 +114,68 @@ def proc_comm_of(pid: int) -> str:
         return f.read().strip()
 
 
+CALLER_DIES_DURING_SETUP = r"""
+libc = ctypes.CDLL(None)
+libc.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: the box, orphaned, becomes our child
+how, log = sys.argv[1], sys.argv[2]
+caller_code = (
+    "import nsbox, os\n"
+    "maps = dict(uid_map=[(0, 100000, 65536)], gid_map=[(0, 100000, 65536)], hostname='late')\n"
+    + ("nsbox.run(['sleep', '300'], **maps)\n" if how == "popen" else
+       f"nsbox.call(os.execvp, ('sleep', ['sleep', '300']), pid={how == 'call-pid'}, **maps)\n")
+)
+# The child's sethostname (after its ids changed, before the death signal is set again) takes 2 s.
+strace = subprocess.Popen(["strace", "-f", "-qq", "-o", log, "-e", "trace=sethostname",
+                           "-e", "inject=sethostname:delay_enter=2000000", sys.executable, "-c", caller_code])
+def in_window():
+    try:
+        with open(log) as f:
+            return "sethostname(" in f.read()
+    except FileNotFoundError:
+        return False
+deadline = time.monotonic() + 60
+while not in_window() and time.monotonic() < deadline:
+    time.sleep(0.01)
+# The caller is strace's child: kill it while the box sits in sethostname.
+with open(f"/proc/{strace.pid}/task/{strace.pid}/children") as f:
+    caller = int(f.read().split()[0])
+os.kill(caller, signal.SIGKILL)
+strace.wait()
+def survivors():
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) == os.getpid() and fields[0] != "Z":
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    found.append((int(pid), f.read().split(b"\0")[0].decode()))
+        except (OSError, ValueError):
+            pass
+    return found
+# Whatever survived is ours now: let it reach its exec (or leave), then look.
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline and any(cmd != "sleep" for _, cmd in survivors()):
+    time.sleep(0.05)
+left = survivors()
+for pid, _ in left:
+    os.kill(pid, signal.SIGKILL)
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+emit({"in_window": in_window(), "left": left})
+"""
+
+
+@pytest.mark.parametrize("how", ["popen", "call", "call-pid"])
+def test_a_caller_that_dies_before_the_death_signal_is_set_again_leaves_no_box(how: str, tmp_path: Path) -> None:
+    report = drive(CALLER_DIES_DURING_SETUP, how, str(tmp_path / "strace.log"))
+    assert report["in_window"], "the box never reached its (slowed) sethostname"
+    assert report["left"] == [], report
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 2. A forked child's boxes are not tied to a thread that exits
 
@@ -360,11 +422,12 @@ for how in ("ignored", "reaping-handler"):
         signal.signal(signal.SIGCHLD, reap)
     results = []
     for options in [{}, {"pid": True}, {"user": True, "hostname": "h"}]:
-        results.append(nsbox.call(os.getpid, **options) > 0)
-        results.append(nsbox.run(["true"], **options).returncode)
+        results.append(all(nsbox.call(os.getpid, **options) > 0 for _ in range(30)))
+        results.append(sum(nsbox.run(["true"], **options).returncode for _ in range(30)))
     box = nsbox.Popen(["sleep", "60"], pid=True, time=True)
-    results.append(box.exec(["echo", "x"], capture_output=True, text=True).stdout)
-    results.append(nsbox.run(["true"], init=True).returncode)
+    # Fast commands, many times: the helper is often gone (reaped behind our back) before it is watched.
+    results.append(sorted({box.exec(["echo", "x"], capture_output=True, text=True).stdout for _ in range(100)}))
+    results.append(sum(nsbox.run(["true"], init=True).returncode for _ in range(100)))
     box.kill(); box.wait()
     out[how] = results
 emit(out)
@@ -372,7 +435,7 @@ emit(out)
 
 
 def test_call_and_run_cope_with_sigchld_ignored_or_reaped_elsewhere() -> None:
-    expected = [True, 0, True, 0, True, 0, "x\n", 0]
+    expected = [True, 0, True, 0, True, 0, ["x\n"], 0]
     assert drive(SIGCHLD_CASES) == {"ignored": expected, "reaping-handler": expected}
 
 
@@ -665,3 +728,75 @@ def test_an_id_map_over_the_kernels_page_limit_is_a_value_error_before_forking()
     narrow = [(i, 100_000 + i, 1) for i in range(200)]  # 200 ranges, short enough: runs
     r = nsbox.run(["cat", "/proc/self/uid_map"], uid_map=narrow, capture_output=True, text=True)
     assert len(r.stdout.splitlines()) == 200
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Found in review: the caller's dumpable flag, and PIDs that were reaped behind nsbox's back
+
+
+DUMPABLE = """
+PR_GET_DUMPABLE = 3
+libc = ctypes.CDLL(None)
+def state():
+    return [libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), os.stat(f"/proc/{os.getpid()}/status").st_uid]
+out = {"start": state()}
+maps = {"uid_map": [(0, 100000, 65536)], "gid_map": [(0, 100000, 65536)]}
+for name, options in [("user", {"user": 65534}), ("group", {"group": 65534}), ("uid range", maps)]:
+    nsbox.run(["true"], **options)
+    out[name] = state()
+# The same id change made the box's own /proc/self files root's, so the clock offsets could not be written.
+r = nsbox.run(["cat", "/proc/uptime"], time=True, boottime_offset=100000, capture_output=True, text=True, **maps)
+out["uptime"] = float(r.stdout.split()[0])
+emit(out)
+"""
+
+
+def test_a_spawn_that_changes_ids_leaves_the_caller_dumpable_and_the_box_its_proc_files() -> None:
+    out = drive(DUMPABLE)
+    assert out.pop("start") == [1, 0]
+    uptime = out.pop("uptime")
+    assert out == {"user": [1, 0], "group": [1, 0], "uid range": [1, 0]}  # the caller's own flag and files
+    with open("/proc/uptime") as f:
+        assert uptime > float(f.read().split()[0]) + 100000 - 60  # the offset inside the box
+
+
+PID_REUSE = r"""
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # boxes are reaped behind nsbox's back
+
+def unrelated_process_with_pid(pid):
+    r, w = os.pipe()
+    if os.fork() == 0:  # an intermediate that leaves: the victim is not our child
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        victim = os.fork()
+        if victim == 0:
+            os.execvp("sleep", ["sleep", "100"])
+        os.write(w, str(victim).encode())
+        os._exit(0)
+    os.close(w)
+    got = int(os.read(r, 100))
+    os.close(r)
+    return got
+
+p = nsbox.Popen(["true"])  # exits at once and is reaped by the kernel; returncode stays None
+while os.path.exists(f"/proc/{p.pid}"):
+    time.sleep(0.01)
+victim = unrelated_process_with_pid(p.pid)
+nsbox._nsbox.kill_and_reap(p)  # what run() and Popen.__init__ call on a timeout or interrupt
+with open(f"/proc/{victim}/stat") as f:
+    state = f.read().rsplit(")", 1)[1].split()[0]
+os.kill(victim, signal.SIGKILL)
+emit({"same_pid": victim == p.pid, "victim_state": state, "returncode": p.returncode})
+"""
+
+
+def test_cleanup_never_signals_a_pid_that_was_reaped_behind_its_back() -> None:
+    # In a PID namespace of its own, where the driver can hand the box's old PID to another process. The
+    # shell stays PID 1 (orphans go to it): the driver must not adopt the unrelated process.
+    shell = ["sh", "-c", '"$0" -c "$1"; exit $?', sys.executable, PRELUDE + PID_REUSE]
+    r = nsbox.run(shell, pid=True, mount_proc=True, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout.splitlines()[-1])
+    assert report["same_pid"], report  # the control: the unrelated process did get the box's old PID
+    assert report["victim_state"] in ("R", "S"), report  # alive: not killed by the cleanup
+    assert report["returncode"] == 0, report

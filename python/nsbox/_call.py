@@ -157,8 +157,9 @@ def call(
     # (PID, pidfd) of the box, put here by _nsbox.fork before it returns: known even if an interrupt is
     # raised as it returns. Killing and reaping go through the pidfd, which cannot name a reused PID.
     started: list[tuple[int, int]] = []
-    read_end, write_end = _pipe()
+    read_end = write_end = -1
     try:
+        read_end, write_end = _pipe()
         try:
             _nsbox.fork(
                 config,
@@ -180,7 +181,8 @@ def call(
             raise subprocess.TimeoutExpired(name, timeout or 0.0) from None
         raise
     finally:
-        os.close(read_end)
+        if read_end >= 0:
+            os.close(read_end)
         for _, pidfd in started:
             if pidfd >= 0:
                 os.close(pidfd)

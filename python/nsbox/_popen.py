@@ -221,24 +221,21 @@ class Popen(subprocess.Popen[Any]):
                 extra_groups=extra_groups,
                 umask=umask,
             )
+            if network is not None and self._nsbox_link is not None:
+                network._bind(self._nsbox_link[1], self)
+            if persist is not None:
+                self.persist(persist)
         except BaseException:
             # First, and in one call that Python's signal handlers cannot interrupt: an interrupt raised
             # as the spawn returned (or later in __init__) must not leave a running box nobody knows of.
             _nsbox.kill_and_reap(self)
             if network is not None and self._nsbox_link is not None:
                 network._bind(self._nsbox_link[1], None)
+            for name in ("stdin", "stdout", "stderr"):  # unset when __init__ failed early
+                stream = getattr(self, name, None)
+                if stream is not None:
+                    stream.close()
             raise
-        if network is not None and self._nsbox_link is not None:
-            network._bind(self._nsbox_link[1], self)
-        if persist is not None:
-            try:
-                self.persist(persist)
-            except BaseException:
-                _nsbox.kill_and_reap(self)
-                for stream in (self.stdin, self.stdout, self.stderr):
-                    if stream is not None:
-                        stream.close()
-                raise
 
     @property
     def ip(self) -> str | None:
