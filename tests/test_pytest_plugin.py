@@ -163,6 +163,12 @@ def _with_dependencies(name: str) -> list[importlib.metadata.Distribution]:
     return list(found.values())
 
 
+@pytest.fixture(autouse=True)
+def inner_runs_in_file_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pytest runs these tests start see their tests in file order (pytest-randomly shuffles them)."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:randomly")
+
+
 @pytest.fixture(scope="session")
 def rootless_pytest_dir() -> Iterator[Path]:
     """World-readable copies of the installed pytest and its dependencies, files and metadata."""
@@ -367,13 +373,14 @@ def unittest_outcome_lines(where: str) -> list[str]:
     return [
         "FAILED test_outcomes.py::Outcomes::test_assertion_fails - AssertionError: 6 != 7 : " + where,
         "FAILED test_outcomes.py::Outcomes::test_errors - ValueError: raised " + where,
-        "SKIPPED [[]1[]] test_outcomes.py:*: skipTest " + where,
-        "SKIPPED [[]1[]] test_outcomes.py:*: SkipTest raised " + where,
+        # pytest 9 labels some of these SUBSKIPPED[skipping] at random, boxed or not.
+        "*SKIPPED* [[]1[]] test_outcomes.py:*: skipTest " + where,
+        "*SKIPPED* [[]1[]] test_outcomes.py:*: SkipTest raised " + where,
         "XFAIL test_outcomes.py::Outcomes::test_expected_failure",
         "FAILED test_outcomes.py::Outcomes::test_unexpected_success - Failed: Unexpected success",
-        "SKIPPED [[]1[]] test_outcomes.py:*: skipped by the decorator",
+        "*SKIPPED* [[]1[]] test_outcomes.py:*: skipped by the decorator",
         f"SUBFAILED(i=1, where='{where}') test_outcomes.py::Outcomes::test_subtests - *",
-        "SKIPPED [[]1[]] test_outcomes.py:*: subtest skipped " + where,
+        "*SKIPPED* [[]1[]] test_outcomes.py:*: subtest skipped " + where,
         "XFAIL test_outcomes.py::Outcomes::test_expected_failure_of_a_subtest",
         f"FAILED test_outcomes.py::Outcomes::test_cleanup_fails - OSError: cleanup added {where} failed {where}",
         f"*test_outcomes.py:*: UserWarning: warned {where}",
@@ -383,10 +390,10 @@ def unittest_outcome_lines(where: str) -> list[str]:
 
 
 def summary(result: pytest.RunResult) -> list[str]:
-    """The short test summary of a run, its lines sorted."""
+    """The short test summary of a run, its lines sorted (pytest 9's random SUBSKIPPED label made SKIPPED)."""
     lines = result.stdout.lines
     start = next(i for i, line in enumerate(lines) if "short test summary info" in line)
-    return sorted(lines[start + 1 : -1])
+    return sorted(line.replace("SUBSKIPPED[skipping]", "SKIPPED") for line in lines[start + 1 : -1])
 
 
 def check_unittest_report(result: pytest.RunResult, workdir: Path) -> None:
