@@ -48,6 +48,8 @@ BAD_INPUT: list[tuple[Any, dict[str, Any], type[Exception], str]] = [
     (["true"], {"time": True, "monotonic_offset": "5"}, TypeError, "monotonic_offset"),
     (["true"], {"close_fds": False}, ValueError, "pass_fds"),
     (["true"], {"pass_fds": [-1]}, ValueError, "pass_fds"),
+    (["true"], {"pass_fds": [2**31]}, ValueError, "pass_fds: 2147483648 is not a file descriptor"),
+    (["true"], {"pass_fds": [3, 10**30]}, ValueError, "is not a file descriptor"),
 ]
 BAD_IDS = [
     f"{i}-{exc.__name__}-{re.sub(r'[^a-z=]+', '_', text.lower())}" for i, (_, _, exc, text) in enumerate(BAD_INPUT)

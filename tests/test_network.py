@@ -34,7 +34,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nsbox
-from conftest import ROOTLESS_PYTHON, Rootless, children_of, host_ns, kill_and_reap, open_fds, wait_until
+from conftest import (
+    ROOTLESS_PYTHON,
+    Rootless,
+    children_of,
+    free_network,
+    free_subnet,
+    host_ns,
+    kill_and_reap,
+    open_fds,
+    wait_until,
+)
 
 #: An HTTP server that answers every GET with "NAME PID", bound to ADDRESS:PORT; prints "ready" once bound.
 SERVER = textwrap.dedent(
@@ -108,37 +118,6 @@ def gateway_of(subnet: Any) -> str | None:
         return str(ipaddress.IPv4Network(subnet, strict=False).network_address + 1)
     except (ValueError, TypeError):
         return None
-
-
-def free_network(**options: Any) -> nsbox.Network:
-    """A Network on a /24 of the private ranges that no route of the host holds, picked at random.
-
-    Another copy of the suite, or another user of nsbox, may claim subnets at the same time: a subnet found taken
-    ("overlaps the host's route") is left for another. The picks come from the system's random source, not from
-    ``random``, which pytest-randomly seeds alike in every xdist worker. 10.213.0.0/16 is left to the README and
-    the notebooks. Self-contained, so that driver scripts can carry its source (``inspect.getsource``).
-    """
-    import ipaddress
-    import random
-    import time
-
-    import nsbox
-
-    pick = random.SystemRandom()
-    pools = [ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
-    for _ in range(500):
-        pool = pick.choices(pools, weights=[p.num_addresses for p in pools])[0]
-        first = int(pool.network_address) + 256 * pick.randrange(pool.num_addresses // 256)
-        subnet = ipaddress.IPv4Network((first, 24))
-        if subnet.overlaps(ipaddress.IPv4Network("10.213.0.0/16")):
-            continue
-        try:
-            return nsbox.Network(subnet, **options)
-        except ValueError as exc:
-            if "overlaps the host's route" not in str(exc):
-                raise
-            time.sleep(0.01)  # a wide network that someone holds for a moment (a property test's) may cover many
-    raise RuntimeError("no /24 of the private ranges is free of the host's routes")
 
 
 def route_hex(addr: str) -> str:
@@ -353,6 +332,7 @@ KILLED_CALLER = f"""
 from __future__ import annotations
 import json, os, sys, time
 import nsbox
+{inspect.getsource(free_subnet)}
 {inspect.getsource(free_network)}
 lan = free_network()
 boxes = [nsbox.Popen(["sleep", "300"], network=lan, pid=True) for _ in range(2)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import random
 import subprocess
 import sys
 import textwrap
@@ -22,20 +21,9 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import kill_and_reap, open_fds, wait_until
-from nsbox import _nsbox
+from conftest import free_subnet, kill_and_reap, open_fds, wait_until
 
 CLAIM_NAME = "@nsbox-network-claim"
-
-
-def free_subnet(prefix: int = 24) -> ipaddress.IPv4Network:
-    """A random ``10.x.y.0/prefix`` that overlaps no route of this network namespace."""
-    routes = [ipaddress.IPv4Network((dst, length)) for dst, length in _nsbox.ipv4_routes()]
-    for _ in range(1000):
-        candidate = ipaddress.IPv4Network((10 << 24 | random.getrandbits(16) << 8, prefix), strict=False)
-        if not any(candidate.overlaps(route) for route in routes):
-            return candidate
-    raise AssertionError("no free subnet in 10.0.0.0/8")
 
 
 def fork_quietly() -> int:

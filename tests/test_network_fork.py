@@ -19,8 +19,8 @@ from collections.abc import Callable
 import pytest
 
 import nsbox
-from conftest import kill_and_reap, wait_until
-from test_network_claim import fork_quietly, free_subnet
+from conftest import free_subnet, kill_and_reap, wait_until
+from test_network_claim import fork_quietly
 
 #: How long a forked child may take to close its copy and exit (it needs milliseconds).
 CHILD_DEADLINE = 20.0

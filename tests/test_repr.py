@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import ipaddress
-import random
 import re
 from collections.abc import Iterator
 from typing import Any, TypeVar
@@ -17,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 import nsbox
-from conftest import kill_and_reap
+from conftest import free_network, free_subnet, kill_and_reap
 
 pytest_plugins = ["pytester"]
 
@@ -109,21 +108,6 @@ def test_popen_at_every_step_of_init_running_and_exited() -> None:
 # -- Network -----------------------------------------------------------------------------------------------
 
 
-def free_subnet() -> str:
-    """A /24 in 10.0.0.0/8 that no route of the host covers (chosen at random, so parallel runs differ)."""
-    routes = [ipaddress.IPv4Network(route) for route in nsbox_routes()]
-    while True:
-        net = ipaddress.IPv4Network((random.randrange(1 << 16) << 8 | 10 << 24, 24))
-        if not any(net.overlaps(route) for route in routes):
-            return str(net)
-
-
-def nsbox_routes() -> list[tuple[str, int]]:
-    from nsbox import _nsbox
-
-    return [(dst, prefix) for dst, prefix in _nsbox.ipv4_routes() if prefix]
-
-
 def test_network_made_without_init() -> None:
     lan = nsbox.Network.__new__(nsbox.Network)
     assert shows(lan)[0] == "<nsbox.Network, not made>"
@@ -139,14 +123,7 @@ def test_network_whose_subnet_was_refused() -> None:
 
 
 def test_network_whose_subnet_overlaps_a_route_of_the_host() -> None:
-    for _ in range(20):  # another user of the machine may take the subnet first: try another
-        try:
-            taken = nsbox.Network(free_subnet(), private=False)
-            break
-        except ValueError:
-            continue
-    else:
-        pytest.fail("no free subnet in 20 tries")
+    taken = free_network(private=False)
     with taken, pytest.raises(ValueError, match="overlaps the host's route") as caught:
         nsbox.Network(str(taken.subnet), private=False)
     text, _ = shows(half_built(nsbox.Network, caught))

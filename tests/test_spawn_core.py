@@ -526,7 +526,7 @@ def test_exec_into_a_time_namespace_does_not_wait_for_processes_forked_meanwhile
 
 
 INTERRUPT_STORM = """
-how = sys.argv[1]
+how, token = sys.argv[1], sys.argv[2]  # the boxes sleep "1000.TOKEN": this run's, no other's
 done = threading.Event()
 finished = threading.Event()
 armed = False
@@ -544,7 +544,7 @@ def box_processes():
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().split(b"\\0")[:2] == [b"sleep", b"1000.5"]:
+                if f.read().split(b"\\0")[:2] == [b"sleep", f"1000.{token}".encode()]:
                     found.append(int(pid))
         except OSError:
             pass
@@ -564,9 +564,9 @@ def loop():
         try:
             armed = True
             if how == "run":
-                nsbox.run(["sleep", "1000.5"], pid=True)
+                nsbox.run(["sleep", f"1000.{token}"], pid=True)
             else:
-                nsbox.call(os.execvp, ("sleep", ["sleep", "1000.5"]), pid=True)
+                nsbox.call(os.execvp, ("sleep", ["sleep", f"1000.{token}"]), pid=True)
         except KeyboardInterrupt:
             interrupts += 1
         finally:
@@ -583,7 +583,7 @@ emit({"left": box_processes(), "interrupts": interrupts, "rounds": rounds})
 @pytest.mark.parametrize("how", ["run", "call"])
 def test_an_interrupt_storm_leaves_no_box_running(how: str) -> None:
     driver = subprocess.Popen(
-        [sys.executable, "-c", PRELUDE + INTERRUPT_STORM, how],
+        [sys.executable, "-c", PRELUDE + INTERRUPT_STORM, how, str(int.from_bytes(os.urandom(4), "big"))],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -460,7 +460,7 @@ class Popen(subprocess.Popen[Any]):
             env_list,
             None if cwd is None else os.fsencode(cwd),
             (p2cread, c2pwrite, errwrite),
-            sorted({int(fd) for fd in pass_fds}),
+            _fds_to_keep(pass_fds),
             start_new_session,
             process_group,
             program=executable,
@@ -477,3 +477,12 @@ class Popen(subprocess.Popen[Any]):
             popen=self,
         )
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]
+
+
+def _fds_to_keep(pass_fds: Collection[int]) -> list[int]:
+    """``pass_fds`` sorted, each checked to be an fd number (subprocess raises the same ``ValueError``)."""
+    fds = sorted({int(fd) for fd in pass_fds})
+    if fds and not (0 <= fds[0] and fds[-1] < 2**31):
+        bad = fds[0] if fds[0] < 0 else fds[-1]
+        raise ValueError(f"pass_fds: {bad} is not a file descriptor")
+    return fds
