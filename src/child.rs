@@ -15,9 +15,11 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use libc::{c_char, c_int};
 
-use crate::errors::{Record, Stage};
+use crate::namespace::Namespace;
+use crate::errors::Step;
+use crate::protocol::Message;
 use crate::netlink::{Eth0, INDEX_OFFSET};
-use crate::spec::{Config, Setgroups};
+use crate::spec::{Spec, Setgroups};
 
 extern "C" {
     static environ: *const *const c_char;
@@ -26,7 +28,7 @@ extern "C" {
 /// What the namespace steps need, prepared by the parent: the config, the error pipe, the id-map
 /// handshake and the map texts (pointers into `CString`s the parent keeps alive).
 pub struct Setup<'a> {
-    pub config: &'a Config,
+    pub config: &'a Spec,
     pub err_fd: c_int,
     /// The parent's read end of the error pipe: the child closes its copy first, so that the parent's
     /// death leaves the pipe without a reader ([`die_with_parent_from_now_on`]).
@@ -71,7 +73,7 @@ pub struct Plan<'a> {
     /// `setgroups` is denied (`/proc/PID/setgroups`), and host groups such as root's would stay.
     pub drop_groups: bool,
     /// Namespaces to join first, as (fd, nstype, stage), user first.
-    pub join: &'a [(c_int, c_int, Stage)],
+    pub join: &'a [(c_int, c_int, Step)],
     /// Namespaces the child makes itself with `unshare(2)` (after dropping groups) rather than the clone
     /// making them; 0 for none. The child then sets them up before any second clone.
     pub unshare_flags: c_int,
@@ -107,39 +109,39 @@ fn errno() -> c_int {
 }
 
 /// Reports `stage` with the current errno and exits. Never returns.
-fn fail(s: &Setup<'_>, stage: Stage) -> ! {
+fn fail(s: &Setup<'_>, stage: Step) -> ! {
     report(s, stage, errno())
 }
 
-/// Writes the record (stage, errno) to the error pipe and exits. Never returns.
-pub fn report(s: &Setup<'_>, stage: Stage, errno: c_int) -> ! {
-    send(s, stage, errno);
+/// Writes the failure of `step` with `errno` to the error pipe and exits. Never returns.
+pub fn report(s: &Setup<'_>, step: Step, errno: c_int) -> ! {
+    send(s, Message::Failed(step, errno));
     // SAFETY: leaving without running anything of the parent's.
     unsafe { libc::_exit(127) }
 }
 
 /// Writes one record to the error pipe. A record is 8 bytes, written with one `write(2)`: pipes deliver it
 /// whole. A failed or short write is seen by the parent as a child that died or sent a corrupt record.
-pub fn send(s: &Setup<'_>, stage: Stage, value: c_int) {
-    send_to(s.err_fd, stage, value);
+pub fn send(s: &Setup<'_>, message: Message) {
+    send_to(s.err_fd, message);
 }
 
 /// [`send`] to an fd held on its own (by a process that may not read its [`Setup`] any more).
-pub fn send_to(err_fd: c_int, stage: Stage, value: c_int) {
-    let rec = Record { stage: stage as u32, errno: value }.encode();
+pub fn send_to(err_fd: c_int, message: Message) {
+    let rec = message.encode();
     // SAFETY: a plain syscall on a buffer on our stack.
     unsafe { libc::write(err_fd, rec.as_ptr().cast::<c_void>(), rec.len()) };
 }
 
 /// Reports `stage` with errno and exits when `ret` is negative.
-pub fn check(s: &Setup<'_>, stage: Stage, ret: c_int) {
+pub fn check(s: &Setup<'_>, stage: Step, ret: c_int) {
     if ret < 0 {
         fail(s, stage);
     }
 }
 
 /// Writes `text` (NUL-terminated) to `path` in one `write`, as procfs files want it.
-fn write_file(s: &Setup<'_>, stage: Stage, path: &core::ffi::CStr, text: *const c_char) {
+fn write_file(s: &Setup<'_>, stage: Step, path: &core::ffi::CStr, text: *const c_char) {
     // SAFETY: both pointers are valid NUL-terminated strings owned by the parent.
     unsafe {
         let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
@@ -157,10 +159,10 @@ fn write_file(s: &Setup<'_>, stage: Stage, path: &core::ffi::CStr, text: *const 
 
 fn write_id_maps(s: &Setup<'_>, setgroups: Setgroups) {
     if setgroups == Setgroups::Deny {
-        write_file(s, Stage::Setgroups, c"/proc/self/setgroups", c"deny".as_ptr());
+        write_file(s, Step::Setgroups, c"/proc/self/setgroups", c"deny".as_ptr());
     }
-    write_file(s, Stage::UidMap, c"/proc/self/uid_map", s.uid_map);
-    write_file(s, Stage::GidMap, c"/proc/self/gid_map", s.gid_map);
+    write_file(s, Step::UidMap, c"/proc/self/uid_map", s.uid_map);
+    write_file(s, Step::GidMap, c"/proc/self/gid_map", s.gid_map);
 }
 
 /// Tells the parent we are ready for our id maps and our network and waits until it has made them.
@@ -169,7 +171,7 @@ fn wait_for_parent(s: &Setup<'_>) {
     // SAFETY: plain syscalls on stack buffers.
     unsafe {
         libc::close(s.go_write_fd);
-        send(s, Stage::Ready, 0);
+        send(s, Message::Ready);
         loop {
             let n = libc::read(s.go_fd, ptr::addr_of_mut!(go).cast::<c_void>(), 1);
             if n < 0 && errno() == libc::EINTR {
@@ -186,7 +188,7 @@ fn wait_for_parent(s: &Setup<'_>) {
 }
 
 /// An `AF_INET` socket for interface ioctls, and a zeroed `ifreq` naming `name` (NUL-terminated).
-fn interface_request(s: &Setup<'_>, stage: Stage, name: &[u8]) -> (c_int, libc::ifreq) {
+fn interface_request(s: &Setup<'_>, stage: Step, name: &[u8]) -> (c_int, libc::ifreq) {
     // SAFETY: a socket; a zeroed ifreq is a valid value.
     unsafe {
         let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
@@ -200,12 +202,12 @@ fn interface_request(s: &Setup<'_>, stage: Stage, name: &[u8]) -> (c_int, libc::
 }
 
 fn bring_up_loopback(s: &Setup<'_>) {
-    let (sock, mut ifr) = interface_request(s, Stage::Loopback, b"lo\0");
+    let (sock, mut ifr) = interface_request(s, Step::Loopback, b"lo\0");
     // SAFETY: two ioctls on a stack-allocated ifreq.
     unsafe {
-        check(s, Stage::Loopback, libc::ioctl(sock, libc::SIOCGIFFLAGS, ptr::addr_of_mut!(ifr)));
+        check(s, Step::Loopback, libc::ioctl(sock, libc::SIOCGIFFLAGS, ptr::addr_of_mut!(ifr)));
         ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        check(s, Stage::Loopback, libc::ioctl(sock, libc::SIOCSIFFLAGS, ptr::addr_of_mut!(ifr)));
+        check(s, Step::Loopback, libc::ioctl(sock, libc::SIOCSIFFLAGS, ptr::addr_of_mut!(ifr)));
         libc::close(sock);
     }
 }
@@ -214,7 +216,7 @@ fn bring_up_loopback(s: &Setup<'_>) {
 /// it is 0, and reads the kernel's acknowledgement.
 fn netlink_request(s: &Setup<'_>, sock: c_int, msg: &[u8], index: c_int) {
     let mut buf = [0u8; 256];
-    let Some(copy) = buf.get_mut(..msg.len()) else { report(s, Stage::Network, libc::EMSGSIZE) };
+    let Some(copy) = buf.get_mut(..msg.len()) else { report(s, Step::Network, libc::EMSGSIZE) };
     copy.copy_from_slice(msg);
     if index != 0 {
         if let Some(at) = copy.get_mut(INDEX_OFFSET..INDEX_OFFSET + 4) {
@@ -225,7 +227,7 @@ fn netlink_request(s: &Setup<'_>, sock: c_int, msg: &[u8], index: c_int) {
     unsafe {
         let n = libc::send(sock, copy.as_ptr().cast(), copy.len(), 0);
         if n < 0 {
-            fail(s, Stage::Network);
+            fail(s, Step::Network);
         }
         let mut ack = [0u8; 512];
         let n = loop {
@@ -235,16 +237,16 @@ fn netlink_request(s: &Setup<'_>, sock: c_int, msg: &[u8], index: c_int) {
             }
         };
         if n < 0 {
-            fail(s, Stage::Network);
+            fail(s, Step::Network);
         }
         // nlmsghdr (16 bytes, type at 4) then nlmsgerr's error (negative errno, 0 for an ACK).
         let kind = ack.get(4..6).map_or(0, |b| u16::from_ne_bytes([b[0], b[1]]));
         let error = ack.get(16..20).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
         if n < 20 || kind != libc::NLMSG_ERROR as u16 {
-            report(s, Stage::Network, libc::EPROTO);
+            report(s, Step::Network, libc::EPROTO);
         }
         if error != 0 {
-            report(s, Stage::Network, -error);
+            report(s, Step::Network, -error);
         }
     }
 }
@@ -252,14 +254,14 @@ fn netlink_request(s: &Setup<'_>, sock: c_int, msg: &[u8], index: c_int) {
 /// Gives `eth0` (made by the parent in our network namespace) its address, brings it up and routes
 /// through the gateway, with messages the parent serialized.
 fn configure_eth0(s: &Setup<'_>, eth0: &Eth0) {
-    let (inet, mut ifr) = interface_request(s, Stage::Network, b"eth0\0");
+    let (inet, mut ifr) = interface_request(s, Step::Network, b"eth0\0");
     // SAFETY: an ioctl on a stack-allocated ifreq; a socket and sends of stack copies.
     unsafe {
-        check(s, Stage::Network, libc::ioctl(inet, libc::SIOCGIFINDEX, ptr::addr_of_mut!(ifr)));
+        check(s, Step::Network, libc::ioctl(inet, libc::SIOCGIFINDEX, ptr::addr_of_mut!(ifr)));
         libc::close(inet);
         let index = ifr.ifr_ifru.ifru_ifindex;
         let sock = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE);
-        check(s, Stage::Network, sock);
+        check(s, Step::Network, sock);
         netlink_request(s, sock, &eth0.address, index);
         netlink_request(s, sock, &eth0.up, index);
         netlink_request(s, sock, &eth0.route, 0);
@@ -273,7 +275,7 @@ fn configure_eth0(s: &Setup<'_>, eth0: &Eth0) {
 /// is set once at the start and again by [`die_with_parent_from_now_on`] after the last such change.
 pub fn set_parent_death_signal(s: &Setup<'_>) {
     // SAFETY: a single syscall.
-    check(s, Stage::ParentDeath, unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) });
+    check(s, Step::ParentDeath, unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) });
 }
 
 /// Sets the parent-death signal for good, after the last credential change, and leaves at once if the
@@ -309,27 +311,27 @@ pub fn configure_namespaces(s: &Setup<'_>) {
     if let Some(user) = &cfg.user {
         become_root_inside(s, user.setgroups == Setgroups::Allow);
     }
-    if cfg.time {
+    if cfg.has(Namespace::Time) {
         // SAFETY: a single syscall.
-        check(s, Stage::TimeNamespace, unsafe { libc::unshare(libc::CLONE_NEWTIME) });
+        check(s, Step::TimeNamespace, unsafe { libc::unshare(libc::CLONE_NEWTIME) });
         if let Some(offsets) = &cfg.time_offsets {
-            write_file(s, Stage::TimeOffsets, c"/proc/self/timens_offsets", offsets.as_ptr());
+            write_file(s, Step::TimeOffsets, c"/proc/self/timens_offsets", offsets.as_ptr());
         }
     }
     if let Some(name) = &cfg.hostname {
         // SAFETY: a valid buffer of that length.
-        check(s, Stage::Hostname, unsafe { libc::sethostname(name.as_ptr(), name.as_bytes().len()) });
+        check(s, Step::Hostname, unsafe { libc::sethostname(name.as_ptr(), name.as_bytes().len()) });
     }
-    if cfg.net {
+    if cfg.has(Namespace::Net) {
         bring_up_loopback(s);
     }
     if let Some(eth0) = s.eth0 {
         configure_eth0(s, eth0);
     }
-    if let (true, Some(flag)) = (cfg.mount, cfg.propagation.mount_flag()) {
+    if let (true, Some(flag)) = (cfg.has(Namespace::Mount), cfg.propagation.mount_flag()) {
         // SAFETY: mount(2) with static strings.
         let ret = unsafe { libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), libc::MS_REC | flag, ptr::null()) };
-        check(s, Stage::Propagation, ret);
+        check(s, Step::Propagation, ret);
     }
 }
 
@@ -338,7 +340,7 @@ pub fn configure_namespaces(s: &Setup<'_>) {
 pub fn drop_supplementary_groups(s: &Setup<'_>) {
     // SAFETY: a plain syscall that changes only this task's credentials.
     let ret = unsafe { libc::syscall(libc::SYS_setgroups, 0, ptr::null::<libc::gid_t>()) };
-    check(s, Stage::Groups, ret as c_int);
+    check(s, Step::Groups, ret as c_int);
 }
 
 /// Switches to uid and gid 0 of the user namespace we are in, when they are mapped (as `nsenter`, bwrap
@@ -352,14 +354,14 @@ pub fn become_root_inside(s: &Setup<'_>, drop_groups: bool) {
         let ret = libc::syscall(libc::SYS_setresgid, 0, 0, 0);
         // EINVAL: 0 is not mapped; the ids stay as the maps translate them.
         if ret < 0 && errno() != libc::EINVAL {
-            fail(s, Stage::GidMap);
+            fail(s, Step::GidMap);
         }
         if drop_groups {
             drop_supplementary_groups(s);
         }
         let ret = libc::syscall(libc::SYS_setresuid, 0, 0, 0);
         if ret < 0 && errno() != libc::EINVAL {
-            fail(s, Stage::UidMap);
+            fail(s, Step::UidMap);
         }
         restore_dumpable(s);
     }
@@ -377,13 +379,13 @@ fn switch_credentials(plan: &Plan<'_>) {
     // SAFETY: plain syscalls on data the parent prepared.
     unsafe {
         if let Some(groups) = plan.extra_groups {
-            check(s, Stage::Groups, libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) as c_int);
+            check(s, Step::Groups, libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) as c_int);
         }
         if let Some(gid) = plan.gid {
-            check(s, Stage::SetGid, libc::syscall(libc::SYS_setresgid, gid, gid, gid) as c_int);
+            check(s, Step::SetGid, libc::syscall(libc::SYS_setresgid, gid, gid, gid) as c_int);
         }
         if let Some(uid) = plan.uid {
-            check(s, Stage::SetUid, libc::syscall(libc::SYS_setresuid, uid, uid, uid) as c_int);
+            check(s, Step::SetUid, libc::syscall(libc::SYS_setresuid, uid, uid, uid) as c_int);
         }
     }
     if plan.extra_groups.is_some() || plan.gid.is_some() || plan.uid.is_some() {
@@ -404,11 +406,11 @@ pub fn mount_proc(s: &Setup<'_>) {
         let ret = libc::mount(c"none".as_ptr(), dir, ptr::null(), libc::MS_REC | libc::MS_PRIVATE, ptr::null());
         // EINVAL: nothing is mounted there yet (a new root, another directory): nothing can propagate.
         if ret < 0 && errno() != libc::EINVAL {
-            fail(s, Stage::MountProc);
+            fail(s, Step::MountProc);
         }
         let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
         let ret = libc::mount(c"proc".as_ptr(), dir, c"proc".as_ptr(), flags, ptr::null());
-        check(s, Stage::MountProc, ret);
+        check(s, Step::MountProc, ret);
     }
 }
 
@@ -421,13 +423,13 @@ fn setup_fds(plan: &Plan<'_>) {
             }
             // dup2 onto itself is a no-op that would leave FD_CLOEXEC set: clear it instead.
             let ret = if src == target { libc::fcntl(src, libc::F_SETFD, 0) } else { libc::dup2(src, target) };
-            check(&plan.setup, Stage::Stdio, ret);
+            check(&plan.setup, Step::Stdio, ret);
         }
         // Mark everything from 3 up close-on-exec except pass_fds. Marking rather than closing keeps the
         // error pipe (and the helper's fds) open until exec.
         close_all_but(plan, plan.pass_fds, libc::CLOSE_RANGE_CLOEXEC);
         for &fd in plan.pass_fds {
-            check(&plan.setup, Stage::CloseFds, libc::fcntl(fd, libc::F_SETFD, 0));
+            check(&plan.setup, Step::CloseFds, libc::fcntl(fd, libc::F_SETFD, 0));
         }
     }
 }
@@ -474,7 +476,7 @@ fn walk_fds(plan: &Plan<'_>, keep: &[c_int], flags: libc::c_uint) {
         if dir < 0 {
             let mut limit: libc::rlimit = std::mem::zeroed();
             if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) < 0 {
-                fail(&plan.setup, Stage::CloseFds);
+                fail(&plan.setup, Step::CloseFds);
             }
             let top = limit.rlim_cur.min(1 << 20) as c_int;
             for fd in 3..top {
@@ -486,7 +488,7 @@ fn walk_fds(plan: &Plan<'_>, keep: &[c_int], flags: libc::c_uint) {
         loop {
             let n = libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len());
             if n < 0 {
-                fail(&plan.setup, Stage::CloseFds);
+                fail(&plan.setup, Step::CloseFds);
             }
             if n == 0 {
                 break;
@@ -533,7 +535,7 @@ fn reset_signals(plan: &Plan<'_>) {
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&raw mut empty);
-        check(&plan.setup, Stage::Signals, libc::sigprocmask(libc::SIG_SETMASK, &raw const empty, ptr::null_mut()));
+        check(&plan.setup, Step::Signals, libc::sigprocmask(libc::SIG_SETMASK, &raw const empty, ptr::null_mut()));
     }
 }
 
@@ -547,7 +549,7 @@ fn exec(plan: &Plan<'_>) -> ! {
         if plan.helper_fd >= 0 {
             for fd in plan.helper_fds {
                 if fd >= 0 {
-                    check(&plan.setup, Stage::Helper, libc::fcntl(fd, libc::F_SETFD, 0));
+                    check(&plan.setup, Step::Helper, libc::fcntl(fd, libc::F_SETFD, 0));
                 }
             }
             libc::syscall(
@@ -558,7 +560,7 @@ fn exec(plan: &Plan<'_>) -> ! {
                 envp,
                 libc::AT_EMPTY_PATH,
             );
-            fail(&plan.setup, Stage::Helper);
+            fail(&plan.setup, Step::Helper);
         }
         let mut saved = 0;
         let mut last = libc::ENOENT;
@@ -570,7 +572,7 @@ fn exec(plan: &Plan<'_>) -> ! {
                 saved = last;
             }
         }
-        report(&plan.setup, Stage::Exec, if saved != 0 { saved } else { last })
+        report(&plan.setup, Step::Exec, if saved != 0 { saved } else { last })
     }
 }
 
@@ -585,9 +587,9 @@ fn run(plan: &Plan<'_>) -> ! {
     unsafe {
         if let Some(root) = &s.config.root {
             // As `unshare --root`: chroot, then proc is mounted inside the new root.
-            check(s, Stage::Chroot, libc::chroot(root.as_ptr()));
+            check(s, Step::Root, libc::chroot(root.as_ptr()));
             if plan.cwd.is_null() {
-                check(s, Stage::Chdir, libc::chdir(c"/".as_ptr()));
+                check(s, Step::Chdir, libc::chdir(c"/".as_ptr()));
             }
         }
     }
@@ -595,19 +597,19 @@ fn run(plan: &Plan<'_>) -> ! {
     // SAFETY: each call below is a single async-signal-safe syscall wrapper.
     unsafe {
         if plan.root_fd >= 0 {
-            check(s, Stage::Chroot, libc::fchdir(plan.root_fd));
-            check(s, Stage::Chroot, libc::chroot(c".".as_ptr()));
+            check(s, Step::Root, libc::fchdir(plan.root_fd));
+            check(s, Step::Root, libc::chroot(c".".as_ptr()));
         }
         if !plan.cwd.is_null() {
-            check(s, Stage::Chdir, libc::chdir(plan.cwd));
+            check(s, Step::Chdir, libc::chdir(plan.cwd));
         } else if plan.cwd_fd >= 0 {
-            check(s, Stage::Chdir, libc::fchdir(plan.cwd_fd));
+            check(s, Step::Chdir, libc::fchdir(plan.cwd_fd));
         }
         if plan.new_session {
-            check(s, Stage::Session, libc::setsid());
+            check(s, Step::Session, libc::setsid());
         }
         if plan.process_group >= 0 {
-            check(s, Stage::Session, libc::setpgid(0, plan.process_group));
+            check(s, Step::Session, libc::setpgid(0, plan.process_group));
         }
         if plan.umask >= 0 {
             libc::umask(plan.umask as libc::mode_t);
@@ -645,7 +647,7 @@ pub extern "C" fn entry(arg: *mut c_void) -> c_int {
     }
     if plan.unshare_flags != 0 {
         // SAFETY: a single syscall.
-        check(s, Stage::Clone, unsafe { libc::unshare(plan.unshare_flags) });
+        check(s, Step::Clone, unsafe { libc::unshare(plan.unshare_flags) });
     }
     if !plan.fork_again {
         configure_namespaces(s);
@@ -668,7 +670,7 @@ pub extern "C" fn entry(arg: *mut c_void) -> c_int {
     let arg = ptr::from_ref(plan).cast_mut().cast();
     let pid = unsafe { libc::clone(inner_entry, plan.inner_stack, flags, arg, plan.inner_pid.as_ptr()) };
     if pid < 0 {
-        fail(s, Stage::Clone);
+        fail(s, Step::Clone);
     }
     plan.inner_pid.store(pid, Ordering::Release);
     // SAFETY: leaving without running anything of the parent's.

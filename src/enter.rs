@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use libc::c_int;
 
-use crate::errors::{SpawnError, Stage};
+use crate::errors::{Error, Step};
 
 /// Whose namespaces to join.
 #[derive(Debug, Clone)]
@@ -24,21 +24,21 @@ pub enum Target {
 }
 
 /// The order of joining: user first, then what it owns; pid last before time.
-const ORDER: [(&str, c_int, Stage); 7] = [
-    ("user", libc::CLONE_NEWUSER, Stage::JoinUser),
-    ("mnt", libc::CLONE_NEWNS, Stage::JoinMount),
-    ("uts", libc::CLONE_NEWUTS, Stage::JoinUts),
-    ("ipc", libc::CLONE_NEWIPC, Stage::JoinIpc),
-    ("net", libc::CLONE_NEWNET, Stage::JoinNet),
-    ("cgroup", libc::CLONE_NEWCGROUP, Stage::JoinCgroup),
-    ("pid", libc::CLONE_NEWPID, Stage::JoinPid),
+const ORDER: [(&str, c_int, Step); 7] = [
+    ("user", libc::CLONE_NEWUSER, Step::JoinUser),
+    ("mnt", libc::CLONE_NEWNS, Step::JoinMount),
+    ("uts", libc::CLONE_NEWUTS, Step::JoinUts),
+    ("ipc", libc::CLONE_NEWIPC, Step::JoinIpc),
+    ("net", libc::CLONE_NEWNET, Step::JoinNet),
+    ("cgroup", libc::CLONE_NEWCGROUP, Step::JoinCgroup),
+    ("pid", libc::CLONE_NEWPID, Step::JoinPid),
 ];
 
 /// Open fds for the child to join.
 #[derive(Debug, Default)]
 pub struct Join {
     /// (fd, nstype, stage), in joining order; only namespaces that differ from the caller's.
-    pub namespaces: Vec<(OwnedFd, c_int, Stage)>,
+    pub namespaces: Vec<(OwnedFd, c_int, Step)>,
     /// A time namespace is joined by the helper program (setns needs a process with its own memory).
     pub time: Option<OwnedFd>,
     pub root: Option<OwnedFd>,
@@ -59,7 +59,7 @@ fn describe(target: &Target) -> String {
     }
 }
 
-fn open_error(target: &Target, err: &std::io::Error) -> SpawnError {
+fn open_error(target: &Target, err: &std::io::Error) -> Error {
     let errno = err.raw_os_error().unwrap_or(libc::EIO);
     let (errno, what) = match (target, errno) {
         // The process is gone (or a zombie, whose namespace links are gone too).
@@ -68,12 +68,12 @@ fn open_error(target: &Target, err: &std::io::Error) -> SpawnError {
         }
         _ => (errno, format!("open the namespaces of {}", describe(target))),
     };
-    SpawnError::os(Stage::JoinUser, errno).with_what(what)
+    Error::os(Step::JoinUser, errno).with_what(what)
 }
 
 impl Join {
     /// Opens the target's namespaces that differ from ours.
-    pub fn open(target: &Target) -> Result<Join, SpawnError> {
+    pub fn open(target: &Target) -> Result<Join, Error> {
         let dir = match target {
             Target::Pid(pid) => PathBuf::from(format!("/proc/{pid}")),
             Target::Dir(dir) => dir.clone(),
@@ -84,7 +84,7 @@ impl Join {
         };
         fs::metadata(&dir).map_err(|e| open_error(target, &e))?;
         let mut join = Join::default();
-        let kinds = ORDER.iter().map(|&(k, t, s)| (k, t, s)).chain([("time", libc::CLONE_NEWTIME, Stage::JoinTime)]);
+        let kinds = ORDER.iter().map(|&(k, t, s)| (k, t, s)).chain([("time", libc::CLONE_NEWTIME, Step::JoinTime)]);
         for (kind, nstype, stage) in kinds {
             let path = ns_path(kind);
             let theirs = match fs::metadata(&path) {
@@ -108,7 +108,7 @@ impl Join {
             // A directory without a single namespace file (released, or never persisted) must not quietly
             // run the command in the caller's own namespaces.
             if !ORDER.iter().map(|(k, _, _)| *k).chain(["time"]).any(|k| dir.join(k).exists()) {
-                return Err(SpawnError::os(Stage::JoinUser, libc::ENOENT)
+                return Err(Error::os(Step::JoinUser, libc::ENOENT)
                     .with_what(format!("enter {}: it holds no namespace files", dir.display())));
             }
         }

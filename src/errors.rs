@@ -1,218 +1,263 @@
-//! What can fail while a box is made, and how the child reports it.
-//!
-//! The child writes one fixed-size [`Record`] (stage, errno) to a CLOEXEC pipe and exits; the parent
-//! decodes it into a [`SpawnError`] whose message names the step, as `tailhook/unshare` does.
+//! What can fail, for the people who read the message: the steps of making and entering a box, and
+//! the errors nsbox raises (the wire format the child uses to report a step is [`crate::protocol`]).
 
 use std::borrow::Cow;
 use std::fmt;
 
-/// A step of making a box. The numbers travel through the pipe, so they never change meaning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Stage {
-    /// Not an error: the child waits for the parent to write its id maps.
-    Ready = 0,
-    Clone = 1,
-    Setgroups = 2,
-    UidMap = 3,
-    GidMap = 4,
-    TimeNamespace = 5,
-    TimeOffsets = 6,
-    Hostname = 7,
-    Loopback = 8,
-    Propagation = 9,
-    MountProc = 10,
-    Chdir = 11,
-    Session = 12,
-    Stdio = 13,
-    CloseFds = 14,
-    Signals = 15,
-    ParentDeath = 16,
-    Exec = 17,
-    /// The parent went away (or refused to go on) while the child waited for its id maps.
-    Handshake = 18,
-    /// The init process (`init=True`) could not start the command.
-    Init = 19,
-    JoinUser = 20,
-    JoinMount = 21,
-    JoinUts = 22,
-    JoinIpc = 23,
-    JoinNet = 24,
-    JoinCgroup = 25,
-    JoinPid = 26,
-    JoinTime = 27,
-    Chroot = 28,
-    /// Clearing close-on-exec on the error pipe for the helper program.
-    Helper = 29,
-    /// Not an error (`nsbox.call` with a PID namespace): the errno field is the PID, in the caller's PID
-    /// namespace, of the process that runs the function (PID 1 inside), sent by that process itself.
-    Forked = 30,
-    /// Not an error (`nsbox.call`): the namespaces are ready and the function is about to run.
-    Running = 31,
-    /// Making the network's bridge or a box's veth pair (parent), or configuring `eth0` (child).
-    Network = 32,
-    /// Dropping (or, with `extra_groups`, setting) the supplementary groups.
-    Groups = 33,
-    /// `subprocess`'s `group`: switching to that gid.
-    SetGid = 34,
-    /// `subprocess`'s `user`: switching to that uid.
-    SetUid = 35,
-    /// Not an error: the helper program hands over the pipe that tells whether the command's exec worked.
-    Handoff = 36,
+use crate::namespace::Namespace;
+
+/// One table for every step: its wire code, its stable name (the Python exception's `step`), and what it
+/// does, as the start of a message ("cannot ..."). `build.rs` reads the codes from here for the helper.
+macro_rules! steps {
+    ($($(#[$doc:meta])* $variant:ident = $code:literal, $name:literal, $action:literal;)*) => {
+        /// A step of making, entering or keeping a box that can fail with an errno.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u32)]
+        pub enum Step {
+            $($(#[$doc])* $variant = $code,)*
+        }
+
+        impl Step {
+            pub const ALL: &'static [Step] = &[$(Step::$variant,)*];
+
+            /// What the step does, as the start of a message ("cannot ...").
+            #[must_use]
+            pub const fn action(self) -> &'static str {
+                match self {
+                    $(Step::$variant => $action,)*
+                }
+            }
+
+            /// A stable name for programs (the Python exception's `step`; the CLI's words key on it).
+            #[must_use]
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Step::$variant => $name,)*
+                }
+            }
+        }
+    };
 }
 
-impl Stage {
-    const ALL: [Stage; 37] = [
-        Stage::Ready,
-        Stage::Clone,
-        Stage::Setgroups,
-        Stage::UidMap,
-        Stage::GidMap,
-        Stage::TimeNamespace,
-        Stage::TimeOffsets,
-        Stage::Hostname,
-        Stage::Loopback,
-        Stage::Propagation,
-        Stage::MountProc,
-        Stage::Chdir,
-        Stage::Session,
-        Stage::Stdio,
-        Stage::CloseFds,
-        Stage::Signals,
-        Stage::ParentDeath,
-        Stage::Exec,
-        Stage::Handshake,
-        Stage::Init,
-        Stage::JoinUser,
-        Stage::JoinMount,
-        Stage::JoinUts,
-        Stage::JoinIpc,
-        Stage::JoinNet,
-        Stage::JoinCgroup,
-        Stage::JoinPid,
-        Stage::JoinTime,
-        Stage::Chroot,
-        Stage::Helper,
-        Stage::Forked,
-        Stage::Running,
-        Stage::Network,
-        Stage::Groups,
-        Stage::SetGid,
-        Stage::SetUid,
-        Stage::Handoff,
-    ];
+steps! {
+    Clone = 1, "clone", "create the namespaces";
+    Setgroups = 2, "setgroups", "write /proc/PID/setgroups";
+    UidMap = 3, "uid_map", "write the uid map";
+    GidMap = 4, "gid_map", "write the gid map";
+    TimeNamespace = 5, "time", "create the time namespace";
+    TimeOffsets = 6, "time_offsets", "write the clock offsets to /proc/self/timens_offsets";
+    Hostname = 7, "hostname", "set the hostname";
+    Loopback = 8, "loopback", "bring up the loopback interface";
+    Propagation = 9, "propagation", "change the mount propagation of /";
+    MountProc = 10, "mount_proc", "mount a new proc";
+    Chdir = 11, "cwd", "change to the working directory";
+    Session = 12, "session", "start a new session or process group";
+    Stdio = 13, "stdio", "set up stdin, stdout and stderr";
+    CloseFds = 14, "close_fds", "close the inherited file descriptors";
+    Signals = 15, "signals", "reset the signal dispositions";
+    ParentDeath = 16, "parent_death", "set the parent-death signal";
+    Exec = 17, "exec", "execute the program";
+    /// The init process (`init=True`) could not start the command.
+    Init = 19, "init", "start the command from the init process";
+    JoinUser = 20, "join_user", "join the user namespace";
+    JoinMount = 21, "join_mnt", "join the mount namespace";
+    JoinUts = 22, "join_uts", "join the UTS namespace";
+    JoinIpc = 23, "join_ipc", "join the IPC namespace";
+    JoinNet = 24, "join_net", "join the network namespace";
+    JoinCgroup = 25, "join_cgroup", "join the cgroup namespace";
+    JoinPid = 26, "join_pid", "join the PID namespace";
+    JoinTime = 27, "join_time", "join the time namespace";
+    Root = 28, "root", "change to the box's root directory";
+    /// Loading or starting the helper program.
+    Helper = 29, "helper", "start nsbox's helper program";
+    /// Making the network's bridge or a box's veth pair (parent), or configuring `eth0` (child).
+    Network = 32, "network", "set up the box's network interface";
+    /// Dropping (or, with `extra_groups`, setting) the supplementary groups.
+    Groups = 33, "extra_groups", "set the supplementary groups";
+    SetGid = 34, "group", "switch to the group";
+    SetUid = 35, "user", "switch to the user";
+    /// The helper program could not make the pipe that tells whether the command's exec worked.
+    ExecPipe = 36, "exec_pipe", "hand over the exec pipe";
+    /// Opening the namespaces of a running box or of namespace files (`target`).
+    Target = 40, "target", "open the namespaces of the target";
+    /// Bind-mounting namespaces onto files, or undoing it.
+    Persist = 41, "persist", "persist the namespaces";
+    /// The parent's own plumbing: pipes, threads, stacks, pidfds.
+    Spawn = 42, "spawn", "prepare the spawn";
+}
 
+impl Step {
+    /// The code the child writes on the error pipe.
     #[must_use]
-    pub fn from_code(code: u32) -> Option<Stage> {
-        Stage::ALL.iter().copied().find(|s| *s as u32 == code)
+    pub const fn code(self) -> u32 {
+        self as u32
     }
 
-    /// What the step was, as the start of an error message ("cannot ...").
     #[must_use]
-    pub fn action(self) -> &'static str {
-        match self {
-            Stage::Ready => "wait for the id maps",
-            Stage::Clone => "create the namespaces",
-            Stage::Setgroups => "write /proc/PID/setgroups",
-            Stage::UidMap => "write the uid map",
-            Stage::GidMap => "write the gid map",
-            Stage::TimeNamespace => "create the time namespace",
-            Stage::TimeOffsets => "write the clock offsets to /proc/self/timens_offsets",
-            Stage::Hostname => "set the hostname",
-            Stage::Loopback => "bring up the loopback interface",
-            Stage::Propagation => "change the mount propagation of /",
-            Stage::MountProc => "mount a new proc on /proc",
-            Stage::Chdir => "change to the working directory",
-            Stage::Session => "start a new session or process group",
-            Stage::Stdio => "set up stdin, stdout and stderr",
-            Stage::CloseFds => "close the inherited file descriptors",
-            Stage::Signals => "reset the signal dispositions",
-            Stage::ParentDeath => "set the parent-death signal",
-            Stage::Exec => "execute the program",
-            Stage::Handshake => "hand the id maps to the child",
-            Stage::Init => "start the command from the init process",
-            Stage::JoinUser => "join the user namespace",
-            Stage::JoinMount => "join the mount namespace",
-            Stage::JoinUts => "join the UTS namespace",
-            Stage::JoinIpc => "join the IPC namespace",
-            Stage::JoinNet => "join the network namespace",
-            Stage::JoinCgroup => "join the cgroup namespace",
-            Stage::JoinPid => "join the PID namespace",
-            Stage::JoinTime => "join the time namespace",
-            Stage::Chroot => "change to the box's root directory",
-            Stage::Helper => "start nsbox's helper program",
-            Stage::Forked => "start the process that runs the function",
-            Stage::Running => "run the function",
-            Stage::Network => "set up the box's network interface",
-            Stage::Groups => "set the supplementary groups",
-            Stage::SetGid => "switch to the group",
-            Stage::SetUid => "switch to the user",
-            Stage::Handoff => "hand over the exec pipe",
+    pub fn from_code(code: u32) -> Option<Step> {
+        Step::ALL.iter().copied().find(|s| s.code() == code)
+    }
+
+    /// The step that joins a namespace of kind `ns`.
+    #[must_use]
+    pub const fn join(ns: Namespace) -> Step {
+        match ns {
+            Namespace::User => Step::JoinUser,
+            Namespace::Mount => Step::JoinMount,
+            Namespace::Uts => Step::JoinUts,
+            Namespace::Ipc => Step::JoinIpc,
+            Namespace::Net => Step::JoinNet,
+            Namespace::Cgroup => Step::JoinCgroup,
+            Namespace::Pid => Step::JoinPid,
+            Namespace::Time => Step::JoinTime,
         }
     }
 }
 
-/// The fixed-size report a child writes before it exits: native-endian stage and errno.
+/// Advice added to a message, by a stable name that a front end with other words (the CLI) can key on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Record {
-    pub stage: u32,
-    pub errno: i32,
+pub enum Hint {
+    NeedsUserNamespace,
+    UserNamespacesDisabled,
+    NamespaceLimit,
+    NestedTooDeep,
+    UnsupportedCombination,
+    MapsNeedPrivilege,
+    ProcNeedsPidNamespace,
+    NotMapped,
+    SetgroupsDenied,
+    BridgeNeedsRoot,
+    PersistNeedsRoot,
+    PidNamespaceEnded,
 }
 
-impl Record {
-    pub const SIZE: usize = 8;
-
+impl Hint {
     #[must_use]
-    pub fn encode(self) -> [u8; Self::SIZE] {
-        let mut out = [0u8; Self::SIZE];
-        let (a, b) = out.split_at_mut(4);
-        a.copy_from_slice(&self.stage.to_ne_bytes());
-        b.copy_from_slice(&self.errno.to_ne_bytes());
-        out
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hint::NeedsUserNamespace => "needs_user_namespace",
+            Hint::UserNamespacesDisabled => "user_namespaces_disabled",
+            Hint::NamespaceLimit => "namespace_limit",
+            Hint::NestedTooDeep => "nested_too_deep",
+            Hint::UnsupportedCombination => "unsupported_combination",
+            Hint::MapsNeedPrivilege => "maps_need_privilege",
+            Hint::ProcNeedsPidNamespace => "proc_needs_pid_namespace",
+            Hint::NotMapped => "not_mapped",
+            Hint::SetgroupsDenied => "setgroups_denied",
+            Hint::BridgeNeedsRoot => "bridge_needs_root",
+            Hint::PersistNeedsRoot => "persist_needs_root",
+            Hint::PidNamespaceEnded => "pid_namespace_ended",
+        }
     }
 
-    /// Decodes a record; anything but exactly [`Record::SIZE`] bytes with a known stage is corrupt.
-    pub fn decode(bytes: &[u8]) -> Result<(Stage, i32), SpawnError> {
-        let corrupt = || SpawnError::Internal(format!("corrupt error record from the child ({} bytes)", bytes.len()));
-        let raw: [u8; Self::SIZE] = bytes.try_into().map_err(|_| corrupt())?;
-        let stage = u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]);
-        let errno = i32::from_ne_bytes([raw[4], raw[5], raw[6], raw[7]]);
-        let stage = Stage::from_code(stage).ok_or_else(corrupt)?;
-        Ok((stage, errno))
+    /// The advice in the Python API's words.
+    #[must_use]
+    pub const fn text(self) -> &'static str {
+        match self {
+            Hint::NeedsUserNamespace => {
+                "unprivileged callers need a user namespace: leave user=None or pass user=True"
+            }
+            Hint::UserNamespacesDisabled => {
+                "unprivileged user namespaces may be disabled: see /proc/sys/user/max_user_namespaces \
+                 and kernel.apparmor_restrict_unprivileged_userns"
+            }
+            Hint::NamespaceLimit => "a limit in /proc/sys/user/max_*_namespaces is reached",
+            Hint::NestedTooDeep => "user namespaces are nested too deeply",
+            Hint::UnsupportedCombination => "the kernel does not support this combination of namespaces",
+            Hint::MapsNeedPrivilege => {
+                "without root only your own uid and gid can be mapped, with setgroups='deny'; \
+                 other maps need CAP_SETUID and CAP_SETGID"
+            }
+            Hint::ProcNeedsPidNamespace => {
+                "a new proc can only be mounted for a PID namespace this box owns: add pid=True"
+            }
+            Hint::NotMapped => "it is not mapped in the box's user namespace: add it to uid_map or gid_map",
+            Hint::SetgroupsDenied => {
+                "setgroups is denied in the box's user namespace: pass setgroups='allow' (as root)"
+            }
+            Hint::BridgeNeedsRoot => {
+                "a bridge in the host's network namespace needs CAP_NET_ADMIN (root); \
+                 Network(private=True) keeps the LAN in namespaces of your own"
+            }
+            Hint::PersistNeedsRoot => "bind mounts on the host need root (CAP_SYS_ADMIN)",
+            Hint::PidNamespaceEnded => "its PID 1 has exited, so nothing can start in it any more",
+        }
     }
 }
 
-/// Why a box could not be made.
+/// A step that failed with an errno.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SpawnError {
-    /// A step failed with an errno. `what` names the step ("create the network namespace").
-    Os { stage: Stage, errno: i32, what: Cow<'static, str>, hint: Option<&'static str> },
-    /// Input that cannot work, found before anything was forked.
-    Invalid(String),
+pub struct OsFailure {
+    pub step: Step,
+    pub errno: i32,
+    /// What was being done ("create the network namespace", "mount a new proc on '/proc'").
+    pub what: Cow<'static, str>,
+    pub hint: Option<Hint>,
+}
+
+/// Input that cannot work, found before anything is forked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub message: String,
+    /// The option at fault, if one is ("hostname"), for a front end that names options its own way.
+    pub option: Option<&'static str>,
+}
+
+/// Why nsbox could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    Os(OsFailure),
+    Invalid(Invalid),
     /// nsbox itself misbehaved (e.g. a corrupt record); never the user's fault.
     Internal(String),
 }
 
-impl SpawnError {
+impl Error {
     #[must_use]
-    pub fn os(stage: Stage, errno: i32) -> SpawnError {
-        SpawnError::Os { stage, errno, what: Cow::Borrowed(stage.action()), hint: None }
+    pub fn os(step: Step, errno: i32) -> Error {
+        Error::Os(OsFailure { step, errno, what: Cow::Borrowed(step.action()), hint: None })
+    }
+
+    /// [`Error::os`] with the errno of an `io::Error`.
+    #[must_use]
+    pub fn io(step: Step, err: &std::io::Error) -> Error {
+        Error::os(step, err.raw_os_error().unwrap_or(libc::EIO))
+    }
+
+    #[must_use]
+    pub fn invalid(message: impl Into<String>) -> Error {
+        Error::Invalid(Invalid { message: message.into(), option: None })
+    }
+
+    /// Bad input for `option`; the message starts with the option's name.
+    #[must_use]
+    pub fn bad_option(option: &'static str, message: impl fmt::Display) -> Error {
+        Error::Invalid(Invalid { message: format!("{option} {message}"), option: Some(option) })
     }
 
     /// Replaces the description of the step.
     #[must_use]
-    pub fn with_what(self, new_what: impl Into<Cow<'static, str>>) -> SpawnError {
-        match self {
-            SpawnError::Os { stage, errno, hint, .. } => SpawnError::Os { stage, errno, what: new_what.into(), hint },
-            other => other,
+    pub fn with_what(mut self, new_what: impl Into<Cow<'static, str>>) -> Error {
+        if let Error::Os(failure) = &mut self {
+            failure.what = new_what.into();
         }
+        self
     }
 
     #[must_use]
-    pub fn with_hint(self, new_hint: Option<&'static str>) -> SpawnError {
+    pub fn with_hint(mut self, new_hint: Option<Hint>) -> Error {
+        if let Error::Os(failure) = &mut self {
+            failure.hint = new_hint;
+        }
+        self
+    }
+
+    /// The errno of an OS failure.
+    #[must_use]
+    pub fn errno(&self) -> Option<i32> {
         match self {
-            SpawnError::Os { stage, errno, what, .. } => SpawnError::Os { stage, errno, what, hint: new_hint },
-            other => other,
+            Error::Os(failure) => Some(failure.errno),
+            _ => None,
         }
     }
 }
@@ -223,55 +268,75 @@ pub fn strerror(errno: i32) -> String {
     std::io::Error::from_raw_os_error(errno).to_string().split(" (os error").next().unwrap_or_default().to_owned()
 }
 
-impl fmt::Display for SpawnError {
+/// A value as messages quote it: in single quotes, as Python's `repr` of a string shows it.
+#[must_use]
+pub fn quoted(text: impl AsRef<str>) -> String {
+    let mut out = String::from("'");
+    for c in text.as_ref().chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// [`quoted`] for bytes (paths, hostnames): their UTF-8 text, with anything else escaped.
+#[must_use]
+pub fn quoted_bytes(bytes: &[u8]) -> String {
+    quoted(String::from_utf8_lossy(bytes))
+}
+
+impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SpawnError::Os { errno, what, hint, .. } => {
+            Error::Os(OsFailure { errno, what, hint, .. }) => {
                 write!(f, "cannot {what}: {}", strerror(*errno))?;
                 if let Some(hint) = hint {
-                    write!(f, " ({hint})")?;
+                    write!(f, " ({})", hint.text())?;
                 }
                 Ok(())
             }
-            SpawnError::Invalid(msg) | SpawnError::Internal(msg) => f.write_str(msg),
+            Error::Invalid(Invalid { message, .. }) | Error::Internal(message) => f.write_str(message),
         }
     }
 }
 
-impl std::error::Error for SpawnError {}
+impl std::error::Error for Error {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn record_round_trips() {
-        let rec = Record { stage: Stage::MountProc as u32, errno: libc::EPERM };
-        assert_eq!(Record::decode(&rec.encode()).unwrap(), (Stage::MountProc, libc::EPERM));
-    }
-
-    #[test]
-    fn short_or_unknown_records_are_internal_errors() {
-        assert!(matches!(Record::decode(&[1, 2, 3]), Err(SpawnError::Internal(_))));
-        let rec = Record { stage: 999, errno: 1 };
-        assert!(matches!(Record::decode(&rec.encode()), Err(SpawnError::Internal(_))));
-    }
-
-    #[test]
-    fn every_stage_code_decodes_to_itself() {
-        for stage in Stage::ALL {
-            assert_eq!(Stage::from_code(stage as u32), Some(stage));
+    fn every_step_code_and_name_is_its_own() {
+        for (i, a) in Step::ALL.iter().enumerate() {
+            assert_eq!(Step::from_code(a.code()), Some(*a));
+            for b in &Step::ALL[i + 1..] {
+                assert!(a.code() != b.code() && a.name() != b.name(), "{a:?} and {b:?}");
+            }
         }
     }
 
     #[test]
     fn message_names_the_step_and_the_reason() {
-        let err = SpawnError::Os {
-            stage: Stage::Hostname,
-            errno: libc::EPERM,
-            what: Stage::Hostname.action().into(),
-            hint: Some("use uts=True"),
-        };
-        assert_eq!(err.to_string(), "cannot set the hostname: Operation not permitted (use uts=True)");
+        let err = Error::os(Step::MountProc, libc::EPERM)
+            .with_what(format!("mount a new proc on {}", quoted("/proc")))
+            .with_hint(Some(Hint::ProcNeedsPidNamespace));
+        assert_eq!(
+            err.to_string(),
+            "cannot mount a new proc on '/proc': Operation not permitted (a new proc can only be mounted for \
+             a PID namespace this box owns: add pid=True)"
+        );
+    }
+
+    #[test]
+    fn values_are_quoted_one_way() {
+        assert_eq!(quoted("rprivate"), "'rprivate'");
+        assert_eq!(quoted("it's\n"), "'it\\'s\\n'");
+        assert_eq!(quoted_bytes(b"a\xffb"), "'a\u{fffd}b'");
     }
 }

@@ -29,8 +29,8 @@
 //!   area (`rseq`, which the kernel does not carry over a `CLONE_VM` clone) are registered again.
 //!
 //! Between the fork and the return to Python the child makes only raw system calls, as the exec path
-//! does. It reports on the exec path's error pipe ([`crate::errors::Record`]s of stage and errno), plus
-//! [`Stage::Forked`] (the second child's PID, from itself) and [`Stage::Running`] (ready, the function runs). The
+//! does. It reports on the exec path's error pipe ([`crate::protocol::Message`]s: failures, plus
+//! [`Message::Forked`] with the second child's PID and [`Message::Running`] when the function runs). The
 //! parent does not wait for EOF on that pipe, since a process forked meanwhile by another thread may hold
 //! a copy of the write end for as long as it lives: it watches the child through a pidfd instead.
 
@@ -41,14 +41,16 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use libc::{c_int, c_void, pid_t};
 
 use crate::child::{self, Setup};
-use crate::errors::{SpawnError, Stage};
+use crate::namespace::Namespace;
+use crate::errors::{Error, Step};
+use crate::protocol::Message;
 use crate::netlink::Eth0;
 use crate::network::Lan;
 use crate::spawn::{
     failure, kill_and_reap, last_errno, read_record, reap, wait_or_read_what_is_there, watch, write_maps_for, Channels,
     Read,
 };
-use crate::spec::Config;
+use crate::spec::Spec;
 
 /// Which side of the fork returned.
 #[allow(clippy::large_enum_variant)] // made once per call, moved at once
@@ -71,7 +73,7 @@ pub struct ForkLink<'a> {
 /// A fork into the namespaces of a config: prepared in the parent ([`Fork::new`]), then [`Fork::fork`],
 /// then [`Fork::finish`] in the parent.
 pub struct Fork<'a> {
-    config: &'a Config,
+    config: &'a Spec,
     channels: Channels,
     caller: pid_t,
     link: Option<ForkLink<'a>>,
@@ -82,15 +84,15 @@ pub struct Fork<'a> {
 
 impl<'a> Fork<'a> {
     /// Makes the pipes and texts the child will use; nothing is forked yet.
-    pub fn new(config: &'a Config, link: Option<ForkLink<'a>>) -> Result<Fork<'a>, SpawnError> {
+    pub fn new(config: &'a Spec, link: Option<ForkLink<'a>>) -> Result<Fork<'a>, Error> {
         if config.init {
-            return Err(SpawnError::Invalid(
-                "init=True starts a command under an init process; a function called in a box is PID 1 itself".into(),
+            return Err(Error::invalid(
+                "init=True starts a command under an init process; a function called in a box is PID 1 itself",
             ));
         }
         if config.root.is_some() {
-            return Err(SpawnError::Invalid(
-                "root= changes the root directory of a command; a function called in a box keeps the caller's".into(),
+            return Err(Error::invalid(
+                "root= changes the root directory of a command; a function called in a box keeps the caller's",
             ));
         }
         let joins_user = link.as_ref().is_some_and(|l| l.userns.is_some());
@@ -103,7 +105,7 @@ impl<'a> Fork<'a> {
             caller: unsafe { libc::getpid() },
             link,
             drop_groups,
-            rseq: config.pid.then(Rseq::of_this_thread).flatten(),
+            rseq: config.has(Namespace::Pid).then(Rseq::of_this_thread).flatten(),
         })
     }
 
@@ -117,11 +119,11 @@ impl<'a> Fork<'a> {
     /// thread, in which locks held by the caller's other threads stay held. The caller must restore what
     /// it owns in the child (Python: `PyOS_AfterFork_Child`) and must not let the child return into code
     /// that expects to be the original process.
-    pub unsafe fn fork(self) -> Result<Forked<'a>, SpawnError> {
+    pub unsafe fn fork(self) -> Result<Forked<'a>, Error> {
         // SAFETY: see the function's contract.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            return Err(SpawnError::os(Stage::Clone, last_errno()).with_what("fork the interpreter"));
+            return Err(Error::os(Step::Clone, last_errno()).with_what("fork the interpreter"));
         }
         if pid > 0 {
             return Ok(Forked::Parent(self, pid));
@@ -157,39 +159,39 @@ impl<'a> Fork<'a> {
             }
             if let Some(userns) = self.link.as_ref().and_then(|l| l.userns.as_ref()) {
                 // A private network's boxes live in its user namespace (see crate::network).
-                child::check(&s, Stage::JoinUser, libc::setns(userns.as_raw_fd(), libc::CLONE_NEWUSER));
+                child::check(&s, Step::JoinUser, libc::setns(userns.as_raw_fd(), libc::CLONE_NEWUSER));
                 child::become_root_inside(&s, false);
             }
             let flags = cfg.clone_flags();
             if flags != 0 {
-                child::check(&s, Stage::Clone, libc::unshare(flags));
+                child::check(&s, Step::Clone, libc::unshare(flags));
             }
         }
         child::configure_namespaces(&s);
-        if cfg.time {
+        if cfg.has(Namespace::Time) {
             // Before a PID-1 process is made: it shares our memory, and a time namespace is the memory's
             // (the kernel switches the vDSO's clock page; a CLONE_VM child stays in its parent's).
             enter_time_namespace(&s);
         }
-        if cfg.pid {
+        if cfg.has(Namespace::Pid) {
             become_pid_1(&s, self.rseq);
         }
         child::mount_proc(&s);
         child::die_with_parent_from_now_on(&s);
         // SAFETY: getppid has no preconditions.
-        if !cfg.pid && unsafe { libc::getppid() } != self.caller {
+        if !cfg.has(Namespace::Pid) && unsafe { libc::getppid() } != self.caller {
             // Reparented: the caller died before the signal was set again (PID 1 of a new PID namespace
             // sees 0 here, and relies on the error pipe's check alone).
             // SAFETY: nobody is waiting for us.
             unsafe { libc::_exit(127) };
         }
-        child::send(&s, Stage::Running, 0);
+        child::send(&s, Message::Running);
     }
 
     /// The parent's side, after the fork: writes the id maps when the parent must, waits until the
     /// namespaces are ready, and returns the process that runs the function. On failure every child has
     /// been reaped.
-    pub fn finish(self, first: pid_t) -> Result<Started, SpawnError> {
+    pub fn finish(self, first: pid_t) -> Result<Started, Error> {
         let link = self.link;
         let Channels { err_r, err_w, go, .. } = self.channels;
         drop(err_w);
@@ -223,13 +225,13 @@ pub struct Started {
 }
 
 fn wait_until_running(
-    config: &Config,
+    config: &Spec,
     link: Option<&ForkLink<'_>>,
     first: pid_t,
     err_r: RawFd,
     go_w: &mut Option<OwnedFd>,
     second: &mut Option<pid_t>,
-) -> Result<Started, SpawnError> {
+) -> Result<Started, Error> {
     let mut watched = watch(first)?;
     // With a PID namespace two processes write: the first child sends the second's PID ("forked") right
     // after cloning it, and the second (running concurrently) its own records, in either order. Both
@@ -238,11 +240,11 @@ fn wait_until_running(
     let mut failed = None;
     loop {
         let settled = running || failed.is_some();
-        if settled && (!config.pid || second.is_some()) {
+        if settled && (!config.has(Namespace::Pid) || second.is_some()) {
             break;
         }
         match next_record(err_r, watched.as_ref())? {
-            Some((Stage::Ready, _)) if go_w.is_some() => {
+            Some(Message::Ready) if go_w.is_some() => {
                 if config.parent_writes_maps() {
                     write_maps_for(first, config)?;
                 }
@@ -252,27 +254,30 @@ fn wait_until_running(
                 // SAFETY: writing one byte from a stack variable to our own pipe.
                 let n = unsafe { libc::write(go_w.as_ref().map_or(-1, AsRawFd::as_raw_fd), [1u8].as_ptr().cast(), 1) };
                 if n != 1 {
-                    return Err(SpawnError::Internal("cannot wake the child".into()));
+                    return Err(Error::Internal("cannot wake the child".into()));
                 }
                 *go_w = None;
             }
-            Some((Stage::Forked, pid)) if config.pid && second.is_none() && pid > 0 => {
+            Some(Message::Forked(pid)) if config.has(Namespace::Pid) && second.is_none() && pid > 0 => {
                 // From the first or the second child, whichever writes first (both do): from now on, watch
                 // the second. The first leaves at once (it does not wait for the second): reap it now.
                 *second = Some(pid);
                 reap(first);
                 watched = watch(pid)?;
             }
-            Some((Stage::Forked, pid)) if *second == Some(pid) => {}
-            Some((Stage::Running, _)) => running = true,
-            Some((stage, errno)) => failed = Some(failure(config, stage, errno)),
+            Some(Message::Forked(pid)) if *second == Some(pid) => {}
+            Some(Message::Running) => running = true,
+            Some(Message::Failed(step, errno)) => failed = Some(failure(config, step, errno)),
+            Some(message) => {
+                return Err(Error::Internal(format!("unexpected {message:?} from the child")));
+            }
             // The first child failed before it could clone the second.
             None if failed.is_some() => break,
             None if running => {
                 // The first child died after the outcome without naming the second: it cannot be reaped.
-                return Err(SpawnError::Internal("the PID namespace's first process was not reported".into()));
+                return Err(Error::Internal("the PID namespace's first process was not reported".into()));
             }
-            None => return Err(SpawnError::Internal("the child died while its namespaces were being made".into())),
+            None => return Err(Error::Internal("the child died while its namespaces were being made".into())),
         }
     }
     if let Some(err) = failed {
@@ -422,7 +427,7 @@ fn become_pid_1(s: &Setup<'_>, rseq: Option<Rseq>) {
         )
     };
     if stack == libc::MAP_FAILED {
-        child::report(s, Stage::Clone, last_errno());
+        child::report(s, Step::Clone, last_errno());
     }
     let h = ptr::addr_of_mut!(handoff);
     // SAFETY: `h` lives in this frame, which both children see (shared memory) until the second one has
@@ -443,12 +448,12 @@ fn become_pid_1(s: &Setup<'_>, rseq: Option<Rseq>) {
         }
     };
     if switched != 0 {
-        child::report(s, Stage::Clone, last_errno());
+        child::report(s, Step::Clone, last_errno());
     }
     // The second child: PID 1 of the new namespace, a child of the caller. It names itself too (the
     // kernel stored its PID before it ran: CLONE_PARENT_SETTID), in case the first child dies before it can.
     // SAFETY: plain data in this frame, ours now.
-    child::send(s, Stage::Forked, unsafe { ptr::read_volatile(ptr::addr_of!(handoff.pid)) });
+    child::send(s, Message::Forked(unsafe { ptr::read_volatile(ptr::addr_of!(handoff.pid)) }));
     // SAFETY: as above.
     unsafe {
         if have_robust {
@@ -502,11 +507,11 @@ extern "C" fn first_child_on_aux_stack() {
     };
     if pid < 0 {
         // SAFETY: no second child: the Setup below on the main stack is still intact.
-        child::report(unsafe { &*(*h).setup }, Stage::Clone, last_errno());
+        child::report(unsafe { &*(*h).setup }, Step::Clone, last_errno());
     }
     // From here the memory is the second child's too: only syscalls on values held in registers or on
     // this stack. The caller learns its PID (in the caller's namespace) before we are gone.
-    child::send_to(err_fd, Stage::Forked, pid);
+    child::send_to(err_fd, Message::Forked(pid));
     // SAFETY: leaving at once.
     unsafe { libc::_exit(0) }
 }
@@ -530,18 +535,18 @@ fn enter_time_namespace(s: &Setup<'_>) {
     // SAFETY: open/setns/close on a static path.
     unsafe {
         let fd = libc::open(c"/proc/self/ns/time_for_children".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        child::check(s, Stage::TimeNamespace, fd);
-        child::check(s, Stage::TimeNamespace, libc::setns(fd, libc::CLONE_NEWTIME));
+        child::check(s, Step::TimeNamespace, fd);
+        child::check(s, Step::TimeNamespace, libc::setns(fd, libc::CLONE_NEWTIME));
         libc::close(fd);
     }
 }
 
 /// Waits for the next record from the child, or for the child's death: `None` when it died (or closed the
 /// pipe) without one. Without a pidfd (the child is gone already) reads what is there.
-fn next_record(err_r: RawFd, watched: Option<&OwnedFd>) -> Result<Option<(Stage, i32)>, SpawnError> {
+fn next_record(err_r: RawFd, watched: Option<&OwnedFd>) -> Result<Option<Message>, Error> {
     wait_or_read_what_is_there(err_r, watched)?;
     Ok(match read_record(err_r)? {
-        Read::Record(stage, errno) => Some((stage, errno)),
+        Read::Message(message) => Some(message),
         Read::Eof | Read::Nothing => None,
     })
 }
@@ -553,7 +558,7 @@ mod tests {
 
     /// Forks into the namespaces of `options`; the child `_exit`s 0 when `check` holds there. Returns the
     /// child's wait status.
-    fn status_of(options: Options, check: impl FnOnce() -> bool) -> Result<c_int, SpawnError> {
+    fn status_of(options: Options, check: impl FnOnce() -> bool) -> Result<c_int, Error> {
         let config = options.resolve(Caller::current())?;
         let fork = Fork::new(&config, None)?;
         // SAFETY: the child makes plain libc calls and _exits; it never returns into the test harness.
@@ -593,7 +598,7 @@ mod tests {
         // Proc cannot be mounted for the caller's PID namespace from a new user namespace, even by root.
         let options = Options { user: Some(true), mount_proc: true, ..Options::default() };
         match status_of(options, || true) {
-            Err(SpawnError::Os { stage, errno, .. }) => assert_eq!((stage, errno), (Stage::MountProc, libc::EPERM)),
+            Err(Error::Os(failure)) => assert_eq!((failure.step, failure.errno), (Step::MountProc, libc::EPERM)),
             other => panic!("expected an EPERM mounting proc, got {other:?}"),
         }
     }
@@ -601,6 +606,6 @@ mod tests {
     #[test]
     fn init_is_refused_before_forking() {
         let config = Options { init: true, ..Options::default() }.resolve(Caller::current()).unwrap();
-        assert!(matches!(Fork::new(&config, None), Err(SpawnError::Invalid(_))));
+        assert!(matches!(Fork::new(&config, None), Err(Error::Invalid(_))));
     }
 }

@@ -11,7 +11,7 @@ use std::io::Write as _;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::errors::{SpawnError, Stage};
+use crate::errors::{Error, Step};
 use crate::sys::own_fd;
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nsbox-helper"));
@@ -62,8 +62,8 @@ fn duplicate(kept: &Kept) -> Option<OwnedFd> {
     (identity(dup.as_raw_fd()) == Some((kept.dev, kept.ino))).then_some(dup)
 }
 
-fn fresh() -> Result<OwnedFd, SpawnError> {
-    let err = |errno: i32| SpawnError::os(Stage::Helper, errno).with_what("load nsbox's helper program into a memfd");
+fn fresh() -> Result<OwnedFd, Error> {
+    let err = |errno: i32| Error::os(Step::Helper, errno).with_what("load nsbox's helper program into a memfd");
     let fd = make().map_err(err)?;
     let (dev, ino) = identity(fd.as_raw_fd()).ok_or_else(|| err(crate::sys::last_errno()))?;
     let dup = fd.try_clone().map_err(|e| err(errno_of(&e)))?;
@@ -73,7 +73,7 @@ fn fresh() -> Result<OwnedFd, SpawnError> {
 
 /// An fd of the helper program, owned by the caller (close it when the spawn is done), at 3 or above,
 /// to `execveat(fd, "", ..., AT_EMPTY_PATH)`.
-pub fn fd() -> Result<OwnedFd, SpawnError> {
+pub fn fd() -> Result<OwnedFd, Error> {
     // SAFETY: `Kept`s are never freed once published.
     if let Some(kept) = unsafe { KEPT.load(Ordering::Acquire).as_ref() } {
         if let Some(dup) = duplicate(kept) {

@@ -1,7 +1,7 @@
 //! User and group id maps: `(inside, outside, count)` ranges, checked the way the kernel checks them,
 //! so that a bad map is a `ValueError` before anything is forked rather than an `EINVAL` from the child.
 
-use crate::errors::SpawnError;
+use crate::errors::Error;
 
 /// The kernel accepts at most this many lines in `uid_map`/`gid_map` (since Linux 4.15).
 pub const MAX_LINES: usize = 340;
@@ -31,8 +31,8 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 
 impl IdMap {
     /// Checks a map; `what` (`"uid_map"`/`"gid_map"`) names it in the error.
-    pub fn new(what: &str, ranges: Vec<IdRange>) -> Result<IdMap, SpawnError> {
-        let bad = |msg: String| Err(SpawnError::Invalid(format!("{what}: {msg}")));
+    pub fn new(what: &str, ranges: Vec<IdRange>) -> Result<IdMap, Error> {
+        let bad = |msg: String| Err(Error::invalid(format!("{what}: {msg}")));
         if ranges.is_empty() {
             return bad("needs at least one (inside, outside, count) range".into());
         }

@@ -6,6 +6,8 @@
 pub mod child;
 pub mod enter;
 pub mod errors;
+pub mod namespace;
+pub mod protocol;
 pub mod fork;
 pub mod fork_id;
 mod helper;

@@ -30,11 +30,12 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, pid_t};
 
-use crate::errors::{SpawnError, Stage};
+use crate::namespace::Namespace;
+use crate::errors::{Error, Hint, Step};
 use crate::fork_id::process_generation;
 use crate::netlink::{self, Netlink};
 use crate::spawn::{reap, Command};
-use crate::spec::Config;
+use crate::spec::Spec;
 use crate::stack::ChildStack;
 
 enum Home {
@@ -59,21 +60,21 @@ pub struct Lan {
     home: Mutex<Option<Home>>,
 }
 
-fn os_err(stage: Stage, what: &str, err: &std::io::Error) -> SpawnError {
-    SpawnError::os(stage, err.raw_os_error().unwrap_or(libc::EIO)).with_what(what.to_owned())
+fn os_err(stage: Step, what: &str, err: &std::io::Error) -> Error {
+    Error::os(stage, err.raw_os_error().unwrap_or(libc::EIO)).with_what(what.to_owned())
 }
 
 impl Lan {
     /// A bridge in the caller's network namespace (needs `CAP_NET_ADMIN`), removed by a janitor process
     /// if the caller dies before [`Lan::close`]. Refuses (`Invalid`) a subnet that overlaps a route of
     /// the namespace, checked under the [`Claim`] that lasts until the bridge's own route is there.
-    pub fn host(bridge_name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<Lan, SpawnError> {
-        let mut nl = Netlink::open().map_err(|e| os_err(Stage::Network, "open a netlink socket", &e))?;
+    pub fn host(bridge_name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<Lan, Error> {
+        let mut nl = Netlink::open().map_err(|e| os_err(Step::Network, "open a netlink socket", &e))?;
         let subnet = (network_address(gateway, prefix), prefix);
         let claim = Claim::take(subnet)?;
-        let routes = nl.ipv4_routes().map_err(|e| os_err(Stage::Network, "read the routing table", &e))?;
+        let routes = nl.ipv4_routes().map_err(|e| os_err(Step::Network, "read the routing table", &e))?;
         if let Some((dst, len)) = routes.into_iter().find(|&route| overlaps(route, subnet)) {
-            return Err(SpawnError::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "subnet '{}/{prefix}' overlaps the host's route to {dst}/{len}: choose another",
                 subnet.0
             )));
@@ -96,22 +97,19 @@ impl Lan {
         };
         // On failure, dropping `lan` lets the janitor go.
         lan.bridge = made.map_err(|e| {
-            let err = os_err(Stage::Network, &format!("create the bridge {bridge_name}"), &e);
-            err.with_hint((e.raw_os_error() == Some(libc::EPERM)).then_some(
-                "a bridge in the host's network namespace needs CAP_NET_ADMIN (root); \
-                 Network(private=True) keeps the LAN in namespaces of your own",
-            ))
+            let err = os_err(Step::Network, &format!("create the bridge {bridge_name}"), &e);
+            err.with_hint((e.raw_os_error() == Some(libc::EPERM)).then_some(Hint::BridgeNeedsRoot))
         })?;
         Ok(lan)
     }
 
     /// A bridge in a new network namespace owned by a new user namespace in which the caller is root.
-    pub fn private(bridge_name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<Lan, SpawnError> {
+    pub fn private(bridge_name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<Lan, Error> {
         let (userns, netns, socket) = crate::spawner::run(make_private_namespaces).and_then(|r| r)?;
         let mut nl = Netlink::from_fd(socket);
         let bridge = nl
             .create_bridge(bridge_name, gateway, prefix)
-            .map_err(|e| os_err(Stage::Network, &format!("create the bridge {bridge_name}"), &e))?;
+            .map_err(|e| os_err(Step::Network, &format!("create the bridge {bridge_name}"), &e))?;
         Ok(Lan {
             netlink: Mutex::new(Some(nl)),
             bridge_name: bridge_name.to_owned(),
@@ -147,9 +145,9 @@ impl Lan {
     }
 
     /// Refuses to act on the network from a forked copy of its maker.
-    fn owned(&self) -> Result<(), SpawnError> {
+    fn owned(&self) -> Result<(), Error> {
         if self.is_forked_copy() {
-            return Err(SpawnError::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "the network {} belongs to process {}, of which this process is a forked copy: use it \
                  there, or make a Network in this process",
                 self.bridge_name, self.owner_pid
@@ -159,12 +157,12 @@ impl Lan {
     }
 
     /// Runs `f` with the netlink socket, unless the network is closed (or this is a forked copy).
-    fn with_netlink<R>(&self, f: impl FnOnce(&mut Netlink) -> Result<R, SpawnError>) -> Result<R, SpawnError> {
+    fn with_netlink<R>(&self, f: impl FnOnce(&mut Netlink) -> Result<R, Error>) -> Result<R, Error> {
         self.owned()?;
         let mut nl = self.netlink.lock().unwrap_or_else(PoisonError::into_inner);
         match nl.as_mut() {
             Some(nl) => f(nl),
-            None => Err(SpawnError::Invalid("the network is closed".into())),
+            None => Err(Error::invalid("the network is closed")),
         }
     }
 
@@ -174,84 +172,84 @@ impl Lan {
     }
 
     /// A new fd of the namespace `kind` ("user" or "net") the network lives in (private networks only).
-    pub fn namespace_fd(&self, kind: &str) -> Result<Option<OwnedFd>, SpawnError> {
+    pub fn namespace_fd(&self, kind: &str) -> Result<Option<OwnedFd>, Error> {
         let Some(home) = lock_unless_copied(&self.home, self.is_forked_copy()) else {
-            return Err(SpawnError::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "the network {} was busy in process {} when this process was forked from it: its \
                  namespaces cannot be reached from here",
                 self.bridge_name, self.owner_pid
             )));
         };
         let fd = match (&*home, kind) {
-            (None, _) => return Err(SpawnError::Invalid("the network is closed".into())),
+            (None, _) => return Err(Error::invalid("the network is closed")),
             (Some(Home::Private { userns, .. }), "user") => userns,
             (Some(Home::Private { netns, .. }), "net") => netns,
             _ => return Ok(None),
         };
-        fd.try_clone().map(Some).map_err(|e| os_err(Stage::JoinUser, "duplicate a namespace fd", &e))
+        fd.try_clone().map(Some).map_err(|e| os_err(Step::JoinUser, "duplicate a namespace fd", &e))
     }
 
     /// What a box's spawn needs: the config to spawn with (a box on a private network is started inside
     /// its user namespace rather than in one of its own), and that namespace to join first.
-    pub fn join(&self, config: &Config) -> Result<(Config, Option<OwnedFd>), SpawnError> {
-        if !config.net {
-            return Err(SpawnError::Invalid("a box on a network needs its own network namespace (net=True)".into()));
+    pub fn join(&self, config: &Spec) -> Result<(Spec, Option<OwnedFd>), Error> {
+        if !config.has(Namespace::Net) {
+            return Err(Error::invalid("a box on a network needs its own network namespace (net=True)"));
         }
         self.owned()?;
         let Some(fd) = self.namespace_fd("user")? else {
             return Ok((config.clone(), None));
         };
         if config.parent_writes_maps() {
-            return Err(SpawnError::Invalid(
+            return Err(Error::invalid(
                 "a box on a network made without root lives in the network's user namespace, where you are \
                  root: it takes no uid_map, gid_map or setgroups"
-                    .into(),
+                    ,
             ));
         }
-        Ok((Config { user: None, ..config.clone() }, Some(fd)))
+        Ok((Spec { user: None, ..config.clone() }, Some(fd)))
     }
 
     /// Connects the box `pid` (waiting in its new network namespace) through a new veth pair: `host_name`
     /// on the bridge, `eth0` in the box.
-    pub fn attach(&self, host_name: &str, pid: pid_t) -> Result<(), SpawnError> {
+    pub fn attach(&self, host_name: &str, pid: pid_t) -> Result<(), Error> {
         self.with_netlink(|nl| {
             nl.create_veth(host_name, self.bridge, pid as u32).map_err(|e| {
                 // The kernel answers EINVAL for a master that is gone (deleted behind our back): say so.
                 if matches!(nl.index_of(&self.bridge_name), Err(gone) if gone.raw_os_error() == Some(libc::ENODEV)) {
                     let what = format!("connect the box to {}, which no longer exists", self.bridge_name);
-                    return SpawnError::os(Stage::Network, libc::ENODEV).with_what(what);
+                    return Error::os(Step::Network, libc::ENODEV).with_what(what);
                 }
-                os_err(Stage::Network, &format!("connect the box to {}", self.bridge_name), &e)
+                os_err(Step::Network, &format!("connect the box to {}", self.bridge_name), &e)
             })
         })
     }
 
     /// Removes a box's veth pair, if it is still there.
-    pub fn detach(&self, host_name: &str) -> Result<(), SpawnError> {
+    pub fn detach(&self, host_name: &str) -> Result<(), Error> {
         self.with_netlink(|nl| match nl.delete_link(host_name) {
-            Err(e) if e.raw_os_error() != Some(libc::ENODEV) => Err(os_err(Stage::Network, "delete a veth", &e)),
+            Err(e) if e.raw_os_error() != Some(libc::ENODEV) => Err(os_err(Step::Network, "delete a veth", &e)),
             _ => Ok(()),
         })
     }
 
     /// Whether the interface `name` exists in the bridge's network namespace.
-    pub fn has_link(&self, name: &str) -> Result<bool, SpawnError> {
+    pub fn has_link(&self, name: &str) -> Result<bool, Error> {
         self.with_netlink(|nl| match nl.index_of(name) {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(false),
-            Err(e) => Err(os_err(Stage::Network, "look up an interface", &e)),
+            Err(e) => Err(os_err(Step::Network, "look up an interface", &e)),
         })
     }
 
     /// The interfaces in the bridge's network namespace.
-    pub fn link_names(&self) -> Result<Vec<String>, SpawnError> {
-        self.with_netlink(|nl| nl.link_names().map_err(|e| os_err(Stage::Network, "list the interfaces", &e)))
+    pub fn link_names(&self) -> Result<Vec<String>, Error> {
+        self.with_netlink(|nl| nl.link_names().map_err(|e| os_err(Step::Network, "list the interfaces", &e)))
     }
 
     /// Deletes the bridge and lets go of the janitor or the namespaces. Idempotent. In a forked copy of
     /// the process that made it, only lets go of this copy's fds, and never waits: a lock another thread
     /// held at the fork stays held here, and what it guards is left to close when this process exits.
-    pub fn close(&self) -> Result<(), SpawnError> {
+    pub fn close(&self) -> Result<(), Error> {
         if self.is_forked_copy() {
             if let Some(mut home) = lock_unless_copied(&self.home, true) {
                 drop(home.take());
@@ -265,7 +263,7 @@ impl Lan {
         let nl = self.netlink.lock().unwrap_or_else(PoisonError::into_inner).take();
         let deleted = match nl.map(|mut nl| nl.delete_link(&self.bridge_name)) {
             Some(Err(e)) if e.raw_os_error() != Some(libc::ENODEV) => {
-                Err(os_err(Stage::Network, &format!("delete the bridge {}", self.bridge_name), &e))
+                Err(os_err(Step::Network, &format!("delete the bridge {}", self.bridge_name), &e))
             }
             _ => Ok(()),
         };
@@ -393,7 +391,7 @@ struct Claim;
 
 impl Claim {
     /// Waits (up to [`CLAIM_PATIENCE`]) for the claim; `subnet` is for the error message.
-    fn take(subnet: (Ipv4Addr, u8)) -> Result<Claim, SpawnError> {
+    fn take(subnet: (Ipv4Addr, u8)) -> Result<Claim, Error> {
         let deadline = Instant::now() + CLAIM_PATIENCE;
         let mut pause = Duration::from_millis(1);
         loop {
@@ -413,11 +411,11 @@ impl Claim {
                         String::from_utf8_lossy(&CLAIM_NAME[1..]),
                         CLAIM_PATIENCE.as_secs(),
                     );
-                    return Err(SpawnError::os(Stage::Network, libc::ETIMEDOUT).with_what(what));
+                    return Err(Error::os(Step::Network, libc::ETIMEDOUT).with_what(what));
                 }
                 Err(errno) => {
                     let what = format!("take nsbox's lock on claiming subnets (for {}/{})", subnet.0, subnet.1);
-                    return Err(SpawnError::os(Stage::Network, errno).with_what(what));
+                    return Err(Error::os(Step::Network, errno).with_what(what));
                 }
             }
         }
@@ -480,14 +478,14 @@ fn claim_holder() -> Option<u32> {
 
 /// Starts the helper as a janitor that deletes the interface when our end of `line` closes without a
 /// "done"; returns once it is armed (its parent-death signal cleared, in a session of its own).
-fn start_janitor(delete: &[u8]) -> Result<(pid_t, OwnedFd), SpawnError> {
+fn start_janitor(delete: &[u8]) -> Result<(pid_t, OwnedFd), Error> {
     // At 3 or above: the janitor gets its end through pass_fds, and ours is kept for the network's life.
     let (ours, theirs) = crate::sys::socketpair(libc::SOCK_STREAM)?;
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")
-        .map_err(|e| os_err(Stage::Stdio, "open /dev/null", &e))?;
+        .map_err(|e| os_err(Step::Stdio, "open /dev/null", &e))?;
     // Kept open until the janitor has exec'd it.
     let helper_file = crate::helper::fd()?;
     let helper = helper_file.as_raw_fd();
@@ -506,14 +504,14 @@ fn start_janitor(delete: &[u8]) -> Result<(pid_t, OwnedFd), SpawnError> {
         ..Command::default()
     };
     let pid =
-        crate::spawner::run(move || crate::spawn::spawn(&Config::default(), &command, None, None)).and_then(|r| r)?;
+        crate::spawner::run(move || crate::spawn::spawn(&Spec::default(), &command, None, None)).and_then(|r| r)?;
     drop(theirs);
     let mut armed = [0u8; 1];
     // SAFETY: reading one byte into a stack buffer.
     let n = unsafe { libc::read(ours.as_raw_fd(), armed.as_mut_ptr().cast(), 1) };
     if n != 1 || armed[0] != b'a' {
         crate::spawn::kill_and_reap(pid);
-        return Err(SpawnError::Internal("the network's janitor did not start".into()));
+        return Err(Error::Internal("the network's janitor did not start".into()));
     }
     Ok((pid, ours))
 }
@@ -530,7 +528,7 @@ struct Private {
     errno: AtomicI32,
 }
 
-fn make_private_namespaces() -> Result<(OwnedFd, OwnedFd, OwnedFd), SpawnError> {
+fn make_private_namespaces() -> Result<(OwnedFd, OwnedFd, OwnedFd), Error> {
     let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
     let plan = Private {
         uid_map: CString::new(format!("0 {uid} 1")).expect("digits"),
@@ -549,7 +547,7 @@ fn make_private_namespaces() -> Result<(OwnedFd, OwnedFd, OwnedFd), SpawnError> 
         unsafe { libc::clone(private_child, stack, flags | libc::SIGCHLD, arg) }
     })?;
     if pid < 0 {
-        let err = SpawnError::os(Stage::Clone, crate::spawn::last_errno());
+        let err = Error::os(Step::Clone, crate::spawn::last_errno());
         return Err(err.with_what("create the network's user and network namespaces".to_owned()));
     }
     reap(pid);
@@ -561,13 +559,13 @@ fn make_private_namespaces() -> Result<(OwnedFd, OwnedFd, OwnedFd), SpawnError> 
     let (userns, netns, socket) = (take(&plan.userns), take(&plan.netns), take(&plan.socket));
     let stage = plan.stage.load(Ordering::Acquire);
     if stage != 0 {
-        let stage = Stage::from_code(stage as u32).unwrap_or(Stage::Network);
-        return Err(SpawnError::os(stage, plan.errno.load(Ordering::Acquire))
+        let stage = Step::from_code(stage as u32).unwrap_or(Step::Network);
+        return Err(Error::os(stage, plan.errno.load(Ordering::Acquire))
             .with_what(format!("make the network's namespaces: cannot {}", stage.action())));
     }
     match (userns, netns, socket) {
         (Some(u), Some(n), Some(s)) => Ok((u, n, s)),
-        _ => Err(SpawnError::Internal("the network's namespaces were not handed back".into())),
+        _ => Err(Error::Internal("the network's namespaces were not handed back".into())),
     }
 }
 
@@ -598,31 +596,31 @@ extern "C" fn private_child(arg: *mut c_void) -> c_int {
         // SAFETY: reading this thread's errno.
         unsafe { *libc::__errno_location() }
     };
-    let fail = |stage: Stage| {
+    let fail = |stage: Step| {
         plan.errno.store(errno(), Ordering::Release);
         plan.stage.store(stage as i32, Ordering::Release);
         1
     };
     if !write_file(c"/proc/self/setgroups", c"deny") {
-        return fail(Stage::Setgroups);
+        return fail(Step::Setgroups);
     }
     if !write_file(c"/proc/self/uid_map", &plan.uid_map) {
-        return fail(Stage::UidMap);
+        return fail(Step::UidMap);
     }
     if !write_file(c"/proc/self/gid_map", &plan.gid_map) {
-        return fail(Stage::GidMap);
+        return fail(Step::GidMap);
     }
     for (path, out) in [(c"/proc/self/ns/user", &plan.userns), (c"/proc/self/ns/net", &plan.netns)] {
         let fd = open_ns(path);
         if fd < 0 {
-            return fail(Stage::Network);
+            return fail(Step::Network);
         }
         out.store(fd, Ordering::Release);
     }
     // SAFETY: a plain syscall; the socket lands in the table we share with the parent.
     let sock = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
     if sock < 0 {
-        return fail(Stage::Network);
+        return fail(Step::Network);
     }
     plan.socket.store(sock, Ordering::Release);
     0

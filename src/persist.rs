@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::errors::{SpawnError, Stage};
+use crate::errors::{Error, Hint, Step};
 
 /// The kinds that can be persisted and entered again (the `*_for_children` links are views of these).
 pub const KINDS: [&str; 8] = ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
@@ -57,15 +57,15 @@ fn is_mountpoint(path: &Path) -> bool {
     info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
 
-fn persist_error(what: String, errno: i32) -> SpawnError {
-    let hint = (errno == libc::EPERM).then_some("bind mounts on the host need root (CAP_SYS_ADMIN)");
-    SpawnError::os(Stage::MountProc, errno).with_what(what).with_hint(hint)
+fn persist_error(what: String, errno: i32) -> Error {
+    let hint = (errno == libc::EPERM).then_some(Hint::PersistNeedsRoot);
+    Error::os(Step::Persist, errno).with_what(what).with_hint(hint)
 }
 
 /// Bind-mounts each namespace of `pid` that differs from the caller's onto `dir/KIND` (made if missing).
 /// Returns the kinds persisted. On failure, undoes what this call made and nothing else: namespaces that
 /// an earlier call persisted into `dir` stay.
-pub fn persist(pid: i32, dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
+pub fn persist(pid: i32, dir: &Path) -> Result<Vec<&'static str>, Error> {
     let mut made = Made::default();
     let result = persist_into(pid, dir, &mut made);
     if result.is_err() {
@@ -144,7 +144,7 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-fn persist_into(pid: i32, dir: &Path, made: &mut Made) -> Result<Vec<&'static str>, SpawnError> {
+fn persist_into(pid: i32, dir: &Path, made: &mut Made) -> Result<Vec<&'static str>, Error> {
     let refuse = |what: String, errno: i32| persist_error(what, errno);
     let missing: Vec<PathBuf> =
         dir.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).map(Path::to_path_buf).collect();
@@ -233,7 +233,7 @@ fn create_in(dir: &OwnedFd, name: &str) -> Result<(OwnedFd, bool), i32> {
 }
 
 /// Unmounts what `persist` mounted under `dir` and removes the files it made. Returns the kinds released.
-pub fn release(dir: &Path) -> Result<Vec<&'static str>, SpawnError> {
+pub fn release(dir: &Path) -> Result<Vec<&'static str>, Error> {
     let mut done = Vec::new();
     for kind in KINDS {
         let target = dir.join(kind);

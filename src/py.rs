@@ -11,34 +11,42 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::enter::{Join, Target};
-use crate::errors::{strerror, SpawnError, Stage};
-use crate::idmap::{IdMap, IdRange};
+use crate::errors::{strerror, Error, Hint, Step};
+use crate::idmap::IdRange;
 use crate::netlink::Eth0;
 use crate::spawn::{Command, Link};
-use crate::spec::{Caller, Options};
+use crate::spec::{Caller, Options, Spec};
 
-fn to_pyerr(err: SpawnError, program: Option<&Bound<'_, PyAny>>, cwd: Option<&Bound<'_, PyAny>>) -> PyErr {
-    match err {
-        // Exec and chdir failures read exactly as subprocess's: "[Errno 2] No such file or directory: 'x'".
-        SpawnError::Os { stage: Stage::Exec, errno, .. } if program.is_some() => {
-            PyOSError::new_err((errno, strerror(errno), program.cloned().map(Bound::unbind)))
+/// The Python exception for an error of the core: the errno's `OSError` subclass, `ValueError` or
+/// `RuntimeError`, with the fields a front end with its own words (the CLI) keys on: `step` and `hint`
+/// (stable names) on an `OSError`, `option` on a `ValueError`.
+#[allow(clippy::needless_pass_by_value)] // taken by value: the `map_err` adapter everywhere
+fn to_pyerr(err: Error, program: Option<&Bound<'_, PyAny>>, cwd: Option<&Bound<'_, PyAny>>) -> PyErr {
+    Python::attach(|py| {
+        let (exc, fields): (PyErr, Vec<(&str, Option<&str>)>) = match &err {
+            // Exec and chdir failures read exactly as subprocess's: "[Errno 2] No such file or directory: 'x'".
+            Error::Os(f) if f.step == Step::Exec && program.is_some() => (
+                PyOSError::new_err((f.errno, strerror(f.errno), program.cloned().map(Bound::unbind))),
+                vec![("step", Some(f.step.name())), ("hint", None)],
+            ),
+            Error::Os(f) if f.step == Step::Chdir && cwd.is_some() => (
+                PyOSError::new_err((f.errno, strerror(f.errno), cwd.cloned().map(Bound::unbind))),
+                vec![("step", Some(f.step.name())), ("hint", None)],
+            ),
+            Error::Os(f) => (
+                PyOSError::new_err((f.errno, err.to_string())),
+                vec![("step", Some(f.step.name())), ("hint", f.hint.map(Hint::name))],
+            ),
+            Error::Invalid(invalid) => (PyValueError::new_err(invalid.message.clone()), vec![("option", invalid.option)]),
+            Error::Internal(msg) => (PyRuntimeError::new_err(format!("nsbox internal error: {msg}")), vec![]),
+        };
+        let value = exc.value(py);
+        for (name, field) in fields {
+            // Plain attributes on a new exception object: this cannot fail but for memory.
+            let _ = value.setattr(name, field);
         }
-        SpawnError::Os { stage: Stage::Chdir, errno, .. } if cwd.is_some() => {
-            PyOSError::new_err((errno, strerror(errno), cwd.cloned().map(Bound::unbind)))
-        }
-        SpawnError::Os { errno, .. } => PyOSError::new_err((errno, err.to_string())),
-        SpawnError::Invalid(msg) => PyValueError::new_err(msg),
-        SpawnError::Internal(msg) => PyRuntimeError::new_err(format!("nsbox internal error: {msg}")),
-    }
-}
-
-fn id_map(what: &str, ranges: Option<Vec<(u32, u32, u32)>>) -> PyResult<Option<IdMap>> {
-    ranges
-        .map(|r| {
-            let ranges = r.into_iter().map(|(inside, outside, count)| IdRange { inside, outside, count }).collect();
-            IdMap::new(what, ranges).map_err(|e| to_pyerr(e, None, None))
-        })
-        .transpose()
+        exc
+    })
 }
 
 fn cstrings(what: &str, items: Vec<Vec<u8>>) -> PyResult<Vec<CString>> {
@@ -48,73 +56,39 @@ fn cstrings(what: &str, items: Vec<Vec<u8>>) -> PyResult<Vec<CString>> {
         .collect()
 }
 
-/// Checked namespace options, resolved against the caller's ids when made.
-#[pyclass(frozen, module = "nsbox._nsbox")]
-pub struct Config {
-    inner: Arc<crate::spec::Config>,
+/// An id map's `(inside, outside, count)` as Python gives it.
+impl<'a, 'py> FromPyObject<'a, 'py> for IdRange {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let (inside, outside, count) = obj.extract::<(u32, u32, u32)>()?;
+        Ok(IdRange { inside, outside, count })
+    }
+}
+
+/// Checked options (the dict `nsbox._options` makes, with every name of [`Options`]), resolved against the
+/// caller's ids when made.
+#[pyclass(frozen, name = "Spec", module = "nsbox._nsbox")]
+pub struct PySpec {
+    inner: Arc<Spec>,
 }
 
 #[pymethods]
-impl Config {
+impl PySpec {
     #[new]
-    #[pyo3(signature = (*, pid=false, mount=false, uts=false, ipc=false, net=false, user=None, cgroup=false,
-        time=false, mount_proc=false, propagation=None, hostname=None, uid_map=None, gid_map=None,
-        setgroups=None, monotonic_offset=None, boottime_offset=None, init=false, proc_dir=None, root=None))]
-    #[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)]
-    fn new(
-        pid: bool,
-        mount: bool,
-        uts: bool,
-        ipc: bool,
-        net: bool,
-        user: Option<bool>,
-        cgroup: bool,
-        time: bool,
-        mount_proc: bool,
-        propagation: Option<String>,
-        hostname: Option<Vec<u8>>,
-        uid_map: Option<Vec<(u32, u32, u32)>>,
-        gid_map: Option<Vec<(u32, u32, u32)>>,
-        setgroups: Option<String>,
-        monotonic_offset: Option<f64>,
-        boottime_offset: Option<f64>,
-        init: bool,
-        proc_dir: Option<Vec<u8>>,
-        root: Option<Vec<u8>>,
-    ) -> PyResult<Self> {
-        let options = Options {
-            pid,
-            mount,
-            uts,
-            ipc,
-            net,
-            user,
-            cgroup,
-            time,
-            mount_proc,
-            propagation,
-            hostname,
-            uid_map: id_map("uid_map", uid_map)?,
-            gid_map: id_map("gid_map", gid_map)?,
-            setgroups,
-            monotonic_offset,
-            boottime_offset,
-            init,
-            proc_dir,
-            root,
-        };
+    fn new(options: Options) -> PyResult<Self> {
         let inner = options.resolve(Caller::current()).map_err(|e| to_pyerr(e, None, None))?;
-        Ok(Config { inner: Arc::new(inner) })
+        Ok(PySpec { inner: Arc::new(inner) })
     }
 
     /// The namespaces a spawn creates, by their `/proc/PID/ns` names.
     #[getter]
     fn namespaces(&self) -> Vec<&'static str> {
-        self.inner.namespace_names()
+        self.inner.namespaces().proc_names()
     }
 
     fn __repr__(&self) -> String {
-        format!("Config(namespaces={:?})", self.inner.namespace_names())
+        format!("Spec(namespaces={:?})", self.inner.namespaces().proc_names())
     }
 }
 
@@ -130,7 +104,7 @@ impl Config {
 #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
 fn spawn(
     py: Python<'_>,
-    config: &Config,
+    config: &PySpec,
     exec_paths: Vec<Vec<u8>>,
     argv: Vec<Vec<u8>>,
     env: Option<Vec<Vec<u8>>>,
@@ -187,7 +161,7 @@ fn spawn(
         };
         let (config, userns) = lan.join(&config)?;
         let join =
-            userns.map(|fd| Join { namespaces: vec![(fd, libc::CLONE_NEWUSER, Stage::JoinUser)], ..Join::default() });
+            userns.map(|fd| Join { namespaces: vec![(fd, libc::CLONE_NEWUSER, Step::JoinUser)], ..Join::default() });
         let link = Link { lan: &lan, host_name, eth0: Eth0::new(address, lan.prefix(), lan.gateway()) };
         crate::spawn::spawn(&config, &command, join.as_ref(), Some(&link))
     };
@@ -346,7 +320,7 @@ fn ipv4(text: &str) -> PyResult<std::net::Ipv4Addr> {
 #[pyo3(signature = (config, child, started, lan=None, veth=None, address=None))]
 fn fork(
     py: Python<'_>,
-    config: &Config,
+    config: &PySpec,
     child: &Bound<'_, PyAny>,
     started: &Bound<'_, PyList>,
     lan: Option<&Lan>,
@@ -465,7 +439,7 @@ fn spawner_threads() -> usize {
 
 #[pymodule]
 fn _nsbox(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<Config>()?;
+    m.add_class::<PySpec>()?;
     m.add_class::<Lan>()?;
     m.add_function(wrap_pyfunction!(ipv4_routes, m)?)?;
     m.add_function(wrap_pyfunction!(spawn, m)?)?;

@@ -30,10 +30,12 @@ use libc::{c_char, c_int, pid_t};
 
 use crate::child::{self, Plan, Setup};
 use crate::enter::Join;
-use crate::errors::{Record, SpawnError, Stage};
+use crate::errors::{quoted_bytes, Error, Hint, OsFailure, Step};
+use crate::namespace::Namespace;
+use crate::protocol::{self, Message};
 use crate::netlink::Eth0;
 use crate::network::Lan;
-use crate::spec::{Config, Setgroups};
+use crate::spec::{Spec, Setgroups};
 use crate::stack::ChildStack;
 pub(crate) use crate::sys::{kill_and_reap, last_errno, reap};
 
@@ -81,15 +83,15 @@ impl Default for Command {
 
 impl Command {
     /// Checks what can be checked without forking.
-    pub fn validate(&self) -> Result<(), SpawnError> {
+    pub fn validate(&self) -> Result<(), Error> {
         if self.argv.is_empty() {
-            return Err(SpawnError::Invalid("args must not be empty".into()));
+            return Err(Error::invalid("args must not be empty"));
         }
         if self.exec_paths.is_empty() {
-            return Err(SpawnError::Invalid("no path to execute".into()));
+            return Err(Error::invalid("no path to execute"));
         }
         if let Some(&fd) = self.pass_fds.iter().find(|&&fd| fd < 0) {
-            return Err(SpawnError::Invalid(format!("pass_fds: {fd} is not a file descriptor")));
+            return Err(Error::invalid(format!("pass_fds: {fd} is not a file descriptor")));
         }
         Ok(())
     }
@@ -97,14 +99,14 @@ impl Command {
 
 #[derive(Clone, Copy)]
 pub(crate) enum Read {
-    Record(Stage, i32),
+    Message(Message),
     Eof,
     Nothing,
 }
 
 /// Reads one record from the error pipe (or socket).
-pub(crate) fn read_record(fd: RawFd) -> Result<Read, SpawnError> {
-    let mut buf = [0u8; Record::SIZE];
+pub(crate) fn read_record(fd: RawFd) -> Result<Read, Error> {
+    let mut buf = [0u8; protocol::SIZE];
     loop {
         // SAFETY: reading into a stack buffer of that size.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
@@ -114,20 +116,19 @@ pub(crate) fn read_record(fd: RawFd) -> Result<Read, SpawnError> {
             }
             // A record is written with one write(2) of 8 bytes, which a pipe delivers whole: anything
             // shorter is corrupt (and waiting for the rest could wait for ever).
-            let (stage, errno) = Record::decode(&buf[..n as usize])?;
-            return Ok(Read::Record(stage, errno));
+            return Ok(Read::Message(Message::decode(&buf[..n as usize])?));
         }
         match last_errno() {
             libc::EINTR => {}
             libc::EAGAIN => return Ok(Read::Nothing),
-            e => return Err(SpawnError::Internal(format!("cannot read the error pipe: errno {e}"))),
+            e => return Err(Error::Internal(format!("cannot read the error pipe: errno {e}"))),
         }
     }
 }
 
 /// Receives one record from the helper's socket, with the fd it hands over, if any.
-fn receive_record(sock: RawFd) -> Result<(Read, Option<OwnedFd>), SpawnError> {
-    let mut buf = [0u8; Record::SIZE];
+fn receive_record(sock: RawFd) -> Result<(Read, Option<OwnedFd>), Error> {
+    let mut buf = [0u8; protocol::SIZE];
     // Room for one fd, aligned as a cmsghdr.
     let mut control = [0u64; 4];
     loop {
@@ -144,7 +145,7 @@ fn receive_record(sock: RawFd) -> Result<(Read, Option<OwnedFd>), SpawnError> {
             match last_errno() {
                 libc::EINTR => continue,
                 libc::EAGAIN => return Ok((Read::Nothing, None)),
-                e => return Err(SpawnError::Internal(format!("cannot read the helper's socket: errno {e}"))),
+                e => return Err(Error::Internal(format!("cannot read the helper's socket: errno {e}"))),
             }
         }
         let mut passed = None;
@@ -156,7 +157,7 @@ fn receive_record(sock: RawFd) -> Result<(Read, Option<OwnedFd>), SpawnError> {
                     let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
                     passed = Some(
                         crate::sys::own_fd(fd)
-                            .map_err(|e| SpawnError::Internal(format!("cannot keep the helper's pipe: {e}")))?,
+                            .map_err(|e| Error::Internal(format!("cannot keep the helper's pipe: {e}")))?,
                     );
                 }
                 cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
@@ -165,13 +166,12 @@ fn receive_record(sock: RawFd) -> Result<(Read, Option<OwnedFd>), SpawnError> {
         if n == 0 {
             return Ok((Read::Eof, passed));
         }
-        let (stage, errno) = Record::decode(&buf[..n as usize])?;
-        return Ok((Read::Record(stage, errno), passed));
+        return Ok((Read::Message(Message::decode(&buf[..n as usize])?), passed));
     }
 }
 
 /// Waits until `fd` is readable or the process behind `pidfd` has exited; true when `fd` is readable.
-pub(crate) fn wait_readable(fd: RawFd, pidfd: &OwnedFd) -> Result<bool, SpawnError> {
+pub(crate) fn wait_readable(fd: RawFd, pidfd: &OwnedFd) -> Result<bool, Error> {
     let mut fds = [
         libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
         libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -182,7 +182,7 @@ pub(crate) fn wait_readable(fd: RawFd, pidfd: &OwnedFd) -> Result<bool, SpawnErr
         if n < 0 {
             match last_errno() {
                 libc::EINTR => continue,
-                e => return Err(SpawnError::Internal(format!("cannot wait for the child: errno {e}"))),
+                e => return Err(Error::Internal(format!("cannot wait for the child: errno {e}"))),
             }
         }
         if fds[0].revents != 0 {
@@ -197,67 +197,54 @@ pub(crate) fn wait_readable(fd: RawFd, pidfd: &OwnedFd) -> Result<bool, SpawnErr
     }
 }
 
-fn write_proc(config: &Config, pid: pid_t, file: &str, text: &[u8], stage: Stage) -> Result<(), SpawnError> {
+fn write_proc(config: &Spec, pid: pid_t, file: &str, text: &[u8], stage: Step) -> Result<(), Error> {
     std::fs::write(format!("/proc/{pid}/{file}"), text)
         .map_err(|e| failure(config, stage, e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
 /// Writes the child's id maps from the parent (which must hold `CAP_SETUID`/`CAP_SETGID` for such maps).
-pub(crate) fn write_maps_for(pid: pid_t, config: &Config) -> Result<(), SpawnError> {
+pub(crate) fn write_maps_for(pid: pid_t, config: &Spec) -> Result<(), Error> {
     let user = config.user.as_ref().expect("only called with a user namespace");
     if user.setgroups == Setgroups::Deny {
-        write_proc(config, pid, "setgroups", b"deny", Stage::Setgroups)?;
+        write_proc(config, pid, "setgroups", b"deny", Step::Setgroups)?;
     }
-    write_proc(config, pid, "uid_map", &user.uid_map.to_proc_text(), Stage::UidMap)?;
-    write_proc(config, pid, "gid_map", &user.gid_map.to_proc_text(), Stage::GidMap)
+    write_proc(config, pid, "uid_map", &user.uid_map.to_proc_text(), Step::UidMap)?;
+    write_proc(config, pid, "gid_map", &user.gid_map.to_proc_text(), Step::GidMap)
 }
 
-fn hint(config: &Config, stage: Stage, errno: i32) -> Option<&'static str> {
+fn hint(config: &Spec, step: Step, errno: i32) -> Option<Hint> {
     let root = nix::unistd::geteuid().is_root();
-    match (stage, errno) {
-        (Stage::Clone, libc::EPERM) if config.user.is_none() && !root => {
-            Some("unprivileged callers need a user namespace: leave user=None or pass user=True")
-        }
-        (Stage::Clone, libc::EPERM) if config.user.is_some() => Some(
-            "unprivileged user namespaces may be disabled: see /proc/sys/user/max_user_namespaces \
-             and kernel.apparmor_restrict_unprivileged_userns",
-        ),
-        (Stage::Clone, libc::ENOSPC) => Some("a limit in /proc/sys/user/max_*_namespaces is reached"),
-        (Stage::Clone, libc::EUSERS) => Some("user namespaces are nested too deeply"),
-        (Stage::Clone, libc::EINVAL) => Some("the kernel does not support this combination of namespaces"),
-        (Stage::UidMap | Stage::GidMap | Stage::Setgroups, libc::EPERM) => Some(
-            "without root only your own uid and gid can be mapped, with setgroups='deny'; \
-             other maps need CAP_SETUID and CAP_SETGID",
-        ),
-        (Stage::MountProc, libc::EPERM) if !config.pid => {
-            Some("a new proc can only be mounted for a PID namespace this box owns: add pid=True")
-        }
+    match (step, errno) {
+        (Step::Clone, libc::EPERM) if config.user.is_none() && !root => Some(Hint::NeedsUserNamespace),
+        (Step::Clone, libc::EPERM) if config.user.is_some() => Some(Hint::UserNamespacesDisabled),
+        (Step::Clone, libc::ENOSPC) => Some(Hint::NamespaceLimit),
+        (Step::Clone, libc::EUSERS) => Some(Hint::NestedTooDeep),
+        (Step::Clone, libc::EINVAL) => Some(Hint::UnsupportedCombination),
+        (Step::UidMap | Step::GidMap | Step::Setgroups, libc::EPERM) => Some(Hint::MapsNeedPrivilege),
+        (Step::MountProc, libc::EPERM) if !config.has(Namespace::Pid) => Some(Hint::ProcNeedsPidNamespace),
         _ => None,
     }
 }
 
-pub(crate) fn failure(config: &Config, stage: Stage, errno: i32) -> SpawnError {
-    let err = SpawnError::os(stage, errno).with_hint(hint(config, stage, errno));
-    if stage != Stage::Clone {
-        return err;
-    }
-    let names = config.namespace_names();
-    let what = match names.as_slice() {
-        [] => "create the child process".to_owned(),
-        [one] => format!("create the {} namespace", long_name(one)),
-        many => format!("create the {} namespaces", many.join(", ")),
-    };
-    err.with_what(what)
-}
-
-fn long_name(ns: &str) -> &str {
-    match ns {
-        "mnt" => "mount",
-        "net" => "network",
-        "pid" => "PID",
-        "uts" => "UTS",
-        "ipc" => "IPC",
-        other => other,
+/// The error for `step` failing with `errno` in a box made from `config`: what the step was, naming the
+/// namespaces or the path it concerned, with advice where there is some.
+pub(crate) fn failure(config: &Spec, step: Step, errno: i32) -> Error {
+    let err = Error::os(step, errno).with_hint(hint(config, step, errno));
+    match step {
+        Step::Clone => {
+            let kinds: Vec<&str> = config.namespaces().iter().map(Namespace::long_name).collect();
+            err.with_what(match kinds.as_slice() {
+                [] => "create the child process".to_owned(),
+                [one] => format!("create the {one} namespace"),
+                many => format!("create the {} namespaces", many.join(", ")),
+            })
+        }
+        Step::MountProc => err.with_what(format!("mount a new proc on {}", quoted_bytes(config.proc_dir.as_bytes()))),
+        Step::Root => match &config.root {
+            Some(root) => err.with_what(format!("change the root to {}", quoted_bytes(root.as_bytes()))),
+            None => err,
+        },
+        _ => err,
     }
 }
 
@@ -284,7 +271,7 @@ pub(crate) struct Channels {
 
 impl Channels {
     /// `socket`: the error channel is a socket pair, over which the helper program can hand over an fd.
-    pub fn new(config: &Config, network: bool, socket: bool) -> Result<Channels, SpawnError> {
+    pub fn new(config: &Spec, network: bool, socket: bool) -> Result<Channels, Error> {
         let user = config.user.as_ref();
         let (err_r, err_w) = if socket { crate::sys::socketpair(libc::SOCK_SEQPACKET)? } else { crate::sys::pipe()? };
         let go = if config.parent_writes_maps() || network { Some(crate::sys::pipe()?) } else { None };
@@ -301,7 +288,7 @@ impl Channels {
     }
 
     /// What the child's namespace steps use; borrows `self`, which must outlive the child's use of it.
-    pub fn setup<'a>(&'a self, config: &'a Config, eth0: Option<&'a Eth0>) -> Setup<'a> {
+    pub fn setup<'a>(&'a self, config: &'a Spec, eth0: Option<&'a Eth0>) -> Setup<'a> {
         Setup {
             config,
             err_fd: self.err_w.as_raw_fd(),
@@ -331,14 +318,14 @@ fn fds_at_or_above_3(groups: &[&[RawFd]]) -> Vec<RawFd> {
 
 /// Moves sources of 0-2 that sit below 3, but elsewhere than their target, to 3 or above, so the
 /// child's `dup2`s cannot clobber one another. The returned fds must live until the child has exec'd.
-fn lift_stdio(mut stdio: [RawFd; 3]) -> Result<([RawFd; 3], Vec<OwnedFd>), SpawnError> {
+fn lift_stdio(mut stdio: [RawFd; 3]) -> Result<([RawFd; 3], Vec<OwnedFd>), Error> {
     let mut lifted = Vec::new();
     for (target, src) in (0..).zip(stdio.iter_mut()) {
         if *src >= 0 && *src < 3 && *src != target {
             // SAFETY: F_DUPFD_CLOEXEC makes a new fd that `lifted` owns and closes.
             let new = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 3) };
             if new < 0 {
-                return Err(SpawnError::os(Stage::Stdio, last_errno()));
+                return Err(Error::os(Step::Stdio, last_errno()));
             }
             // SAFETY: a fresh fd.
             lifted.push(unsafe { OwnedFd::from_raw_fd(new) });
@@ -373,7 +360,7 @@ struct Route {
 }
 
 impl Route {
-    fn new(config: &Config, join: Option<&Join>) -> Route {
+    fn new(config: &Spec, join: Option<&Join>) -> Route {
         let flags = config.clone_flags();
         if let Some(join) = join {
             // Joining: the namespaces that are new (a box on a private network) are made by the second clone.
@@ -391,7 +378,7 @@ impl Route {
                 clone_flags: 0,
                 unshare_flags: flags,
                 drop_groups: true,
-                fork_again: config.pid,
+                fork_again: config.has(Namespace::Pid),
                 inner_flags: 0,
             };
         }
@@ -406,11 +393,11 @@ impl Route {
 /// The child's parent-death signal is tied to the calling thread: call this from a spawner thread (see
 /// [`crate::spawner`]), which then stays until the box has exited.
 pub fn spawn(
-    config: &Config,
+    config: &Spec,
     command: &Command,
     join: Option<&Join>,
     link: Option<&Link>,
-) -> Result<pid_t, SpawnError> {
+) -> Result<pid_t, Error> {
     command.validate()?;
     let argv = c_array(&command.argv);
     let envp = command.env.as_deref().map(c_array);
@@ -435,7 +422,7 @@ pub fn spawn(
     let helper_strings = helper_mode.map(|mode| helper_argv(mode, err_w, time_fd, command));
     let helper_args = helper_strings.as_deref().map(c_array).unwrap_or_default();
 
-    let join_fds: Vec<(c_int, c_int, Stage)> =
+    let join_fds: Vec<(c_int, c_int, Step)> =
         join.map(|j| j.namespaces.iter().map(|(fd, t, s)| (fd.as_raw_fd(), *t, *s)).collect()).unwrap_or_default();
     let inner_pid = AtomicI32::new(0);
     let route = Route::new(config, join);
@@ -516,10 +503,10 @@ fn clone_child(
     plan: &mut Plan<'_>,
     channels: &Channels,
     namespaces: c_int,
-    config: &Config,
+    config: &Spec,
     link: Option<&Link>,
     pids: (&AtomicI32, &AtomicI32),
-) -> Result<(pid_t, Result<(), SpawnError>), SpawnError> {
+) -> Result<(pid_t, Result<(), Error>), Error> {
     let (child_pid, inner_pid) = pids;
     let mut flags = namespaces | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
     if channels.go.is_some() {
@@ -537,7 +524,7 @@ fn clone_child(
                     .name("nsbox-handshake".into())
                     .spawn_scoped(scope, move || prepare_when_ready(config, link, waiting, err_r, go_w))
                     .map_err(|e| {
-                        SpawnError::os(Stage::Clone, e.raw_os_error().unwrap_or(libc::EAGAIN))
+                        Error::os(Step::Clone, e.raw_os_error().unwrap_or(libc::EAGAIN))
                             .with_what("start a thread for the child's id maps or network")
                     })?,
             ),
@@ -553,33 +540,31 @@ fn clone_child(
             // The child is gone (exec'd or exited): wake a writer still waiting for a "ready" that will
             // never come, then collect its result.
             send_end_of_records(&channels.err_w);
-            writer.join().unwrap_or_else(|_| Err(SpawnError::Internal("the id map writer panicked".into())))
+            writer.join().unwrap_or_else(|_| Err(Error::Internal("the id map writer panicked".into())))
         });
         match pid? {
-            pid if pid < 0 => Err(failure(config, Stage::Clone, last_errno())),
+            pid if pid < 0 => Err(failure(config, Step::Clone, last_errno())),
             pid => Ok((pid, maps.unwrap_or(Ok(())))),
         }
     })
 }
 
 /// Names the user, group or groups a credential step failed to switch to.
-fn name_credentials(err: SpawnError, command: &Command) -> SpawnError {
-    let SpawnError::Os { stage, errno, .. } = &err else { return err };
+fn name_credentials(err: Error, command: &Command) -> Error {
+    let Error::Os(OsFailure { step: stage, errno, .. }) = &err else { return err };
     let (stage, errno) = (*stage, *errno);
     let what = match (stage, command) {
-        (Stage::SetUid, Command { uid: Some(uid), .. }) => format!("switch to user {uid}"),
-        (Stage::SetGid, Command { gid: Some(gid), .. }) => format!("switch to group {gid}"),
-        (Stage::Groups, Command { extra_groups: Some(groups), .. }) => {
+        (Step::SetUid, Command { uid: Some(uid), .. }) => format!("switch to user {uid}"),
+        (Step::SetGid, Command { gid: Some(gid), .. }) => format!("switch to group {gid}"),
+        (Step::Groups, Command { extra_groups: Some(groups), .. }) => {
             let list: Vec<String> = groups.iter().map(ToString::to_string).collect();
             format!("set the supplementary groups [{}]", list.join(", "))
         }
         _ => return err,
     };
     let hint = match (stage, errno) {
-        (_, libc::EINVAL) => Some("it is not mapped in the box's user namespace: add it to uid_map or gid_map"),
-        (Stage::Groups, libc::EPERM) => {
-            Some("setgroups is denied in the box's user namespace: pass setgroups='allow' (as root)")
-        }
+        (_, libc::EINVAL) => Some(Hint::NotMapped),
+        (Step::Groups, libc::EPERM) => Some(Hint::SetgroupsDenied),
         _ => None,
     };
     err.with_what(what).with_hint(hint)
@@ -587,17 +572,17 @@ fn name_credentials(err: SpawnError, command: &Command) -> SpawnError {
 
 /// A pidfd for a child of ours, or `None` if it has been reaped already (`SIGCHLD` ignored): then all it
 /// wrote is in the pipe.
-pub(crate) fn watch(pid: pid_t) -> Result<Option<OwnedFd>, SpawnError> {
+pub(crate) fn watch(pid: pid_t) -> Result<Option<OwnedFd>, Error> {
     match crate::sys::pidfd_open(pid) {
         Ok(fd) => Ok(Some(fd)),
-        Err(SpawnError::Os { errno: libc::ESRCH, .. }) => Ok(None),
+        Err(Error::Os(OsFailure { errno: libc::ESRCH, .. })) => Ok(None),
         Err(e) => Err(e),
     }
 }
 
 /// Waits until the error channel is readable or the process behind `pidfd` has exited; without a pidfd
 /// (the process is gone) only reads what is there.
-pub(crate) fn wait_or_read_what_is_there(err_r: RawFd, pidfd: Option<&OwnedFd>) -> Result<(), SpawnError> {
+pub(crate) fn wait_or_read_what_is_there(err_r: RawFd, pidfd: Option<&OwnedFd>) -> Result<(), Error> {
     if let Some(pidfd) = pidfd {
         return wait_readable(err_r, pidfd).map(|_| ());
     }
@@ -608,34 +593,31 @@ pub(crate) fn wait_or_read_what_is_there(err_r: RawFd, pidfd: Option<&OwnedFd>) 
 
 /// With `init=True`: the init has exec'd; it says "running" once the command has, after the command's
 /// own failure record if it failed. Watched through a pidfd, never waiting for EOF.
-fn await_init(config: &Config, err_r: RawFd, pidfd: Option<&OwnedFd>) -> Result<(), SpawnError> {
+fn await_init(config: &Spec, err_r: RawFd, pidfd: Option<&OwnedFd>) -> Result<(), Error> {
     wait_or_read_what_is_there(err_r, pidfd)?;
     match next_record(err_r)? {
-        Read::Record(Stage::Running, _) => Ok(()),
-        Read::Eof | Read::Nothing => Err(SpawnError::Internal("the init process died before the command ran".into())),
-        record @ Read::Record(..) => outcome_of(config, record),
+        Read::Message(Message::Running) => Ok(()),
+        Read::Eof | Read::Nothing => Err(Error::Internal("the init process died before the command ran".into())),
+        read @ Read::Message(_) => outcome_of(config, read),
     }
 }
 
 /// An `exec` into a time namespace: the helper hands over a pipe whose write end only it holds (see
 /// nsbox-helper.c); EOF there means the command has exec'd.
-fn await_exec_handoff(config: &Config, err_r: RawFd, pidfd: Option<&OwnedFd>) -> Result<(), SpawnError> {
+fn await_exec_handoff(config: &Spec, err_r: RawFd, pidfd: Option<&OwnedFd>) -> Result<(), Error> {
     loop {
         wait_or_read_what_is_there(err_r, pidfd)?;
         match receive_record(err_r)? {
-            (Read::Record(Stage::Handoff, _), Some(pipe)) => {
+            (Read::Message(Message::Handoff), Some(pipe)) => {
                 // Blocking: the helper, then the command, hold the only write end (close-on-exec).
                 return read_record(pipe.as_raw_fd()).and_then(|r| outcome_of(config, r));
             }
-            (Read::Record(Stage::Handshake, 0), _) => {}
-            (Read::Record(Stage::Handoff, errno), None) if errno > 0 => {
-                return Err(failure(config, Stage::Handoff, errno))
-            }
-            (Read::Record(Stage::Handoff, _), None) => {
-                return Err(SpawnError::Internal("the helper's exec pipe did not arrive".into()))
+            (Read::Message(Message::End), _) => {}
+            (Read::Message(Message::Handoff), None) => {
+                return Err(Error::Internal("the helper's exec pipe did not arrive".into()))
             }
             (Read::Eof | Read::Nothing, _) => {
-                return Err(SpawnError::Internal("the helper program died before the command ran".into()))
+                return Err(Error::Internal("the helper program died before the command ran".into()))
             }
             (record, _) => return outcome_of(config, record),
         }
@@ -644,7 +626,7 @@ fn await_exec_handoff(config: &Config, err_r: RawFd, pidfd: Option<&OwnedFd>) ->
 
 /// The command's PID, or the error after reaping what was started. `inner` is the second child's PID
 /// when the first one cloned again to enter a PID namespace (the first has left by then).
-fn conclude(outcome: Result<(), SpawnError>, pid: pid_t, inner: Option<pid_t>) -> Result<pid_t, SpawnError> {
+fn conclude(outcome: Result<(), Error>, pid: pid_t, inner: Option<pid_t>) -> Result<pid_t, Error> {
     let Some(inner) = inner else {
         // Killed first: after a corrupt record the child may still be running (an init, say).
         return outcome.map(|()| pid).inspect_err(|_| kill_and_reap(pid));
@@ -652,13 +634,14 @@ fn conclude(outcome: Result<(), SpawnError>, pid: pid_t, inner: Option<pid_t>) -
     reap(pid);
     let outcome = outcome.map_err(|e| match e {
         // The kernel answers ENOMEM when a PID namespace whose PID 1 has exited is asked for a new PID.
-        SpawnError::Os { stage: Stage::Clone, errno: libc::ENOMEM, .. } => SpawnError::os(Stage::JoinPid, libc::ESRCH)
-            .with_hint(Some("its PID 1 has exited, so nothing can start in it any more")),
+        Error::Os(OsFailure { step: Step::Clone, errno: libc::ENOMEM, .. }) => {
+            Error::os(Step::JoinPid, libc::ESRCH).with_hint(Some(Hint::PidNamespaceEnded))
+        }
         other => other,
     });
     match outcome {
         Ok(()) if inner > 0 => Ok(inner),
-        Ok(()) => Err(SpawnError::Internal("the child entering the PID namespace left no PID".into())),
+        Ok(()) => Err(Error::Internal("the child entering the PID namespace left no PID".into())),
         Err(e) => {
             if inner > 0 {
                 kill_and_reap(inner);
@@ -669,19 +652,18 @@ fn conclude(outcome: Result<(), SpawnError>, pid: pid_t, inner: Option<pid_t>) -
 }
 
 /// What a read of the error pipe means once only failures can come: nothing, or a failure with an errno.
-fn outcome_of(config: &Config, read: Read) -> Result<(), SpawnError> {
+fn outcome_of(config: &Spec, read: Read) -> Result<(), Error> {
     match read {
         Read::Eof | Read::Nothing => Ok(()),
         // Only failures can come now, and a failure has an errno.
-        Read::Record(Stage::Ready | Stage::Forked | Stage::Running | Stage::Handoff, _) | Read::Record(_, ..=0) => {
-            Err(SpawnError::Internal("unexpected record on the error pipe".into()))
-        }
-        Read::Record(stage, errno) => Err(failure(config, stage, errno)),
+        Read::Message(Message::Failed(step, errno)) => Err(failure(config, step, errno)),
+        // Only failures can come now.
+        Read::Message(_) => Err(Error::Internal("unexpected record on the error pipe".into())),
     }
 }
 
 /// The parent's marker after the child's records (see [`send_end_of_records`]); never sent by a child.
-const END_OF_RECORDS: Record = Record { stage: Stage::Handshake as u32, errno: 0 };
+const END_OF_RECORDS: Message = Message::End;
 
 /// Writes [`END_OF_RECORDS`] on our own copy of the error pipe's write end.
 fn send_end_of_records(err_w: &OwnedFd) {
@@ -691,10 +673,10 @@ fn send_end_of_records(err_w: &OwnedFd) {
 }
 
 /// The next record that is not our own end marker.
-fn next_record(err_r: RawFd) -> Result<Read, SpawnError> {
+fn next_record(err_r: RawFd) -> Result<Read, Error> {
     loop {
         match read_record(err_r)? {
-            Read::Record(Stage::Handshake, 0) => {}
+            Read::Message(Message::End) => {}
             other => return Ok(other),
         }
     }
@@ -703,19 +685,19 @@ fn next_record(err_r: RawFd) -> Result<Read, SpawnError> {
 /// The parent's side of the handshake, on its own thread while the spawning thread is suspended by
 /// `CLONE_VFORK`: wait for "ready", write the maps, connect the network, let the child go on.
 fn prepare_when_ready(
-    config: &Config,
+    config: &Spec,
     link: Option<&Link>,
     child: &AtomicI32,
     err_r: RawFd,
     go_w: RawFd,
-) -> Result<(), SpawnError> {
+) -> Result<(), Error> {
     let ready = match read_record(err_r) {
-        Ok(Read::Record(Stage::Ready, _)) => Ok(()),
-        Ok(Read::Record(Stage::Handshake, 0) | Read::Eof | Read::Nothing) => {
-            Err(SpawnError::Internal("the child died before it was ready".into()))
+        Ok(Read::Message(Message::Ready)) => Ok(()),
+        Ok(Read::Message(Message::End) | Read::Eof | Read::Nothing) => {
+            Err(Error::Internal("the child died before it was ready".into()))
         }
-        Ok(record @ Read::Record(..)) => {
-            outcome_of(config, record).and(Err(SpawnError::Internal("unexpected record on the error pipe".into())))
+        Ok(read @ Read::Message(_)) => {
+            outcome_of(config, read).and(Err(Error::Internal("unexpected record on the error pipe".into())))
         }
         Err(e) => Err(e),
     };
@@ -732,7 +714,7 @@ fn prepare_when_ready(
     // SAFETY: writing one byte from a stack buffer to our own pipe.
     let n = unsafe { libc::write(go_w, go.as_ptr().cast(), 1) };
     if n != 1 {
-        return written.and(Err(SpawnError::Internal("cannot wake the child".into())));
+        return written.and(Err(Error::Internal("cannot wake the child".into())));
     }
     written
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use libc::pid_t;
 
-use crate::errors::{SpawnError, Stage};
+use crate::errors::{Error, Step};
 use crate::sys;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -91,7 +91,7 @@ fn children_gone() -> bool {
     })
 }
 
-fn start(pool: &'static Pool) -> Result<Worker, SpawnError> {
+fn start(pool: &'static Pool) -> Result<Worker, Error> {
     let (jobs, rx) = mpsc::channel::<Job>();
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     std::thread::Builder::new()
@@ -124,7 +124,7 @@ fn start(pool: &'static Pool) -> Result<Worker, SpawnError> {
             }
         })
         .map_err(|e| {
-            SpawnError::os(Stage::Clone, e.raw_os_error().unwrap_or(libc::EAGAIN)).with_what("start a spawner thread")
+            Error::os(Step::Clone, e.raw_os_error().unwrap_or(libc::EAGAIN)).with_what("start a spawner thread")
         })?;
     Ok(Worker { id, jobs })
 }
@@ -139,7 +139,7 @@ fn block_all_signals() {
 }
 
 /// Runs `job` on a spawner thread and returns its result.
-pub fn run<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> Result<R, SpawnError> {
+pub fn run<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> Result<R, Error> {
     let pool = pool();
     let taken = pool.idle().pop();
     let worker = match taken {
@@ -151,9 +151,9 @@ pub fn run<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> Resul
         let _ = tx.send(job());
     }));
     if sent.is_err() {
-        return Err(SpawnError::Internal("a spawner thread is gone".into()));
+        return Err(Error::Internal("a spawner thread is gone".into()));
     }
-    let out = rx.recv().map_err(|_| SpawnError::Internal("the spawn panicked".into()));
+    let out = rx.recv().map_err(|_| Error::Internal("the spawn panicked".into()));
     pool.idle().push(worker);
     out
 }

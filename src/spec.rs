@@ -5,8 +5,9 @@
 use std::ffi::CString;
 use std::fmt::Write as _;
 
-use crate::errors::SpawnError;
-use crate::idmap::IdMap;
+use crate::errors::{quoted, Error};
+use crate::idmap::{IdMap, IdRange};
+use crate::namespace::{Namespace, Namespaces};
 
 /// `HOST_NAME_MAX` on Linux.
 pub const HOSTNAME_MAX: usize = 64;
@@ -21,15 +22,16 @@ pub enum Propagation {
 }
 
 impl Propagation {
-    pub fn parse(text: &str) -> Result<Propagation, SpawnError> {
+    pub fn parse(text: &str) -> Result<Propagation, Error> {
         match text {
             "private" => Ok(Propagation::Private),
             "slave" => Ok(Propagation::Slave),
             "shared" => Ok(Propagation::Shared),
             "unchanged" => Ok(Propagation::Unchanged),
-            other => Err(SpawnError::Invalid(format!(
-                "propagation must be 'private', 'slave', 'shared' or 'unchanged', not {other:?}"
-            ))),
+            other => Err(Error::bad_option(
+                "propagation",
+                format_args!("must be 'private', 'slave', 'shared' or 'unchanged', not {}", quoted(other)),
+            )),
         }
     }
 
@@ -53,11 +55,11 @@ pub enum Setgroups {
 }
 
 impl Setgroups {
-    pub fn parse(text: &str) -> Result<Setgroups, SpawnError> {
+    pub fn parse(text: &str) -> Result<Setgroups, Error> {
         match text {
             "deny" => Ok(Setgroups::Deny),
             "allow" => Ok(Setgroups::Allow),
-            other => Err(SpawnError::Invalid(format!("setgroups must be 'allow' or 'deny', not {other:?}"))),
+            other => Err(Error::bad_option("setgroups", format_args!("must be 'allow' or 'deny', not {}", quoted(other)))),
         }
     }
 }
@@ -70,10 +72,10 @@ pub struct Offset {
 }
 
 impl Offset {
-    pub fn from_secs_f64(what: &str, secs: f64) -> Result<Offset, SpawnError> {
+    pub fn from_secs_f64(option: &'static str, secs: f64) -> Result<Offset, Error> {
         // The kernel keeps offsets as timespec64; stay far inside it and reject NaN/inf.
         if !secs.is_finite() || secs.abs() > 1e15 {
-            return Err(SpawnError::Invalid(format!("{what} must be a finite number of seconds, not {secs}")));
+            return Err(Error::bad_option(option, format_args!("must be a finite number of seconds, not {secs}")));
         }
         let whole = secs.floor();
         let nanos = ((secs - whole) * 1e9).round() as u32;
@@ -82,9 +84,13 @@ impl Offset {
     }
 }
 
-/// What the caller asked for, as given (before implications and defaults).
+/// What the caller asked for, as given (before implications and defaults): the core's one declaration of
+/// the options. The Python glue fills it from a dict with every one of these names (the Python layer's
+/// declaration, `_options.py`, gives each a default).
 #[allow(clippy::struct_excessive_bools)] // one flag per namespace kind, as unshare(1) has
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "python", derive(pyo3::FromPyObject))]
+#[cfg_attr(feature = "python", pyo3(from_item_all))]
 pub struct Options {
     pub pid: bool,
     pub mount: bool,
@@ -98,8 +104,8 @@ pub struct Options {
     pub mount_proc: bool,
     pub propagation: Option<String>,
     pub hostname: Option<Vec<u8>>,
-    pub uid_map: Option<IdMap>,
-    pub gid_map: Option<IdMap>,
+    pub uid_map: Option<Vec<IdRange>>,
+    pub gid_map: Option<Vec<IdRange>>,
     pub setgroups: Option<String>,
     pub monotonic_offset: Option<f64>,
     pub boottime_offset: Option<f64>,
@@ -148,16 +154,11 @@ pub struct UserNs {
 }
 
 /// Checked options with every implication applied: what the spawn will do.
-#[allow(clippy::struct_excessive_bools)]
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Config {
-    pub pid: bool,
-    pub mount: bool,
-    pub uts: bool,
-    pub ipc: bool,
-    pub net: bool,
-    pub cgroup: bool,
-    pub time: bool,
+pub struct Spec {
+    /// The namespaces to make besides a user namespace, which [`Spec::user`] describes (see
+    /// [`Spec::namespaces`] for them all).
+    pub kinds: Namespaces,
     pub user: Option<UserNs>,
     pub mount_proc: bool,
     pub propagation: Propagation,
@@ -170,32 +171,37 @@ pub struct Config {
     pub root: Option<CString>,
 }
 
-fn invalid<T>(msg: impl Into<String>) -> Result<T, SpawnError> {
-    Err(SpawnError::Invalid(msg.into()))
+fn invalid<T>(msg: impl Into<String>) -> Result<T, Error> {
+    Err(Error::invalid(msg.into()))
 }
 
 /// A path argument as a C string: not empty, no NUL.
-fn path(what: &str, bytes: Vec<u8>) -> Result<CString, SpawnError> {
+fn path(option: &'static str, bytes: Vec<u8>) -> Result<CString, Error> {
     if bytes.is_empty() {
-        return invalid(format!("{what} must not be empty"));
+        return Err(Error::bad_option(option, "must not be empty"));
     }
-    CString::new(bytes).or_else(|_| invalid(format!("{what} must not contain NUL bytes")))
+    CString::new(bytes).map_err(|_| Error::bad_option(option, "must not contain NUL bytes"))
 }
 
 impl Options {
     /// Applies the implications (`mount_proc` → mount, `hostname` → uts, maps → user) and defaults, and
     /// rejects what cannot work, before anything is forked.
-    pub fn resolve(self, caller: Caller) -> Result<Config, SpawnError> {
-        let pid = self.pid || self.init;
-        let mount = self.mount || self.mount_proc;
-        let uts = self.uts || self.hostname.is_some();
+    pub fn resolve(self, caller: Caller) -> Result<Spec, Error> {
         if self.proc_dir.is_some() && !self.mount_proc {
             return invalid("a proc directory is given, but mount_proc is not set");
         }
         let proc_dir = path("mount_proc", self.proc_dir.unwrap_or_else(|| b"/proc".to_vec()))?;
         let root = self.root.map(|r| path("root", r)).transpose()?;
+        let kinds = Namespaces::empty()
+            .with(Namespace::Pid, self.pid || self.init)
+            .with(Namespace::Mount, self.mount || self.mount_proc)
+            .with(Namespace::Uts, self.uts || self.hostname.is_some())
+            .with(Namespace::Ipc, self.ipc)
+            .with(Namespace::Net, self.net)
+            .with(Namespace::Cgroup, self.cgroup)
+            .with(Namespace::Time, self.time);
         // chroot needs CAP_SYS_CHROOT: without root, like a namespace, it takes a user namespace.
-        let others = root.is_some() || pid || mount || uts || self.ipc || self.net || self.cgroup || self.time;
+        let others = root.is_some() || !kinds.is_empty();
         let wants_maps = self.uid_map.is_some() || self.gid_map.is_some() || self.setgroups.is_some();
         let user = match self.user {
             Some(false) if wants_maps => {
@@ -207,7 +213,7 @@ impl Options {
 
         let propagation = match &self.propagation {
             None => Propagation::default(),
-            Some(_) if !mount => {
+            Some(_) if !kinds.contains(Namespace::Mount) => {
                 return invalid("propagation applies to a new mount namespace: pass mount=True or mount_proc=True")
             }
             Some(text) => Propagation::parse(text)?,
@@ -215,11 +221,12 @@ impl Options {
 
         let hostname = match self.hostname {
             None => None,
-            Some(name) if name.is_empty() => return invalid("hostname must not be empty"),
+            Some(name) if name.is_empty() => return Err(Error::bad_option("hostname", "must not be empty")),
             Some(name) if name.len() > HOSTNAME_MAX => {
-                return invalid(format!("hostname is {} bytes long; the limit is {HOSTNAME_MAX}", name.len()))
+                let len = name.len();
+                return Err(Error::bad_option("hostname", format_args!("is {len} bytes long; the limit is {HOSTNAME_MAX}")));
             }
-            Some(name) => Some(CString::new(name).or_else(|_| invalid("hostname must not contain NUL bytes"))?),
+            Some(name) => Some(CString::new(name).map_err(|_| Error::bad_option("hostname", "must not contain NUL bytes"))?),
         };
 
         let has_offsets = self.monotonic_offset.is_some() || self.boottime_offset.is_some();
@@ -228,9 +235,12 @@ impl Options {
         }
         let time_offsets = if has_offsets {
             let mut text = String::new();
-            for (clock, value) in [("monotonic", self.monotonic_offset), ("boottime", self.boottime_offset)] {
+            for (clock, option, value) in [
+                ("monotonic", "monotonic_offset", self.monotonic_offset),
+                ("boottime", "boottime_offset", self.boottime_offset),
+            ] {
                 if let Some(secs) = value {
-                    let off = Offset::from_secs_f64(&format!("{clock}_offset"), secs)?;
+                    let off = Offset::from_secs_f64(option, secs)?;
                     let _ = writeln!(text, "{clock} {} {}", off.secs, off.nanos);
                 }
             }
@@ -244,8 +254,8 @@ impl Options {
                 Some(text) => Setgroups::parse(text)?,
                 None => Setgroups::Deny,
             };
-            let uid_map = self.uid_map.unwrap_or_else(|| IdMap::root_of(caller.euid));
-            let gid_map = self.gid_map.unwrap_or_else(|| IdMap::root_of(caller.egid));
+            let uid_map = self.uid_map.map_or_else(|| Ok(IdMap::root_of(caller.euid)), |r| IdMap::new("uid_map", r))?;
+            let gid_map = self.gid_map.map_or_else(|| Ok(IdMap::root_of(caller.egid)), |r| IdMap::new("gid_map", r))?;
             let child_writes_maps = uid_map.is_single_own_id(caller.euid)
                 && gid_map.is_single_own_id(caller.egid)
                 && setgroups == Setgroups::Deny;
@@ -255,15 +265,9 @@ impl Options {
             None
         };
 
-        Ok(Config {
-            pid,
+        Ok(Spec {
+            kinds,
             init: self.init,
-            mount,
-            uts,
-            ipc: self.ipc,
-            net: self.net,
-            cgroup: self.cgroup,
-            time: self.time,
             user,
             mount_proc: self.mount_proc,
             propagation,
@@ -275,26 +279,24 @@ impl Options {
     }
 }
 
-impl Config {
-    /// The namespace flags for `clone(2)`. The time namespace is not among them: `CLONE_NEWTIME` shares
-    /// its bit with the exit signal of legacy clone, so the child unshares it instead.
+impl Spec {
+    /// The namespaces the box gets, the user namespace included.
+    #[must_use]
+    pub fn namespaces(&self) -> Namespaces {
+        self.kinds.with(Namespace::User, self.user.is_some())
+    }
+
+    /// Whether the box gets a new namespace of kind `ns`.
+    #[must_use]
+    pub fn has(&self, ns: Namespace) -> bool {
+        self.namespaces().contains(ns)
+    }
+
+    /// The namespace flags for `clone(2)` (the time namespace is unshared on its own: see
+    /// [`Namespaces::clone_flags`]).
     #[must_use]
     pub fn clone_flags(&self) -> libc::c_int {
-        let mut flags = 0;
-        for (on, flag) in [
-            (self.user.is_some(), libc::CLONE_NEWUSER),
-            (self.pid, libc::CLONE_NEWPID),
-            (self.mount, libc::CLONE_NEWNS),
-            (self.uts, libc::CLONE_NEWUTS),
-            (self.ipc, libc::CLONE_NEWIPC),
-            (self.net, libc::CLONE_NEWNET),
-            (self.cgroup, libc::CLONE_NEWCGROUP),
-        ] {
-            if on {
-                flags |= flag;
-            }
-        }
-        flags
+        self.namespaces().clone_flags()
     }
 
     /// Whether the id maps need a privileged parent to write them while the child waits.
@@ -302,30 +304,11 @@ impl Config {
     pub fn parent_writes_maps(&self) -> bool {
         self.user.as_ref().is_some_and(|u| !u.child_writes_maps)
     }
-
-    /// The namespaces this config creates, by their `/proc/PID/ns` names.
-    #[must_use]
-    pub fn namespace_names(&self) -> Vec<&'static str> {
-        [
-            (self.user.is_some(), "user"),
-            (self.pid, "pid"),
-            (self.mount, "mnt"),
-            (self.uts, "uts"),
-            (self.ipc, "ipc"),
-            (self.net, "net"),
-            (self.cgroup, "cgroup"),
-            (self.time, "time"),
-        ]
-        .into_iter()
-        .filter_map(|(on, name)| on.then_some(name))
-        .collect()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::idmap::IdRange;
 
     const ROOT: Caller = Caller { euid: 0, egid: 0, may_drop_groups: true };
     const USER: Caller = Caller { euid: 1000, egid: 100, may_drop_groups: false };
@@ -347,14 +330,14 @@ mod tests {
     fn implications() {
         let cfg =
             Options { mount_proc: true, hostname: Some(b"box".to_vec()), ..Options::default() }.resolve(ROOT).unwrap();
-        assert!(cfg.mount && cfg.uts);
+        assert!(cfg.has(Namespace::Mount) && cfg.has(Namespace::Uts));
         assert_eq!(cfg.clone_flags(), libc::CLONE_NEWNS | libc::CLONE_NEWUTS);
-        assert_eq!(cfg.namespace_names(), ["mnt", "uts"]);
+        assert_eq!(cfg.namespaces().proc_names(), ["mnt", "uts"]);
     }
 
     #[test]
     fn explicit_maps_imply_a_user_namespace_written_by_the_parent() {
-        let map = IdMap::new("uid_map", vec![IdRange { inside: 0, outside: 100_000, count: 65536 }]).unwrap();
+        let map = vec![IdRange { inside: 0, outside: 100_000, count: 65536 }];
         let cfg = Options { uid_map: Some(map), ..Options::default() }.resolve(ROOT).unwrap();
         assert!(!cfg.user.unwrap().child_writes_maps);
         let allow = Options { user: Some(true), setgroups: Some("allow".into()), ..Options::default() };
@@ -370,9 +353,9 @@ mod tests {
             (Options { hostname: Some(b"a\0b".to_vec()), ..Options::default() }, "NUL"),
             (Options { hostname: Some(vec![]), ..Options::default() }, "empty"),
             (Options { monotonic_offset: Some(5.0), ..Options::default() }, "time=True"),
-            (Options { mount: true, propagation: Some("rprivate".into()), ..Options::default() }, "rprivate"),
+            (Options { mount: true, propagation: Some("rprivate".into()), ..Options::default() }, "not 'rprivate'"),
             (Options { propagation: Some("slave".into()), ..Options::default() }, "mount=True"),
-            (Options { user: Some(true), setgroups: Some("maybe".into()), ..Options::default() }, "maybe"),
+            (Options { user: Some(true), setgroups: Some("maybe".into()), ..Options::default() }, "not 'maybe'"),
             (Options { time: true, boottime_offset: Some(f64::NAN), ..Options::default() }, "finite"),
         ];
         for (opts, needle) in cases {

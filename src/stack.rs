@@ -7,7 +7,7 @@
 use std::cell::Cell;
 use std::ffi::c_void;
 
-use crate::errors::{SpawnError, Stage};
+use crate::errors::{Error, Step};
 
 /// Generous: the child's frames are small, but debug builds are not.
 const SIZE: usize = 256 * 1024;
@@ -22,7 +22,7 @@ impl ChildStack {
     /// Calls `f` with the tops of the two halves of this thread's child stack (stacks grow down on every
     /// Linux target we build for): the child runs on the upper half; a second child it clones (to enter
     /// a PID namespace) on the lower one. The lowest page is a guard.
-    pub fn with<R>(f: impl FnOnce(*mut c_void, *mut c_void) -> R) -> Result<R, SpawnError> {
+    pub fn with<R>(f: impl FnOnce(*mut c_void, *mut c_void) -> R) -> Result<R, Error> {
         let base = BASE.with(|cell| {
             if cell.get().is_null() {
                 // SAFETY: an anonymous private mapping owned by this thread for its lifetime.
@@ -46,7 +46,7 @@ impl ChildStack {
             Ok(cell.get())
         });
         let base = base.map_err(|e| {
-            SpawnError::os(Stage::Clone, e.raw_os_error().unwrap_or(libc::ENOMEM)).with_what("map the child's stack")
+            Error::os(Step::Clone, e.raw_os_error().unwrap_or(libc::ENOMEM)).with_what("map the child's stack")
         })?;
         // SAFETY: both offsets lie within the mapping and are 16-byte aligned (mmap is page aligned).
         let (top, middle) = unsafe { (base.cast::<u8>().add(SIZE), base.cast::<u8>().add(SIZE / 2)) };

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use libc::pid_t;
 
-use crate::errors::{SpawnError, Stage};
+use crate::errors::{Error, Step};
 
 /// The calling thread's errno.
 #[must_use]
@@ -37,12 +37,12 @@ pub fn own_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
 }
 
 /// A CLOEXEC pipe, both ends at 3 or above.
-pub fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+pub fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
     let mut fds = [-1; 2];
     // SAFETY: pipe2 into a stack array.
     let ret = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
     let err = |e: std::io::Error| {
-        SpawnError::os(Stage::Clone, e.raw_os_error().unwrap_or(libc::EMFILE)).with_what("create a pipe")
+        Error::os(Step::Clone, e.raw_os_error().unwrap_or(libc::EMFILE)).with_what("create a pipe")
     };
     if ret < 0 {
         return Err(err(std::io::Error::last_os_error()));
@@ -53,12 +53,12 @@ pub fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
 }
 
 /// A CLOEXEC `AF_UNIX` socket pair of `kind`, both ends at 3 or above.
-pub fn socketpair(kind: libc::c_int) -> Result<(OwnedFd, OwnedFd), SpawnError> {
+pub fn socketpair(kind: libc::c_int) -> Result<(OwnedFd, OwnedFd), Error> {
     let mut fds = [-1; 2];
     // SAFETY: socketpair into a stack array.
     let ret = unsafe { libc::socketpair(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
     let err = |e: std::io::Error| {
-        SpawnError::os(Stage::Clone, e.raw_os_error().unwrap_or(libc::EMFILE)).with_what("create a socket pair")
+        Error::os(Step::Clone, e.raw_os_error().unwrap_or(libc::EMFILE)).with_what("create a socket pair")
     };
     if ret < 0 {
         return Err(err(std::io::Error::last_os_error()));
@@ -118,11 +118,11 @@ pub fn still_running(pid: pid_t) -> bool {
 }
 
 /// A pidfd for `pid` (readable once it has exited), at 3 or above.
-pub fn pidfd_open(pid: pid_t) -> Result<OwnedFd, SpawnError> {
+pub fn pidfd_open(pid: pid_t) -> Result<OwnedFd, Error> {
     // SAFETY: pidfd_open(2) returns a new fd that we then own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     own_fd(fd as RawFd).map_err(|e| {
-        SpawnError::os(Stage::Clone, e.raw_os_error().unwrap_or(libc::EIO)).with_what("watch the child through a pidfd")
+        Error::os(Step::Clone, e.raw_os_error().unwrap_or(libc::EIO)).with_what("watch the child through a pidfd")
     })
 }
 

@@ -108,7 +108,7 @@ def test_rootless_function_binds_port_80_and_is_pid_1(rootless: Rootless) -> Non
     name, errno, text = seen["pid_without_user"]
     assert (name, errno) == ("PermissionError", 1) and "cannot create the PID namespace" in text
     name, errno, text = seen["mount_proc_without_pid"]
-    assert (name, errno) == ("PermissionError", 1) and "cannot mount a new proc on /proc" in text
+    assert (name, errno) == ("PermissionError", 1) and "cannot mount a new proc on '/proc'" in text
     assert "add pid=True" in text
 
 
@@ -208,10 +208,11 @@ def test_fork_hooks_run_around_the_fork() -> None:
 
 
 def test_call_takes_the_namespace_options_of_run_but_init_and_root() -> None:
-    from nsbox._call import NamespaceOptions
-    from nsbox._options import NAMESPACE_DEFAULTS
+    from nsbox._options import CALL_OPTIONS, OPTIONS
 
-    assert NamespaceOptions.__optional_keys__ == NAMESPACE_DEFAULTS.keys() - {"init", "root"}
+    # Those of a box that runs a command, but what only a command can have (an init, a root, a target to
+    # join, namespaces to persist); `user` is a parameter of both.
+    assert CALL_OPTIONS == OPTIONS.keys() - {"init", "root", "persist", "target"}
 
 
 def test_options_are_checked_before_forking() -> None:
@@ -229,7 +230,7 @@ def test_options_are_checked_before_forking() -> None:
 
 def test_a_step_that_fails_is_an_oserror_naming_it() -> None:
     # A user namespace does not own the host's PID namespace: proc cannot be mounted for it, even by root.
-    with pytest.raises(PermissionError, match=r"cannot mount a new proc on /proc: Operation not permitted"):
+    with pytest.raises(PermissionError, match=r"cannot mount a new proc on '/proc': Operation not permitted"):
         nsbox.call(int, user=True, mount_proc=True)
 
 

@@ -195,7 +195,8 @@ def test_new_proc_without_pid_namespace_in_a_user_namespace_names_the_step() -> 
     with pytest.raises(PermissionError) as info:
         nsbox.run(["true"], user=True, mount_proc=True, capture_output=True)
     assert info.value.errno == errno.EPERM
-    assert "cannot mount a new proc on /proc" in str(info.value)
+    assert "cannot mount a new proc on '/proc'" in str(info.value)
+    assert info.value.step == "mount_proc"  # type: ignore[attr-defined]
     assert "pid=True" in str(info.value)
     assert fd_count() == fds
     assert children_of(os.getpid()) == []

@@ -578,8 +578,11 @@ def test_root_chroots_before_proc_is_mounted(tiny_root: Path) -> None:
 
 
 def test_root_that_is_not_a_directory_names_the_step(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="cannot change to the box's root directory"):
+    with pytest.raises(FileNotFoundError) as info:
         nsbox.run(["/bin/sh", "-c", "true"], root=tmp_path / "missing", mount=True)
+    # The step, and the path that failed.
+    assert f"cannot change the root to '{tmp_path / 'missing'}'" in str(info.value)
+    assert info.value.step == "root"  # type: ignore[attr-defined]
 
 
 def test_explicit_maps_make_the_command_root_inside_and_unprivileged_outside(world_tmp: Path) -> None:

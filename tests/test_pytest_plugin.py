@@ -143,7 +143,7 @@ def test_plugin_as_root(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "nsbox cannot make the namespaces of @pytest.mark.nsbox(user=True, mount_proc=True): "
-            "PermissionError: [[]Errno 1[]] cannot mount a new proc on /proc: Operation not permitted*"
+            "PermissionError: [[]Errno 1[]] cannot mount a new proc on '/proc': Operation not permitted*"
         ]
     )
 

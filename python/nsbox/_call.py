@@ -14,12 +14,11 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from nsbox import _nsbox
-from nsbox._network import Network
-from nsbox._options import NAMESPACE_DEFAULTS, make_config
+from nsbox._options import CALL_OPTIONS, NamespaceOptions, check_names, prepare
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.12
@@ -66,35 +65,13 @@ class BoxCrashed(ChildProcessError):
         return signal.Signals(-self.returncode) if self.returncode < 0 else None
 
 
-class NamespaceOptions(TypedDict, total=False):
-    """The namespace options :func:`call` takes: those of :func:`nsbox.run` but ``init`` and ``root``."""
-
-    pid: bool
-    mount: bool
-    uts: bool
-    ipc: bool
-    net: bool
-    user: bool | None
-    cgroup: bool
-    time: bool
-    mount_proc: bool
-    propagation: str | None
-    hostname: str | bytes | None
-    uid_map: Sequence[tuple[int, int, int]] | None
-    gid_map: Sequence[tuple[int, int, int]] | None
-    setgroups: str | None
-    monotonic_offset: float | None
-    boottime_offset: float | None
-
-
 def call(
     fn: Callable[..., T],
     args: Iterable[Any] = (),
     kwargs: Mapping[str, Any] | None = None,
     *,
     timeout: float | None = None,
-    network: Network | None = None,
-    ip: str | None = None,
+    user: bool | None = None,
     **options: Unpack[NamespaceOptions],
 ) -> T:
     """Run ``fn(*args, **kwargs)`` in a forked copy of this interpreter inside new namespaces; return its result.
@@ -132,24 +109,10 @@ def call(
     kwargs = {} if kwargs is None else dict(kwargs)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
         raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
-    unknown = sorted(options.keys() - NamespaceOptions.__optional_keys__)
-    if unknown:
-        raise TypeError(f"call() got an unexpected keyword argument {unknown[0]!r}")
-    if network is not None:
-        if not isinstance(network, Network):
-            raise TypeError(f"network must be an nsbox.Network, not {type(network).__name__}")
-        options["net"] = True
-    elif ip is not None:
-        raise ValueError("ip is given without a network: pass network=nsbox.Network(...)")
-    if network is not None and network.private:
-        given = [k for k in ("uid_map", "gid_map", "setgroups") if options.get(k) is not None]
-        if given or options.get("user") is False:
-            raise ValueError(
-                "a box on a network made without root lives in the network's user namespace, "
-                f"where you are root: it cannot take {', '.join(given) or 'user=False'}"
-            )
-    config = make_config({**NAMESPACE_DEFAULTS, **options})
-    link = None if network is None else network._reserve(ip)
+    check_names(options, CALL_OPTIONS, "call")
+    prepared = prepare(options, user)
+    network = prepared.network
+    link = None if network is None else network._reserve(prepared.ip)
     name = _describe(fn)
     deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -162,7 +125,7 @@ def call(
         read_end, write_end = _pipe()
         try:
             _nsbox.fork(
-                config,
+                prepared.spec,
                 functools.partial(_run_in_box, fn, args, kwargs, read_end, write_end),
                 started,
                 lan=None if network is None else network._lan,

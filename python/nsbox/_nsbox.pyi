@@ -1,11 +1,11 @@
 """The compiled core of nsbox. Use :mod:`nsbox` instead: these are its low-level primitives."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import final
 
 __all__ = [
-    "Config",
-    "Lan",
+        "Lan",
+    "Spec",
     "__version__",
     "fork",
     "ipv4_routes",
@@ -22,42 +22,21 @@ __all__ = [
 __version__: str
 
 @final
-class Config:
-    """Checked namespace options, resolved against the caller's uid and gid when made.
+class Spec:
+    """Checked options of a box, resolved against the caller's uid and gid when made.
 
-    Raises ``ValueError`` for values that cannot work (overlapping id maps, an over-long hostname,
-    clock offsets without ``time=True``, an unknown propagation ...).
+    ``options`` has every name of the core's options (``nsbox._options`` makes it). Raises ``ValueError``
+    for values that cannot work (overlapping id maps, an over-long hostname, clock offsets without
+    ``time=True``, an unknown propagation ...), with ``option`` naming the option at fault, if one is.
     """
 
-    def __new__(
-        cls,
-        *,
-        pid: bool = False,
-        mount: bool = False,
-        uts: bool = False,
-        ipc: bool = False,
-        net: bool = False,
-        user: bool | None = None,
-        cgroup: bool = False,
-        time: bool = False,
-        mount_proc: bool = False,
-        propagation: str | None = None,
-        hostname: bytes | None = None,
-        uid_map: Sequence[tuple[int, int, int]] | None = None,
-        gid_map: Sequence[tuple[int, int, int]] | None = None,
-        setgroups: str | None = None,
-        monotonic_offset: float | None = None,
-        boottime_offset: float | None = None,
-        init: bool = False,
-        proc_dir: bytes | None = None,
-        root: bytes | None = None,
-    ) -> Config: ...
+    def __new__(cls, options: Mapping[str, object]) -> Spec: ...
     @property
     def namespaces(self) -> list[str]:
         """The namespaces a spawn creates, by their ``/proc/PID/ns`` names (``"mnt"``, ``"net"`` ...)."""
 
 def spawn(
-    config: Config,
+    config: Spec,
     exec_paths: Sequence[bytes],
     argv: Sequence[bytes],
     env: Sequence[bytes] | None,
@@ -145,7 +124,7 @@ def ipv4_routes() -> list[tuple[str, int]]:
     """(destination, prefix length) of the IPv4 routes of the main table, the default route aside."""
 
 def fork(
-    config: Config,
+    config: Spec,
     child: Callable[[], object],
     started: list[tuple[int, int]],
     lan: Lan | None = None,

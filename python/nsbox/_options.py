@@ -1,45 +1,74 @@
-"""Checking the namespace options and turning them into the core's ``Config``.
+"""The one declaration of a box's options: names, types, defaults, checks, and what the core is given.
+
+``NamespaceOptions`` (what :func:`nsbox.call` takes) and ``BoxOptions`` (what :class:`nsbox.Popen`,
+:func:`nsbox.run` and :func:`nsbox.enter` take, and the pytest marker) are ``TypedDict`` s, so that type
+checkers see every keyword (``run(["true"], pdi=True)`` is an error). Each field's ``Option`` metadata holds
+its default and how it becomes the core's options (``src/spec.rs``'s ``Options``, given as a dict by name).
+Adding an option means a field here, the Rust spec, and the code that acts on it.
 
 Types are checked here, with messages that name the argument; values (map overlaps, hostname length,
-offsets without ``time=True`` ...) are checked by the Rust core, the same way for every caller.
+offsets without ``time=True`` ...) are checked by the Rust core, the same way for every caller. The rules
+that join options to a network or a target are here too, once.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the TypedDicts' Annotated metadata is read at run time. Types
+# that would cost an import here are strings (forward references).
 import os
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
-from nsbox._nsbox import Config
+from nsbox import _nsbox
 
-#: The namespace options every spawning function takes, with their defaults.
-NAMESPACE_DEFAULTS: dict[str, Any] = {
-    "pid": False,
-    "mount": False,
-    "uts": False,
-    "ipc": False,
-    "net": False,
-    "user": None,
-    "cgroup": False,
-    "time": False,
-    "mount_proc": False,
-    "propagation": None,
-    "hostname": None,
-    "uid_map": None,
-    "gid_map": None,
-    "setgroups": None,
-    "monotonic_offset": None,
-    "boottime_offset": None,
-    "init": False,
-    "root": None,
-}
+if TYPE_CHECKING:
+    import ipaddress
 
-_BOOLS = ("pid", "mount", "uts", "ipc", "net", "cgroup", "time", "init")
+    from nsbox._network import Network
+
+#: What paths may be, as in :mod:`subprocess`.
+StrOrBytesPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 
-def _id_map(name: str, value: object) -> list[tuple[int, int, int]] | None:
+def _flag(name: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return {name: value}
+
+
+def _text(name: str, value: object) -> dict[str, Any]:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+    return {name: value}
+
+
+def _path_bytes(name: str, value: object) -> bytes | None:
     if value is None:
         return None
+    if isinstance(value, (str, bytes, os.PathLike)):
+        return os.fsencode(value)
+    raise TypeError(f"{name} must be a path, not {type(value).__name__}")
+
+
+def _path(name: str, value: object) -> dict[str, Any]:
+    return {name: _path_bytes(name, value)}
+
+
+def _mount_proc(name: str, value: object) -> dict[str, Any]:
+    # True, or a directory to mount proc on (unshare --mount-proc=DIR).
+    if isinstance(value, bool):
+        return {name: value, "proc_dir": None}
+    return {name: True, "proc_dir": _path_bytes(name, value)}
+
+
+def _hostname(name: str, value: object) -> dict[str, Any]:
+    if value is not None and not isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be str or bytes, not {type(value).__name__}")
+    return {name: None if value is None else os.fsencode(value)}
+
+
+def _id_map(name: str, value: object) -> dict[str, Any]:
+    if value is None:
+        return {name: None}
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise TypeError(f"{name} must be a list of (inside, outside, count) tuples, not {type(value).__name__}")
     ranges = []
@@ -52,65 +81,121 @@ def _id_map(name: str, value: object) -> list[tuple[int, int, int]] | None:
             if not 0 <= part < 2**32:
                 raise ValueError(f"{name}: {part} in {item!r} is not an id (0 to 4294967294)")
         ranges.append((item[0], item[1], item[2]))
-    return ranges
+    return {name: ranges}
 
 
-def _offset(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def _seconds(name: str, value: object) -> dict[str, Any]:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    return float(value)
+    return {name: None if value is None else float(value)}
 
 
-def _path(name: str, value: object) -> bytes | None:
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes, os.PathLike)):
-        return os.fsencode(value)
-    raise TypeError(f"{name} must be a path, not {type(value).__name__}")
+@dataclass(frozen=True)
+class Option:
+    """A field's metadata: its default, and how it becomes the core's options (``None``: not the core's)."""
+
+    default: object
+    core: Callable[[str, object], dict[str, Any]] | None = None
 
 
-def _choice(name: str, value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+class NamespaceOptions(TypedDict, total=False):
+    """The options of a box that :func:`nsbox.call` takes too (besides ``user``, a parameter of its own)."""
+
+    pid: Annotated[bool, Option(False, _flag)]
+    mount: Annotated[bool, Option(False, _flag)]
+    uts: Annotated[bool, Option(False, _flag)]
+    ipc: Annotated[bool, Option(False, _flag)]
+    net: Annotated[bool, Option(False, _flag)]
+    cgroup: Annotated[bool, Option(False, _flag)]
+    time: Annotated[bool, Option(False, _flag)]
+    mount_proc: Annotated[bool | StrOrBytesPath, Option(False, _mount_proc)]
+    propagation: Annotated[str | None, Option(None, _text)]
+    hostname: Annotated[str | bytes | None, Option(None, _hostname)]
+    uid_map: Annotated[Sequence[tuple[int, int, int]] | None, Option(None, _id_map)]
+    gid_map: Annotated[Sequence[tuple[int, int, int]] | None, Option(None, _id_map)]
+    setgroups: Annotated[str | None, Option(None, _text)]
+    monotonic_offset: Annotated[float | None, Option(None, _seconds)]
+    boottime_offset: Annotated[float | None, Option(None, _seconds)]
+    network: Annotated["Network | None", Option(None)]
+    ip: Annotated["str | ipaddress.IPv4Address | None", Option(None)]
 
 
-def make_config(options: dict[str, Any]) -> Config:
-    """Build a checked ``Config`` from namespace options (keys of :data:`NAMESPACE_DEFAULTS`)."""
-    for name in _BOOLS:
-        if not isinstance(options[name], bool):
-            raise TypeError(f"{name} must be True or False, not {options[name]!r}")
-    user = options["user"]
+class BoxOptions(NamespaceOptions, total=False):
+    """The options of a box that runs a command (:class:`nsbox.Popen`, :func:`nsbox.run`, :func:`nsbox.enter`)."""
+
+    init: Annotated[bool, Option(False, _flag)]
+    root: Annotated[StrOrBytesPath | None, Option(None, _path)]
+    persist: Annotated[StrOrBytesPath | None, Option(None)]
+    target: Annotated[int | StrOrBytesPath | None, Option(None)]
+
+
+#: Every option by name, in the order of the declaration, with its metadata.
+OPTIONS: dict[str, Option] = {
+    name: next(m for m in hint.__metadata__ if isinstance(m, Option))
+    for name, hint in BoxOptions.__annotations__.items()
+}
+#: The options :func:`nsbox.call` takes.
+CALL_OPTIONS = frozenset(NamespaceOptions.__optional_keys__)
+
+
+@dataclass
+class Prepared:
+    """Checked options, ready to spawn with: the core's spec, and what the Python layer acts on itself."""
+
+    spec: _nsbox.Spec
+    network: "Network | None" = None
+    ip: object = None
+    persist: "StrOrBytesPath | None" = None
+    #: (PID, directory of namespace files): what ``target`` joins, if anything.
+    target: "tuple[int | None, str | None]" = (None, None)
+    given: "list[str]" = field(default_factory=list)
+
+
+def check_names(options: Mapping[str, object], allowed: Iterable[str], caller: str) -> None:
+    """``TypeError`` for a keyword ``caller`` does not take, as Python raises it for a plain function."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
+
+
+def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
+    """Check ``options`` and ``user``, and build the core's spec, before anything is made.
+
+    ``options`` has names of :data:`OPTIONS` (missing ones take their defaults); ``user`` is the user
+    namespace: ``None``, ``True`` or ``False``.
+    """
+    from nsbox._network import Network
+
+    given = {name: value for name, value in options.items() if value != OPTIONS[name].default}
     if user is not None and not isinstance(user, bool):
         raise TypeError(f"user must be None, True or False, not {user!r}")
-    mount_proc = options["mount_proc"]
-    # True, or a directory to mount proc on (unshare --mount-proc=DIR).
-    proc_dir = None if isinstance(mount_proc, bool) else _path("mount_proc", mount_proc)
-    hostname = options["hostname"]
-    if hostname is not None:
-        if not isinstance(hostname, (str, bytes)):
-            raise TypeError(f"hostname must be str or bytes, not {type(hostname).__name__}")
-        hostname = os.fsencode(hostname)
-    return Config(
-        pid=options["pid"],
-        mount=options["mount"],
-        uts=options["uts"],
-        ipc=options["ipc"],
-        net=options["net"],
-        user=user,
-        cgroup=options["cgroup"],
-        time=options["time"],
-        mount_proc=bool(mount_proc),
-        propagation=_choice("propagation", options["propagation"]),
-        hostname=hostname,
-        uid_map=_id_map("uid_map", options["uid_map"]),
-        gid_map=_id_map("gid_map", options["gid_map"]),
-        setgroups=_choice("setgroups", options["setgroups"]),
-        monotonic_offset=_offset("monotonic_offset", options["monotonic_offset"]),
-        boottime_offset=_offset("boottime_offset", options["boottime_offset"]),
-        init=options["init"],
-        proc_dir=proc_dir,
-        root=_path("root", options["root"]),
-    )
+    values = {name: options.get(name, meta.default) for name, meta in OPTIONS.items()}
+    network, ip, target = values["network"], values["ip"], values["target"]
+    if network is not None:
+        if not isinstance(network, Network):
+            raise TypeError(f"network must be an nsbox.Network, not {type(network).__name__}")
+        if target is not None:
+            raise ValueError("target joins existing namespaces; it cannot be combined with network")
+        if network.private:
+            maps = [k for k in ("uid_map", "gid_map", "setgroups") if values[k] is not None]
+            if maps or user is False:
+                raise ValueError(
+                    "a box on a network made without root lives in the network's user namespace, "
+                    f"where you are root: it cannot take {', '.join(maps) or 'user=False'}"
+                )
+        values["net"] = True
+    elif ip is not None:
+        raise ValueError("ip is given without a network: pass network=nsbox.Network(...)")
+    joined: tuple[int | None, str | None] = (None, None)
+    if target is not None:
+        asked = [name for name in given if name not in ("target", "persist")] + (["user"] if user is not None else [])
+        if asked:
+            raise ValueError(f"target joins existing namespaces; it cannot be combined with {', '.join(asked)}")
+        if isinstance(target, bool) or not isinstance(target, (int, str, bytes, os.PathLike)):
+            raise TypeError(f"target must be a PID or a directory of namespace files, not {target!r}")
+        joined = (target, None) if isinstance(target, int) else (None, os.fsdecode(target))
+    core: dict[str, Any] = {"user": user}
+    for name, meta in OPTIONS.items():
+        if meta.core is not None:
+            core.update(meta.core(name, values[name]))
+    return Prepared(_nsbox.Spec(core), network, ip, values["persist"], joined, list(given))

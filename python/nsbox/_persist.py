@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12
 
 from nsbox import _nsbox
-from nsbox._popen import Args, StrOrBytesPath
+from nsbox._options import StrOrBytesPath
+from nsbox._popen import Args, ExecArgs
 from nsbox._run import run
 
 
@@ -25,7 +29,7 @@ def release(path: StrOrBytesPath) -> list[str]:
     return _nsbox.release(os.fsdecode(path))
 
 
-def enter(target: int | StrOrBytesPath, args: Args, **run_options: Any) -> Any:
+def enter(target: int | StrOrBytesPath, args: Args, **run_options: Unpack[ExecArgs]) -> Any:
     """Run ``args`` in the namespaces of a process (a PID) or of persisted files (a directory).
 
     Like ``nsenter --target PID --all``: the user namespace is joined first, then the others, and the

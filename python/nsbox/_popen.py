@@ -4,23 +4,70 @@ from __future__ import annotations
 
 import errno
 import html
-import ipaddress
 import os
 import subprocess
 import sys
 import time as _time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12
 
 from nsbox import _inspect, _nsbox
 from nsbox._network import Network
-from nsbox._options import NAMESPACE_DEFAULTS, make_config
+from nsbox._options import OPTIONS, BoxOptions, StrOrBytesPath, check_names, prepare
 
 #: What ``args`` may be, as in :mod:`subprocess`.
-StrOrBytesPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 Args = StrOrBytesPath | Sequence[StrOrBytesPath]
 File = None | int | IO[Any]
+
+
+class PopenArgs(TypedDict, total=False):
+    """:class:`subprocess.Popen`'s keyword arguments, as :class:`Popen` and :func:`nsbox.run` take them."""
+
+    bufsize: int
+    executable: StrOrBytesPath | None
+    stdin: File
+    stdout: File
+    stderr: File
+    preexec_fn: Callable[[], Any] | None
+    close_fds: bool
+    shell: bool
+    cwd: StrOrBytesPath | None
+    env: Mapping[Any, Any] | None
+    universal_newlines: bool | None
+    startupinfo: Any
+    creationflags: int
+    restore_signals: bool
+    start_new_session: bool
+    pass_fds: Collection[int]
+    user: bool | str | int | None
+    group: str | int | None
+    extra_groups: Iterable[str | int] | None
+    encoding: str | None
+    errors: str | None
+    text: bool | None
+    umask: int
+    pipesize: int
+    process_group: int | None
+
+
+class RunOptions(PopenArgs, BoxOptions, total=False):
+    """Every keyword argument :class:`Popen` takes (and :func:`nsbox.run`, with its own few)."""
+
+
+class ExecArgs(PopenArgs, total=False):
+    """What :meth:`Popen.exec` and :func:`nsbox.enter` take: :func:`subprocess.run`'s arguments.
+
+    No namespace options: the box's namespaces are joined.
+    """
+
+    input: Any
+    capture_output: bool
+    timeout: float | None
+    check: bool
 
 
 class Popen(subprocess.Popen[Any]):
@@ -101,27 +148,7 @@ class Popen(subprocess.Popen[Any]):
         umask: int = -1,
         pipesize: int = -1,
         process_group: int | None = None,
-        pid: bool = False,
-        mount: bool = False,
-        uts: bool = False,
-        ipc: bool = False,
-        net: bool = False,
-        cgroup: bool = False,
-        time: bool = False,
-        mount_proc: bool | StrOrBytesPath = False,
-        propagation: str | None = None,
-        hostname: str | bytes | None = None,
-        uid_map: Sequence[tuple[int, int, int]] | None = None,
-        gid_map: Sequence[tuple[int, int, int]] | None = None,
-        setgroups: str | None = None,
-        monotonic_offset: float | None = None,
-        boottime_offset: float | None = None,
-        init: bool = False,
-        root: StrOrBytesPath | None = None,
-        persist: StrOrBytesPath | None = None,
-        target: int | StrOrBytesPath | None = None,
-        network: Network | None = None,
-        ip: str | ipaddress.IPv4Address | None = None,
+        **options: Unpack[BoxOptions],
     ) -> None:
         if preexec_fn is not None:
             raise ValueError(
@@ -144,58 +171,15 @@ class Popen(subprocess.Popen[Any]):
                 f"user must be None, True or False (a user namespace), or a user name or uid to run as, not {user!r}"
             )
         run_as = None if user is None or isinstance(user, bool) else user
-        options = dict(NAMESPACE_DEFAULTS)
-        options.update(
-            pid=pid,
-            mount=mount,
-            uts=uts,
-            ipc=ipc,
-            net=net,
-            user=None if run_as is not None else user,
-            cgroup=cgroup,
-            time=time,
-            mount_proc=mount_proc,
-            propagation=propagation,
-            hostname=hostname,
-            uid_map=uid_map,
-            gid_map=gid_map,
-            setgroups=setgroups,
-            monotonic_offset=monotonic_offset,
-            boottime_offset=boottime_offset,
-            init=init,
-            root=root,
-        )
-        self._nsbox_target: tuple[int | None, str | None] = (None, None)
+        user_namespace = user if isinstance(user, bool) else None
+        check_names(options, OPTIONS, "Popen")
         self._exec_children = []
-        self._nsbox_network: Network | None = None
         self._nsbox_link: tuple[str, str] | None = None
-        if network is not None:
-            if not isinstance(network, Network):
-                raise TypeError(f"network must be an nsbox.Network, not {type(network).__name__}")
-            if target is not None:
-                raise ValueError("target joins existing namespaces; it cannot be combined with network")
-            if network.private:
-                given = [k for k in ("uid_map", "gid_map", "setgroups") if options[k] is not None]
-                if given or user is False:
-                    raise ValueError(
-                        "a box on a network made without root lives in the network's user namespace, "
-                        f"where you are root: it cannot take {', '.join(given) or 'user=False'}"
-                    )
-            options["net"] = True
-        elif ip is not None:
-            raise ValueError("ip is given without a network: pass network=nsbox.Network(...)")
-        if target is not None:
-            asked = [k for k, v in options.items() if v != NAMESPACE_DEFAULTS[k]]
-            if asked:
-                raise ValueError(f"target joins existing namespaces; it cannot be combined with {', '.join(asked)}")
-            if isinstance(target, bool) or not isinstance(target, (int, str, bytes, os.PathLike)):
-                raise TypeError(f"target must be a PID or a directory of namespace files, not {target!r}")
-            self._nsbox_target = (target, None) if isinstance(target, int) else (None, os.fsdecode(target))
         # Checked before any pipe is made: bad options leave nothing behind.
-        self._nsbox_config = make_config(options)
+        self._prepared = prepare(options, user_namespace)
+        network = self._prepared.network
         if network is not None:
-            self._nsbox_link = network._reserve(ip)
-            self._nsbox_network = network
+            self._nsbox_link = network._reserve(self._prepared.ip)
         try:
             super().__init__(
                 args,
@@ -223,8 +207,8 @@ class Popen(subprocess.Popen[Any]):
             )
             if network is not None and self._nsbox_link is not None:
                 network._bind(self._nsbox_link[1], self)
-            if persist is not None:
-                self.persist(persist)
+            if self._prepared.persist is not None:
+                self.persist(self._prepared.persist)
         except BaseException:
             # First, and in one call that Python's signal handlers cannot interrupt: an interrupt raised
             # as the spawn returned (or later in __init__) must not leave a running box nobody knows of.
@@ -250,12 +234,12 @@ class Popen(subprocess.Popen[Any]):
     @property
     def network(self) -> Network | None:
         """The :class:`nsbox.Network` the box joined, if any."""
-        return self._nsbox_network
+        return self._prepared.network
 
     @property
     def namespaces_created(self) -> list[str]:
         """The namespaces this box was given, by their ``/proc/PID/ns`` names."""
-        return self._nsbox_config.namespaces
+        return self._prepared.spec.namespaces
 
     # -- Looking at the box from the host -------------------------------------------------------
 
@@ -291,7 +275,7 @@ class Popen(subprocess.Popen[Any]):
 
     # -- Entering it ----------------------------------------------------------------------------
 
-    def exec(self, args: Args, **run_options: Any) -> subprocess.CompletedProcess[Any]:
+    def exec(self, args: Args, **run_options: Unpack[ExecArgs]) -> subprocess.CompletedProcess[Any]:
         """Run ``args`` inside all of the box's namespaces, like ``docker exec`` / ``nsenter --all``.
 
         Takes :func:`nsbox.run`'s options (``capture_output``, ``text``, ``input``, ``timeout``,
@@ -306,7 +290,7 @@ class Popen(subprocess.Popen[Any]):
         self._require_running("exec into the box")
         return run(args, target=self.pid, **run_options)
 
-    def exec_popen(self, args: Args, **popen_options: Any) -> Popen:
+    def exec_popen(self, args: Args, **popen_options: Unpack[PopenArgs]) -> Popen:
         """The :class:`Popen` form of :meth:`exec`: start ``args`` inside the box and return at once.
 
         The box keeps track of it: :meth:`wait` and :meth:`poll` on the box reap it once it has exited.
@@ -373,9 +357,9 @@ class Popen(subprocess.Popen[Any]):
                 except OSError:
                     pass
             parts.append(f"pid={pid}{inside}")
-        config = getattr(self, "_nsbox_config", None)
-        if config is not None:
-            parts.append(f"namespaces=[{', '.join(config.namespaces) or 'none'}]")
+        prepared = getattr(self, "_prepared", None)
+        if prepared is not None:
+            parts.append(f"namespaces=[{', '.join(prepared.spec.namespaces) or 'none'}]")
         parts.append("not started" if pid is None else "running" if returncode is None else f"exited {returncode}")
         args = f": {self.args!r}" if hasattr(self, "args") else ""
         return f"{' '.join(parts)}{args}>"
@@ -454,7 +438,7 @@ class Popen(subprocess.Popen[Any]):
             exec_paths = [os.path.join(os.fsencode(d), program) for d in os.get_exec_path(env)]
         # The core records the PID on self (pid, _child_created) before it returns: see kill_and_reap.
         _nsbox.spawn(
-            self._nsbox_config,
+            self._prepared.spec,
             exec_paths,
             argv,
             env_list,
@@ -465,9 +449,9 @@ class Popen(subprocess.Popen[Any]):
             process_group,
             program=executable,
             cwd_for_errors=cwd,
-            target_pid=self._nsbox_target[0],
-            target_dir=self._nsbox_target[1],
-            lan=None if self._nsbox_network is None else self._nsbox_network._lan,
+            target_pid=self._prepared.target[0],
+            target_dir=self._prepared.target[1],
+            lan=None if self._prepared.network is None else self._prepared.network._lan,
             veth=None if self._nsbox_link is None else self._nsbox_link[0],
             address=None if self._nsbox_link is None else self._nsbox_link[1],
             umask=umask,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12
 
 from nsbox import _nsbox
-from nsbox._popen import Args, Popen
+from nsbox._popen import Args, Popen, RunOptions
 
 
 def run(
@@ -16,7 +19,7 @@ def run(
     capture_output: bool = False,
     timeout: float | None = None,
     check: bool = False,
-    **kwargs: Any,
+    **kwargs: Unpack[RunOptions],
 ) -> subprocess.CompletedProcess[Any]:
     """Run ``args`` in new namespaces, wait for it, and return a :class:`subprocess.CompletedProcess`.
 

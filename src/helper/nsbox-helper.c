@@ -16,7 +16,7 @@
  *
  * argv: nsbox-helper MODE ERRFD TIMEFD NPATHS PATH... ARGV...
  *       nsbox-helper janitor FD HEX-MESSAGE
- * Failures are written to ERRFD as nsbox's (stage, errno) record, like nsbox's own child does.
+ * Failures are written to ERRFD as nsbox's (step, errno) record, like nsbox's own child does.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -37,8 +37,8 @@
 #define CLONE_NEWTIME 0x00000080
 #endif
 
-/* Must match src/errors.rs. */
-enum { STAGE_EXEC = 17, STAGE_INIT = 19, STAGE_JOIN_TIME = 27, STAGE_RUNNING = 31, STAGE_HANDOFF = 36 };
+/* The step and message codes, generated from the Rust source by build.rs. */
+#include "nsbox-protocol.h"
 
 extern char **environ;
 static int errfd = -1;
@@ -58,9 +58,9 @@ static void report(uint32_t stage, int32_t err) {
 /* exec mode: a pipe of our own replaces ERRFD; nsbox gets its read end with a "handoff" record. */
 static void hand_over_exec_pipe(void) {
     int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) report(STAGE_HANDOFF, errno);
+    if (pipe2(p, O_CLOEXEC) < 0) report(NSBOX_STEP_EXEC_PIPE, errno);
     unsigned char rec[8];
-    uint32_t stage = STAGE_HANDOFF;
+    uint32_t stage = NSBOX_MSG_HANDOFF;
     int32_t zero = 0;
     memcpy(rec, &stage, 4);
     memcpy(rec + 4, &zero, 4);
@@ -79,7 +79,7 @@ static void hand_over_exec_pipe(void) {
     memcpy(CMSG_DATA(cmsg), &p[0], sizeof(int));
     ssize_t n;
     do n = sendmsg(errfd, &msg, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)sizeof rec) report(STAGE_HANDOFF, n < 0 ? errno : EIO);
+    if (n != (ssize_t)sizeof rec) report(NSBOX_STEP_EXEC_PIPE, n < 0 ? errno : EIO);
     close(p[0]);
     close(errfd);
     errfd = p[1];
@@ -92,7 +92,7 @@ static void exec_command(char **paths, int npaths, char **argv) {
         last = errno;
         if (last != ENOENT && last != ENOTDIR && saved == 0) saved = last;
     }
-    report(STAGE_EXEC, saved ? saved : last);
+    report(NSBOX_STEP_EXEC, saved ? saved : last);
 }
 
 static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGWINCH, SIGCONT, SIGALRM};
@@ -116,9 +116,9 @@ static int init(int argc, char **argv_all, char **paths, int npaths, char **argv
        ("running", or the command's failure) and never for EOF on its error pipe, whose write end
        another process of the caller's may have inherited. */
     int synced[2];
-    if (pipe2(synced, O_CLOEXEC) < 0) report(STAGE_INIT, errno);
+    if (pipe2(synced, O_CLOEXEC) < 0) report(NSBOX_STEP_INIT, errno);
     pid_t child = fork();
-    if (child < 0) report(STAGE_INIT, errno);
+    if (child < 0) report(NSBOX_STEP_INIT, errno);
     if (child == 0) {
         sigprocmask(SIG_SETMASK, &old, NULL);
         exec_command(paths, npaths, argv);
@@ -131,7 +131,7 @@ static int init(int argc, char **argv_all, char **paths, int npaths, char **argv
     /* Named before nsbox hears "running", so that a process list taken then shows "nsbox-init". */
     retitle(argc, argv_all);
     /* After a failure the command wrote its record before exiting: nsbox reads that one first. */
-    send_record(STAGE_RUNNING, 0);
+    send_record(NSBOX_MSG_RUNNING, 0);
     close(errfd);
 
     for (;;) {
@@ -199,7 +199,7 @@ int main(int argc, char **argv) {
     fcntl(errfd, F_SETFD, FD_CLOEXEC);
 
     if (timefd >= 0) {
-        if (setns(timefd, CLONE_NEWTIME) < 0) report(STAGE_JOIN_TIME, errno);
+        if (setns(timefd, CLONE_NEWTIME) < 0) report(NSBOX_STEP_JOIN_TIME, errno);
         close(timefd);
     }
     if (strcmp(mode, "init") == 0) return init(argc, argv, paths, npaths, command);
