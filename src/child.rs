@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use libc::{c_char, c_int};
 
-use crate::namespace::Namespace;
 use crate::errors::Step;
-use crate::protocol::Message;
+use crate::namespace::Namespace;
 use crate::netlink::{Eth0, INDEX_OFFSET};
-use crate::spec::{Spec, Setgroups};
+use crate::protocol::Message;
+use crate::spec::{Setgroups, Spec};
 
 extern "C" {
     static environ: *const *const c_char;

@@ -1,4 +1,5 @@
-//! Joining the namespaces of a running box (or of persisted namespace files), as `nsenter` does.
+//! Joining the namespaces of a running box, of persisted namespace files, or of any namespace files, as
+//! `nsenter` does.
 //!
 //! Everything is opened here, in the parent; the child only calls `setns` on the fds, user namespace
 //! first so that it holds the capabilities to join the rest.
@@ -10,9 +11,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use libc::c_int;
-
-use crate::errors::{Error, Step};
+use crate::errors::{quoted, Error, Step};
+use crate::namespace::Namespace;
 
 /// Whose namespaces to join.
 #[derive(Debug, Clone)]
@@ -21,31 +21,30 @@ pub enum Target {
     Pid(i32),
     /// A directory of namespace files named by kind (`net`, `mnt`, ...), e.g. made by `persist`.
     Dir(PathBuf),
+    /// Namespace files, each of a kind (`nsenter --net=FILE ...`).
+    Files(Vec<(Namespace, PathBuf)>),
 }
 
-/// The order of joining: user first, then what it owns; pid last before time.
-const ORDER: [(&str, c_int, Step); 7] = [
-    ("user", libc::CLONE_NEWUSER, Step::JoinUser),
-    ("mnt", libc::CLONE_NEWNS, Step::JoinMount),
-    ("uts", libc::CLONE_NEWUTS, Step::JoinUts),
-    ("ipc", libc::CLONE_NEWIPC, Step::JoinIpc),
-    ("net", libc::CLONE_NEWNET, Step::JoinNet),
-    ("cgroup", libc::CLONE_NEWCGROUP, Step::JoinCgroup),
-    ("pid", libc::CLONE_NEWPID, Step::JoinPid),
-];
+/// A namespace to join: the fd, and its kind.
+#[derive(Debug)]
+pub struct Joined {
+    pub fd: OwnedFd,
+    pub kind: Namespace,
+}
 
 /// Open fds for the child to join.
 #[derive(Debug, Default)]
 pub struct Join {
-    /// (fd, nstype, stage), in joining order; only namespaces that differ from the caller's.
-    pub namespaces: Vec<(OwnedFd, c_int, Step)>,
+    /// In joining order ([`Namespace::JOIN_ORDER`]), the time namespace aside; only namespaces that differ
+    /// from the caller's.
+    pub namespaces: Vec<Joined>,
     /// A time namespace is joined by the helper program (setns needs a process with its own memory).
     pub time: Option<OwnedFd>,
     pub root: Option<OwnedFd>,
     pub cwd: Option<OwnedFd>,
 }
 
-fn open(path: &Path, flags: c_int) -> std::io::Result<OwnedFd> {
+fn open(path: &Path, flags: libc::c_int) -> std::io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: open(2) on a valid C string; `own_fd` takes the result (at 3 or above: the child's dup2s
     // onto 0-2 must not clobber a namespace fd it has yet to join).
@@ -55,7 +54,11 @@ fn open(path: &Path, flags: c_int) -> std::io::Result<OwnedFd> {
 fn describe(target: &Target) -> String {
     match target {
         Target::Pid(pid) => format!("process {pid}"),
-        Target::Dir(dir) => dir.display().to_string(),
+        Target::Dir(dir) => quoted(dir.to_string_lossy()),
+        Target::Files(files) => {
+            let names: Vec<String> = files.iter().map(|(_, path)| quoted(path.to_string_lossy())).collect();
+            names.join(", ")
+        }
     }
 }
 
@@ -68,54 +71,65 @@ fn open_error(target: &Target, err: &std::io::Error) -> Error {
         }
         _ => (errno, format!("open the namespaces of {}", describe(target))),
     };
-    Error::os(Step::JoinUser, errno).with_what(what)
+    Error::os(Step::Target, errno).with_what(what)
+}
+
+impl Target {
+    /// Where the target's namespace of kind `ns` is, or `None` when it has none of that kind.
+    fn path_of(&self, ns: Namespace) -> Option<PathBuf> {
+        match self {
+            Target::Pid(pid) => Some(PathBuf::from(format!("/proc/{pid}/ns/{}", ns.proc_name()))),
+            Target::Dir(dir) => Some(dir.join(ns.proc_name())),
+            Target::Files(files) => files.iter().find(|(kind, _)| *kind == ns).map(|(_, path)| path.clone()),
+        }
+    }
 }
 
 impl Join {
     /// Opens the target's namespaces that differ from ours.
     pub fn open(target: &Target) -> Result<Join, Error> {
-        let dir = match target {
-            Target::Pid(pid) => PathBuf::from(format!("/proc/{pid}")),
-            Target::Dir(dir) => dir.clone(),
+        // The process, or the directory, must be there (each namespace file is checked below).
+        let whole = match target {
+            Target::Pid(pid) => Some(PathBuf::from(format!("/proc/{pid}"))),
+            Target::Dir(dir) => Some(dir.clone()),
+            Target::Files(_) => None,
         };
-        let ns_path = |kind: &str| match target {
-            Target::Pid(_) => dir.join("ns").join(kind),
-            Target::Dir(_) => dir.join(kind),
-        };
-        fs::metadata(&dir).map_err(|e| open_error(target, &e))?;
+        if let Some(whole) = whole {
+            fs::metadata(whole).map_err(|e| open_error(target, &e))?;
+        }
         let mut join = Join::default();
-        let kinds = ORDER.iter().map(|&(k, t, s)| (k, t, s)).chain([("time", libc::CLONE_NEWTIME, Step::JoinTime)]);
-        for (kind, nstype, stage) in kinds {
-            let path = ns_path(kind);
+        let mut found = 0;
+        for kind in Namespace::JOIN_ORDER {
+            let Some(path) = target.path_of(kind) else { continue };
             let theirs = match fs::metadata(&path) {
                 Ok(meta) => meta,
                 // A directory holds only the kinds that were persisted.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && matches!(target, Target::Dir(_)) => continue,
                 Err(e) => return Err(open_error(target, &e)),
             };
-            let ours = fs::metadata(format!("/proc/self/ns/{kind}")).map_err(|e| open_error(target, &e))?;
+            found += 1;
+            let ours =
+                fs::metadata(format!("/proc/self/ns/{}", kind.proc_name())).map_err(|e| open_error(target, &e))?;
             if theirs.ino() == ours.ino() && theirs.dev() == ours.dev() {
                 continue;
             }
             let fd = open(&path, libc::O_RDONLY).map_err(|e| open_error(target, &e))?;
-            if nstype == libc::CLONE_NEWTIME {
+            if kind == Namespace::Time {
                 join.time = Some(fd);
             } else {
-                join.namespaces.push((fd, nstype, stage));
+                join.namespaces.push(Joined { fd, kind });
             }
         }
-        if let Target::Dir(dir) = target {
-            // A directory without a single namespace file (released, or never persisted) must not quietly
-            // run the command in the caller's own namespaces.
-            if !ORDER.iter().map(|(k, _, _)| *k).chain(["time"]).any(|k| dir.join(k).exists()) {
-                return Err(Error::os(Step::JoinUser, libc::ENOENT)
-                    .with_what(format!("enter {}: it holds no namespace files", dir.display())));
-            }
+        if found == 0 {
+            // No namespace file at all (released, or never persisted): the command must not quietly run in
+            // the caller's own namespaces.
+            return Err(Error::os(Step::Target, libc::ENOENT)
+                .with_what(format!("enter {}: it holds no namespace files", describe(target))));
         }
-        if let Target::Pid(_) = target {
+        if let Target::Pid(pid) = target {
             let flags = libc::O_PATH | libc::O_DIRECTORY;
-            join.root = Some(open(&dir.join("root"), flags).map_err(|e| open_error(target, &e))?);
-            join.cwd = Some(open(&dir.join("cwd"), flags).map_err(|e| open_error(target, &e))?);
+            join.root = Some(open(Path::new(&format!("/proc/{pid}/root")), flags).map_err(|e| open_error(target, &e))?);
+            join.cwd = Some(open(Path::new(&format!("/proc/{pid}/cwd")), flags).map_err(|e| open_error(target, &e))?);
         }
         Ok(join)
     }
@@ -123,6 +137,12 @@ impl Join {
     /// Joining a PID namespace only affects children: the child must fork once more after `setns`.
     #[must_use]
     pub fn enters_pid_namespace(&self) -> bool {
-        self.namespaces.iter().any(|(_, t, _)| *t == libc::CLONE_NEWPID)
+        self.namespaces.iter().any(|j| j.kind == Namespace::Pid)
+    }
+
+    /// Whether a user namespace is among those to join.
+    #[must_use]
+    pub fn enters_user_namespace(&self) -> bool {
+        self.namespaces.iter().any(|j| j.kind == Namespace::User)
     }
 }

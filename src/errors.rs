@@ -154,9 +154,7 @@ impl Hint {
     #[must_use]
     pub const fn text(self) -> &'static str {
         match self {
-            Hint::NeedsUserNamespace => {
-                "unprivileged callers need a user namespace: leave user=None or pass user=True"
-            }
+            Hint::NeedsUserNamespace => "unprivileged callers need a user namespace: leave user=None or pass user=True",
             Hint::UserNamespacesDisabled => {
                 "unprivileged user namespaces may be disabled: see /proc/sys/user/max_user_namespaces \
                  and kernel.apparmor_restrict_unprivileged_userns"

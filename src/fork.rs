@@ -41,11 +41,11 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use libc::{c_int, c_void, pid_t};
 
 use crate::child::{self, Setup};
-use crate::namespace::Namespace;
 use crate::errors::{Error, Step};
-use crate::protocol::Message;
+use crate::namespace::Namespace;
 use crate::netlink::Eth0;
 use crate::network::Lan;
+use crate::protocol::Message;
 use crate::spawn::{
     failure, kill_and_reap, last_errno, read_record, reap, wait_or_read_what_is_there, watch, write_maps_for, Channels,
     Read,

@@ -6,16 +6,16 @@
 pub mod child;
 pub mod enter;
 pub mod errors;
-pub mod namespace;
-pub mod protocol;
 pub mod fork;
 pub mod fork_id;
 mod helper;
 pub mod idmap;
+pub mod namespace;
 pub mod netlink;
 pub mod network;
 pub mod persist;
 pub mod procfs;
+pub mod protocol;
 pub mod spawn;
 pub mod spawner;
 pub mod spec;

@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 
 use libc::{c_int, pid_t};
 
-use crate::namespace::Namespace;
 use crate::errors::{Error, Hint, Step};
 use crate::fork_id::process_generation;
+use crate::namespace::Namespace;
 use crate::netlink::{self, Netlink};
 use crate::spawn::{reap, Command};
 use crate::spec::Spec;
@@ -202,8 +202,7 @@ impl Lan {
         if config.parent_writes_maps() {
             return Err(Error::invalid(
                 "a box on a network made without root lives in the network's user namespace, where you are \
-                 root: it takes no uid_map, gid_map or setgroups"
-                    ,
+                 root: it takes no uid_map, gid_map or setgroups",
             ));
         }
         Ok((Spec { user: None, ..config.clone() }, Some(fd)))

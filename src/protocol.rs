@@ -85,10 +85,13 @@ mod tests {
 
     #[test]
     fn every_message_round_trips() {
-        let messages = Step::ALL
-            .iter()
-            .map(|&step| Message::Failed(step, libc::EPERM))
-            .chain([Message::Ready, Message::Forked(4242), Message::Running, Message::Handoff, Message::End]);
+        let messages = Step::ALL.iter().map(|&step| Message::Failed(step, libc::EPERM)).chain([
+            Message::Ready,
+            Message::Forked(4242),
+            Message::Running,
+            Message::Handoff,
+            Message::End,
+        ]);
         for message in messages {
             assert_eq!(Message::decode(&message.encode()), Ok(message));
         }

@@ -10,9 +10,10 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::enter::{Join, Target};
-use crate::errors::{strerror, Error, Hint, Step};
+use crate::enter::{Join, Joined, Target};
+use crate::errors::{quoted, strerror, Error, Hint, Step};
 use crate::idmap::IdRange;
+use crate::namespace::Namespace;
 use crate::netlink::Eth0;
 use crate::spawn::{Command, Link};
 use crate::spec::{Caller, Options, Spec};
@@ -37,7 +38,9 @@ fn to_pyerr(err: Error, program: Option<&Bound<'_, PyAny>>, cwd: Option<&Bound<'
                 PyOSError::new_err((f.errno, err.to_string())),
                 vec![("step", Some(f.step.name())), ("hint", f.hint.map(Hint::name))],
             ),
-            Error::Invalid(invalid) => (PyValueError::new_err(invalid.message.clone()), vec![("option", invalid.option)]),
+            Error::Invalid(invalid) => {
+                (PyValueError::new_err(invalid.message.clone()), vec![("option", invalid.option)])
+            }
             Error::Internal(msg) => (PyRuntimeError::new_err(format!("nsbox internal error: {msg}")), vec![]),
         };
         let value = exc.value(py);
@@ -92,6 +95,36 @@ impl PySpec {
     }
 }
 
+/// What `target` may be: a PID, a directory of namespace files, or (kind, file) pairs.
+#[derive(FromPyObject)]
+enum PyTarget {
+    Pid(i32),
+    Dir(PathBuf),
+    Files(Vec<(String, PathBuf)>),
+}
+
+impl PyTarget {
+    fn into_target(self) -> PyResult<Target> {
+        Ok(match self {
+            PyTarget::Pid(pid) => Target::Pid(pid),
+            PyTarget::Dir(dir) => Target::Dir(dir),
+            PyTarget::Files(files) => Target::Files(
+                files
+                    .into_iter()
+                    .map(|(kind, path)| match Namespace::from_proc_name(&kind) {
+                        Some(ns) => Ok((ns, path)),
+                        None => Err(PyValueError::new_err(format!(
+                            "target: {} is not a namespace kind ({})",
+                            quoted(&kind),
+                            Namespace::ALL.map(Namespace::proc_name).join(", ")
+                        ))),
+                    })
+                    .collect::<PyResult<_>>()?,
+            ),
+        })
+    }
+}
+
 /// Starts a process; returns its PID. See `nsbox._nsbox.pyi`.
 ///
 /// On success the PID is also stored on `popen` (`pid`, `_child_created`) before this returns, so that no
@@ -99,7 +132,7 @@ impl PySpec {
 /// a `Popen` that [`kill_and_reap`] can clean up.
 #[pyfunction]
 #[pyo3(signature = (config, exec_paths, argv, env, cwd, stdio, pass_fds, new_session, process_group,
-    program=None, cwd_for_errors=None, target_pid=None, target_dir=None, lan=None, veth=None, address=None,
+    program=None, cwd_for_errors=None, target=None, lan=None, veth=None, address=None,
     umask=None, extra_groups=None, gid=None, uid=None, popen=None))]
 #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
 fn spawn(
@@ -115,8 +148,7 @@ fn spawn(
     process_group: Option<i32>,
     program: Option<Bound<'_, PyAny>>,
     cwd_for_errors: Option<Bound<'_, PyAny>>,
-    target_pid: Option<i32>,
-    target_dir: Option<PathBuf>,
+    target: Option<PyTarget>,
     lan: Option<&Lan>,
     veth: Option<String>,
     address: Option<String>,
@@ -143,12 +175,7 @@ fn spawn(
     command.validate().map_err(|e| to_pyerr(e, None, None))?;
     let config = Arc::clone(&config.inner);
     // The spawn itself runs on a long-lived spawner thread; this thread waits without the GIL.
-    let target = match (target_pid, target_dir) {
-        (Some(pid), None) => Some(Target::Pid(pid)),
-        (None, Some(dir)) => Some(Target::Dir(dir)),
-        (None, None) => None,
-        (Some(_), Some(_)) => return Err(PyValueError::new_err("give target_pid or target_dir, not both")),
-    };
+    let target = target.map(PyTarget::into_target).transpose()?;
     let network = match (lan, veth, address) {
         (Some(lan), Some(veth), Some(address)) => Some((Arc::clone(&lan.inner), veth, ipv4(&address)?)),
         (None, None, None) => None,
@@ -160,8 +187,7 @@ fn spawn(
             return crate::spawn::spawn(&config, &command, join.as_ref(), None);
         };
         let (config, userns) = lan.join(&config)?;
-        let join =
-            userns.map(|fd| Join { namespaces: vec![(fd, libc::CLONE_NEWUSER, Step::JoinUser)], ..Join::default() });
+        let join = userns.map(|fd| Join { namespaces: vec![Joined { fd, kind: Namespace::User }], ..Join::default() });
         let link = Link { lan: &lan, host_name, eth0: Eth0::new(address, lan.prefix(), lan.gateway()) };
         crate::spawn::spawn(&config, &command, join.as_ref(), Some(&link))
     };
@@ -453,5 +479,6 @@ fn _nsbox(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(persist, m)?)?;
     m.add_function(wrap_pyfunction!(release, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("NAMESPACE_KINDS", Namespace::ALL.map(Namespace::proc_name).to_vec())?;
     Ok(())
 }

@@ -32,10 +32,10 @@ use crate::child::{self, Plan, Setup};
 use crate::enter::Join;
 use crate::errors::{quoted_bytes, Error, Hint, OsFailure, Step};
 use crate::namespace::Namespace;
-use crate::protocol::{self, Message};
 use crate::netlink::Eth0;
 use crate::network::Lan;
-use crate::spec::{Spec, Setgroups};
+use crate::protocol::{self, Message};
+use crate::spec::{Setgroups, Spec};
 use crate::stack::ChildStack;
 pub(crate) use crate::sys::{kill_and_reap, last_errno, reap};
 
@@ -364,7 +364,7 @@ impl Route {
         let flags = config.clone_flags();
         if let Some(join) = join {
             // Joining: the namespaces that are new (a box on a private network) are made by the second clone.
-            let joins_user = join.namespaces.iter().any(|(_, t, _)| *t == libc::CLONE_NEWUSER);
+            let joins_user = join.enters_user_namespace();
             return Route {
                 clone_flags: 0,
                 unshare_flags: 0,
@@ -392,12 +392,7 @@ impl Route {
 ///
 /// The child's parent-death signal is tied to the calling thread: call this from a spawner thread (see
 /// [`crate::spawner`]), which then stays until the box has exited.
-pub fn spawn(
-    config: &Spec,
-    command: &Command,
-    join: Option<&Join>,
-    link: Option<&Link>,
-) -> Result<pid_t, Error> {
+pub fn spawn(config: &Spec, command: &Command, join: Option<&Join>, link: Option<&Link>) -> Result<pid_t, Error> {
     command.validate()?;
     let argv = c_array(&command.argv);
     let envp = command.env.as_deref().map(c_array);
@@ -422,8 +417,9 @@ pub fn spawn(
     let helper_strings = helper_mode.map(|mode| helper_argv(mode, err_w, time_fd, command));
     let helper_args = helper_strings.as_deref().map(c_array).unwrap_or_default();
 
-    let join_fds: Vec<(c_int, c_int, Step)> =
-        join.map(|j| j.namespaces.iter().map(|(fd, t, s)| (fd.as_raw_fd(), *t, *s)).collect()).unwrap_or_default();
+    let join_fds: Vec<(c_int, c_int, Step)> = join
+        .map(|j| j.namespaces.iter().map(|n| (n.fd.as_raw_fd(), n.kind.flag(), Step::join(n.kind))).collect())
+        .unwrap_or_default();
     let inner_pid = AtomicI32::new(0);
     let route = Route::new(config, join);
     let fd_of = |fd: Option<&OwnedFd>| fd.map_or(-1, AsRawFd::as_raw_fd);

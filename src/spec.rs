@@ -59,7 +59,9 @@ impl Setgroups {
         match text {
             "deny" => Ok(Setgroups::Deny),
             "allow" => Ok(Setgroups::Allow),
-            other => Err(Error::bad_option("setgroups", format_args!("must be 'allow' or 'deny', not {}", quoted(other)))),
+            other => {
+                Err(Error::bad_option("setgroups", format_args!("must be 'allow' or 'deny', not {}", quoted(other))))
+            }
         }
     }
 }
@@ -224,9 +226,14 @@ impl Options {
             Some(name) if name.is_empty() => return Err(Error::bad_option("hostname", "must not be empty")),
             Some(name) if name.len() > HOSTNAME_MAX => {
                 let len = name.len();
-                return Err(Error::bad_option("hostname", format_args!("is {len} bytes long; the limit is {HOSTNAME_MAX}")));
+                return Err(Error::bad_option(
+                    "hostname",
+                    format_args!("is {len} bytes long; the limit is {HOSTNAME_MAX}"),
+                ));
             }
-            Some(name) => Some(CString::new(name).map_err(|_| Error::bad_option("hostname", "must not contain NUL bytes"))?),
+            Some(name) => {
+                Some(CString::new(name).map_err(|_| Error::bad_option("hostname", "must not contain NUL bytes"))?)
+            }
         };
 
         let has_offsets = self.monotonic_offset.is_some() || self.boottime_offset.is_some();

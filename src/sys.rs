@@ -41,9 +41,8 @@ pub fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
     let mut fds = [-1; 2];
     // SAFETY: pipe2 into a stack array.
     let ret = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    let err = |e: std::io::Error| {
-        Error::os(Step::Clone, e.raw_os_error().unwrap_or(libc::EMFILE)).with_what("create a pipe")
-    };
+    let err =
+        |e: std::io::Error| Error::os(Step::Clone, e.raw_os_error().unwrap_or(libc::EMFILE)).with_what("create a pipe");
     if ret < 0 {
         return Err(err(std::io::Error::last_os_error()));
     }

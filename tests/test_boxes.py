@@ -755,3 +755,27 @@ def test_process_table_repr_aligns_columns_and_html_escapes_commands() -> None:
         assert row.split() == [str(box.pid), str(os.getpid()), "1", "0", "sleep", "1000"]
     finally:
         kill_and_reap(box)
+
+
+def test_enter_joins_namespace_files_given_by_kind() -> None:
+    box = nsbox.Popen(["sleep", "60"], hostname="by-file", net=True)
+    try:
+        files = {"uts": f"/proc/{box.pid}/ns/uts", "net": f"/proc/{box.pid}/ns/net"}
+        r = nsbox.enter(
+            files,
+            ["sh", "-c", "hostname; readlink /proc/self/ns/uts /proc/self/ns/net"],
+            capture_output=True,
+            text=True,
+        )
+        # Inside: the box's hostname and namespaces (the files'), not the host's.
+        name, uts, net = r.stdout.split()
+        assert name == "by-file"
+        assert (uts, net) == (os.readlink(files["uts"]), os.readlink(files["net"]))
+        assert uts != os.readlink("/proc/self/ns/uts")
+        with pytest.raises(ValueError, match="'nett' is not a namespace kind"):
+            nsbox.enter({"nett": files["net"]}, ["true"])
+        with pytest.raises(FileNotFoundError, match="cannot open the namespaces of '/nonexistent'"):
+            nsbox.enter({"net": "/nonexistent"}, ["true"])
+    finally:
+        box.kill()
+        box.wait()

@@ -4,7 +4,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import final
 
 __all__ = [
-        "Lan",
+    "NAMESPACE_KINDS",
+    "Lan",
     "Spec",
     "__version__",
     "fork",
@@ -20,6 +21,8 @@ __all__ = [
     "spawner_threads",
 ]
 __version__: str
+#: The namespace kinds, by their ``/proc/PID/ns`` names, in the order nsbox lists them.
+NAMESPACE_KINDS: list[str]
 
 @final
 class Spec:
@@ -47,8 +50,7 @@ def spawn(
     process_group: int | None,
     program: object = None,
     cwd_for_errors: object = None,
-    target_pid: int | None = None,
-    target_dir: str | None = None,
+    target: int | str | Sequence[tuple[str, str]] | None = None,
     lan: Lan | None = None,
     veth: str | None = None,
     address: str | None = None,
@@ -64,16 +66,16 @@ def spawn(
     inherits the environment; ``stdio`` are the fds to become 0, 1, 2 (-1 inherits). Every other fd
     is closed at exec except ``pass_fds``. Failures raise the errno's ``OSError`` subclass naming the
     step; exec and chdir failures carry ``program`` / ``cwd_for_errors`` as ``filename``, as
-    :mod:`subprocess` does. With ``target_pid`` or ``target_dir`` the process joins the namespaces of
-    that process (and takes its root and working directory) or of those namespace files instead of
-    creating new ones. With ``lan``, ``veth`` and ``address`` (given together) the child waits in its new
-    network namespace while a veth pair is made (``veth`` on the bridge, ``eth0`` in the box), then
-    configures ``eth0`` with ``address`` and a default route through the gateway; a box on a private
+    :mod:`subprocess` does. With ``target`` (a PID, a directory of namespace files named by kind, or ``(kind,
+    file)`` pairs) the process joins the namespaces of that process (and takes its root and working directory) or of
+    those namespace files instead of creating new ones. With ``lan``, ``veth`` and ``address`` (given together) the
+    child waits in its new network namespace while a veth pair is made (``veth`` on the bridge, ``eth0`` in the
+    box), then configures ``eth0`` with ``address`` and a default route through the gateway; a box on a private
     ``Lan`` is started inside its user namespace. ``umask``, ``extra_groups``, ``gid`` and ``uid`` are
-    :mod:`subprocess`'s, applied inside the box after its namespaces are set up (-1/``None``: unchanged).
-    With ``popen``, the PID is also stored on it (``pid``, ``_child_created = True``) before this returns,
-    so that an interrupt raised as it returns leaves a ``Popen`` that :func:`kill_and_reap` can clean up.
-    The GIL is released while spawning.
+    :mod:`subprocess`'s, applied inside the box after its namespaces are set up (-1/``None``: unchanged). With
+    ``popen``, the PID is also stored on it (``pid``, ``_child_created = True``) before this returns, so that an
+    interrupt raised as it returns leaves a ``Popen`` that :func:`kill_and_reap` can clean up. The GIL is released
+    while spawning.
     """
 
 def kill_and_reap(popen: object) -> None:

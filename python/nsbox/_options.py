@@ -126,7 +126,7 @@ class BoxOptions(NamespaceOptions, total=False):
     init: Annotated[bool, Option(False, _flag)]
     root: Annotated[StrOrBytesPath | None, Option(None, _path)]
     persist: Annotated[StrOrBytesPath | None, Option(None)]
-    target: Annotated[int | StrOrBytesPath | None, Option(None)]
+    target: Annotated["int | StrOrBytesPath | Mapping[str, StrOrBytesPath] | None", Option(None)]
 
 
 #: Every option by name, in the order of the declaration, with its metadata.
@@ -146,8 +146,8 @@ class Prepared:
     network: "Network | None" = None
     ip: object = None
     persist: "StrOrBytesPath | None" = None
-    #: (PID, directory of namespace files): what ``target`` joins, if anything.
-    target: "tuple[int | None, str | None]" = (None, None)
+    #: What ``target`` joins: a PID, a directory of namespace files, (kind, file) pairs, or nothing.
+    target: "int | str | list[tuple[str, str]] | None" = None
     given: "list[str]" = field(default_factory=list)
 
 
@@ -186,14 +186,19 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
         values["net"] = True
     elif ip is not None:
         raise ValueError("ip is given without a network: pass network=nsbox.Network(...)")
-    joined: tuple[int | None, str | None] = (None, None)
+    joined: int | str | list[tuple[str, str]] | None = None
     if target is not None:
         asked = [name for name in given if name not in ("target", "persist")] + (["user"] if user is not None else [])
         if asked:
             raise ValueError(f"target joins existing namespaces; it cannot be combined with {', '.join(asked)}")
-        if isinstance(target, bool) or not isinstance(target, (int, str, bytes, os.PathLike)):
-            raise TypeError(f"target must be a PID or a directory of namespace files, not {target!r}")
-        joined = (target, None) if isinstance(target, int) else (None, os.fsdecode(target))
+        if isinstance(target, Mapping):
+            joined = [(str(kind), os.fsdecode(_path_bytes("target", path) or b"")) for kind, path in target.items()]
+        elif isinstance(target, bool) or not isinstance(target, (int, str, bytes, os.PathLike)):
+            raise TypeError(
+                f"target must be a PID, a directory of namespace files or a mapping of kind to file, not {target!r}"
+            )
+        else:
+            joined = target if isinstance(target, int) else os.fsdecode(target)
     core: dict[str, Any] = {"user": user}
     for name, meta in OPTIONS.items():
         if meta.core is not None:
