@@ -133,16 +133,4 @@ impl Join {
         }
         Ok(join)
     }
-
-    /// Joining a PID namespace only affects children: the child must fork once more after `setns`.
-    #[must_use]
-    pub fn enters_pid_namespace(&self) -> bool {
-        self.namespaces.iter().any(|j| j.kind == Namespace::Pid)
-    }
-
-    /// Whether a user namespace is among those to join.
-    #[must_use]
-    pub fn enters_user_namespace(&self) -> bool {
-        self.namespaces.iter().any(|j| j.kind == Namespace::User)
-    }
 }

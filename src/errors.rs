@@ -216,12 +216,6 @@ impl Error {
         Error::Os(OsFailure { step, errno, what: Cow::Borrowed(step.action()), hint: None })
     }
 
-    /// [`Error::os`] with the errno of an `io::Error`.
-    #[must_use]
-    pub fn io(step: Step, err: &std::io::Error) -> Error {
-        Error::os(step, err.raw_os_error().unwrap_or(libc::EIO))
-    }
-
     #[must_use]
     pub fn invalid(message: impl Into<String>) -> Error {
         Error::Invalid(Invalid { message: message.into(), option: None })
@@ -248,15 +242,6 @@ impl Error {
             failure.hint = new_hint;
         }
         self
-    }
-
-    /// The errno of an OS failure.
-    #[must_use]
-    pub fn errno(&self) -> Option<i32> {
-        match self {
-            Error::Os(failure) => Some(failure.errno),
-            _ => None,
-        }
     }
 }
 

@@ -79,11 +79,6 @@ impl IdMap {
         IdMap { ranges: vec![IdRange { inside: 0, outside: id, count: 1 }] }
     }
 
-    #[must_use]
-    pub fn ranges(&self) -> &[IdRange] {
-        &self.ranges
-    }
-
     /// True when the map is a single id of the writer's own: the one map an unprivileged process may
     /// write for itself (`user_namespaces(7)`, "the data written ... maps the writing process's ... ID").
     #[must_use]

@@ -1,26 +1,30 @@
 //! nsbox: start processes in fresh Linux namespaces.
 //!
 //! The core (this crate without the `python` feature) is plain Rust and tested with `cargo test`;
-//! the `python` feature adds the pyo3 module `nsbox._nsbox` that the Python package wraps.
+//! the `python` feature adds the pyo3 module `nsbox._nsbox` that the Python package wraps. Every module is
+//! private: the Python glue is the one user of the core.
+//!
+//! The path of a box, one module per hop: `py` (the call from Python) → `spec` (options checked once) →
+//! `spawn` (a spawner thread, the pipes, the clone) → `child` (raw system calls in the child) → `execve`.
 
-pub mod child;
-pub mod enter;
-pub mod errors;
-pub mod fork;
-pub mod fork_id;
+// Without the Python glue the core's only users are its own tests (`cargo test`).
+#![cfg_attr(not(feature = "python"), allow(dead_code, unused_imports))]
+
+mod child;
+mod enter;
+mod errors;
+mod fork;
+mod fork_id;
 mod helper;
-pub mod idmap;
-pub mod namespace;
-pub mod netlink;
-pub mod network;
-pub mod persist;
-pub mod procfs;
-pub mod protocol;
-pub mod spawn;
-pub mod spawner;
-pub mod spec;
-mod stack;
-pub mod sys;
+mod idmap;
+mod namespace;
+mod net;
+mod persist;
+mod procfs;
+mod protocol;
+mod spawn;
+mod spec;
+mod sys;
 
 #[cfg(feature = "python")]
 mod py;

@@ -113,10 +113,6 @@ impl Namespaces {
         self.0 |= ns.bit();
     }
 
-    pub fn remove(&mut self, ns: Namespace) {
-        self.0 &= !ns.bit();
-    }
-
     #[must_use]
     pub fn with(mut self, ns: Namespace, on: bool) -> Namespaces {
         if on {

@@ -136,7 +136,7 @@ def test_network_whose_bridge_could_not_be_made(monkeypatch: pytest.MonkeyPatch)
     def refuse(*args: object) -> None:
         raise PermissionError(1, "cannot create the bridge (refused by the test)")
 
-    monkeypatch.setattr(_nsbox, "Lan", refuse)
+    monkeypatch.setattr(_nsbox, "Network", refuse)
     subnet = free_subnet()
     with pytest.raises(PermissionError, match="refused by the test") as caught:
         nsbox.Network(subnet, private=True)

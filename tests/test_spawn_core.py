@@ -181,6 +181,7 @@ def test_a_caller_that_dies_before_the_death_signal_is_set_again_leaves_no_box(h
 
 
 FORK_WHILE_SPAWNING = """
+import select
 stop = threading.Event()
 def hammer():
     while not stop.is_set():
@@ -199,8 +200,12 @@ for _ in range(int(sys.argv[1])):
         os.write(w, str(code).encode())
         os._exit(0)
     os.close(w)
-    with os.fdopen(r) as f:
-        codes.append(f.read())
+    if select.select([r], [], [], 30)[0]:
+        codes.append(os.read(r, 16).decode())
+    else:
+        codes.append("hung")
+        os.kill(pid, signal.SIGKILL)
+    os.close(r)
     os.waitpid(pid, 0)
 stop.set()
 for t in hammers:
@@ -376,6 +381,7 @@ for round in range(int(sys.argv[1])):
     pid = os.fork()
     if pid == 0:
         # A fresh interpreter's first spawns, with init (the helper's memfd is made once) ...
+        os.setpgid(0, 0)  # a group of its own: a hung grandchild goes with it
         os.close(r)
         t = threading.Thread(target=lambda: nsbox.run(["true"], init=True))
         t.start()
@@ -391,7 +397,7 @@ for round in range(int(sys.argv[1])):
     ready, _, _ = select.select([r], [], [], 20)
     if not ready:
         hung += 1
-        os.kill(pid, signal.SIGKILL)  # its grandchild dies with it (pdeath is not set: kill the group)
+        os.killpg(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     os.close(r)
 emit(hung)

@@ -128,9 +128,7 @@ def call(
                 prepared.spec,
                 functools.partial(_run_in_box, fn, args, kwargs, read_end, write_end),
                 started,
-                lan=None if network is None else network._lan,
-                veth=None if link is None else link[0],
-                address=None if link is None else link[1],
+                link=None if network is None or link is None else (network._lan, *link),
             )
         finally:
             os.close(write_end)

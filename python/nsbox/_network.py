@@ -125,7 +125,7 @@ class Network:
         self._draining: dict[ipaddress.IPv4Address, str] = {}
         self._closed = False
         # As root, refuses a subnet that overlaps a route of the host (see the class docstring).
-        self._lan = _nsbox.Lan(f"nsbr{secrets.token_hex(4)}", self.gateway, net.prefixlen, private)
+        self._lan = _nsbox.Network(f"nsbr{secrets.token_hex(4)}", self.gateway, net.prefixlen, private)
         _networks.add(self)
 
     @property

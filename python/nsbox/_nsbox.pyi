@@ -5,7 +5,7 @@ from typing import final
 
 __all__ = [
     "NAMESPACE_KINDS",
-    "Lan",
+    "Network",
     "Spec",
     "__version__",
     "fork",
@@ -51,9 +51,7 @@ def spawn(
     program: object = None,
     cwd_for_errors: object = None,
     target: int | str | Sequence[tuple[str, str]] | None = None,
-    lan: Lan | None = None,
-    veth: str | None = None,
-    address: str | None = None,
+    link: tuple[Network, str, str] | None = None,
     umask: int | None = None,
     extra_groups: Sequence[int] | None = None,
     gid: int | None = None,
@@ -68,10 +66,10 @@ def spawn(
     step; exec and chdir failures carry ``program`` / ``cwd_for_errors`` as ``filename``, as
     :mod:`subprocess` does. With ``target`` (a PID, a directory of namespace files named by kind, or ``(kind,
     file)`` pairs) the process joins the namespaces of that process (and takes its root and working directory) or of
-    those namespace files instead of creating new ones. With ``lan``, ``veth`` and ``address`` (given together) the
+    those namespace files instead of creating new ones. With ``link``, ``(network, veth, address)``, the
     child waits in its new network namespace while a veth pair is made (``veth`` on the bridge, ``eth0`` in the
     box), then configures ``eth0`` with ``address`` and a default route through the gateway; a box on a private
-    ``Lan`` is started inside its user namespace. ``umask``, ``extra_groups``, ``gid`` and ``uid`` are
+    ``Network`` is started inside its user namespace. ``umask``, ``extra_groups``, ``gid`` and ``uid`` are
     :mod:`subprocess`'s, applied inside the box after its namespaces are set up (-1/``None``: unchanged). With
     ``popen``, the PID is also stored on it (``pid``, ``_child_created = True``) before this returns, so that an
     interrupt raised as it returns leaves a ``Popen`` that :func:`kill_and_reap` can clean up. The GIL is released
@@ -91,7 +89,7 @@ def spawner_threads() -> int:
     """The number of idle spawner threads of this process (they retire when idle and their boxes are gone)."""
 
 @final
-class Lan:
+class Network:
     """A bridge with the gateway address, in the caller's network namespace or (``private``) in a new one.
 
     A bridge in the caller's namespace is refused with ``ValueError`` if its subnet overlaps a route there;
@@ -99,7 +97,7 @@ class Lan:
     abstract unix socket ``@nsbox-network-claim``; ``TimeoutError`` if it stays taken for 20 s).
     """
 
-    def __new__(cls, bridge: str, gateway: str, prefix: int, private: bool) -> Lan: ...
+    def __new__(cls, bridge: str, gateway: str, prefix: int, private: bool) -> Network: ...
     @property
     def bridge(self) -> str: ...
     @property
@@ -129,9 +127,7 @@ def fork(
     config: Spec,
     child: Callable[[], object],
     started: list[tuple[int, int]],
-    lan: Lan | None = None,
-    veth: str | None = None,
-    address: str | None = None,
+    link: tuple[Network, str, str] | None = None,
 ) -> None:
     """Fork this interpreter into the namespaces of ``config``, with CPython's fork hooks, as ``os.fork`` does.
 
@@ -142,7 +138,7 @@ def fork(
     ``_exit`` (status 0, or 70 if ``child`` raised): it never returns into the caller's code. Failures to
     make the namespaces raise the errno's ``OSError`` naming the step, as :func:`spawn` does, after reaping
     what was started; the GIL is released while waiting.
-    ``lan``, ``veth`` and ``address`` put the process on a network, as for :func:`spawn`.
+    ``link`` puts the process on a network, as for :func:`spawn`.
     """
 
 def namespaces(pid: int | None = None) -> list[tuple[str, int]]:

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from nsbox import _nsbox
+from nsbox._network import Network  # at import, never lazily: a fork during an import would hang the child
 
 if TYPE_CHECKING:
     import ipaddress
-
-    from nsbox._network import Network
 
 #: What paths may be, as in :mod:`subprocess`.
 StrOrBytesPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
@@ -116,7 +115,7 @@ class NamespaceOptions(TypedDict, total=False):
     setgroups: Annotated[str | None, Option(None, _text)]
     monotonic_offset: Annotated[float | None, Option(None, _seconds)]
     boottime_offset: Annotated[float | None, Option(None, _seconds)]
-    network: Annotated["Network | None", Option(None)]
+    network: Annotated[Network | None, Option(None)]
     ip: Annotated["str | ipaddress.IPv4Address | None", Option(None)]
 
 
@@ -164,8 +163,6 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
     ``options`` has names of :data:`OPTIONS` (missing ones take their defaults); ``user`` is the user
     namespace: ``None``, ``True`` or ``False``.
     """
-    from nsbox._network import Network
-
     given = {name: value for name, value in options.items() if value != OPTIONS[name].default}
     if user is not None and not isinstance(user, bool):
         raise TypeError(f"user must be None, True or False, not {user!r}")
@@ -204,3 +201,9 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
         if meta.core is not None:
             core.update(meta.core(name, values[name]))
     return Prepared(_nsbox.Spec(core), network, ip, values["persist"], joined, list(given))
+
+
+# The core sets up its reading of these names on first use, behind a lock that a fork() during it would leave
+# held in the child for ever: do it now, at import, once. (It also checks that this declaration and the core's
+# agree.)
+prepare({}, None)

@@ -450,9 +450,9 @@ class Popen(subprocess.Popen[Any]):
             program=executable,
             cwd_for_errors=cwd,
             target=self._prepared.target,
-            lan=None if self._prepared.network is None else self._prepared.network._lan,
-            veth=None if self._nsbox_link is None else self._nsbox_link[0],
-            address=None if self._nsbox_link is None else self._nsbox_link[1],
+            link=None
+            if self._prepared.network is None or self._nsbox_link is None
+            else (self._prepared.network._lan, *self._nsbox_link),
             umask=umask,
             extra_groups=None if gids is None else list(gids),
             gid=gid,

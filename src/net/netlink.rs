@@ -11,7 +11,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
@@ -124,11 +124,6 @@ impl Netlink {
     pub fn from_fd(fd: OwnedFd) -> Netlink {
         // SAFETY: `fd` is an owned socket, handed over.
         Netlink { socket: unsafe { Socket::from_raw_fd(fd.into_raw_fd()) }, seq: 0 }
-    }
-
-    #[must_use]
-    pub fn fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
     }
 
     /// Sends `msg` and collects the answers up to the acknowledgement (or the end of a dump).

@@ -1,0 +1,258 @@
+//! Starting boxes from Python: `spawn` (a command), `fork` (`nsbox.call`), and the uninterruptible cleanups.
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use super::network::{ipv4, PyNetwork};
+use super::{cstrings, to_pyerr, PySpec};
+use crate::enter::{Join, Target};
+use crate::errors::quoted;
+use crate::fork::{Fork, Forked};
+use crate::namespace::Namespace;
+use crate::net::Network;
+use crate::spawn::{threads, Command};
+
+/// A box's place on a network, as Python gives it: `(network, veth, address)`.
+#[derive(FromPyObject)]
+pub(crate) struct PyLink<'py>(Bound<'py, PyNetwork>, String, String);
+
+impl PyLink<'_> {
+    /// The network, and the box's veth name and address.
+    fn parts(&self) -> PyResult<(Arc<Network>, String, Ipv4Addr)> {
+        Ok((Arc::clone(&self.0.get().inner), self.1.clone(), ipv4(&self.2)?))
+    }
+}
+
+/// What `target` may be: a PID, a directory of namespace files, or (kind, file) pairs.
+#[derive(FromPyObject)]
+pub(crate) enum PyTarget {
+    Pid(i32),
+    Dir(PathBuf),
+    Files(Vec<(String, PathBuf)>),
+}
+
+impl PyTarget {
+    fn into_target(self) -> PyResult<Target> {
+        Ok(match self {
+            PyTarget::Pid(pid) => Target::Pid(pid),
+            PyTarget::Dir(dir) => Target::Dir(dir),
+            PyTarget::Files(files) => Target::Files(
+                files
+                    .into_iter()
+                    .map(|(kind, path)| match Namespace::from_proc_name(&kind) {
+                        Some(ns) => Ok((ns, path)),
+                        None => Err(PyValueError::new_err(format!(
+                            "target: {} is not a namespace kind ({})",
+                            quoted(&kind),
+                            Namespace::ALL.map(Namespace::proc_name).join(", ")
+                        ))),
+                    })
+                    .collect::<PyResult<_>>()?,
+            ),
+        })
+    }
+}
+
+/// Starts a process; returns its PID. See `nsbox._nsbox.pyi`.
+///
+/// On success the PID is also stored on `popen` (`pid`, `_child_created`) before this returns, so that no
+/// Python code runs between the spawn and the box being known: an interrupt raised as this returns leaves
+/// a `Popen` that [`kill_and_reap`] can clean up.
+#[pyfunction]
+#[pyo3(signature = (config, exec_paths, argv, env, cwd, stdio, pass_fds, new_session, process_group,
+    program=None, cwd_for_errors=None, target=None, link=None,
+    umask=None, extra_groups=None, gid=None, uid=None, popen=None))]
+#[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
+pub(crate) fn spawn(
+    py: Python<'_>,
+    config: &PySpec,
+    exec_paths: Vec<Vec<u8>>,
+    argv: Vec<Vec<u8>>,
+    env: Option<Vec<Vec<u8>>>,
+    cwd: Option<Vec<u8>>,
+    stdio: (i32, i32, i32),
+    pass_fds: Vec<i32>,
+    new_session: bool,
+    process_group: Option<i32>,
+    program: Option<Bound<'_, PyAny>>,
+    cwd_for_errors: Option<Bound<'_, PyAny>>,
+    target: Option<PyTarget>,
+    link: Option<PyLink<'_>>,
+    umask: Option<i32>,
+    extra_groups: Option<Vec<u32>>,
+    gid: Option<u32>,
+    uid: Option<u32>,
+    popen: Option<Bound<'_, PyAny>>,
+) -> PyResult<i32> {
+    let command = Command {
+        exec_paths: cstrings("executable", exec_paths)?,
+        argv: cstrings("args", argv)?,
+        env: env.map(|e| cstrings("env", e)).transpose()?,
+        cwd: cwd.map(|c| cstrings("cwd", vec![c])).transpose()?.and_then(|mut v| v.pop()),
+        stdio: [stdio.0, stdio.1, stdio.2],
+        pass_fds,
+        new_session,
+        process_group,
+        umask: umask.unwrap_or(-1),
+        extra_groups,
+        gid,
+        uid,
+    };
+    let config = Arc::clone(&config.inner);
+    let target = target.map(PyTarget::into_target).transpose()?;
+    let network = link.as_ref().map(PyLink::parts).transpose()?;
+    // The spawn itself runs on a spawner thread (see spawn::threads); this thread waits without the GIL.
+    let job = move || {
+        let Some((network, veth, address)) = network else {
+            let join = target.as_ref().map(Join::open).transpose()?;
+            return crate::spawn::spawn(&config, &command, join.as_ref(), None);
+        };
+        let (config, link) = network.link(&config, veth, address)?;
+        crate::spawn::spawn(&config, &command, None, Some(&link))
+    };
+    let pid = py
+        .detach(move || threads::run(job).and_then(|r| r))
+        .map_err(|e| to_pyerr(e, program.as_ref(), cwd_for_errors.as_ref()))?;
+    if let Some(popen) = popen {
+        let recorded = popen.setattr("pid", pid).and_then(|()| popen.setattr("_child_created", true));
+        if let Err(err) = recorded {
+            crate::sys::kill_and_reap(pid);
+            return Err(err);
+        }
+    }
+    Ok(pid)
+}
+
+/// Kills and reaps a `Popen`'s process, if it started and has not been reaped, and sets its
+/// `returncode` (as `subprocess` would: `-9`; 0 when someone else reaped it). One call, which Python
+/// signal handlers cannot interrupt: the cleanup path of an interrupted spawn or wait.
+#[pyfunction]
+pub(crate) fn kill_and_reap(py: Python<'_>, popen: &Bound<'_, PyAny>) -> PyResult<()> {
+    // A Popen interrupted early in __init__ may lack these attributes: then nothing was started.
+    let started = popen.getattr("_child_created").and_then(|c| c.is_truthy()).unwrap_or(false);
+    let reaped = popen.getattr("returncode").is_ok_and(|r| !r.is_none());
+    if !started || reaped {
+        return Ok(());
+    }
+    let pid: i32 = popen.getattr("pid")?.extract()?;
+    // Only while it is our unreaped child can the PID not name another process (SIGCHLD ignored).
+    if !crate::sys::unreaped_child(pid) {
+        return popen.setattr("returncode", 0);
+    }
+    let status = py.detach(|| {
+        // SAFETY: signalling and waiting for our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let mut status = 0;
+        loop {
+            // SAFETY: as above.
+            let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
+            if r >= 0 {
+                return Some(status);
+            }
+            if crate::sys::last_errno() != libc::EINTR {
+                return None; // ECHILD: reaped by someone else (SIGCHLD ignored, or a handler)
+            }
+        }
+    });
+    let code = match status {
+        Some(s) if libc::WIFSIGNALED(s) => -libc::WTERMSIG(s),
+        Some(s) if libc::WIFEXITED(s) => libc::WEXITSTATUS(s),
+        _ => 0,
+    };
+    popen.setattr("returncode", code)
+}
+
+/// Kills (`pidfd_send_signal`) and reaps (`waitid(P_PIDFD)`) the process behind a pidfd of a child of
+/// ours; nothing if it was reaped already. One call that Python signal handlers cannot interrupt.
+#[pyfunction]
+pub(crate) fn kill_and_reap_pidfd(py: Python<'_>, pidfd: i32) {
+    if pidfd < 0 {
+        return; // exited and reaped before it could be watched
+    }
+    py.detach(|| {
+        // SAFETY: signalling and waiting through a pidfd the caller owns.
+        unsafe {
+            libc::syscall(libc::SYS_pidfd_send_signal, pidfd, libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0);
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            while libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &raw mut info, libc::WEXITED) < 0
+                && crate::sys::last_errno() == libc::EINTR
+            {}
+        }
+    });
+}
+
+/// Forks this interpreter into the namespaces of `config`. In the parent, appends (PID, pidfd) of the
+/// process that runs `child` to `started`; in that process, calls `child()` and exits. See `_nsbox.pyi`.
+#[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments by value
+#[pyfunction]
+#[pyo3(signature = (config, child, started, link=None))]
+pub(crate) fn fork(
+    py: Python<'_>,
+    config: &PySpec,
+    child: &Bound<'_, PyAny>,
+    started: &Bound<'_, PyList>,
+    link: Option<PyLink<'_>>,
+) -> PyResult<()> {
+    let network = link.as_ref().map(PyLink::parts).transpose()?;
+    let (config, link) = match &network {
+        Some((network, veth, address)) => {
+            let (config, link) =
+                network.link(&config.inner, veth.clone(), *address).map_err(|e| to_pyerr(e, None, None))?;
+            (Arc::new(config), Some(link))
+        }
+        None => (Arc::clone(&config.inner), None),
+    };
+    let fork = Fork::new(&config, link).map_err(|e| to_pyerr(e, None, None))?;
+    // CPython's fork protocol, as os.fork() follows it; we hold the GIL, as the hooks require.
+    // SAFETY: the hooks around the fork; the child runs no code of the caller's (it exits below).
+    let forked = unsafe {
+        pyo3::ffi::PyOS_BeforeFork();
+        let forked = fork.fork();
+        if matches!(forked, Ok(Forked::Child)) {
+            pyo3::ffi::PyOS_AfterFork_Child();
+        } else {
+            pyo3::ffi::PyOS_AfterFork_Parent();
+        }
+        forked
+    };
+    match forked.map_err(|e| to_pyerr(e, None, None))? {
+        Forked::Parent(fork, first) => {
+            let box_ = py.detach(move || fork.finish(first)).map_err(|e| to_pyerr(e, None, None))?;
+            // A list rather than a return value: the caller learns the PID even if an interrupt that came
+            // meanwhile is raised as we return, and can kill and reap the box.
+            let pidfd = box_.pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+            if let Err(err) = started.append((box_.pid, pidfd)) {
+                crate::sys::kill_and_reap(box_.pid);
+                return Err(err);
+            }
+            let _ = box_.pidfd.map(IntoRawFd::into_raw_fd); // the caller closes it
+            Ok(())
+        }
+        Forked::Child => {
+            // `child` ends with os._exit(); an exception escaping it (an interrupt before its first line)
+            // is shown, and the process still ends here: never in the caller's code, never through the
+            // interpreter's exit (atexit, flushing the caller's buffers).
+            let code = match child.call0() {
+                Ok(_) => 0,
+                Err(err) => {
+                    err.display(py);
+                    70
+                }
+            };
+            // SAFETY: _exit(2) ends the process at once.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// The number of idle spawner threads of this process.
+#[pyfunction]
+pub(crate) fn spawner_threads() -> usize {
+    threads::idle_threads()
+}

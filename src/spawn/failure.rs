@@ -1,0 +1,41 @@
+//! A failed step as the error a person reads: what it was (the namespaces, the path) and what to do.
+
+use crate::errors::{quoted_bytes, Error, Hint, Step};
+use crate::namespace::Namespace;
+use crate::spec::Spec;
+
+fn hint(config: &Spec, step: Step, errno: i32) -> Option<Hint> {
+    let root = nix::unistd::geteuid().is_root();
+    match (step, errno) {
+        (Step::Clone, libc::EPERM) if config.user.is_none() && !root => Some(Hint::NeedsUserNamespace),
+        (Step::Clone, libc::EPERM) if config.user.is_some() => Some(Hint::UserNamespacesDisabled),
+        (Step::Clone, libc::ENOSPC) => Some(Hint::NamespaceLimit),
+        (Step::Clone, libc::EUSERS) => Some(Hint::NestedTooDeep),
+        (Step::Clone, libc::EINVAL) => Some(Hint::UnsupportedCombination),
+        (Step::UidMap | Step::GidMap | Step::Setgroups, libc::EPERM) => Some(Hint::MapsNeedPrivilege),
+        (Step::MountProc, libc::EPERM) if !config.has(Namespace::Pid) => Some(Hint::ProcNeedsPidNamespace),
+        _ => None,
+    }
+}
+
+/// The error for `step` failing with `errno` in a box made from `config`: what the step was, naming the
+/// namespaces or the path it concerned, with advice where there is some.
+pub(crate) fn failure(config: &Spec, step: Step, errno: i32) -> Error {
+    let err = Error::os(step, errno).with_hint(hint(config, step, errno));
+    match step {
+        Step::Clone => {
+            let kinds: Vec<&str> = config.namespaces().iter().map(Namespace::long_name).collect();
+            err.with_what(match kinds.as_slice() {
+                [] => "create the child process".to_owned(),
+                [one] => format!("create the {one} namespace"),
+                many => format!("create the {} namespaces", many.join(", ")),
+            })
+        }
+        Step::MountProc => err.with_what(format!("mount a new proc on {}", quoted_bytes(config.proc_dir.as_bytes()))),
+        Step::Root => match &config.root {
+            Some(root) => err.with_what(format!("change the root to {}", quoted_bytes(root.as_bytes()))),
+            None => err,
+        },
+        _ => err,
+    }
+}
