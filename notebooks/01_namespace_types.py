@@ -38,6 +38,7 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 
 from IPython.display import HTML, display
 
@@ -88,9 +89,11 @@ KINDS = [  # /proc name, what it isolates, kernel version that introduced it, ns
 ]
 
 
-def version(release):
+def version(release: str) -> tuple[int, ...]:
     """'6.18.44-fc' -> (6, 18, 44)."""
-    return tuple(int(part) for part in re.match(r"[0-9.]+", release).group().strip(".").split("."))
+    numbers = re.match(r"[0-9.]+", release)
+    assert numbers, release
+    return tuple(int(part) for part in numbers.group().strip(".").split("."))
 
 
 running = version(os.uname().release)
@@ -103,9 +106,7 @@ for kind, isolates, since, _option, _flag in KINDS:
         f"<td>{host_ns[kind]}</td><td>{box_ns[kind]}</td>"
         f"<td style='color:{'green' if own else 'gray'}'>{'own' if own else 'shared'}</td></tr>"
     )
-head = "".join(
-    f"<th>{h}</th>" for h in ["kind", "isolates", "since Linux", "here", "this process", "the box", ""]
-)
+head = "".join(f"<th>{h}</th>" for h in ["kind", "isolates", "since Linux", "here", "this process", "the box", ""])
 display(HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"))
 
 assert all(box_ns[kind] != host_ns[kind] for kind, *_ in KINDS), "the box has its own namespace of every kind"
@@ -191,8 +192,9 @@ for out in (via_unshare.stdout, via_nsbox.stdout):
 # The difference is cost as much as shape: `unshare` is a program to start (and a process to wait
 # in), nsbox one system call from the process you are in. A rough comparison on this machine:
 
+
 # %%
-def per_run(fn, n=30):
+def per_run(fn: Callable[[], object], n: int = 30) -> float:
     """Milliseconds per call of fn, over n calls."""
     start = time.perf_counter()
     for _ in range(n):
@@ -209,8 +211,8 @@ timings = {
         lambda: nsbox.run(["true"], pid=True, mount_proc=True, check=True)
     ),
 }
-rows = "".join(f"<tr><td><code>{k}</code></td><td>{v:.2f} ms</td></tr>" for k, v in timings.items())
-display(HTML(f"<table>{rows}</table>"))
+timing_rows = "".join(f"<tr><td><code>{k}</code></td><td>{v:.2f} ms</td></tr>" for k, v in timings.items())
+display(HTML(f"<table>{timing_rows}</table>"))
 
 # %% [markdown]
 # **Next:** [2 · Observing a container](02_observing_a_container.ipynb) — the article's `docker exec`

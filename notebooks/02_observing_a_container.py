@@ -52,20 +52,22 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import nstree  # the process-tree picture (nstree.py, next to this notebook)
+from IPython.display import display
 
 import nsbox
 
 
-def status(pid):
+def status(pid: int) -> dict[str, str]:
     """/proc/PID/status as a dict."""
     return dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
 
 
-def wait_until(condition, timeout=10.0):
+def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> None:
     """Poll condition() until it is true."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -88,8 +90,14 @@ with socket.socket() as s:
 
 container = nsbox.Popen(
     [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", site.name, str(PORT)],
-    pid=True, mount_proc=True, net=True, uts=True, ipc=True, hostname="private-registry",
-    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    pid=True,
+    mount_proc=True,
+    net=True,
+    uts=True,
+    ipc=True,
+    hostname="private-registry",
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
 )
 container  # ≈ docker ps: what it runs, its namespaces next to ours, its processes
 
@@ -126,9 +134,11 @@ print(f"container.pid = {container.pid}    NSpid = {nsbox.nspid(container.pid)}"
 assert container.pid != 1 and nsbox.nspid(container.pid) == [container.pid, 1]
 
 parent = int(status(container.pid)["PPid"])
-print(subprocess.run(
-    ["ps", "-ww", "-o", "user,pid,ppid,args", "-p", f"{parent},{container.pid}"], capture_output=True, text=True
-).stdout)
+print(
+    subprocess.run(
+        ["ps", "-ww", "-o", "user,pid,ppid,args", "-p", f"{parent},{container.pid}"], capture_output=True, text=True
+    ).stdout
+)
 assert parent == os.getpid()  # the parent is this Jupyter kernel
 
 # %% [markdown]
@@ -184,7 +194,7 @@ URL = f"http://127.0.0.1:{PORT}/"
 FETCH = "import sys, urllib.request as u; r = u.urlopen(sys.argv[1]); print(r.status, r.read().decode())"
 
 
-def fetch_inside():
+def fetch_inside() -> subprocess.CompletedProcess[str]:
     """GET URL from inside the box, with Python (curl may not be installed)."""
     return container.exec([sys.executable, "-c", FETCH, URL], capture_output=True, text=True)
 
@@ -195,8 +205,12 @@ print(f"inside the box: GET {URL} ->", r.stdout)
 assert r.stdout.startswith("200") and "hello from inside the box" in r.stdout
 
 print(container.exec(["ip", "-brief", "address"], capture_output=True, text=True).stdout)
-print("hostname inside:", container.exec(["hostname"], capture_output=True, text=True).stdout.strip(),
-      "· on the host:", socket.gethostname())
+print(
+    "hostname inside:",
+    container.exec(["hostname"], capture_output=True, text=True).stdout.strip(),
+    "· on the host:",
+    socket.gethostname(),
+)
 
 # %% [markdown]
 # The same URL from the host is another machine's loopback, where nothing listens on that port:

@@ -44,7 +44,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import nstree
@@ -53,12 +55,12 @@ from IPython.display import HTML, display
 import nsbox
 
 
-def status(pid):
+def status(pid: int) -> dict[str, str]:
     """/proc/PID/status as a dict."""
     return dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
 
 
-def state(pid):
+def state(pid: int) -> str:
     """R, S, Z ... from /proc/PID/stat; "-" if the process is gone."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -66,7 +68,7 @@ def state(pid):
         return "-"
 
 
-def wait_until(condition, timeout=10.0):
+def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> None:
     """Poll condition() until it is true."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -74,7 +76,7 @@ def wait_until(condition, timeout=10.0):
         time.sleep(0.05)
 
 
-def ps_rows(text):
+def ps_rows(text: str) -> list[dict[str, Any]]:
     """Parse `ps -ef` output."""
     keys = ["uid", "pid", "ppid", "c", "stime", "tty", "time", "cmd"]
     rows = [dict(zip(keys, line.split(None, 7), strict=True)) for line in text.splitlines()[1:]]
@@ -89,13 +91,19 @@ def ps_rows(text):
 
 # %%
 bash = nsbox.Popen(
-    ["bash", "--norc", "--noprofile"], pid=True, mount_proc=True,
-    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ["bash", "--norc", "--noprofile"],
+    pid=True,
+    mount_proc=True,
+    stdin=subprocess.PIPE,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
 )
 
 
-def sh(command):
+def sh(command: str) -> str:
     """Run `command` in the box's bash; print and return its output."""
+    assert bash.stdin and bash.stdout  # the pipes asked for above
     bash.stdin.write(f"{command}\necho __done__\n")
     bash.stdin.flush()
     lines = []
@@ -126,9 +134,11 @@ assert sleep["ppid"] == 1  # the article's point: the parent of our sleep is PID
 
 # %%
 sleep_host = bash.host_pid(sleep["pid"])
-print(subprocess.run(
-    ["ps", "-o", "user,pid,ppid,args", "-p", f"{bash.pid},{sleep_host}"], capture_output=True, text=True
-).stdout)
+print(
+    subprocess.run(
+        ["ps", "-o", "user,pid,ppid,args", "-p", f"{bash.pid},{sleep_host}"], capture_output=True, text=True
+    ).stdout
+)
 
 assert bash.pid != 1 and sleep_host != sleep["pid"]  # other PIDs on the host ...
 assert int(status(sleep_host)["PPid"]) == bash.pid  # ... with the parent chain intact
@@ -180,7 +190,7 @@ ORPHAN = 'sh -c "sleep 0.2 &"; exec sleep 60'  # leave an orphan, then become `s
 noinit = nsbox.Popen(["sh", "-c", ORPHAN], pid=True, mount_proc=True)
 
 
-def orphan_is_a_zombie():
+def orphan_is_a_zombie() -> bool:
     """PID 1 has become `sleep 60`, and the orphan has exited."""
     table = noinit.processes()
     return table[0].command == "sleep 60" and any(state(p.host_pid) == "Z" for p in table)
@@ -207,7 +217,7 @@ plt.show()
 withinit = nsbox.Popen(["sh", "-c", ORPHAN], init=True, mount_proc=True)
 
 
-def settled():
+def settled() -> bool:
     """Two looks 0.3 s apart show only init and `sleep 60`: the orphan has come and gone."""
     first = [p.command for p in withinit.processes()]
     time.sleep(0.3)

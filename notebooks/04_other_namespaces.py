@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from IPython.display import HTML, display
@@ -44,14 +45,14 @@ HOST_HOSTNAME = socket.gethostname()
 HOST_MOUNTS = Path("/proc/self/mountinfo").read_text()
 
 
-def table(head, rows):
+def table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> HTML:
     """An HTML table."""
     th = "".join(f"<th>{h}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return HTML(f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>")
 
 
-def wait_until(condition, timeout=10.0):
+def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> None:
     """Poll condition() until it is true."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -66,8 +67,13 @@ def wait_until(condition, timeout=10.0):
 # again; the host's stays what it was. With `uts=True` alone, the box starts with a copy of ours.
 
 # %%
-r = nsbox.run(["sh", "-c", "hostname; hostname changed-inside; uname -n"], hostname="box",
-              capture_output=True, text=True, check=True)
+r = nsbox.run(
+    ["sh", "-c", "hostname; hostname changed-inside; uname -n"],
+    hostname="box",
+    capture_output=True,
+    text=True,
+    check=True,
+)
 print(r.stdout)
 assert r.stdout.split() == ["box", "changed-inside"]
 assert socket.gethostname() == HOST_HOSTNAME
@@ -120,10 +126,7 @@ SERVER = (
     "while True:\n"
     "    c, _ = s.accept(); c.sendall(b'hello from the box'); c.close()\n"
 )
-CLIENT = (
-    "import socket, sys\n"
-    "print(socket.create_connection(('127.0.0.1', int(sys.argv[1]))).recv(99).decode())\n"
-)
+CLIENT = "import socket, sys\nprint(socket.create_connection(('127.0.0.1', int(sys.argv[1]))).recv(99).decode())\n"
 with socket.socket() as s:  # a port that nothing on the host listens on
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -131,7 +134,7 @@ with socket.socket() as s:  # a port that nothing on the host listens on
 server = nsbox.Popen([sys.executable, "-c", SERVER, str(port)], pid=True, net=True)
 
 
-def ask():
+def ask() -> subprocess.CompletedProcess[str]:
     """Connect to the server from inside the box."""
     return server.exec([sys.executable, "-c", CLIENT, str(port)], capture_output=True, text=True)
 
@@ -161,9 +164,16 @@ assert server.wait(timeout=10) == -9
 # %%
 where = tempfile.mkdtemp(prefix="nsbox-mnt-")
 r = nsbox.run(
-    ["sh", "-c", f"mount -t tmpfs box-tmpfs {where} && echo hi > {where}/inside.txt && ls {where} "
-                 f"&& grep box-tmpfs /proc/self/mountinfo"],
-    mount=True, capture_output=True, text=True, check=True,
+    [
+        "sh",
+        "-c",
+        f"mount -t tmpfs box-tmpfs {where} && echo hi > {where}/inside.txt && ls {where} "
+        f"&& grep box-tmpfs /proc/self/mountinfo",
+    ],
+    mount=True,
+    capture_output=True,
+    text=True,
+    check=True,
 )
 print("in the box:\n" + r.stdout)
 print(f"on the host: os.listdir({where!r}) = {os.listdir(where)}")
@@ -305,8 +315,12 @@ assert remapped.wait(timeout=10) == -9
 host_cgroups = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines()]
 r = nsbox.run(["cat", "/proc/self/cgroup"], cgroup=True, capture_output=True, text=True, check=True)
 box_cgroups = [line.split(":", 2) for line in r.stdout.splitlines()]
-display(table(["hierarchy", "controllers", "path on the host", "path in the box"],
-              [(h[0], h[1] or "(v2)", h[2], b[2]) for h, b in zip(host_cgroups, box_cgroups, strict=True)]))
+display(
+    table(
+        ["hierarchy", "controllers", "path on the host", "path in the box"],
+        [(h[0], h[1] or "(v2)", h[2], b[2]) for h, b in zip(host_cgroups, box_cgroups, strict=True)],
+    )
+)
 assert all(path == "/" for _, _, path in box_cgroups)
 
 # %% [markdown]
@@ -318,19 +332,29 @@ assert all(path == "/" for _, _, path in box_cgroups)
 
 # %%
 WEEK = 7 * 24 * 3600
-CLOCKS = ("import time; print(time.clock_gettime(time.CLOCK_MONOTONIC), "
-          "time.clock_gettime(time.CLOCK_BOOTTIME), time.time())")
-r = nsbox.run([sys.executable, "-c", CLOCKS], time=True, monotonic_offset=WEEK, boottime_offset=2 * WEEK,
-              capture_output=True, text=True, check=True)
-host = (time.clock_gettime(time.CLOCK_MONOTONIC), time.clock_gettime(time.CLOCK_BOOTTIME), time.time())
-box = [float(x) for x in r.stdout.split()]
+CLOCKS = (
+    "import time; print(time.clock_gettime(time.CLOCK_MONOTONIC), time.clock_gettime(time.CLOCK_BOOTTIME), time.time())"
+)
+r = nsbox.run(
+    [sys.executable, "-c", CLOCKS],
+    time=True,
+    monotonic_offset=WEEK,
+    boottime_offset=2 * WEEK,
+    capture_output=True,
+    text=True,
+    check=True,
+)
+host_clocks = (time.clock_gettime(time.CLOCK_MONOTONIC), time.clock_gettime(time.CLOCK_BOOTTIME), time.time())
+box_clocks = [float(x) for x in r.stdout.split()]
 names = ["CLOCK_MONOTONIC", "CLOCK_BOOTTIME", "CLOCK_REALTIME"]
-rows = [(n, f"{h:,.1f}", f"{b:,.1f}", f"{b - h:+,.1f} s") for n, h, b in zip(names, host, box, strict=True)]
-display(table(["clock", "host", "box", "box - host"], rows))
+clock_rows = [
+    (n, f"{h:,.1f}", f"{b:,.1f}", f"{b - h:+,.1f} s") for n, h, b in zip(names, host_clocks, box_clocks, strict=True)
+]
+display(table(["clock", "host", "box", "box - host"], clock_rows))
 
-assert abs((box[0] - host[0]) - WEEK) < 5  # the monotonic offset is visible inside
-assert abs((box[1] - host[1]) - 2 * WEEK) < 5
-assert abs(box[2] - host[2]) < 5  # the wall clock is shared
+assert abs((box_clocks[0] - host_clocks[0]) - WEEK) < 5  # the monotonic offset is visible inside
+assert abs((box_clocks[1] - host_clocks[1]) - 2 * WEEK) < 5
+assert abs(box_clocks[2] - host_clocks[2]) < 5  # the wall clock is shared
 uptime = nsbox.run(["cat", "/proc/uptime"], time=True, boottime_offset=2 * WEEK, capture_output=True, text=True)
 host_uptime = Path("/proc/uptime").read_text().split()[0]
 print(f"/proc/uptime in the box: {uptime.stdout.split()[0]} s, on the host: {host_uptime} s")

@@ -28,7 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from IPython.display import HTML, display
 
@@ -37,12 +39,12 @@ import nsbox
 assert os.getuid() != 0, "run this notebook as an ordinary user: it is about what works without root"
 
 
-def status(pid):
+def status(pid: int | str) -> dict[str, str]:
     """/proc/PID/status as a dict."""
     return dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
 
 
-def table(head, rows):
+def table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> HTML:
     """An HTML table."""
     th = "".join(f"<th>{h}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
@@ -60,9 +62,14 @@ assert int(status("self")["CapEff"], 16) == 0
 # have. `unshare` says so, and so does nsbox when told not to make a user namespace (`user=False`):
 
 # %%
+ATTEMPTS: list[tuple[list[str], dict[str, Any]]] = [  # unshare's flags, nsbox's options
+    (["--pid", "--fork"], {"pid": True}),
+    (["--net"], {"net": True}),
+    (["--uts"], {"hostname": "box"}),
+    (["--mount"], {"mount": True}),
+]
 rows = []
-for flags, options in [(["--pid", "--fork"], {"pid": True}), (["--net"], {"net": True}),
-                       (["--uts"], {"hostname": "box"}), (["--mount"], {"mount": True})]:
+for flags, options in ATTEMPTS:
     u = subprocess.run(["unshare", *flags, "true"], capture_output=True, text=True)
     try:
         nsbox.run(["true"], user=False, **options)
@@ -90,7 +97,10 @@ print("$ unshare -r --net id\n" + u.stdout)
 
 r = nsbox.run(
     ["sh", "-c", "id; cd /proc/self; cat uid_map gid_map setgroups; grep CapEff status"],
-    net=True, capture_output=True, text=True, check=True,
+    net=True,
+    capture_output=True,
+    text=True,
+    check=True,
 )
 print(">>> nsbox.run([...], net=True)\n" + r.stdout)
 lines = r.stdout.splitlines()
@@ -125,8 +135,10 @@ r = box.exec(["sh", "-c", "ps -ef; true"], capture_output=True, text=True, check
 print("inside:\n" + r.stdout)
 assert r.stdout.splitlines()[1].split()[:3] == ["root", "1", "0"]
 
-print("on the host:\n" + subprocess.run(["ps", "-o", "user,pid,ppid,args", "-p", str(box.pid)],
-                                        capture_output=True, text=True).stdout)
+print(
+    "on the host:\n"
+    + subprocess.run(["ps", "-o", "user,pid,ppid,args", "-p", str(box.pid)], capture_output=True, text=True).stdout
+)
 assert nsbox.nspid(box.pid) == [box.pid, 1] and int(status(box.pid)["PPid"]) == os.getpid()
 assert os.stat(f"/proc/{box.pid}").st_uid == ME  # to the host, the box's "root" is us
 box.processes()
@@ -140,8 +152,11 @@ box.processes()
 
 # %%
 work = tempfile.mkdtemp(prefix="nsbox-nb5-")
-r = box.exec(["sh", "-c", f"touch {work}/made-inside; ls -ln {work}; stat -c '%u %n' /etc/passwd; ls /root"],
-             capture_output=True, text=True)
+r = box.exec(
+    ["sh", "-c", f"touch {work}/made-inside; ls -ln {work}; stat -c '%u %n' /etc/passwd; ls /root"],
+    capture_output=True,
+    text=True,
+)
 print(r.stdout + r.stderr)
 made = os.stat(f"{work}/made-inside")
 print(f"on the host, made-inside belongs to uid {made.st_uid} (us: {ME})")
@@ -192,8 +207,14 @@ assert all(line.split(":", 2)[2] == "/" for line in cgroups.splitlines())
 results.append(("cgroup", "every path is /", Path("/proc/self/cgroup").read_text().splitlines()[-1]))
 
 # time: a new box, with a monotonic offset of one day
-r = nsbox.run([sys.executable, "-c", "import time; print(time.monotonic())"], time=True, monotonic_offset=86400,
-              capture_output=True, text=True, check=True)
+r = nsbox.run(
+    [sys.executable, "-c", "import time; print(time.monotonic())"],
+    time=True,
+    monotonic_offset=86400,
+    capture_output=True,
+    text=True,
+    check=True,
+)
 shift = float(r.stdout) - time.monotonic()
 assert abs(shift - 86400) < 5
 results.append(("time", f"monotonic clock {shift:+,.0f} s ahead", "unchanged"))
@@ -210,7 +231,8 @@ display(table(["namespace", "in the box (uid 0 inside)", f"on the host (uid {ME}
 # from outside (rootless Docker uses slirp4netns or pasta).
 
 # %%
-for options in [{"uid_map": [(0, ME, 1), (1, 100000, 1000)]}, {"setgroups": "allow"}]:
+NEED_PRIVILEGE: list[dict[str, Any]] = [{"uid_map": [(0, ME, 1), (1, 100000, 1000)]}, {"setgroups": "allow"}]
+for options in NEED_PRIVILEGE:
     try:
         nsbox.run(["true"], user=True, **options)
         print(options, "-> ran")

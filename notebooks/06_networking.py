@@ -32,6 +32,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
+from collections.abc import Iterable, Sequence
 
 import nettopo  # the network picture (nettopo.py, next to this notebook)
 from IPython.display import HTML, display
@@ -39,21 +40,23 @@ from IPython.display import HTML, display
 import nsbox
 
 
-def table(head, rows):
+def table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> HTML:
     """An HTML table."""
     th = "".join(f"<th>{h}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return HTML(f"<table><tr>{th}</tr>{body}</table>")
 
 
-def links():
+def links() -> set[str]:
     """The interfaces of the host's network namespace."""
     return set(os.listdir("/sys/class/net"))
 
 
-def fetch(url):
+def fetch(url: str) -> str:
     """The page at url, fetched from this process's network namespace."""
-    return urllib.request.urlopen(url, timeout=5).read().decode()
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body: bytes = response.read()
+    return body.decode()
 
 
 HOST_LINKS = links()
@@ -101,13 +104,18 @@ SERVER = textwrap.dedent("""
 """)
 
 
-def serve(lan, ip, name):
+def serve(lan: nsbox.Network, ip: str, name: str) -> nsbox.Popen:
     """A box on lan serving SERVER's page on ip:80, as PID 1 with its own hostname."""
     box = nsbox.Popen(
         [sys.executable, "-c", SERVER, ip, "80"],
-        network=lan, ip=ip, pid=True, hostname=name, stdout=subprocess.PIPE, text=True,
+        network=lan,
+        ip=ip,
+        pid=True,
+        hostname=name,
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    assert box.stdout.readline() == "ready\n"
+    assert box.stdout and box.stdout.readline() == "ready\n"
     return box
 
 
@@ -115,8 +123,12 @@ lan = nsbox.Network("10.213.0.0/24")
 web = serve(lan, "10.213.0.80", "web")
 client = nsbox.Popen(["sleep", "600"], network=lan, pid=True, hostname="client")
 print(lan)
-display(table(["box", "host PID", "eth0 address", "veth on the bridge"],
-              [("web" if b is web else "client", b.pid, b.ip, b.veth) for b in lan.boxes]))
+display(
+    table(
+        ["box", "host PID", "eth0 address", "veth on the bridge"],
+        [("web" if b is web else "client", b.pid, b.ip, b.veth) for b in lan.boxes],
+    )
+)
 
 # %% [markdown]
 # The client got the first free address (`.2`); the server asked for `.80`. Inside the client, `ip`
@@ -150,7 +162,7 @@ display(HTML(from_host))
 assert "hello from web" in from_host
 bridge_ports = sorted(os.listdir(f"/sys/class/net/{lan.bridge}/brif"))
 print(f"ports of {lan.bridge}:", bridge_ports)
-assert bridge_ports == sorted(b.veth for b in lan.boxes)
+assert set(bridge_ports) == {b.veth for b in lan.boxes}
 
 # %% [markdown]
 # ## Port 80, twice
@@ -204,13 +216,18 @@ with nsbox.Network("10.213.1.0/24", private=True) as hidden:
         from_host = fetch("http://10.213.1.80/")
     except OSError as exc:
         from_host = f"{type(exc).__name__}: {exc}"
-    display(table(["", ""], [
-        ("the other box fetched", page.strip()),
-        ("the host's route to 10.213.1.80", (route.stdout or route.stderr).splitlines()[0]),
-        ("the host fetched", from_host),
-        ("new interfaces on the host", sorted(links() - HOST_LINKS) or "none"),
-        ("interfaces in the LAN's namespace", ", ".join(sorted(hidden.interfaces()))),
-    ]))
+    display(
+        table(
+            ["", ""],
+            [
+                ("the other box fetched", page.strip()),
+                ("the host's route to 10.213.1.80", (route.stdout or route.stderr).splitlines()[0]),
+                ("the host fetched", from_host),
+                ("new interfaces on the host", sorted(links() - HOST_LINKS) or "none"),
+                ("interfaces in the LAN's namespace", ", ".join(sorted(hidden.interfaces()))),
+            ],
+        )
+    )
     display(nettopo.draw(hidden, names={server: "hidden (port 80)"}))
     server.kill()
     server.wait()
