@@ -1,15 +1,27 @@
-"""Execute the notebooks in fresh kernels, as the current user or as an unprivileged one.
+"""Keep the notebooks: write each one's cells from its source, then execute it and save it with its outputs.
 
-Used by ``build_notebooks.py`` (to save the notebooks with their outputs) and by
-``tests/test_notebooks.py`` (to check they still run). Notebook 5 is about running without root, so it
-runs in a kernel started with ``setpriv --reuid=65534 --regid=65534 --clear-groups``. That user cannot
-read ``/root`` (where pyenv and the checkout may live), so :func:`unprivileged_kernel` copies nsbox and
-ipykernel with everything it needs into a world-readable directory and starts the system's Python
-(same major.minor version as this one, so compiled modules load) on it.
+Each notebook's source is ``NN_name.py`` in jupytext's percent format (``# %%`` cells), paired with the
+committed ``NN_name.ipynb``, which keeps the outputs. Usage (as root, from the repository, with nsbox and the
+``notebook`` extra installed)::
+
+    python notebooks/nbrun.py                      # write the cells from the .py files, execute, save with outputs
+    python notebooks/nbrun.py --no-run             # only write the cells (outputs kept where the cells match)
+    python notebooks/nbrun.py 03_pid_namespace     # only these notebooks
+
+Writing the cells is ``jupytext --update --to ipynb notebooks/NN_name.py``. ``tests/test_notebooks.py`` checks
+that the committed notebooks have exactly the cells of their sources and that they still run, with
+:func:`execute`.
+
+Notebook 5 is about running without root, so it runs in a kernel started with
+``setpriv --reuid=65534 --regid=65534 --clear-groups``. That user cannot read ``/root`` (where pyenv and the
+checkout may live), so :func:`unprivileged_kernel` copies nsbox and ipykernel with everything it needs into a
+world-readable directory and starts the system's Python (same major.minor version as this one, so compiled
+modules load) on it.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.metadata
 import json
@@ -31,7 +43,7 @@ from nbclient import NotebookClient
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-__all__ = ["NOTEBOOKS", "UNPRIVILEGED", "execute", "unprivileged_kernel"]
+__all__ = ["NOTEBOOKS", "UNPRIVILEGED", "execute", "source", "sync", "unprivileged_kernel"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -184,3 +196,41 @@ def execute(
     start = time.monotonic()
     client.execute(env=kernel_env)
     return nb, time.monotonic() - start
+
+
+def source(name: str) -> Path:
+    """The jupytext source of notebook ``name`` (``NN_name.ipynb``): ``NN_name.py`` beside it."""
+    return HERE / Path(name).with_suffix(".py")
+
+
+def sync(names: list[str]) -> None:
+    """Write the cells of notebooks ``names`` from their sources; outputs stay with the cells jupytext matches."""
+    subprocess.run(
+        [sys.executable, "-m", "jupytext", "--update", "--to", "ipynb", *map(str, map(source, names))], check=True
+    )
+
+
+def main() -> int:
+    """Write the notebooks' cells from their sources; execute them and save the outputs unless ``--no-run``."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--no-run", action="store_true", help="write the cells only")
+    parser.add_argument("names", nargs="*", help="only these notebooks, NN_name or NN_name.ipynb (default: all)")
+    args = parser.parse_args()
+    names = [Path(n).with_suffix(".ipynb").name for n in args.names] or list(NOTEBOOKS)
+    if unknown := sorted(set(names) - set(NOTEBOOKS)):
+        parser.error(f"no such notebook: {', '.join(unknown)}")
+    sync(names)
+    if args.no_run:
+        return 0
+    for name in names:
+        path = HERE / name
+        executed, seconds = execute(path)
+        for cell in executed.cells:
+            cell.metadata.pop("execution", None)  # timestamps: they would change every run
+        nbformat.write(executed, path)
+        print(f"{name}: {seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -32,11 +32,18 @@ _ZOMBIE_EDGE = "#a52f2f"
 
 
 class _Process(Protocol):
-    host_pid: int
-    host_ppid: int
-    pid: int
-    ppid: int
-    command: str
+    """What :func:`draw` reads of a process (an :class:`nsbox.ProcessInfo`, whose fields are read-only)."""
+
+    @property
+    def host_pid(self) -> int: ...
+    @property
+    def host_ppid(self) -> int: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def ppid(self) -> int: ...
+    @property
+    def command(self) -> str: ...
 
 
 def _status(pid: int) -> dict[str, str]:
@@ -54,7 +61,7 @@ def _command(pid: int) -> str:
 
 def host_ancestors(host_pid: int, count: int = 2) -> list[tuple[int, int, str]]:
     """(pid, ppid, command) of the parent of ``host_pid``, its parent ..., at most ``count`` of them."""
-    chain = []
+    chain: list[tuple[int, int, str]] = []
     pid = int(_status(host_pid)["PPid"])
     while pid > 0 and len(chain) < count:
         ppid = int(_status(pid)["PPid"])

@@ -1,4 +1,7 @@
-"""The notebooks: generated from build_notebooks.py, committed with outputs, and still running as committed.
+"""The notebooks: kept as jupytext sources, committed with outputs, and still running as committed.
+
+Each notebook's cells live in ``notebooks/NN_name.py`` (jupytext's percent format), paired with the committed
+``NN_name.ipynb`` that carries the outputs; ``notebooks/nbrun.py`` writes the one from the other and runs it.
 
 Each notebook runs top to bottom in a fresh kernel; its cells ``assert`` what they show, so a notebook
 that runs but shows the wrong thing fails here. Notebooks 1-4 and 6 are written for root; notebook 5 runs as
@@ -26,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jupytext
 import nbformat
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
@@ -37,7 +41,6 @@ from conftest import host_mounts
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 sys.path.insert(0, str(NOTEBOOKS))
 nbrun: Any = importlib.import_module("nbrun")
-build: Any = importlib.import_module("build_notebooks")
 
 #: Prefixes of the temporary directories the notebooks create (and must remove).
 TEMP_PREFIXES = ("nsbox-site-", "nsbox-mnt-", "nsbox-stage-", "nsbox-prop-", "nsbox-user-", "nsbox-nb5-")
@@ -128,13 +131,25 @@ def _execute(name: str, env: dict[str, str], workdir: Path) -> tuple[nbformat.No
         return nb, time.monotonic() - start
 
 
-def test_the_committed_notebooks_are_the_generated_ones() -> None:
-    generated = build.notebooks()
-    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(generated) == sorted(NAMES)
-    for name, expected in generated.items():
+def _cells(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source) for c in nb.cells]
+
+
+def test_every_notebook_has_a_source_and_the_sources_are_paired() -> None:
+    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(NAMES)
+    assert sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.py")) == sorted(nbrun.source(n).name for n in NAMES)
+    for name in NAMES:
         committed = nbformat.read(NOTEBOOKS / name, as_version=4)
-        cells = [(c.cell_type, c.source) for c in committed.cells]
-        assert cells == [(c.cell_type, c.source) for c in expected.cells], f"{name}: run notebooks/build_notebooks.py"
+        source = jupytext.read(nbrun.source(name))
+        pairing = "ipynb,py:percent"
+        assert source.metadata["jupytext"]["formats"] == committed.metadata["jupytext"]["formats"] == pairing, name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_committed_notebook_has_the_cells_of_its_source(name: str) -> None:
+    committed = nbformat.read(NOTEBOOKS / name, as_version=4)
+    source = jupytext.read(nbrun.source(name))
+    assert _cells(committed) == _cells(source), f"{name}: run python notebooks/nbrun.py {name}"
 
 
 @pytest.mark.parametrize("name", NAMES)
