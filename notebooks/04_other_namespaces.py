@@ -36,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from IPython.display import HTML, display
 
@@ -270,7 +271,8 @@ TRY = (
     f'hostname "$(hostname)" && echo hostname: ok; mount -t tmpfs t {where} && echo mount: ok'
 )
 rows = []
-for options in [{"user": True}, {"user": True, "uts": True, "mount": True}]:
+runs: list[dict[str, Any]] = [{"user": True}, {"user": True, "uts": True, "mount": True}]
+for options in runs:
     r = nsbox.run(["sh", "-c", TRY], capture_output=True, text=True, **options)
     out = r.stdout.splitlines()
     print(f">>> nsbox.run([...], **{options})\n" + r.stdout + r.stderr)
