@@ -114,73 +114,59 @@ impl Step {
     }
 }
 
-/// Advice added to a message, by a stable name that a front end with other words (the CLI) can key on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hint {
-    NeedsUserNamespace,
-    UserNamespacesDisabled,
-    NamespaceLimit,
-    NestedTooDeep,
-    UnsupportedCombination,
-    MapsNeedPrivilege,
-    ProcNeedsPidNamespace,
-    NotMapped,
-    SetgroupsDenied,
-    BridgeNeedsRoot,
-    PersistNeedsRoot,
-    PidNamespaceEnded,
+/// One table for every hint: its stable name (the Python exception's `hint`) and the advice in the Python
+/// API's words.
+macro_rules! hints {
+    ($($variant:ident, $name:literal, $text:expr;)*) => {
+        /// Advice added to a message, by a stable name that a front end with other words (the CLI) can key on.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Hint {
+            $($variant,)*
+        }
+
+        impl Hint {
+            pub const ALL: &'static [Hint] = &[$(Hint::$variant,)*];
+
+            #[must_use]
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Hint::$variant => $name,)*
+                }
+            }
+
+            /// The advice in the Python API's words.
+            #[must_use]
+            pub const fn text(self) -> &'static str {
+                match self {
+                    $(Hint::$variant => $text,)*
+                }
+            }
+        }
+    };
 }
 
-impl Hint {
-    #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Hint::NeedsUserNamespace => "needs_user_namespace",
-            Hint::UserNamespacesDisabled => "user_namespaces_disabled",
-            Hint::NamespaceLimit => "namespace_limit",
-            Hint::NestedTooDeep => "nested_too_deep",
-            Hint::UnsupportedCombination => "unsupported_combination",
-            Hint::MapsNeedPrivilege => "maps_need_privilege",
-            Hint::ProcNeedsPidNamespace => "proc_needs_pid_namespace",
-            Hint::NotMapped => "not_mapped",
-            Hint::SetgroupsDenied => "setgroups_denied",
-            Hint::BridgeNeedsRoot => "bridge_needs_root",
-            Hint::PersistNeedsRoot => "persist_needs_root",
-            Hint::PidNamespaceEnded => "pid_namespace_ended",
-        }
-    }
-
-    /// The advice in the Python API's words.
-    #[must_use]
-    pub const fn text(self) -> &'static str {
-        match self {
-            Hint::NeedsUserNamespace => "unprivileged callers need a user namespace: leave user=None or pass user=True",
-            Hint::UserNamespacesDisabled => {
-                "unprivileged user namespaces may be disabled: see /proc/sys/user/max_user_namespaces \
-                 and kernel.apparmor_restrict_unprivileged_userns"
-            }
-            Hint::NamespaceLimit => "a limit in /proc/sys/user/max_*_namespaces is reached",
-            Hint::NestedTooDeep => "user namespaces are nested too deeply",
-            Hint::UnsupportedCombination => "the kernel does not support this combination of namespaces",
-            Hint::MapsNeedPrivilege => {
-                "without root only your own uid and gid can be mapped, with setgroups='deny'; \
-                 other maps need CAP_SETUID and CAP_SETGID"
-            }
-            Hint::ProcNeedsPidNamespace => {
-                "a new proc can only be mounted for a PID namespace this box owns: add pid=True"
-            }
-            Hint::NotMapped => "it is not mapped in the box's user namespace: add it to uid_map or gid_map",
-            Hint::SetgroupsDenied => {
-                "setgroups is denied in the box's user namespace: pass setgroups='allow' (as root)"
-            }
-            Hint::BridgeNeedsRoot => {
-                "a bridge in the host's network namespace needs CAP_NET_ADMIN (root); \
-                 Network(private=True) keeps the LAN in namespaces of your own"
-            }
-            Hint::PersistNeedsRoot => "bind mounts on the host need root (CAP_SYS_ADMIN)",
-            Hint::PidNamespaceEnded => "its PID 1 has exited, so nothing can start in it any more",
-        }
-    }
+hints! {
+    NeedsUserNamespace, "needs_user_namespace",
+        "unprivileged callers need a user namespace: leave user=None or pass user=True";
+    UserNamespacesDisabled, "user_namespaces_disabled",
+        "unprivileged user namespaces may be disabled: see /proc/sys/user/max_user_namespaces \
+         and kernel.apparmor_restrict_unprivileged_userns";
+    NamespaceLimit, "namespace_limit", "a limit in /proc/sys/user/max_*_namespaces is reached";
+    NestedTooDeep, "nested_too_deep", "user namespaces are nested too deeply";
+    UnsupportedCombination, "unsupported_combination", "the kernel does not support this combination of namespaces";
+    MapsNeedPrivilege, "maps_need_privilege",
+        "without root only your own uid and gid can be mapped, with setgroups='deny'; \
+         other maps need CAP_SETUID and CAP_SETGID";
+    ProcNeedsPidNamespace, "proc_needs_pid_namespace",
+        "a new proc can only be mounted for a PID namespace this box owns: add pid=True";
+    NotMapped, "not_mapped", "it is not mapped in the box's user namespace: add it to uid_map or gid_map";
+    SetgroupsDenied, "setgroups_denied",
+        "setgroups is denied in the box's user namespace: pass setgroups='allow' (as root)";
+    BridgeNeedsRoot, "bridge_needs_root",
+        "a bridge in the host's network namespace needs CAP_NET_ADMIN (root); \
+         Network(private=True) keeps the LAN in namespaces of your own";
+    PersistNeedsRoot, "persist_needs_root", "bind mounts on the host need root (CAP_SYS_ADMIN)";
+    PidNamespaceEnded, "pid_namespace_ended", "its PID 1 has exited, so nothing can start in it any more";
 }
 
 /// A step that failed with an errno.
@@ -219,6 +205,12 @@ impl Error {
     #[must_use]
     pub fn invalid(message: impl Into<String>) -> Error {
         Error::Invalid(Invalid { message: message.into(), option: None })
+    }
+
+    /// `option` cannot work as given (with the others given); the message says why in full.
+    #[must_use]
+    pub fn rule(option: &'static str, message: impl Into<String>) -> Error {
+        Error::Invalid(Invalid { message: message.into(), option: Some(option) })
     }
 
     /// Bad input for `option`; the message starts with the option's name.

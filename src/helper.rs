@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::errors::{Error, Step};
-use crate::sys::own_fd;
+use crate::sys::{errno_of, own_fd};
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nsbox-helper"));
 
@@ -25,10 +25,6 @@ struct Kept {
 
 /// Replaced (never freed: a concurrent reader may hold the old one) when the number goes stale.
 static KEPT: AtomicPtr<Kept> = AtomicPtr::new(std::ptr::null_mut());
-
-fn errno_of(e: &std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
-}
 
 fn make() -> Result<OwnedFd, i32> {
     let create = |flags: libc::c_uint| {
@@ -48,11 +44,14 @@ fn make() -> Result<OwnedFd, i32> {
 
 /// (device, inode) of an open fd.
 fn identity(fd: RawFd) -> Option<(u64, u64)> {
-    // SAFETY: fstat into a zeroed stack struct.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        (libc::fstat(fd, &raw mut st) == 0).then_some((st.st_dev, st.st_ino))
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat(2) fills the struct when it succeeds.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return None;
     }
+    // SAFETY: initialised by the successful fstat above.
+    let st = unsafe { st.assume_init() };
+    Some((st.st_dev, st.st_ino))
 }
 
 /// A duplicate of `kept`'s fd, if that number still names the same memfd.

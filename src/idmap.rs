@@ -31,8 +31,8 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 
 impl IdMap {
     /// Checks a map; `what` (`"uid_map"`/`"gid_map"`) names it in the error.
-    pub fn new(what: &str, ranges: Vec<IdRange>) -> Result<IdMap, Error> {
-        let bad = |msg: String| Err(Error::invalid(format!("{what}: {msg}")));
+    pub fn new(what: &'static str, ranges: Vec<IdRange>) -> Result<IdMap, Error> {
+        let bad = |msg: String| Err(Error::rule(what, format!("{what}: {msg}")));
         if ranges.is_empty() {
             return bad("needs at least one (inside, outside, count) range".into());
         }

@@ -9,6 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::errors::{Error, Hint, Step};
+use crate::sys::{errno_of, last_errno};
 
 /// The kinds that can be persisted and entered again (the `*_for_children` links are views of these).
 pub const KINDS: [&str; 8] = ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
@@ -18,14 +19,6 @@ const MARKER: &str = ".nsbox-self-bind";
 
 fn cstr(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).expect("paths from Python have no NUL")
-}
-
-fn errno_of(err: &std::io::Error) -> i32 {
-    err.raw_os_error().unwrap_or(libc::EIO)
-}
-
-fn last_errno() -> i32 {
-    errno_of(&std::io::Error::last_os_error())
 }
 
 fn mount(src: &Path, target: &Path, flags: libc::c_ulong) -> Result<(), i32> {

@@ -132,11 +132,8 @@ pub struct Caller {
 impl Caller {
     #[must_use]
     pub fn current() -> Caller {
-        Caller {
-            euid: nix::unistd::geteuid().as_raw(),
-            egid: nix::unistd::getegid().as_raw(),
-            may_drop_groups: crate::sys::may_drop_groups(),
-        }
+        let (uid, gid) = crate::sys::effective_ids();
+        Caller { euid: uid, egid: gid, may_drop_groups: crate::sys::may_drop_groups() }
     }
 }
 
@@ -173,10 +170,6 @@ pub struct Spec {
     pub root: Option<CString>,
 }
 
-fn invalid<T>(msg: impl Into<String>) -> Result<T, Error> {
-    Err(Error::invalid(msg.into()))
-}
-
 /// A path argument as a C string: not empty, no NUL.
 fn path(option: &'static str, bytes: Vec<u8>) -> Result<CString, Error> {
     if bytes.is_empty() {
@@ -190,7 +183,7 @@ impl Options {
     /// rejects what cannot work, before anything is forked.
     pub fn resolve(self, caller: Caller) -> Result<Spec, Error> {
         if self.proc_dir.is_some() && !self.mount_proc {
-            return invalid("a proc directory is given, but mount_proc is not set");
+            return Err(Error::rule("mount_proc", "a proc directory is given, but mount_proc is not set"));
         }
         let proc_dir = path("mount_proc", self.proc_dir.unwrap_or_else(|| b"/proc".to_vec()))?;
         let root = self.root.map(|r| path("root", r)).transpose()?;
@@ -207,7 +200,12 @@ impl Options {
         let wants_maps = self.uid_map.is_some() || self.gid_map.is_some() || self.setgroups.is_some();
         let user = match self.user {
             Some(false) if wants_maps => {
-                return invalid("uid_map, gid_map and setgroups need a user namespace, but user=False")
+                let option = [("uid_map", self.uid_map.is_some()), ("gid_map", self.gid_map.is_some())]
+                    .into_iter()
+                    .find_map(|(name, given)| given.then_some(name))
+                    .unwrap_or("setgroups");
+                let message = "uid_map, gid_map and setgroups need a user namespace, but user=False";
+                return Err(Error::rule(option, message));
             }
             Some(explicit) => explicit,
             None => wants_maps || (caller.euid != 0 && others),
@@ -216,7 +214,8 @@ impl Options {
         let propagation = match &self.propagation {
             None => Propagation::default(),
             Some(_) if !kinds.contains(Namespace::Mount) => {
-                return invalid("propagation applies to a new mount namespace: pass mount=True or mount_proc=True")
+                let message = "propagation applies to a new mount namespace: pass mount=True or mount_proc=True";
+                return Err(Error::rule("propagation", message));
             }
             Some(text) => Propagation::parse(text)?,
         };
@@ -238,7 +237,9 @@ impl Options {
 
         let has_offsets = self.monotonic_offset.is_some() || self.boottime_offset.is_some();
         if has_offsets && !self.time {
-            return invalid("monotonic_offset and boottime_offset need a time namespace: pass time=True");
+            let option = if self.monotonic_offset.is_some() { "monotonic_offset" } else { "boottime_offset" };
+            let message = "monotonic_offset and boottime_offset need a time namespace: pass time=True";
+            return Err(Error::rule(option, message));
         }
         let time_offsets = if has_offsets {
             let mut text = String::new();

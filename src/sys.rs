@@ -11,7 +11,22 @@ use crate::errors::{Error, Step};
 /// The calling thread's errno.
 #[must_use]
 pub fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    errno_of(&std::io::Error::last_os_error())
+}
+
+/// The errno of an I/O error (EIO for one that has none).
+#[must_use]
+pub fn errno_of(err: &std::io::Error) -> i32 {
+    err.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// This process's effective uid and gid.
+#[must_use]
+pub fn effective_ids() -> (u32, u32) {
+    // SAFETY: geteuid and getegid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    // SAFETY: as above.
+    (uid, unsafe { libc::getegid() })
 }
 
 /// Takes ownership of a fresh fd (`>= 0`), moved to 3 or above and close-on-exec.
@@ -77,16 +92,38 @@ pub fn kill_and_reap(pid: pid_t) {
     reap(pid);
 }
 
+/// Kills (`pidfd_send_signal`) and reaps (`waitid(P_PIDFD)`) the process behind a pidfd of a child of
+/// ours; a reaped one ignores the signal and the wait fails with ECHILD.
+pub fn kill_and_reap_pidfd(pidfd: RawFd) {
+    let nothing = std::ptr::null::<libc::siginfo_t>();
+    // SAFETY: signalling through a pidfd the caller owns; a pidfd names one process for good.
+    unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, libc::SIGKILL, nothing, 0) };
+    // SAFETY: all-zero bytes are a valid siginfo_t.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes into our siginfo_t.
+    while unsafe { libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &raw mut info, libc::WEXITED) } < 0
+        && last_errno() == libc::EINTR
+    {}
+}
+
 /// Whether `pid` is a child of ours that has not been reaped (running or a zombie): only then may it be
 /// signalled by PID (an unreaped child's PID cannot be reused).
 #[must_use]
 pub fn unreaped_child(pid: pid_t) -> bool {
-    // SAFETY: a zeroed siginfo_t is a valid value; WNOWAIT only looks.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL;
-        libc::waitid(libc::P_PID, pid as libc::id_t, &raw mut info, flags) == 0
+    peek_exit(pid).is_ok()
+}
+
+/// Looks at a child of ours without reaping it: whether it has exited, or waitid's errno.
+fn peek_exit(pid: pid_t) -> Result<bool, i32> {
+    // SAFETY: all-zero bytes are a valid siginfo_t.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL;
+    // SAFETY: waitid writes into our siginfo_t; WNOWAIT leaves the child as it is.
+    if unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &raw mut info, flags) } < 0 {
+        return Err(last_errno());
     }
+    // SAFETY: with WNOHANG, waitid leaves si_pid zero when no child has exited, else fills the union.
+    Ok(unsafe { info.si_pid() } != 0)
 }
 
 /// Waits for a child of ours. ECHILD (reaped already: `SIGCHLD` ignored, or a handler that reaps) is not
@@ -105,14 +142,9 @@ pub fn reap(pid: pid_t) {
 /// someone, or never ours) counts as exited.
 #[must_use]
 pub fn still_running(pid: pid_t) -> bool {
-    // SAFETY: a zeroed siginfo_t is a valid value; waitid with WNOWAIT only looks.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL;
-        if libc::waitid(libc::P_PID, pid as libc::id_t, &raw mut info, flags) < 0 {
-            return last_errno() == libc::EINTR;
-        }
-        info.si_pid() == 0
+    match peek_exit(pid) {
+        Ok(exited) => !exited,
+        Err(errno) => errno == libc::EINTR,
     }
 }
 

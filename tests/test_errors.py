@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import children_of, fd_count
+from conftest import Rootless, children_of, fd_count
 
 #: (args, options, exception, text the message must contain), rejected before anything is forked.
 BAD_INPUT: list[tuple[Any, dict[str, Any], type[Exception], str]] = [
@@ -67,6 +67,72 @@ def test_bad_input_raises_a_clear_error_and_leaves_nothing(
     assert text in str(info.value)
     assert fd_count() == fds
     assert children_of(os.getpid()) == []
+
+
+#: Refusals of the core's checks, and the option each names in ``ValueError.option`` (for front ends with
+#: other words for the options, such as the CLI).
+OPTION_AT_FAULT: list[tuple[dict[str, Any], str | None]] = [
+    ({"hostname": "a" * 65}, "hostname"),
+    ({"mount": True, "propagation": "rprivate"}, "propagation"),
+    ({"propagation": "slave"}, "propagation"),
+    ({"gid_map": [(0, 1000, 10), (50, 1005, 1)]}, "gid_map"),
+    ({"uid_map": [(0, 0, 1)], "user": False}, "uid_map"),
+    ({"setgroups": "allow", "user": False}, "setgroups"),
+    ({"user": True, "setgroups": "maybe"}, "setgroups"),
+    ({"boottime_offset": 5.5}, "boottime_offset"),
+    ({"time": True, "monotonic_offset": float("inf")}, "monotonic_offset"),
+    ({"mount_proc": ""}, "mount_proc"),
+]
+
+
+@pytest.mark.parametrize(("options", "option"), OPTION_AT_FAULT, ids=[next(iter(o)) for o, _ in OPTION_AT_FAULT])
+def test_a_refused_option_is_named_by_a_field(options: dict[str, Any], option: str) -> None:
+    with pytest.raises(ValueError) as info:
+        nsbox.run(["true"], **options)
+    assert info.value.option == option  # type: ignore[attr-defined]
+    assert children_of(os.getpid()) == []
+
+
+def test_the_step_and_hint_names_are_listed_by_the_core() -> None:
+    from nsbox import _nsbox
+
+    assert {"clone", "uid_map", "mount_proc", "cwd", "exec", "target"} <= set(_nsbox.STEPS)
+    assert "proc_needs_pid_namespace" in _nsbox.HINTS
+    assert len(set(_nsbox.STEPS)) == len(_nsbox.STEPS) and len(set(_nsbox.HINTS)) == len(_nsbox.HINTS)
+
+
+#: Ids to run as that ``subprocess`` refuses; Python 3.11.0-3.11.3 (the rootless interpreter here is 3.11.2)
+#: refuse them only after making the pipes, and leak those.
+BAD_IDS_TO_RUN_AS: list[dict[str, Any]] = [
+    {"user": -1},
+    {"user": "no-such-user-nsbox"},
+    {"user": 1.5},
+    {"group": -2},
+    {"group": "no-such-group-nsbox"},
+    {"extra_groups": [0, -1]},
+    {"extra_groups": [None]},
+]
+
+
+def test_ids_subprocess_refuses_are_refused_alike_and_leave_no_fd(rootless: Rootless) -> None:
+    seen = rootless(
+        f"""
+        def outcome(run, options):
+            before = sorted(os.listdir("/proc/self/fd"))
+            try:
+                run(["true"], capture_output=True, **options)
+                error = None
+            except Exception as e:
+                error = [type(e).__name__, str(e)]
+            return error, sorted(os.listdir("/proc/self/fd")) == before
+
+        emit([[outcome(nsbox.run, o), outcome(subprocess.run, o)] for o in {BAD_IDS_TO_RUN_AS!r}])
+        """
+    )
+    for options, ((error, clean), (sub_error, _)) in zip(BAD_IDS_TO_RUN_AS, seen, strict=True):
+        # The same exception as subprocess's; and no fd left, even where subprocess leaves some.
+        assert error is not None and (error == sub_error or options == {"user": 1.5}), (options, error, sub_error)
+        assert clean, (options, error)
 
 
 def test_bad_input_is_rejected_before_anything_is_forked(python: str) -> None:
@@ -197,6 +263,9 @@ def test_new_proc_without_pid_namespace_in_a_user_namespace_names_the_step() -> 
     assert info.value.errno == errno.EPERM
     assert "cannot mount a new proc on '/proc'" in str(info.value)
     assert info.value.step == "mount_proc"  # type: ignore[attr-defined]
+    assert info.value.hint == "proc_needs_pid_namespace"  # type: ignore[attr-defined]
+    assert info.value.what == "mount a new proc on '/proc'"  # type: ignore[attr-defined]
+    assert f"cannot {info.value.what}: " in str(info.value)  # type: ignore[attr-defined]
     assert "pid=True" in str(info.value)
     assert fd_count() == fds
     assert children_of(os.getpid()) == []

@@ -106,7 +106,8 @@ def works_or_is_refused_before_forking(printf, args, env, options):
             printed = b"".join(os.fsencode(a) + b"\0" for a in args) if args else b"\0"
             assert (r.returncode, r.stdout) == (0, printed), r
         outcomes["ran"] += 1
-    assert leftovers() == before, "a child or an fd was left behind"
+    after = leftovers()
+    assert after == before, f"a child or an fd was left behind: {before} -> {after}"
 
 
 nsbox.run(["true"], init=True, time=True)  # warm up: a spawner thread, the helper's memfd

@@ -381,24 +381,24 @@ def test_spawn_works_in_a_forked_child_of_a_process_that_spawned_before(python: 
 def test_spawn_is_a_single_vfork_style_clone_into_the_namespaces(python: str, tmp_path: Path) -> None:
     strace = shutil.which("strace")
     assert strace, "strace is needed for this test: apt-get install strace"
-    out = tmp_path / "strace.txt"
+    # -ff: one file per thread, so a call interrupted by another thread's is never split in two lines.
     code = "import nsbox; nsbox.run(['true'], pid=True, net=True)"
     subprocess.run(
-        [strace, "-f", "-qq", "-o", str(out), "-e", "trace=clone,clone3,fork,vfork", python, "-c", code],
+        [strace, "-ff", "-qq", "-o", str(tmp_path / "trace"), "-e", "trace=clone,clone3,fork,vfork"]
+        + [python, "-c", code],
         check=True,
         timeout=60,
     )
-    calls = [line for line in out.read_text().splitlines() if "CLONE_NEWPID" in line]
-    assert len(calls) == 1, out.read_text()
+    lines = [line for f in sorted(tmp_path.glob("trace.*")) for line in f.read_text().splitlines()]
+    calls = [line for line in lines if "CLONE_NEWPID" in line]
+    assert len(calls) == 1, lines
     (call,) = calls
     match = re.search(r"flags=([A-Z0-9_|]+)", call)
     assert match, call
     flags = set(match.group(1).split("|"))
     assert {"CLONE_VM", "CLONE_VFORK", "CLONE_NEWPID", "CLONE_NEWNET"} <= flags, call
     # Nothing else in the process forked (a CLONE_VM|CLONE_THREAD spawner thread is not a fork).
-    forks = [
-        line for line in out.read_text().splitlines() if ("clone" in line or "fork" in line) and "CLONE_VM" not in line
-    ]
+    forks = [line for line in lines if ("clone" in line or "fork" in line) and "CLONE_VM" not in line]
     assert forks == [], forks
 
 

@@ -4,7 +4,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import final
 
 __all__ = [
+    "HINTS",
     "NAMESPACE_KINDS",
+    "STEPS",
     "Network",
     "Spec",
     "__version__",
@@ -23,6 +25,10 @@ __all__ = [
 __version__: str
 #: The namespace kinds, by their ``/proc/PID/ns`` names, in the order nsbox lists them.
 NAMESPACE_KINDS: list[str]
+#: Every ``step`` an ``OSError`` from nsbox can name (``"clone"``, ``"uid_map"``, ``"exec"`` ...).
+STEPS: list[str]
+#: Every ``hint`` an ``OSError`` from nsbox can carry (``"needs_user_namespace"`` ...).
+HINTS: list[str]
 
 @final
 class Spec:

@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, TypedDict
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12
 
-from nsbox import _inspect, _nsbox
+from nsbox import _ids, _inspect, _nsbox
 from nsbox._network import Network
 from nsbox._options import OPTIONS, BoxOptions, StrOrBytesPath, check_names, prepare
 
@@ -170,8 +170,10 @@ class Popen(subprocess.Popen[Any]):
             raise TypeError(
                 f"user must be None, True or False (a user namespace), or a user name or uid to run as, not {user!r}"
             )
-        run_as = None if user is None or isinstance(user, bool) else user
         user_namespace = user if isinstance(user, bool) else None
+        run_as, group, extra_groups = _ids.resolve(
+            None if user is None or isinstance(user, bool) else user, group, extra_groups
+        )
         check_names(options, OPTIONS, "Popen")
         self._exec_children = []
         self._nsbox_link: tuple[str, str] | None = None

@@ -13,7 +13,7 @@ mod net;
 mod steps;
 pub(crate) mod sys;
 
-use std::ffi::c_void;
+use std::ffi::{c_void, CStr};
 use std::ptr;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -48,8 +48,8 @@ pub struct Setup<'a> {
     /// never give us EOF.
     pub go_write_fd: c_int,
     /// `uid_map`/`gid_map` text when the child writes its own maps.
-    pub uid_map: *const c_char,
-    pub gid_map: *const c_char,
+    pub uid_map: &'a CStr,
+    pub gid_map: &'a CStr,
     /// The messages that configure `eth0` once the parent has made it (the box is on a network).
     pub eth0: Option<&'a Eth0>,
 }
@@ -116,37 +116,40 @@ fn run(plan: &Plan<'_>) -> ! {
     // The caller's other fds go before any path is resolved: none of them, not even a directory fd
     // reached through /proc/self/fd, can serve as the box's root or working directory.
     close_all_but(plan, plan.keep_fds, 0);
-    // SAFETY: each call below is a single async-signal-safe syscall wrapper.
-    unsafe {
-        if let Some(root) = &s.config.root {
-            // As `unshare --root`: chroot, then proc is mounted inside the new root.
-            check(s, Step::Root, libc::chroot(root.as_ptr()));
-            if plan.cwd.is_null() {
-                check(s, Step::Chdir, libc::chdir(c"/".as_ptr()));
-            }
+    if let Some(root) = &s.config.root {
+        // As `unshare --root`: chroot, then proc is mounted inside the new root.
+        // SAFETY: a valid NUL-terminated path the parent owns.
+        check(s, Step::Root, unsafe { libc::chroot(root.as_ptr()) });
+        if plan.cwd.is_null() {
+            // SAFETY: a static path.
+            check(s, Step::Chdir, unsafe { libc::chdir(c"/".as_ptr()) });
         }
     }
     mount_proc(s);
-    // SAFETY: each call below is a single async-signal-safe syscall wrapper.
-    unsafe {
-        if plan.root_fd >= 0 {
-            check(s, Step::Root, libc::fchdir(plan.root_fd));
-            check(s, Step::Root, libc::chroot(c".".as_ptr()));
-        }
-        if !plan.cwd.is_null() {
-            check(s, Step::Chdir, libc::chdir(plan.cwd));
-        } else if plan.cwd_fd >= 0 {
-            check(s, Step::Chdir, libc::fchdir(plan.cwd_fd));
-        }
-        if plan.new_session {
-            check(s, Step::Session, libc::setsid());
-        }
-        if plan.process_group >= 0 {
-            check(s, Step::Session, libc::setpgid(0, plan.process_group));
-        }
-        if plan.umask >= 0 {
-            libc::umask(plan.umask as libc::mode_t);
-        }
+    if plan.root_fd >= 0 {
+        // SAFETY: fchdir(2) to a directory fd the parent opened.
+        check(s, Step::Root, unsafe { libc::fchdir(plan.root_fd) });
+        // SAFETY: a static path.
+        check(s, Step::Root, unsafe { libc::chroot(c".".as_ptr()) });
+    }
+    if !plan.cwd.is_null() {
+        // SAFETY: a valid NUL-terminated path the parent owns.
+        check(s, Step::Chdir, unsafe { libc::chdir(plan.cwd) });
+    } else if plan.cwd_fd >= 0 {
+        // SAFETY: fchdir(2) to a directory fd the parent opened.
+        check(s, Step::Chdir, unsafe { libc::fchdir(plan.cwd_fd) });
+    }
+    if plan.new_session {
+        // SAFETY: setsid(2) has no arguments.
+        check(s, Step::Session, unsafe { libc::setsid() });
+    }
+    if plan.process_group >= 0 {
+        // SAFETY: setpgid(2) takes integers.
+        check(s, Step::Session, unsafe { libc::setpgid(0, plan.process_group) });
+    }
+    if plan.umask >= 0 {
+        // SAFETY: umask(2) takes an integer.
+        unsafe { libc::umask(plan.umask as libc::mode_t) };
     }
     setup_fds(plan);
     reset_signals(plan);
@@ -165,8 +168,8 @@ pub extern "C" fn entry(arg: *mut c_void) -> c_int {
     // SAFETY: the parent passes a pointer to a Plan that outlives the child's use of it.
     let plan = unsafe { &*arg.cast::<Plan<'_>>() };
     let s = &plan.setup;
-    // SAFETY: our own copy of the parent's read end (the fd table is a copy, not shared).
-    unsafe { libc::close(s.err_read_fd) };
+    // Our own copy of the parent's read end (the fd table is a copy, not shared).
+    sys::close(s.err_read_fd);
     set_parent_death_signal(s);
     if plan.drop_groups {
         drop_supplementary_groups(s);
@@ -199,15 +202,16 @@ pub extern "C" fn entry(arg: *mut c_void) -> c_int {
         | libc::CLONE_PARENT
         | libc::CLONE_PARENT_SETTID
         | libc::SIGCHLD;
-    // SAFETY: the second child runs on the other half of the stack and reads the same Plan.
     let arg = ptr::from_ref(plan).cast_mut().cast();
-    let pid = unsafe { libc::clone(inner_entry, plan.inner_stack, flags, arg, plan.inner_pid.as_ptr()) };
+    // SAFETY: the second child runs on the other half of the stack and reads the same Plan, which outlives
+    // it (CLONE_VFORK: this process, and so the spawn, waits for its exec).
+    let pid =
+        unsafe { sys::clone(inner_entry, plan.inner_stack, flags, arg, plan.inner_pid.as_ptr(), ptr::null_mut()) };
     if pid < 0 {
         fail(s, Step::Clone);
     }
     plan.inner_pid.store(pid, Ordering::Release);
-    // SAFETY: leaving without running anything of the parent's.
-    unsafe { libc::_exit(0) }
+    sys::exit(0)
 }
 
 extern "C" fn inner_entry(arg: *mut c_void) -> c_int {

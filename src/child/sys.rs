@@ -2,17 +2,87 @@
 //! a procfs file, closing fds, and the one `clone` call every path makes. Raw system calls only, on data the
 //! parent prepared: no allocation, no locks, no panics.
 
-use std::ffi::c_void;
+use std::ffi::{c_void, CStr};
 
-use libc::{c_char, c_int};
+use libc::c_int;
 
 use super::{Plan, Setup};
 use crate::errors::Step;
 use crate::protocol::Message;
 
 pub(crate) fn errno() -> c_int {
-    // SAFETY: reading the calling thread's errno is always allowed.
-    unsafe { *libc::__errno_location() }
+    // SAFETY: __errno_location has no preconditions; it points at this thread's errno.
+    let location = unsafe { libc::__errno_location() };
+    // SAFETY: a valid, aligned pointer to this thread's errno.
+    unsafe { *location }
+}
+
+/// Leaves at once, running nothing of the parent's (no atexit handlers, no buffers flushed).
+pub(crate) fn exit(code: c_int) -> ! {
+    // SAFETY: _exit(2) has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// `close(2)`; the result does not matter (the fd is ours, and unused after).
+pub(crate) fn close(fd: c_int) {
+    // SAFETY: closing an fd of our own table.
+    unsafe { libc::close(fd) };
+}
+
+/// `open(2)` of a path the parent prepared.
+pub(crate) fn open(path: &CStr, flags: c_int) -> c_int {
+    // SAFETY: a valid NUL-terminated path.
+    unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) }
+}
+
+/// `write(2)` of a buffer, once.
+pub(crate) fn write(fd: c_int, bytes: &[u8]) -> isize {
+    // SAFETY: the buffer is valid for its length.
+    unsafe { libc::write(fd, bytes.as_ptr().cast::<c_void>(), bytes.len()) }
+}
+
+/// `read(2)` into a buffer, retried on `EINTR`.
+pub(crate) fn read(fd: c_int, buf: &mut [u8]) -> isize {
+    loop {
+        // SAFETY: the buffer is valid and writable for its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast::<c_void>(), buf.len()) };
+        if n >= 0 || errno() != libc::EINTR {
+            return n;
+        }
+    }
+}
+
+/// `fcntl(2)` with an integer argument.
+pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
+    // SAFETY: the commands nsbox uses take an integer.
+    unsafe { libc::fcntl(fd, cmd, arg) }
+}
+
+/// `prctl(2)` with integer arguments.
+pub(crate) fn prctl(option: c_int, arg: libc::c_ulong) -> c_int {
+    // SAFETY: the options nsbox uses take an integer and no pointer.
+    unsafe { libc::prctl(option, arg, 0, 0, 0) }
+}
+
+/// The one `clone(2)` of every path: through the C library's wrapper, which switches to `stack` and calls
+/// `entry(arg)` there. The kernel stores the new PID at `parent_tid` (`CLONE_PARENT_SETTID`) and the new
+/// TID at `child_tid` (`CLONE_CHILD_SETTID`), when the flags ask.
+///
+/// # Safety
+///
+/// `stack` is the top of a mapping the child may use; `arg` (read by `entry`) and the tid pointers
+/// outlive the child's use of them; with `CLONE_VM` the child shares the caller's memory and must follow
+/// this module's rules (raw system calls only).
+pub(crate) unsafe fn clone(
+    entry: extern "C" fn(*mut c_void) -> c_int,
+    stack: *mut c_void,
+    flags: c_int,
+    arg: *mut c_void,
+    parent_tid: *mut libc::pid_t,
+    child_tid: *mut c_int,
+) -> libc::pid_t {
+    // SAFETY: the caller's contract above.
+    unsafe { libc::clone(entry, stack, flags, arg, parent_tid, std::ptr::null_mut::<c_void>(), child_tid) }
 }
 
 /// Reports `stage` with the current errno and exits. Never returns.
@@ -23,8 +93,7 @@ pub(crate) fn fail(s: &Setup<'_>, stage: Step) -> ! {
 /// Writes the failure of `step` with `errno` to the error pipe and exits. Never returns.
 pub fn report(s: &Setup<'_>, step: Step, errno: c_int) -> ! {
     send(s, Message::Failed(step, errno));
-    // SAFETY: leaving without running anything of the parent's.
-    unsafe { libc::_exit(127) }
+    exit(127)
 }
 
 /// Writes one record to the error pipe. A record is 8 bytes, written with one `write(2)`: pipes deliver it
@@ -35,9 +104,7 @@ pub fn send(s: &Setup<'_>, message: Message) {
 
 /// [`send`] to an fd held on its own (by a process that may not read its [`Setup`] any more).
 pub fn send_to(err_fd: c_int, message: Message) {
-    let rec = message.encode();
-    // SAFETY: a plain syscall on a buffer on our stack.
-    unsafe { libc::write(err_fd, rec.as_ptr().cast::<c_void>(), rec.len()) };
+    write(err_fd, &message.encode());
 }
 
 /// Reports `stage` with errno and exits when `ret` is negative.
@@ -47,20 +114,28 @@ pub fn check(s: &Setup<'_>, stage: Step, ret: c_int) {
     }
 }
 
-/// Writes `text` (NUL-terminated) to `path` in one `write`, as procfs files want it.
-pub(crate) fn write_file(s: &Setup<'_>, stage: Step, path: &core::ffi::CStr, text: *const c_char) {
-    // SAFETY: both pointers are valid NUL-terminated strings owned by the parent.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        check(s, stage, fd);
-        let len = libc::strlen(text);
-        let n = libc::write(fd, text.cast::<c_void>(), len);
-        if n < 0 || n as usize != len {
-            // A short write to a procfs map file means the kernel refused part of it.
-            let e = if n < 0 { errno() } else { libc::EIO };
-            report(s, stage, e);
-        }
-        libc::close(fd);
+/// Writes `text` to `path` in one `write`, as procfs files want it; the errno of a failure (`EIO` for a
+/// short write: the kernel refused part of it).
+pub(crate) fn write_once(path: &CStr, text: &CStr) -> Result<(), c_int> {
+    let fd = open(path, libc::O_WRONLY);
+    if fd < 0 {
+        return Err(errno());
+    }
+    let bytes = text.to_bytes();
+    let n = write(fd, bytes);
+    let outcome = match n {
+        n if n < 0 => Err(errno()),
+        n if n as usize != bytes.len() => Err(libc::EIO),
+        _ => Ok(()),
+    };
+    close(fd);
+    outcome
+}
+
+/// [`write_once`], reporting a failure as `stage`.
+pub(crate) fn write_file(s: &Setup<'_>, stage: Step, path: &CStr, text: &CStr) {
+    if let Err(errno) = write_once(path, text) {
+        report(s, stage, errno);
     }
 }
 
@@ -88,64 +163,57 @@ pub(crate) fn close_all_but(plan: &Plan<'_>, keep: &[c_int], flags: libc::c_uint
 /// stack buffer), or every number up to `RLIMIT_NOFILE` where `/proc` is not mounted.
 pub(crate) fn walk_fds(plan: &Plan<'_>, keep: &[c_int], flags: libc::c_uint) {
     let cloexec = flags & libc::CLOSE_RANGE_CLOEXEC != 0;
-    let act = |fd: c_int| {
-        if fd >= 3 && keep.binary_search(&fd).is_err() {
-            // SAFETY: fd syscalls on our own table; an fd already gone answers EBADF, which is fine.
-            unsafe {
-                if cloexec {
-                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-                } else {
-                    libc::close(fd);
-                }
-            }
-        }
+    // An fd already gone answers EBADF, which is fine.
+    let act = |fd: c_int| match (fd >= 3 && keep.binary_search(&fd).is_err(), cloexec) {
+        (true, true) => drop(fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC)),
+        (true, false) => close(fd),
+        (false, _) => {}
     };
-    // SAFETY: open/getdents64/close with a stack buffer.
-    unsafe {
-        let dir = libc::open(c"/proc/self/fd".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
-        if dir < 0 {
-            let mut limit: libc::rlimit = std::mem::zeroed();
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) < 0 {
-                fail(&plan.setup, Step::CloseFds);
-            }
-            let top = limit.rlim_cur.min(1 << 20) as c_int;
-            for fd in 3..top {
-                act(fd);
-            }
-            return;
+    let dir = open(c"/proc/self/fd", libc::O_RDONLY | libc::O_DIRECTORY);
+    if dir < 0 {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit into a stack struct.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } < 0 {
+            fail(&plan.setup, Step::CloseFds);
         }
-        let mut buf = [0u8; 2048];
-        loop {
-            let n = libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len());
-            if n < 0 {
-                fail(&plan.setup, Step::CloseFds);
-            }
-            if n == 0 {
-                break;
-            }
-            let mut at = 0usize;
-            while at + 19 < n as usize {
-                // linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name (NUL-terminated).
-                let Some(&[lo, hi]) = buf.get(at + 16..at + 18) else { break };
-                let reclen = usize::from(u16::from_ne_bytes([lo, hi]));
-                let mut fd: c_int = 0;
-                let mut digits = 0;
-                for &b in buf.get(at + 19..at + reclen).unwrap_or_default() {
-                    if !b.is_ascii_digit() {
-                        break;
-                    }
-                    fd = fd.saturating_mul(10).saturating_add(c_int::from(b - b'0'));
-                    digits += 1;
-                }
-                if digits > 0 && fd != dir {
-                    act(fd);
-                }
-                if reclen == 0 {
+        let top = limit.rlim_cur.min(1 << 20) as c_int;
+        for fd in 3..top {
+            act(fd);
+        }
+        return;
+    }
+    let mut buf = [0u8; 2048];
+    loop {
+        // SAFETY: getdents64 into a stack buffer of that length.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
+        if n < 0 {
+            fail(&plan.setup, Step::CloseFds);
+        }
+        if n == 0 {
+            break;
+        }
+        let mut at = 0usize;
+        while at + 19 < n as usize {
+            // linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name (NUL-terminated).
+            let Some(&[lo, hi]) = buf.get(at + 16..at + 18) else { break };
+            let reclen = usize::from(u16::from_ne_bytes([lo, hi]));
+            let mut fd: c_int = 0;
+            let mut digits = 0;
+            for &b in buf.get(at + 19..at + reclen).unwrap_or_default() {
+                if !b.is_ascii_digit() {
                     break;
                 }
-                at += reclen;
+                fd = fd.saturating_mul(10).saturating_add(c_int::from(b - b'0'));
+                digits += 1;
             }
+            if digits > 0 && fd != dir {
+                act(fd);
+            }
+            if reclen == 0 {
+                break;
+            }
+            at += reclen;
         }
-        libc::close(dir);
     }
+    close(dir);
 }

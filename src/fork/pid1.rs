@@ -28,15 +28,16 @@ const RSEQ_SIG: u32 = 0xd428_bc00;
 impl Rseq {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     pub(crate) fn of_this_thread() -> Option<Rseq> {
-        // SAFETY: dlsym lookups of data symbols; read only if present.
-        unsafe {
-            let offset = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr()).cast::<isize>();
-            let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()).cast::<u32>();
-            if offset.is_null() || size.is_null() || *size == 0 {
-                return None;
-            }
-            Some(Rseq { offset: *offset, size: *size })
+        // SAFETY: dlsym lookups with static names.
+        let offset = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr()) }.cast::<isize>();
+        // SAFETY: as above.
+        let size = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()) }.cast::<u32>();
+        if offset.is_null() || size.is_null() {
+            return None;
         }
+        // SAFETY: glibc's exported `const ptrdiff_t __rseq_offset` and `const unsigned int __rseq_size`.
+        let (offset, size) = (unsafe { *offset }, unsafe { *size });
+        (size > 0).then_some(Rseq { offset, size })
     }
 
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -48,10 +49,13 @@ impl Rseq {
     fn area(self) -> *mut c_void {
         let tp: usize;
         // SAFETY: reads the thread pointer register, which glibc's TLS (and its rseq area) hangs off.
+        #[cfg(target_arch = "x86_64")]
         unsafe {
-            #[cfg(target_arch = "x86_64")]
             std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags));
-            #[cfg(target_arch = "aarch64")]
+        }
+        // SAFETY: as above.
+        #[cfg(target_arch = "aarch64")]
+        unsafe {
             std::arch::asm!("mrs {}, tpidr_el0", out(reg) tp, options(nostack, nomem, preserves_flags));
         }
         tp.wrapping_add_signed(self.offset) as *mut c_void
@@ -120,6 +124,10 @@ const AUX_STACK: usize = 128 * 1024;
 /// is already a private copy of the caller's. For that, we switch to another stack (`swapcontext`)
 /// before cloning, and the new process switches back to ours (`setcontext`): it carries on with the
 /// frames of this stack, up into the caller's code, while we leave from a stack it never touches.
+///
+/// The unsafe blocks here that switch stacks do several things that only make sense together (a context
+/// saved, then resumed, in memory two processes share): they are kept whole, each with why it holds.
+#[allow(clippy::multiple_unsafe_ops_per_block)]
 pub(crate) fn become_pid_1(s: &Setup<'_>, rseq: Option<Rseq>) {
     let mut robust_head: *mut c_void = ptr::null_mut();
     let mut robust_len: usize = 0;
@@ -193,6 +201,7 @@ pub(crate) fn become_pid_1(s: &Setup<'_>, rseq: Option<Rseq>) {
 }
 /// The first child, on the upper half of its own stack: clone the second, report its PID, and leave at
 /// once, touching nothing the second child uses. Never returns.
+#[allow(clippy::multiple_unsafe_ops_per_block)] // as in `become_pid_1`
 extern "C" fn first_child_on_aux_stack() {
     // SAFETY: set by become_pid_1 before switching here; this process has one thread.
     let h = HANDOFF.load(Ordering::SeqCst);
@@ -217,17 +226,10 @@ extern "C" fn first_child_on_aux_stack() {
         libc::sigfillset(&raw mut all);
         libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &raw const all, ptr::null_mut::<c_void>(), 8);
     }
-    // SAFETY: the second child starts on the lower half of the stack and switches to `main`.
+    // SAFETY: the second child starts on the lower half of the stack and switches to `main`; the kernel
+    // stores its PID in the handoff before it runs.
     let pid = unsafe {
-        libc::clone(
-            second_child_entry,
-            stack,
-            flags,
-            ptr::null_mut(),
-            ptr::addr_of_mut!((*h).pid),
-            ptr::null_mut::<c_void>(),
-            tid_address,
-        )
+        child::sys::clone(second_child_entry, stack, flags, ptr::null_mut(), ptr::addr_of_mut!((*h).pid), tid_address)
     };
     if pid < 0 {
         // SAFETY: no second child: the Setup below on the main stack is still intact.
@@ -236,8 +238,7 @@ extern "C" fn first_child_on_aux_stack() {
     // From here the memory is the second child's too: only syscalls on values held in registers or on
     // this stack. The caller learns its PID (in the caller's namespace) before we are gone.
     child::send_to(err_fd, Message::Forked(pid));
-    // SAFETY: leaving at once.
-    unsafe { libc::_exit(0) }
+    child::sys::exit(0)
 }
 
 /// `sizeof(struct robust_list_head)`: three pointer-sized fields.
@@ -245,6 +246,7 @@ const ROBUST_LIST_HEAD_SIZE: usize = 3 * std::mem::size_of::<usize>();
 
 /// The second child, on the lower half of the stack: go on where the first child left the main
 /// stack. Never returns.
+#[allow(clippy::multiple_unsafe_ops_per_block)] // as in `become_pid_1`
 extern "C" fn second_child_entry(_: *mut c_void) -> c_int {
     let h = HANDOFF.load(Ordering::SeqCst);
     // SAFETY: `main` was saved by swapcontext in become_pid_1, whose frame is intact.

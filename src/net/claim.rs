@@ -145,11 +145,10 @@ impl Claim {
             }
             let socket = unix_socket(0)?;
             let (addr, len) = claim_address();
-            // SAFETY: bind(2) and listen(2) on our socket with a valid address.
-            let bound = unsafe {
-                libc::bind(socket.as_raw_fd(), (&raw const addr).cast(), len) == 0
-                    && libc::listen(socket.as_raw_fd(), 1) == 0
-            };
+            // SAFETY: bind(2) of our socket to a valid address of that length.
+            let bound = unsafe { libc::bind(socket.as_raw_fd(), (&raw const addr).cast(), len) } == 0
+                // SAFETY: listen(2) on our socket.
+                && unsafe { libc::listen(socket.as_raw_fd(), 1) } == 0;
             if !bound {
                 return Err(crate::spawn::last_errno());
             }
@@ -177,22 +176,20 @@ pub(crate) fn claim_holder() -> Option<u32> {
     let (addr, len) = claim_address();
     let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut size = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: connect(2) and getsockopt(2) on our socket, into stack variables of the right size.
-    let known = unsafe {
-        libc::connect(socket.as_raw_fd(), (&raw const addr).cast(), len) == 0
-            && libc::getsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEERCRED,
-                (&raw mut cred).cast(),
-                &raw mut size,
-            ) == 0
-    };
+    // SAFETY: connect(2) of our socket to a valid address of that length.
+    let connected = unsafe { libc::connect(socket.as_raw_fd(), (&raw const addr).cast(), len) } == 0;
+    let (fd, peer) = (socket.as_raw_fd(), libc::SO_PEERCRED);
+    // SAFETY: getsockopt(2) into a stack ucred of the size given.
+    let known = connected
+        && unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, peer, (&raw mut cred).cast(), &raw mut size) } == 0;
     (known && cred.pid > 0).then_some(cred.pid as u32)
 }
 
 #[cfg(test)]
 mod tests {
+    // Tests fork and poke at fds in ways the library's own rules need not govern.
+    #![allow(clippy::multiple_unsafe_ops_per_block)]
+
     use super::*;
 
     fn net(text: &str) -> (Ipv4Addr, u8) {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use libc::c_int;
 
+use crate::child::sys;
 use crate::errors::{Error, Step};
 use crate::spawn::reap;
 use crate::spawn::stack::ChildStack;
@@ -24,7 +25,7 @@ struct Private {
 }
 
 pub(crate) fn make_private_namespaces() -> Result<(OwnedFd, OwnedFd, OwnedFd), Error> {
-    let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    let (uid, gid) = crate::sys::effective_ids();
     let plan = Private {
         uid_map: CString::new(format!("0 {uid} 1")).expect("digits"),
         gid_map: CString::new(format!("0 {gid} 1")).expect("digits"),
@@ -39,7 +40,9 @@ pub(crate) fn make_private_namespaces() -> Result<(OwnedFd, OwnedFd, OwnedFd), E
         let arg = std::ptr::from_ref(&plan).cast_mut().cast();
         // SAFETY: the child runs `private_child` on its own stack, reads `plan` and writes only its atomics;
         // CLONE_VFORK returns once it has exited.
-        unsafe { libc::clone(private_child, stack, flags | libc::SIGCHLD, arg) }
+        unsafe {
+            sys::clone(private_child, stack, flags | libc::SIGCHLD, arg, std::ptr::null_mut(), std::ptr::null_mut())
+        }
     })?;
     if pid < 0 {
         let err = Error::os(Step::Clone, crate::spawn::last_errno());
@@ -64,49 +67,26 @@ pub(crate) fn make_private_namespaces() -> Result<(OwnedFd, OwnedFd, OwnedFd), E
     }
 }
 
-/// Writes `text` to `path` in one `write`. Raw syscalls only: we share the caller's memory.
-fn write_file(path: &core::ffi::CStr, text: &core::ffi::CStr) -> bool {
-    // SAFETY: valid C strings; plain syscalls.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return false;
-        }
-        let len = text.count_bytes();
-        let ok = libc::write(fd, text.as_ptr().cast(), len) == len as isize;
-        libc::close(fd);
-        ok
-    }
-}
-
-fn open_ns(path: &core::ffi::CStr) -> c_int {
-    // SAFETY: open(2) on a static path.
-    unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) }
-}
-
 extern "C" fn private_child(arg: *mut c_void) -> c_int {
     // SAFETY: the parent passes a `Private` that outlives us (CLONE_VFORK).
     let plan = unsafe { &*arg.cast::<Private>() };
-    let errno = || {
-        // SAFETY: reading this thread's errno.
-        unsafe { *libc::__errno_location() }
-    };
-    let fail = |stage: Step| {
-        plan.errno.store(errno(), Ordering::Release);
+    let fail_with = |stage: Step, errno: c_int| {
+        plan.errno.store(errno, Ordering::Release);
         plan.stage.store(stage as i32, Ordering::Release);
         1
     };
-    if !write_file(c"/proc/self/setgroups", c"deny") {
-        return fail(Step::Setgroups);
+    let fail = |stage: Step| fail_with(stage, sys::errno());
+    if let Err(errno) = sys::write_once(c"/proc/self/setgroups", c"deny") {
+        return fail_with(Step::Setgroups, errno);
     }
-    if !write_file(c"/proc/self/uid_map", &plan.uid_map) {
-        return fail(Step::UidMap);
+    if let Err(errno) = sys::write_once(c"/proc/self/uid_map", &plan.uid_map) {
+        return fail_with(Step::UidMap, errno);
     }
-    if !write_file(c"/proc/self/gid_map", &plan.gid_map) {
-        return fail(Step::GidMap);
+    if let Err(errno) = sys::write_once(c"/proc/self/gid_map", &plan.gid_map) {
+        return fail_with(Step::GidMap, errno);
     }
     for (path, out) in [(c"/proc/self/ns/user", &plan.userns), (c"/proc/self/ns/net", &plan.netns)] {
-        let fd = open_ns(path);
+        let fd = sys::open(path, libc::O_RDONLY | libc::O_CLOEXEC);
         if fd < 0 {
             return fail(Step::Network);
         }

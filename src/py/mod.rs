@@ -26,15 +26,15 @@ pub(crate) fn to_pyerr(err: Error, program: Option<&Bound<'_, PyAny>>, cwd: Opti
             // Exec and chdir failures read exactly as subprocess's: "[Errno 2] No such file or directory: 'x'".
             Error::Os(f) if f.step == Step::Exec && program.is_some() => (
                 PyOSError::new_err((f.errno, strerror(f.errno), program.cloned().map(Bound::unbind))),
-                vec![("step", Some(f.step.name())), ("hint", None)],
+                vec![("step", Some(f.step.name())), ("hint", None), ("what", Some(&f.what))],
             ),
             Error::Os(f) if f.step == Step::Chdir && cwd.is_some() => (
                 PyOSError::new_err((f.errno, strerror(f.errno), cwd.cloned().map(Bound::unbind))),
-                vec![("step", Some(f.step.name())), ("hint", None)],
+                vec![("step", Some(f.step.name())), ("hint", None), ("what", Some(&f.what))],
             ),
             Error::Os(f) => (
                 PyOSError::new_err((f.errno, err.to_string())),
-                vec![("step", Some(f.step.name())), ("hint", f.hint.map(Hint::name))],
+                vec![("step", Some(f.step.name())), ("hint", f.hint.map(Hint::name)), ("what", Some(&f.what))],
             ),
             Error::Invalid(invalid) => {
                 (PyValueError::new_err(invalid.message.clone()), vec![("option", invalid.option)])
@@ -110,5 +110,7 @@ fn _nsbox(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(inspect::release, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("NAMESPACE_KINDS", Namespace::ALL.map(Namespace::proc_name).to_vec())?;
+    m.add("STEPS", Step::ALL.iter().map(|s| s.name()).collect::<Vec<_>>())?;
+    m.add("HINTS", Hint::ALL.iter().map(|h| h.name()).collect::<Vec<_>>())?;
     Ok(())
 }

@@ -175,16 +175,7 @@ pub(crate) fn kill_and_reap_pidfd(py: Python<'_>, pidfd: i32) {
     if pidfd < 0 {
         return; // exited and reaped before it could be watched
     }
-    py.detach(|| {
-        // SAFETY: signalling and waiting through a pidfd the caller owns.
-        unsafe {
-            libc::syscall(libc::SYS_pidfd_send_signal, pidfd, libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0);
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            while libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &raw mut info, libc::WEXITED) < 0
-                && crate::sys::last_errno() == libc::EINTR
-            {}
-        }
-    });
+    py.detach(|| crate::sys::kill_and_reap_pidfd(pidfd));
 }
 
 /// Forks this interpreter into the namespaces of `config`. In the parent, appends (PID, pidfd) of the
@@ -210,17 +201,18 @@ pub(crate) fn fork(
     };
     let fork = Fork::new(&config, link).map_err(|e| to_pyerr(e, None, None))?;
     // CPython's fork protocol, as os.fork() follows it; we hold the GIL, as the hooks require.
-    // SAFETY: the hooks around the fork; the child runs no code of the caller's (it exits below).
-    let forked = unsafe {
-        pyo3::ffi::PyOS_BeforeFork();
-        let forked = fork.fork();
-        if matches!(forked, Ok(Forked::Child)) {
-            pyo3::ffi::PyOS_AfterFork_Child();
-        } else {
-            pyo3::ffi::PyOS_AfterFork_Parent();
-        }
-        forked
-    };
+    // SAFETY: called with the GIL held, before a fork.
+    unsafe { pyo3::ffi::PyOS_BeforeFork() };
+    // SAFETY: between CPython's hooks, as `Fork::fork` requires; the child runs no code of the caller's
+    // (it exits below).
+    let forked = unsafe { fork.fork() };
+    if matches!(forked, Ok(Forked::Child)) {
+        // SAFETY: in the child, right after the fork.
+        unsafe { pyo3::ffi::PyOS_AfterFork_Child() };
+    } else {
+        // SAFETY: in the parent, after the fork (or its failure), as PyOS_BeforeFork requires.
+        unsafe { pyo3::ffi::PyOS_AfterFork_Parent() };
+    }
     match forked.map_err(|e| to_pyerr(e, None, None))? {
         Forked::Parent(fork, first) => {
             let box_ = py.detach(move || fork.finish(first)).map_err(|e| to_pyerr(e, None, None))?;

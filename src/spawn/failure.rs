@@ -5,7 +5,7 @@ use crate::namespace::Namespace;
 use crate::spec::Spec;
 
 fn hint(config: &Spec, step: Step, errno: i32) -> Option<Hint> {
-    let root = nix::unistd::geteuid().is_root();
+    let root = crate::sys::effective_ids().0 == 0;
     match (step, errno) {
         (Step::Clone, libc::EPERM) if config.user.is_none() && !root => Some(Hint::NeedsUserNamespace),
         (Step::Clone, libc::EPERM) if config.user.is_some() => Some(Hint::UserNamespacesDisabled),

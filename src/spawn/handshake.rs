@@ -70,7 +70,7 @@ pub(crate) fn clone_child(
             let arg = std::ptr::from_ref(&*plan).cast_mut().cast();
             // SAFETY: the child runs `child::entry` on its own stack and only reads `plan`, which lives
             // until the child has exec'd or exited: CLONE_VFORK returns only then.
-            unsafe { libc::clone(child::entry, stack, flags, arg, child_pid.as_ptr()) }
+            unsafe { child::sys::clone(child::entry, stack, flags, arg, child_pid.as_ptr(), std::ptr::null_mut()) }
         });
         let maps = writer.map(|writer| {
             // The child is gone (exec'd or exited): wake a writer still waiting for a "ready" that will

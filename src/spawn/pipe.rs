@@ -65,26 +65,37 @@ pub(crate) fn receive_record(sock: RawFd) -> Result<(Read, Option<OwnedFd>), Err
                 e => return Err(Error::Internal(format!("cannot read the helper's socket: errno {e}"))),
             }
         }
-        let mut passed = None;
-        // SAFETY: walking the control messages the kernel wrote into `msg`.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                    let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
-                    passed = Some(
-                        crate::sys::own_fd(fd)
-                            .map_err(|e| Error::Internal(format!("cannot keep the helper's pipe: {e}")))?,
-                    );
-                }
-                cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
-            }
-        }
+        let passed = match passed_fd(&msg) {
+            Some(fd) => Some(
+                crate::sys::own_fd(fd).map_err(|e| Error::Internal(format!("cannot keep the helper's pipe: {e}")))?,
+            ),
+            None => None,
+        };
         if n == 0 {
             return Ok((Read::Eof, passed));
         }
         return Ok((Read::Message(Message::decode(&buf[..n as usize])?), passed));
     }
+}
+
+/// The fd an `SCM_RIGHTS` control message of `msg` carries. The helper sends at most one.
+#[allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "the CMSG_* macros are one walk over the buffer the kernel filled"
+)]
+fn passed_fd(msg: &libc::msghdr) -> Option<RawFd> {
+    // SAFETY: `msg` was filled by recvmsg: its control buffer holds well-formed headers up to
+    // msg_controllen, which is what CMSG_FIRSTHDR/NXTHDR walk; CMSG_DATA of SCM_RIGHTS holds an int.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                return Some(std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>()));
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    None
 }
 
 /// Waits until `fd` is readable or the process behind `pidfd` has exited; true when `fd` is readable.
@@ -154,8 +165,8 @@ impl Channels {
             dumpable: self.dumpable,
             go_fd: self.go.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
             go_write_fd: self.go.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
-            uid_map: self.uid_text.as_ptr(),
-            gid_map: self.gid_text.as_ptr(),
+            uid_map: &self.uid_text,
+            gid_map: &self.gid_text,
             eth0,
         }
     }

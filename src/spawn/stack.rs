@@ -48,8 +48,8 @@ impl ChildStack {
         let base = base.map_err(|e| {
             Error::os(Step::Clone, e.raw_os_error().unwrap_or(libc::ENOMEM)).with_what("map the child's stack")
         })?;
-        // SAFETY: both offsets lie within the mapping and are 16-byte aligned (mmap is page aligned).
-        let (top, middle) = unsafe { (base.cast::<u8>().add(SIZE), base.cast::<u8>().add(SIZE / 2)) };
+        // Both offsets lie within (or one past) the mapping and are 16-byte aligned (mmap is page aligned).
+        let (top, middle) = (base.cast::<u8>().wrapping_add(SIZE), base.cast::<u8>().wrapping_add(SIZE / 2));
         Ok(f(top.cast(), middle.cast()))
     }
 }

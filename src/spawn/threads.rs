@@ -130,12 +130,12 @@ fn start(pool: &'static Pool) -> Result<Worker, Error> {
 }
 
 fn block_all_signals() {
+    // SAFETY: all-zero bytes are a valid sigset_t, which sigfillset then fills.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: fills our own set.
+    unsafe { libc::sigfillset(&raw mut all) };
     // SAFETY: changes only this thread's signal mask.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&raw mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const all, std::ptr::null_mut());
-    }
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &raw const all, std::ptr::null_mut()) };
 }
 
 /// Runs `job` on a spawner thread and returns its result.
