@@ -1,0 +1,123 @@
+"""Starting a box for ``nsbox`` and ``nsbox exec``, passing signals on while it runs, and its exit status."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Sequence
+from contextlib import suppress
+from types import FrameType
+from typing import Any
+
+import nsbox
+from nsbox.cli.words import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, Failure, UsageError, cli_words
+
+#: Signals the terminal sends to the whole foreground process group, box included: nsbox ignores them.
+_IGNORED_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
+#: Signals sent to nsbox alone (by ``kill``, ``timeout``, a service manager): passed on to the box.
+_FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class _ForwardSignals:
+    """While nsbox waits for the box: ignore what the terminal also sends the box, pass the rest on.
+
+    SIGINT and SIGQUIT from the terminal reach the whole foreground process group, the box included
+    (unshare blocks them too). SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 are more likely meant for nsbox
+    alone (``kill``, ``timeout``, a service manager) and are passed on to the box, whose exit then ends
+    nsbox; one that nsbox inherited as ignored (``nohup``) stays ignored. The box starts with default
+    dispositions whatever nsbox's are.
+    """
+
+    def __init__(self) -> None:
+        self._box: nsbox.Popen | None = None
+        self._pending: list[int] = []
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _ForwardSignals:
+        for sig in _IGNORED_SIGNALS:
+            self._saved[sig] = signal.signal(sig, signal.SIG_IGN)
+        for sig in _FORWARDED_SIGNALS:
+            if signal.getsignal(sig) != signal.SIG_IGN:
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+    def to(self, box: nsbox.Popen) -> None:
+        """Forward from now on to ``box``, and what came while it was being started."""
+        self._box = box
+        while self._pending:
+            self._send(self._pending.pop(0))
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._box is None:
+            self._pending.append(signum)
+        else:
+            self._send(signum)
+
+    def _send(self, signum: int) -> None:
+        if self._box is not None:
+            with suppress(ProcessLookupError):
+                self._box.send_signal(signum)
+
+
+def _program(program: Sequence[str]) -> tuple[list[str], str]:
+    """The argv and the file to execute: PROGRAM, or else ``$SHELL`` as a login shell (``-sh``), as unshare does."""
+    if program:
+        return list(program), program[0]
+    shell = os.environ.get("SHELL") or "/bin/sh"
+    return [f"-{os.path.basename(shell)}"], shell
+
+
+def _spawn_failure(exc: OSError, executable: str, cwd: str | None) -> Failure:
+    """The words and exit statuses unshare has for a program that could not start."""
+    if exc.filename is not None:
+        filename = os.fsdecode(exc.filename)
+        if cwd is not None and filename == cwd and filename != executable:
+            return Failure(f"cannot chdir to '{cwd}': {exc.strerror}")
+        status = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
+        return Failure(f"failed to execute {filename}: {exc.strerror}", status)
+    return Failure(cli_words(exc.strerror or str(exc)))
+
+
+def _start(
+    program: Sequence[str], options: dict[str, Any], namespace_files: dict[str, str] | None = None
+) -> nsbox.Popen:
+    """Start the box; ``namespace_files`` (kind → path) are the namespaces to join, for ``exec``."""
+    argv, executable = _program(program)
+    links = None
+    try:
+        if namespace_files is not None:
+            # A directory of namespace files is a target the core knows (persisted boxes); symlinks to
+            # /proc/PID/ns/KIND or to the user's files make one holding exactly the kinds asked for. The
+            # core opens them before Popen returns, so the directory can go at once.
+            links = tempfile.mkdtemp(prefix="nsbox-exec-")
+            for kind, path in namespace_files.items():
+                os.symlink(path, os.path.join(links, kind))
+            options = {**options, "target": links}
+        return nsbox.Popen(argv, executable=executable, **options)
+    except OSError as exc:
+        raise _spawn_failure(exc, executable, options.get("cwd")) from None
+    except ValueError as exc:
+        raise UsageError(cli_words(str(exc))) from None
+    finally:
+        if links is not None:
+            shutil.rmtree(links, ignore_errors=True)
+
+
+def _exit_status(returncode: int) -> int:
+    """The program's exit status, or 128+N when signal N killed it, as a shell reports it."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def run_box(program: Sequence[str], options: dict[str, Any], namespace_files: dict[str, str] | None = None) -> int:
+    """Run ``program`` (default: ``$SHELL``) in a box with :class:`nsbox.Popen`'s ``options``; its exit status."""
+    with _ForwardSignals() as forward:
+        box = _start(program, options, namespace_files)
+        forward.to(box)
+        return _exit_status(box.wait())
