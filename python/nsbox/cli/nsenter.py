@@ -59,7 +59,10 @@ def _open_failure(exc: OSError, path: str, target: int | str | None) -> Failure:
 
 
 def _namespace_files(kinds: dict[str, str | bool], target: int | str | None) -> dict[str, str]:
-    """The file of each namespace kind to enter: the one given, or the target's."""
+    """The file of each namespace kind to enter (the one given, or the target's), for ``Popen``'s ``target``.
+
+    Each is checked to be there first, so that a missing one is said as nsenter says it.
+    """
     files = {}
     for name, value in kinds.items():
         kind = NAMESPACE_FLAGS[name][1]
@@ -104,4 +107,4 @@ def command(argv: Sequence[str]) -> int:
     for name in ("root", "wd"):
         if getattr(args, name) is not None:
             raise UsageError(f"exec --{name} with single namespaces is not supported yet (--all takes the target's)")
-    return run_box(program, box_options, _namespace_files(kinds, args.target))
+    return run_box(program, {**box_options, "target": _namespace_files(kinds, args.target)})

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import signal
-import tempfile
 from collections.abc import Sequence
 from contextlib import suppress
 from types import FrameType
@@ -85,29 +83,14 @@ def _spawn_failure(exc: OSError, executable: str, cwd: str | None) -> Failure:
     return Failure(cli_words(exc.strerror or str(exc)))
 
 
-def _start(
-    program: Sequence[str], options: dict[str, Any], namespace_files: dict[str, str] | None = None
-) -> nsbox.Popen:
-    """Start the box; ``namespace_files`` (kind → path) are the namespaces to join, for ``exec``."""
+def _start(program: Sequence[str], options: dict[str, Any]) -> nsbox.Popen:
     argv, executable = _program(program)
-    links = None
     try:
-        if namespace_files is not None:
-            # A directory of namespace files is a target the core knows (persisted boxes); symlinks to
-            # /proc/PID/ns/KIND or to the user's files make one holding exactly the kinds asked for. The
-            # core opens them before Popen returns, so the directory can go at once.
-            links = tempfile.mkdtemp(prefix="nsbox-exec-")
-            for kind, path in namespace_files.items():
-                os.symlink(path, os.path.join(links, kind))
-            options = {**options, "target": links}
         return nsbox.Popen(argv, executable=executable, **options)
     except OSError as exc:
         raise _spawn_failure(exc, executable, options.get("cwd")) from None
     except ValueError as exc:
         raise UsageError(cli_words(str(exc))) from None
-    finally:
-        if links is not None:
-            shutil.rmtree(links, ignore_errors=True)
 
 
 def _exit_status(returncode: int) -> int:
@@ -115,9 +98,9 @@ def _exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def run_box(program: Sequence[str], options: dict[str, Any], namespace_files: dict[str, str] | None = None) -> int:
+def run_box(program: Sequence[str], options: dict[str, Any]) -> int:
     """Run ``program`` (default: ``$SHELL``) in a box with :class:`nsbox.Popen`'s ``options``; its exit status."""
     with _ForwardSignals() as forward:
-        box = _start(program, options, namespace_files)
+        box = _start(program, options)
         forward.to(box)
         return _exit_status(box.wait())
