@@ -13,13 +13,12 @@ cannot be executed or found, 2 for a command line that cannot work), never with 
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 
 from nsbox.cli import inspect, nsenter, unshare
-from nsbox.cli.words import EXIT_FAILURE, EXIT_USAGE, Failure, UsageError, cli_words, complain
+from nsbox.cli.words import EXIT_FAILURE, EXIT_USAGE, Failure, UsageError, complain, os_failure
 
 __all__ = ["main"]
 
@@ -38,10 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Failure as exc:
         return complain(str(exc), exc.status)
     except OSError as exc:
-        what = exc.strerror or str(exc)
-        if exc.filename is not None:
-            what = f"{os.fsdecode(exc.filename)}: {what}"
-        return complain(cli_words(what), EXIT_FAILURE)
+        return complain(os_failure(exc), EXIT_FAILURE)
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
     except Exception as exc:  # never a traceback: a bug in nsbox still gets one line

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import errno
-import os
 from collections.abc import Sequence
 
 import nsbox
 from nsbox.cli import getopt
 from nsbox.cli.getopt import Parser
-from nsbox.cli.words import Failure, write
+from nsbox.cli.words import Failure, os_failure, write
 
 
 def _inspect_parser(command: str, usage: str, description: str, pid_help: str) -> Parser:
@@ -20,13 +18,6 @@ def _inspect_parser(command: str, usage: str, description: str, pid_help: str) -
     opts = parser.add_argument_group("options")
     parser.add_help_and_version(opts)
     return parser
-
-
-def _inspect_failure(exc: OSError, pid: int | None) -> Failure:
-    message = exc.strerror or str(exc)
-    if pid is not None and exc.errno in (errno.ENOENT, errno.ESRCH) and not os.path.exists(f"/proc/{pid}"):
-        message = f"{message.rpartition(':')[0]}: No such process"
-    return Failure(message)
 
 
 def ps(argv: Sequence[str]) -> int:
@@ -45,7 +36,7 @@ def ps(argv: Sequence[str]) -> int:
     try:
         table = nsbox.processes(args.pid)
     except OSError as exc:
-        raise _inspect_failure(exc, args.pid) from None
+        raise Failure(os_failure(exc)) from None
     return write(f"{table!r}\n")
 
 
@@ -63,6 +54,6 @@ def ns(argv: Sequence[str]) -> int:
     try:
         ids = nsbox.namespaces(args.pid)
     except OSError as exc:
-        raise _inspect_failure(exc, args.pid) from None
+        raise Failure(os_failure(exc)) from None
     width = max(map(len, ids), default=0)
     return write("".join(f"{kind:<{width}}  {inode}\n" for kind, inode in ids.items()))

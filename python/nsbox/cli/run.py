@@ -11,7 +11,7 @@ from types import FrameType
 from typing import Any
 
 import nsbox
-from nsbox.cli.words import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, Failure, UsageError, cli_words
+from nsbox.cli.words import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, Failure, UsageError, invalid, os_failure
 
 #: Signals the terminal sends to the whole foreground process group, box included: nsbox ignores them.
 _IGNORED_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
@@ -72,15 +72,19 @@ def _program(program: Sequence[str]) -> tuple[list[str], str]:
     return [f"-{os.path.basename(shell)}"], shell
 
 
-def _spawn_failure(exc: OSError, executable: str, cwd: str | None) -> Failure:
-    """The words and exit statuses unshare has for a program that could not start."""
-    if exc.filename is not None:
-        filename = os.fsdecode(exc.filename)
-        if cwd is not None and filename == cwd and filename != executable:
-            return Failure(f"cannot chdir to '{cwd}': {exc.strerror}")
+def _spawn_failure(exc: OSError) -> Failure:
+    """What failed, with the words and exit statuses unshare has for a program that could not start.
+
+    The core's exceptions name the step that failed (``OSError.step``: the ``steps!`` table in src/errors.rs);
+    those of the working directory and of the exec name the directory or the program as ``filename``.
+    """
+    step = getattr(exc, "step", None)
+    if step == "cwd" and exc.filename is not None:
+        return Failure(f"cannot chdir to '{os.fsdecode(exc.filename)}': {exc.strerror}")
+    if step == "exec" and exc.filename is not None:
         status = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
-        return Failure(f"failed to execute {filename}: {exc.strerror}", status)
-    return Failure(cli_words(exc.strerror or str(exc)))
+        return Failure(f"failed to execute {os.fsdecode(exc.filename)}: {exc.strerror}", status)
+    return Failure(os_failure(exc))
 
 
 def _start(program: Sequence[str], options: dict[str, Any]) -> nsbox.Popen:
@@ -88,9 +92,9 @@ def _start(program: Sequence[str], options: dict[str, Any]) -> nsbox.Popen:
     try:
         return nsbox.Popen(argv, executable=executable, **options)
     except OSError as exc:
-        raise _spawn_failure(exc, executable, options.get("cwd")) from None
+        raise _spawn_failure(exc) from None
     except ValueError as exc:
-        raise UsageError(cli_words(str(exc))) from None
+        raise UsageError(invalid(exc)) from None
 
 
 def _exit_status(returncode: int) -> int:

@@ -7,7 +7,6 @@ A failure is one line on stderr, ``nsbox: <what failed>: <why>``, and an exit st
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 from contextlib import suppress
@@ -31,27 +30,55 @@ class Failure(Exception):
         self.status = status
 
 
-#: The Python option names that the core's messages use, and the command line's words for them.
-_CLI_WORDS = [
-    (re.compile(r"leave user=None or pass user=True"), "add -U or -r"),
-    (re.compile(r"monotonic_offset and boottime_offset"), "--monotonic and --boottime"),
-    (re.compile(r"setgroups='deny'"), "--setgroups deny"),
-    (re.compile(r"pass mount=True or mount_proc=True"), "add -m"),
-    (re.compile(r"^hostname "), "--hostname: the name "),
-    (re.compile(r"\b(?:add|pass) (pid|time|user|mount|uts|ipc|net|cgroup)=True"), None),
-]
+#: The core's hints (``OSError.hint``: ``Hint`` in src/errors.rs) whose advice names options of the Python API,
+#: in the command line's words. The other hints name no option, or come from options the command line has not.
+HINTS = {
+    "needs_user_namespace": "unprivileged callers need a user namespace: add -U or -r",
+    "maps_need_privilege": (
+        "without root only your own uid and gid can be mapped, with --setgroups deny; "
+        "other maps need CAP_SETUID and CAP_SETGID"
+    ),
+    "proc_needs_pid_namespace": "a new proc can only be mounted for a PID namespace this box owns: add -p",
+}
+
+#: The core's options that the command line gives a value (``ValueError.option``), as the command line names
+#: that value.
+OPTIONS = {
+    "hostname": "--hostname: the name",
+    "mount_proc": "--mount-proc: the directory",
+    "root": "--root: the directory",
+    "propagation": "--propagation: the mode",
+    "setgroups": "--setgroups: the value",
+    "monotonic_offset": "--monotonic: the offset",
+    "boottime_offset": "--boottime: the offset",
+}
 
 
-def cli_words(message: str) -> str:
-    """A message of the core, with ``pid=True`` and the like said as the command line says them."""
-    from nsbox.cli.getopt import NAMESPACE_FLAGS
-
-    for pattern, words in _CLI_WORDS:
-        if words is None:
-            message = pattern.sub(lambda m: f"add {NAMESPACE_FLAGS[m.group(1)][0]}", message)
-        else:
-            message = pattern.sub(words, message)
+def os_failure(exc: OSError) -> str:
+    """An ``OSError``'s message in the command line's words: its hint said as :data:`HINTS` says it."""
+    message = exc.strerror or str(exc)
+    words = HINTS.get(getattr(exc, "hint", None) or "")
+    if words is not None and exc.errno is not None:
+        # The core says "cannot <what>: <reason> (<hint>)"; the command line says the same with its own hint.
+        # <what> is not a field of its own yet: it is what comes before the errno's text.
+        reason = os.strerror(exc.errno)
+        what, found, _ = message.partition(f": {reason} (")
+        if found:
+            message = f"{what}: {reason} ({words})"
+    if exc.filename is not None:
+        message = f"{os.fsdecode(exc.filename)}: {message}"
     return message
+
+
+def invalid(exc: ValueError) -> str:
+    """A ``ValueError``'s message in the command line's words: the option at fault named as :data:`OPTIONS` does."""
+    message = str(exc)
+    option = getattr(exc, "option", None)
+    said = OPTIONS.get(option or "")
+    if said is None:
+        return message
+    # The core's message for a bad value starts with the option's name (Error::bad_option in src/errors.rs).
+    return f"{said} {message.removeprefix(f'{option} ')}"
 
 
 def write(text: str) -> int:
