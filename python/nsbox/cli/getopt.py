@@ -73,6 +73,7 @@ class Parser(argparse.ArgumentParser):
             epilog=epilog,
             add_help=False,
             allow_abbrev=False,
+            exit_on_error=False,
             formatter_class=HelpFormatter,
         )
         self.options: list[argparse.Action] = []
@@ -88,10 +89,18 @@ class Parser(argparse.ArgumentParser):
         self.add(group, "-h", "--help", action="store_true", help="show this help and exit")
         self.add(group, "-V", "--version", action="store_true", help="show nsbox's version and exit")
 
+    def parse(self, args: Sequence[str]) -> argparse.Namespace:
+        """``parse_args``, with an option at fault named by its long name (``--wd: expected one argument``)."""
+        try:
+            return self.parse_args(args)
+        except argparse.ArgumentError as exc:
+            # argparse names an option by its flags joined ("-w/--wd"), an argument by its metavar ("PID").
+            names = {"/".join(action.option_strings): long_name(action) for action in self.options}
+            name = names.get(exc.argument_name or "", exc.argument_name)
+            self.error(f"{name}: {exc.message}" if name else exc.message)
+
     def error(self, message: str) -> NoReturn:
         """Raise a one-line :class:`UsageError` (argparse would print the usage and exit)."""
-        # "argument -w/--wd: expected one argument" -> "--wd: expected one argument"
-        message = re.sub(r"^argument (?:\S+/)?(\S+): ", r"\1: ", message)
         raise UsageError(f"{message}; {self.see_help}")
 
 

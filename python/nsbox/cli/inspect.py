@@ -28,7 +28,7 @@ def ps(argv: Sequence[str]) -> int:
         "List the processes of a box, with their PIDs on the host and inside, side by side.",
         "host PID of the box's first process",
     )
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     if getopt.help_or_version(parser, args):
         return 0
     if args.pid is None:
@@ -48,7 +48,7 @@ def ns(argv: Sequence[str]) -> int:
         "Print the namespaces of a process, one per line: kind and inode (as in /proc/PID/ns).",
         "host PID of the process (default: nsbox itself)",
     )
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     if getopt.help_or_version(parser, args):
         return 0
     try:

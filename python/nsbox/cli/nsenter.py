@@ -87,7 +87,7 @@ def command(argv: Sequence[str]) -> int:
     """``nsbox exec [OPTIONS] [--] [PROGRAM [ARGS...]]``; the exit status."""
     parser = _exec_parser()
     options, program = getopt.split(parser, argv)
-    args = parser.parse_args(options)
+    args = parser.parse(options)
     if getopt.help_or_version(parser, args):
         return 0
     for name in ("setuid", "setgid", "preserve_credentials", "no_fork", "follow_context"):

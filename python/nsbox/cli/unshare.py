@@ -230,7 +230,7 @@ def command(argv: Sequence[str]) -> int:
     """``nsbox [OPTIONS] [--] [PROGRAM [ARGS...]]``; the exit status."""
     parser = _run_parser()
     options, program = getopt.split(parser, argv)
-    args = parser.parse_args(options)
+    args = parser.parse(options)
     if getopt.help_or_version(parser, args):
         return 0
     return run_box(program, _box_options(args))
