@@ -14,33 +14,34 @@ import pwd
 import re
 import signal
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import nsbox
 from nsbox.cli.words import PROG, UsageError, write
 
-#: The namespace options: long name → (short flag, kind in ``/proc/PID/ns``), in unshare's order.
-NAMESPACE_FLAGS: dict[str, tuple[str, str]] = {
-    "mount": ("-m", "mnt"),
-    "uts": ("-u", "uts"),
-    "ipc": ("-i", "ipc"),
-    "net": ("-n", "net"),
-    "pid": ("-p", "pid"),
-    "user": ("-U", "user"),
-    "cgroup": ("-C", "cgroup"),
-    "time": ("-T", "time"),
-}
 
-#: What each namespace option makes, as unshare's help says it.
-NEW_NAMESPACE_HELP = {
-    "mount": "new mount namespace",
-    "uts": "new UTS namespace (hostname, domain name)",
-    "ipc": "new IPC namespace (System V IPC, mqueues)",
-    "net": "new network namespace, loopback up",
-    "pid": "new PID namespace; PROGRAM is its PID 1",
-    "user": "new user namespace; ids unmapped (nobody)",
-    "cgroup": "new cgroup namespace",
-    "time": "new time namespace",
+class NamespaceFlag(NamedTuple):
+    """A namespace option of unshare and nsenter (``-n, --net``)."""
+
+    short: str
+    #: The kind in ``/proc/PID/ns``.
+    kind: str
+    #: What the namespace is, for the help (``network namespace``).
+    noun: str
+    #: More about a new one, for unshare's help (``, loopback up``).
+    detail: str = ""
+
+
+#: The namespace options by long name, in unshare's order.
+NAMESPACE_FLAGS = {
+    "mount": NamespaceFlag("-m", "mnt", "mount namespace"),
+    "uts": NamespaceFlag("-u", "uts", "UTS namespace", " (hostname, domain name)"),
+    "ipc": NamespaceFlag("-i", "ipc", "IPC namespace", " (System V IPC, mqueues)"),
+    "net": NamespaceFlag("-n", "net", "network namespace", ", loopback up"),
+    "pid": NamespaceFlag("-p", "pid", "PID namespace", "; PROGRAM is its PID 1"),
+    "user": NamespaceFlag("-U", "user", "user namespace", "; ids unmapped (nobody)"),
+    "cgroup": NamespaceFlag("-C", "cgroup", "cgroup namespace"),
+    "time": NamespaceFlag("-T", "time", "time namespace"),
 }
 
 

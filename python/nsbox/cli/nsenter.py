@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from nsbox.cli import getopt
-from nsbox.cli.getopt import NAMESPACE_FLAGS, NEW_NAMESPACE_HELP, Parser
+from nsbox.cli.getopt import NAMESPACE_FLAGS, Parser
 from nsbox.cli.run import run_box
 from nsbox.cli.words import PROG, Failure, UsageError
 
-_EXEC_USAGE = "nsbox exec --target PID [--all | -m -u -i -n -p -U -C -T] [--] [PROGRAM [ARGS...]]"
+_USAGE = "nsbox exec --target PID [--all | -m -u -i -n -p -U -C -T] [--] [PROGRAM [ARGS...]]"
 
-_EXEC_DESCRIPTION = """\
+_DESCRIPTION = """\
 Run PROGRAM (default: $SHELL) in the namespaces of a running process, with
 nsenter's options. With --all or no namespace option, enter every namespace of
 the target that differs from nsbox's and, for a PID, take its root and working
@@ -21,8 +21,8 @@ directory too (nsenter -a -r -w, docker exec). With namespace options, enter
 exactly those, as nsenter does."""
 
 
-def _exec_parser() -> Parser:
-    parser = Parser("exec", _EXEC_USAGE, _EXEC_DESCRIPTION)
+def _parser() -> Parser:
+    parser = Parser("exec", _USAGE, _DESCRIPTION)
     opts = parser.add_argument_group("options")
     parser.add(
         opts,
@@ -33,9 +33,9 @@ def _exec_parser() -> Parser:
         help="the process to enter (or a dir of ns files)",
     )
     parser.add(opts, "-a", "--all", action="store_true", help="enter all its namespaces (the default)")
-    for name, (short, _) in NAMESPACE_FLAGS.items():
-        what = NEW_NAMESPACE_HELP[name].split(";")[0].split(",")[0].split(" (")[0].replace("new ", "the ")
-        parser.add(opts, short, f"--{name}", nargs="?", const=True, metavar="FILE", help=f"enter {what} (of FILE)")
+    for name, flag in NAMESPACE_FLAGS.items():
+        what = f"enter the {flag.noun} (of FILE)"
+        parser.add(opts, flag.short, f"--{name}", nargs="?", const=True, metavar="FILE", help=what)
     parser.add(opts, "-W", "--wdns", metavar="DIR", help="working directory, inside the namespaces")
     parser.add(opts, "-r", "--root", nargs="?", const=True, metavar="DIR", help="take the target's root (--all does)")
     parser.add(
@@ -65,7 +65,7 @@ def _namespace_files(kinds: dict[str, str | bool], target: int | str | None) -> 
     """
     files = {}
     for name, value in kinds.items():
-        kind = NAMESPACE_FLAGS[name][1]
+        kind = NAMESPACE_FLAGS[name].kind
         if isinstance(value, str):
             path = value
         elif isinstance(target, int):
@@ -85,7 +85,7 @@ def _namespace_files(kinds: dict[str, str | bool], target: int | str | None) -> 
 
 def command(argv: Sequence[str]) -> int:
     """``nsbox exec [OPTIONS] [--] [PROGRAM [ARGS...]]``; the exit status."""
-    parser = _exec_parser()
+    parser = _parser()
     options, program = getopt.split(parser, argv)
     args = parser.parse(options)
     if getopt.help_or_version(parser, args):

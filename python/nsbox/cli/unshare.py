@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nsbox.cli import getopt
-from nsbox.cli.getopt import NAMESPACE_FLAGS, NEW_NAMESPACE_HELP, Parser
+from nsbox.cli.getopt import NAMESPACE_FLAGS, Parser
 from nsbox.cli.run import run_box
 from nsbox.cli.words import UsageError
 
@@ -35,7 +35,7 @@ executed or found; 1 if nsbox fails; 2 for a command line that cannot work.
 'nsbox exec --help' shows the options of exec."""
 
 
-def _run_parser() -> Parser:
+def _parser() -> Parser:
     parser = Parser(
         "",
         _USAGE,
@@ -45,9 +45,10 @@ def _run_parser() -> Parser:
     )
     parser.set_defaults(map_user=None, map_group=None)
     spaces = parser.add_argument_group("namespaces")
-    for name, (short, _) in NAMESPACE_FLAGS.items():
+    for name, flag in NAMESPACE_FLAGS.items():
         # The value (unshare's --net=FILE, binding the namespace to a file) is refused as not supported yet.
-        parser.add(spaces, short, f"--{name}", nargs="?", const=True, metavar="", help=NEW_NAMESPACE_HELP[name])
+        what = f"new {flag.noun}{flag.detail}"
+        parser.add(spaces, flag.short, f"--{name}", nargs="?", const=True, metavar="", help=what)
 
     opts = parser.add_argument_group("options")
     parser.add(opts, "-f", "--fork", action="store_true", help="accepted; nsbox always forks")
@@ -228,7 +229,7 @@ def _box_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def command(argv: Sequence[str]) -> int:
     """``nsbox [OPTIONS] [--] [PROGRAM [ARGS...]]``; the exit status."""
-    parser = _run_parser()
+    parser = _parser()
     options, program = getopt.split(parser, argv)
     args = parser.parse(options)
     if getopt.help_or_version(parser, args):
