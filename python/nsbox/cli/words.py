@@ -60,7 +60,7 @@ def os_failure(exc: OSError) -> str:
     words = HINTS.get(getattr(exc, "hint", None) or "")
     if words is not None and exc.errno is not None:
         # The core says "cannot <what>: <reason> (<hint>)"; the command line says the same with its own hint.
-        # <what> is not a field of its own yet: it is what comes before the errno's text.
+        # <what> is not a field of the exception yet (``OSError.what`` would be): it is what precedes the reason.
         reason = os.strerror(exc.errno)
         what, found, _ = message.partition(f": {reason} (")
         if found:
