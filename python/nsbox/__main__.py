@@ -1,8 +1,8 @@
-"""``python -m nsbox``: the ``nsbox`` command (see :mod:`nsbox._cli`)."""
+"""``python -m nsbox``: the ``nsbox`` command (see :mod:`nsbox.cli`)."""
 
 import sys
 
-from nsbox._cli import main
+from nsbox.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

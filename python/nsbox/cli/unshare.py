@@ -1,0 +1,237 @@
+"""``nsbox [OPTIONS] [--] [PROGRAM [ARGS...]]``: PROGRAM in new namespaces, with util-linux ``unshare``'s options."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from nsbox.cli import getopt
+from nsbox.cli.getopt import NAMESPACE_FLAGS, Parser
+from nsbox.cli.run import run_box
+from nsbox.cli.words import UsageError
+
+_USAGE = """\
+nsbox [OPTIONS] [--] [PROGRAM [ARGS...]]
+       nsbox exec --target PID [--all | -m -u -i -n -p -U -C -T] [--] [PROGRAM [ARGS...]]
+       nsbox ps PID
+       nsbox ns [PID]"""
+
+_EPILOG = """\
+commands (recognised only as the first argument: 'nsbox -- ps -ef' runs ps):
+  exec        run a program in a running box's namespaces, as nsenter does
+  ps PID      list a box's processes with their host and inside PIDs
+  ns [PID]    print the namespace ids of a process (default: nsbox's own)
+
+Without PROGRAM, $SHELL (default /bin/sh) runs as a login shell on your terminal.
+Without root, any namespace option also makes a user namespace where you are root
+(as with -r). Unlike unshare, nsbox always forks, brings loopback up in a new
+network namespace, and kills the box when it dies itself.
+
+Exit status: PROGRAM's, or 128+N if signal N killed it; 126 or 127 if it cannot be
+executed or found; 1 if nsbox fails; 2 for a command line that cannot work.
+'nsbox exec --help' shows the options of exec."""
+
+
+def _parser() -> Parser:
+    parser = Parser(
+        "",
+        _USAGE,
+        "Run PROGRAM in new Linux namespaces, with util-linux unshare's options. They end at\n"
+        "the first argument that is not an option, or at --; long ones may be abbreviated.",
+        _EPILOG,
+    )
+    parser.set_defaults(map_user=None, map_group=None)
+    spaces = parser.add_argument_group("namespaces")
+    for name, flag in NAMESPACE_FLAGS.items():
+        # The value (unshare's --net=FILE, binding the namespace to a file) is refused as not supported yet.
+        what = f"new {flag.noun}{flag.detail}"
+        parser.add(spaces, flag.short, f"--{name}", nargs="?", const=True, metavar="", help=what)
+
+    opts = parser.add_argument_group("options")
+    parser.add(opts, "-f", "--fork", action="store_true", help="accepted; nsbox always forks")
+    parser.add(
+        opts, "--mount-proc", nargs="?", const="/proc", metavar="DIR", help="mount a new proc on /proc (implies -m)"
+    )
+    parser.add(
+        opts,
+        "--propagation",
+        choices=("private", "shared", "slave", "unchanged"),
+        metavar="MODE",
+        help="how mounts propagate: private|shared|slave|unchanged",
+    )
+    parser.add(
+        opts,
+        "--setgroups",
+        choices=("allow", "deny"),
+        metavar="allow|deny",
+        help="allow setgroups(2) in the user namespace?",
+    )
+    parser.add(
+        opts,
+        "-r",
+        "--map-root-user",
+        action=_MapBoth,
+        ids=lambda: (0, 0),
+        help="map your uid and gid to root (implies -U)",
+    )
+    parser.add(
+        opts,
+        "-c",
+        "--map-current-user",
+        action=_MapBoth,
+        ids=lambda: (os.geteuid(), os.getegid()),
+        help="map your uid and gid to themselves (implies -U)",
+    )
+    parser.add(opts, "--map-user", type=getopt.user_id, metavar="UID|NAME", help="map your uid to UID (implies -U)")
+    parser.add(opts, "--map-group", type=getopt.group_id, metavar="GID|NAME", help="map your gid to GID (implies -U)")
+    parser.add(
+        opts,
+        "--kill-child",
+        nargs="?",
+        const=True,
+        metavar="SIGNAL",
+        help="kill the box with SIGKILL if nsbox dies (always)",
+    )
+    parser.add(opts, "-R", "--root", metavar="DIR", help="run PROGRAM with DIR as its root directory")
+    parser.add(opts, "-w", "--wd", metavar="DIR", help="change to DIR in the box before running PROGRAM")
+    parser.add(
+        opts,
+        "--monotonic",
+        type=getopt.seconds,
+        metavar="SECONDS",
+        help="offset of CLOCK_MONOTONIC in the box (needs -T)",
+    )
+    parser.add(
+        opts,
+        "--boottime",
+        type=getopt.seconds,
+        metavar="SECONDS",
+        help="offset of CLOCK_BOOTTIME in the box (needs -T)",
+    )
+    parser.add(opts, "--hostname", metavar="NAME", help="the box's hostname (implies -u)")
+    parser.add(opts, "--init", action="store_true", help="PID 1 is an init that reaps orphans (implies -p)")
+    parser.add_help_and_version(opts)
+
+    later = parser.add_argument_group("unshare options not supported yet (nsbox refuses them)")
+    parser.add(later, "-S", "--setuid", metavar="UID", help="set the uid in the box")
+    parser.add(later, "-G", "--setgid", metavar="GID", help="set the gid in the box")
+    parser.add(later, "--keep-caps", action="store_true", help="keep the user namespace's capabilities")
+    parser.add(later, "--map-users", metavar="MAP", help="map a range of uids")
+    parser.add(later, "--map-groups", metavar="MAP", help="map a range of gids")
+    parser.add(later, "--map-auto", action="store_true", help="map the ranges in /etc/subuid and /etc/subgid")
+    return parser
+
+
+class _MapBoth(argparse.Action):
+    """``-r`` and ``-c``: set both ``--map-user`` and ``--map-group``; the last of these options wins, as in unshare."""
+
+    def __init__(
+        self, option_strings: Sequence[str], dest: str, ids: Callable[[], tuple[int, int]], **kwargs: Any
+    ) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+        self.ids = ids
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
+        namespace.map_user, namespace.map_group = self.ids()
+
+
+def _overflow_id(kind: str) -> int:
+    """The id the kernel shows for an unmapped one (``/proc/sys/kernel/overflowuid``, usually 65534)."""
+    try:
+        with open(f"/proc/sys/kernel/overflow{kind}") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 65534
+
+
+def _user_options(args: argparse.Namespace, options: dict[str, Any]) -> None:
+    """The user namespace and id maps, with unshare's meaning of -U, -r, -c, --map-user and --map-group."""
+    map_user: int | None = args.map_user
+    map_group: int | None = args.map_group
+    setgroups: str | None = args.setgroups
+    if setgroups == "allow" and map_group is not None:
+        raise UsageError("--setgroups=allow cannot be combined with --map-group, -r or -c (as with unshare)")
+    if not (args.user or map_user is not None or map_group is not None):
+        if setgroups is not None:
+            if os.geteuid() == 0:
+                raise UsageError("--setgroups applies to a new user namespace: add -U, -r or --map-user")
+            options["setgroups"] = setgroups  # without root nsbox makes a user namespace anyway
+        return
+    options["user"] = True
+    euid, egid = os.geteuid(), os.getegid()
+    if (map_user, map_group) != (0, 0):  # -r: the default map, your uid and gid to root
+        # unshare leaves an id it is not asked to map unmapped, so that it shows as the overflow id
+        # (nobody); nsbox maps it to that id, which looks and works the same.
+        uid = _overflow_id("uid") if map_user is None else map_user
+        gid = _overflow_id("gid") if map_group is None else map_group
+        options["uid_map"] = [(uid, euid, 1)]
+        options["gid_map"] = [(gid, egid, 1)]
+    if setgroups is None and map_group is None and euid == 0:
+        setgroups = "allow"  # unshare leaves setgroups alone unless it maps the group
+    if setgroups is not None:
+        options["setgroups"] = setgroups
+
+
+def _kill_child(value: str | bool) -> None:
+    """``--kill-child[=SIGNAL]``: a no-op for SIGKILL (the box always gets it when nsbox dies)."""
+    if value is True:
+        return
+    number = getopt.signal_number(str(value))
+    if number is None:
+        raise UsageError(f"--kill-child: unknown signal: {value}")
+    if number != signal.SIGKILL:
+        raise UsageError(
+            f"--kill-child={value}: signals other than SIGKILL are not supported yet (the box always gets SIGKILL)"
+        )
+
+
+def _box_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`nsbox.Popen` keyword arguments for the options of ``nsbox [OPTIONS]``."""
+    for name in ("setuid", "setgid", "keep_caps", "map_users", "map_groups", "map_auto"):
+        if getattr(args, name) not in (None, False):
+            raise UsageError(f"--{name.replace('_', '-')} is not supported yet")
+    options: dict[str, Any] = {}
+    for name in NAMESPACE_FLAGS:
+        value = getattr(args, name)
+        if isinstance(value, str):
+            raise UsageError(f"--{name}={value}: binding a namespace to a file is not supported yet")
+        if value:
+            options[name] = True
+    if args.mount_proc is not None:
+        options["mount_proc"] = True if os.path.normpath(args.mount_proc) == "/proc" else args.mount_proc
+    if args.root is not None:
+        options["root"] = args.root
+    # As with unshare, the propagation is that of a new mount namespace, and without one it does nothing.
+    if args.propagation is not None and (args.mount or args.mount_proc):
+        options["propagation"] = args.propagation
+    _user_options(args, options)
+    if args.kill_child is not None:
+        _kill_child(args.kill_child)
+    if (args.monotonic is not None or args.boottime is not None) and not args.time:
+        raise UsageError("--monotonic and --boottime set clocks in a new time namespace: add -T")
+    if args.monotonic is not None:
+        options["monotonic_offset"] = args.monotonic
+    if args.boottime is not None:
+        options["boottime_offset"] = args.boottime
+    if args.hostname is not None:
+        options["hostname"] = args.hostname
+    if args.init:
+        options["init"] = True
+    if args.wd is not None:
+        options["cwd"] = args.wd
+    return options
+
+
+def command(argv: Sequence[str]) -> int:
+    """``nsbox [OPTIONS] [--] [PROGRAM [ARGS...]]``; the exit status."""
+    parser = _parser()
+    options, program = getopt.split(parser, argv)
+    args = parser.parse(options)
+    if getopt.help_or_version(parser, args):
+        return 0
+    return run_box(program, _box_options(args))
