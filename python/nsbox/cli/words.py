@@ -58,13 +58,10 @@ def os_failure(exc: OSError) -> str:
     """An ``OSError``'s message in the command line's words: its hint said as :data:`HINTS` says it."""
     message = exc.strerror or str(exc)
     words = HINTS.get(getattr(exc, "hint", None) or "")
-    if words is not None and exc.errno is not None:
+    what = getattr(exc, "what", None)
+    if words is not None and what is not None and exc.errno is not None:
         # The core says "cannot <what>: <reason> (<hint>)"; the command line says the same with its own hint.
-        # <what> is not a field of the exception yet (``OSError.what`` would be): it is what precedes the reason.
-        reason = os.strerror(exc.errno)
-        what, found, _ = message.partition(f": {reason} (")
-        if found:
-            message = f"{what}: {reason} ({words})"
+        message = f"cannot {what}: {os.strerror(exc.errno)} ({words})"
     if exc.filename is not None:
         message = f"{os.fsdecode(exc.filename)}: {message}"
     return message
@@ -75,9 +72,10 @@ def invalid(exc: ValueError) -> str:
     message = str(exc)
     option = getattr(exc, "option", None)
     said = OPTIONS.get(option or "")
-    if said is None:
+    # A bad value's message starts with the option's name (Error::bad_option in src/errors.rs); a rule's
+    # message (Error::rule) names the option somewhere in its sentence and is kept as it is.
+    if said is None or not message.startswith(f"{option} "):
         return message
-    # The core's message for a bad value starts with the option's name (Error::bad_option in src/errors.rs).
     return f"{said} {message.removeprefix(f'{option} ')}"
 
 
