@@ -169,6 +169,10 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
     values = {name: options.get(name, meta.default) for name, meta in OPTIONS.items()}
     network, ip, target = values["network"], values["ip"], values["target"]
     if network is not None:
+        # For a Network, a lookup (whoever made it loaded the module), never a first import that a fork in another
+        # thread could catch half made. A plain run does not load it (ipaddress, hmac).
+        from nsbox._network import Network
+
         if not isinstance(network, Network):
             raise TypeError(f"network must be an nsbox.Network, not {type(network).__name__}")
         if target is not None:
