@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from nsbox import _nsbox
-from nsbox._network import Network  # at import, never lazily: a fork during an import would hang the child
 
 if TYPE_CHECKING:
     import ipaddress
+
+    from nsbox._network import Network
 
 #: What paths may be, as in :mod:`subprocess`.
 StrOrBytesPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
@@ -115,7 +116,7 @@ class NamespaceOptions(TypedDict, total=False):
     setgroups: Annotated[str | None, Option(None, _text)]
     monotonic_offset: Annotated[float | None, Option(None, _seconds)]
     boottime_offset: Annotated[float | None, Option(None, _seconds)]
-    network: Annotated[Network | None, Option(None)]
+    network: Annotated["Network | None", Option(None)]
     ip: Annotated["str | ipaddress.IPv4Address | None", Option(None)]
 
 
