@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
 from nsbox import _nsbox
@@ -56,6 +55,8 @@ class ProcessTable(list[ProcessInfo]):
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
+        import html  # for Jupyter, not for a plain run
+
         head = "".join(f"<th>{h}</th>" for h in _HEADERS)
         body = "".join(
             "<tr>" + "".join(f"<td>{html.escape(str(getattr(p, c)))}</td>" for c in _COLUMNS) + "</tr>" for p in self

@@ -14,15 +14,17 @@ that join options to a network or a target are here too, once.
 # No `from __future__ import annotations`: the TypedDicts' Annotated metadata is read at run time. Types
 # that would cost an import here are strings (forward references).
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from nsbox import _nsbox
-from nsbox._network import Network  # at import, never lazily: a fork during an import would hang the child
 
 if TYPE_CHECKING:
     import ipaddress
+
+    from nsbox._network import Network
 
 #: What paths may be, as in :mod:`subprocess`.
 StrOrBytesPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
@@ -115,7 +117,7 @@ class NamespaceOptions(TypedDict, total=False):
     setgroups: Annotated[str | None, Option(None, _text)]
     monotonic_offset: Annotated[float | None, Option(None, _seconds)]
     boottime_offset: Annotated[float | None, Option(None, _seconds)]
-    network: Annotated[Network | None, Option(None)]
+    network: Annotated["Network | None", Option(None)]
     ip: Annotated["str | ipaddress.IPv4Address | None", Option(None)]
 
 
@@ -169,7 +171,10 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
     values = {name: options.get(name, meta.default) for name, meta in OPTIONS.items()}
     network, ip, target = values["network"], values["ip"], values["target"]
     if network is not None:
-        if not isinstance(network, Network):
+        # A lookup, never a first import that a fork in another thread could catch half made: whoever made a
+        # Network loaded its module. A plain run does not load it (ipaddress, hmac).
+        module = sys.modules.get("nsbox._network")
+        if module is None or not isinstance(network, module.Network):
             raise TypeError(f"network must be an nsbox.Network, not {type(network).__name__}")
         if target is not None:
             raise ValueError("target joins existing namespaces; it cannot be combined with network")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import html
 import os
 import subprocess
 import sys
@@ -15,8 +14,9 @@ from typing import IO, TYPE_CHECKING, Any, TypedDict
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12
 
+    from nsbox._network import Network  # a box's network is checked in _options, where it is loaded if need be
+
 from nsbox import _ids, _inspect, _nsbox
-from nsbox._network import Network
 from nsbox._options import OPTIONS, BoxOptions, StrOrBytesPath, check_names, prepare
 
 #: What ``args`` may be, as in :mod:`subprocess`.
@@ -287,7 +287,7 @@ class Popen(subprocess.Popen[Any]):
         Raises:
             ProcessLookupError: the box has exited. PermissionError: its namespaces may not be joined.
         """
-        from nsbox._run import run
+        from nsbox import run  # by its public name: loaded under the lock a fork waits for (nsbox/__init__.py)
 
         self._require_running("exec into the box")
         return run(args, target=self.pid, **run_options)
@@ -339,7 +339,7 @@ class Popen(subprocess.Popen[Any]):
 
     def persist(self, path: StrOrBytesPath) -> list[str]:
         """Bind-mount the box's namespaces onto ``path/KIND`` so they outlive it (see :func:`nsbox.persist`)."""
-        from nsbox._persist import persist
+        from nsbox import persist  # as run in exec
 
         self._require_running("persist the box's namespaces")
         return persist(self.pid, path)
@@ -367,6 +367,8 @@ class Popen(subprocess.Popen[Any]):
         return f"{' '.join(parts)}{args}>"
 
     def _repr_html_(self) -> str:
+        import html  # for Jupyter, not for a plain run
+
         parts = [f"<p><code>{html.escape(repr(self))}</code></p>"]
         started = getattr(self, "pid", None) is not None and getattr(self, "returncode", 0) is None
         if started and self.poll() is None:
