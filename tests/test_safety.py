@@ -383,9 +383,9 @@ def test_spawn_is_a_single_vfork_style_clone_into_the_namespaces(python: str, tm
     assert strace, "strace is needed for this test: apt-get install strace"
     # -ff: one file per thread, so a call interrupted by another thread's is never split in two lines.
     code = "import nsbox; nsbox.run(['true'], pid=True, net=True)"
+    trace = str(tmp_path / "trace")
     subprocess.run(
-        [strace, "-ff", "-qq", "-o", str(tmp_path / "trace"), "-e", "trace=clone,clone3,fork,vfork"]
-        + [python, "-c", code],
+        [strace, "-ff", "-qq", "-o", trace, "-e", "trace=clone,clone3,fork,vfork", python, "-c", code],
         check=True,
         timeout=60,
     )
