@@ -15,9 +15,9 @@ that join options to a network or a target are here too, once.
 # that would cost an import here are strings (forward references).
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, TypedDict
+from typing import IO, TYPE_CHECKING, Annotated, Any, TypedDict
 
 from nsbox import _nsbox
 
@@ -212,3 +212,54 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
 # held in the child for ever: do it now, at import, once. (It also checks that this declaration and the core's
 # agree.)
 prepare({}, None)
+
+
+#: What ``args`` may be, as in :mod:`subprocess`.
+Args = StrOrBytesPath | Sequence[StrOrBytesPath]
+File = None | int | IO[Any]
+
+
+class PopenArgs(TypedDict, total=False):
+    """:class:`subprocess.Popen`'s keyword arguments, as :class:`Popen` and :func:`nsbox.run` take them."""
+
+    bufsize: int
+    executable: StrOrBytesPath | None
+    stdin: File
+    stdout: File
+    stderr: File
+    preexec_fn: Callable[[], Any] | None
+    close_fds: bool
+    shell: bool
+    cwd: StrOrBytesPath | None
+    env: Mapping[Any, Any] | None
+    universal_newlines: bool | None
+    startupinfo: Any
+    creationflags: int
+    restore_signals: bool
+    start_new_session: bool
+    pass_fds: Collection[int]
+    user: bool | str | int | None
+    group: str | int | None
+    extra_groups: Iterable[str | int] | None
+    encoding: str | None
+    errors: str | None
+    text: bool | None
+    umask: int
+    pipesize: int
+    process_group: int | None
+
+
+class RunOptions(PopenArgs, BoxOptions, total=False):
+    """Every keyword argument :class:`Popen` takes (and :func:`nsbox.run`, with its own few)."""
+
+
+class ExecArgs(PopenArgs, total=False):
+    """What :meth:`Popen.exec` and :func:`nsbox.enter` take: :func:`subprocess.run`'s arguments.
+
+    No namespace options: the box's namespaces are joined.
+    """
+
+    input: Any
+    capture_output: bool
+    timeout: float | None
+    check: bool

@@ -9,8 +9,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12
 
 from nsbox import _nsbox
-from nsbox._options import StrOrBytesPath
-from nsbox._popen import Args, ExecArgs
+from nsbox._options import Args, ExecArgs, StrOrBytesPath
 from nsbox._run import run
 
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time as _time
 import warnings
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any, TypedDict
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12
@@ -17,57 +17,17 @@ if TYPE_CHECKING:
     from nsbox._network import Network  # a box's network is checked in _options, where it is loaded if need be
 
 from nsbox import _ids, _inspect, _nsbox
-from nsbox._options import OPTIONS, BoxOptions, StrOrBytesPath, check_names, prepare
-
-#: What ``args`` may be, as in :mod:`subprocess`.
-Args = StrOrBytesPath | Sequence[StrOrBytesPath]
-File = None | int | IO[Any]
-
-
-class PopenArgs(TypedDict, total=False):
-    """:class:`subprocess.Popen`'s keyword arguments, as :class:`Popen` and :func:`nsbox.run` take them."""
-
-    bufsize: int
-    executable: StrOrBytesPath | None
-    stdin: File
-    stdout: File
-    stderr: File
-    preexec_fn: Callable[[], Any] | None
-    close_fds: bool
-    shell: bool
-    cwd: StrOrBytesPath | None
-    env: Mapping[Any, Any] | None
-    universal_newlines: bool | None
-    startupinfo: Any
-    creationflags: int
-    restore_signals: bool
-    start_new_session: bool
-    pass_fds: Collection[int]
-    user: bool | str | int | None
-    group: str | int | None
-    extra_groups: Iterable[str | int] | None
-    encoding: str | None
-    errors: str | None
-    text: bool | None
-    umask: int
-    pipesize: int
-    process_group: int | None
-
-
-class RunOptions(PopenArgs, BoxOptions, total=False):
-    """Every keyword argument :class:`Popen` takes (and :func:`nsbox.run`, with its own few)."""
-
-
-class ExecArgs(PopenArgs, total=False):
-    """What :meth:`Popen.exec` and :func:`nsbox.enter` take: :func:`subprocess.run`'s arguments.
-
-    No namespace options: the box's namespaces are joined.
-    """
-
-    input: Any
-    capture_output: bool
-    timeout: float | None
-    check: bool
+from nsbox._options import (
+    OPTIONS,
+    Args,
+    BoxOptions,
+    ExecArgs,
+    File,
+    PopenArgs,
+    StrOrBytesPath,
+    check_names,
+    prepare,
+)
 
 
 class Popen(subprocess.Popen[Any]):

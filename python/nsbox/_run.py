@@ -9,7 +9,8 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12
 
 from nsbox import _nsbox
-from nsbox._popen import Args, Popen, RunOptions
+from nsbox._options import Args, RunOptions
+from nsbox._popen import Popen
 
 
 def run(

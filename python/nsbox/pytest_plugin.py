@@ -35,7 +35,8 @@ import pytest
 from _pytest.unittest import TestCaseFunction
 
 from nsbox._call import RemoteTraceback, call
-from nsbox._popen import Args, Popen
+from nsbox._options import Args
+from nsbox._popen import Popen
 
 _PROBES = pytest.StashKey[dict[str, str | None]]()
 #: What the box writes to the channel: this length header (native byte order), then a pickle.
