@@ -84,6 +84,24 @@ impl Namespace {
         }
     }
 
+    /// The name of the link to the namespace this process's children get, for the kinds that have one.
+    #[must_use]
+    pub const fn for_children_name(self) -> Option<&'static str> {
+        match self {
+            Namespace::Pid => Some("pid_for_children"),
+            Namespace::Time => Some("time_for_children"),
+            _ => None,
+        }
+    }
+
+    /// Every kind, in the order of their `/proc/PID/ns` names: how nsbox lists them to people.
+    #[must_use]
+    pub fn by_proc_name() -> [Namespace; 8] {
+        let mut all = Namespace::ALL;
+        all.sort_by_key(|ns| ns.proc_name());
+        all
+    }
+
     #[must_use]
     pub fn from_proc_name(name: &str) -> Option<Namespace> {
         Namespace::ALL.into_iter().find(|ns| ns.proc_name() == name)

@@ -9,10 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::errors::{Error, Hint, Step};
+use crate::namespace::Namespace;
 use crate::sys::{errno_of, last_errno};
-
-/// The kinds that can be persisted and entered again (the `*_for_children` links are views of these).
-pub const KINDS: [&str; 8] = ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
 
 /// Marks a directory that `persist` bind-mounted onto itself (to make it private), for `release`.
 const MARKER: &str = ".nsbox-self-bind";
@@ -148,7 +146,8 @@ fn persist_into(pid: i32, dir: &Path, made: &mut Made) -> Result<Vec<&'static st
         .map_err(|e| refuse(format!("persist into {} (a directory, not a symlink)", dir.display()), e))?;
     // Which kinds, and that none is persisted there already (before making anything).
     let mut todo = Vec::new();
-    for kind in KINDS {
+    // Every kind (the `*_for_children` links are views of these), by name.
+    for kind in Namespace::by_proc_name().map(Namespace::proc_name) {
         let source = Path::new("/proc").join(pid.to_string()).join("ns").join(kind);
         let theirs = match fs::metadata(&source) {
             Ok(m) => m,
@@ -228,7 +227,8 @@ fn create_in(dir: &OwnedFd, name: &str) -> Result<(OwnedFd, bool), i32> {
 /// Unmounts what `persist` mounted under `dir` and removes the files it made. Returns the kinds released.
 pub fn release(dir: &Path) -> Result<Vec<&'static str>, Error> {
     let mut done = Vec::new();
-    for kind in KINDS {
+    // Every kind (the `*_for_children` links are views of these), by name.
+    for kind in Namespace::by_proc_name().map(Namespace::proc_name) {
         let target = dir.join(kind);
         if !target.exists() {
             continue;

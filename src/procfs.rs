@@ -4,9 +4,15 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 
-/// Every namespace kind the kernel shows under `/proc/PID/ns`.
-pub const KINDS: [&str; 10] =
-    ["cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"];
+use crate::namespace::Namespace;
+
+/// Every name the kernel shows under `/proc/PID/ns`, sorted: the kinds and their `*_for_children` links.
+fn proc_ns_names() -> Vec<&'static str> {
+    let mut names: Vec<&str> = Namespace::ALL.iter().map(|ns| ns.proc_name()).collect();
+    names.extend(Namespace::ALL.iter().filter_map(|ns| ns.for_children_name()));
+    names.sort_unstable();
+    names
+}
 
 /// `/proc/PID` or `/proc/self`.
 fn proc_dir(pid: Option<i32>) -> String {
@@ -20,7 +26,7 @@ pub fn namespaces(pid: Option<i32>) -> io::Result<Vec<(&'static str, u64)>> {
     // Fail as the process does (ESRCH-like ENOENT, EACCES) rather than returning an empty map.
     fs::metadata(&dir)?;
     let mut out = Vec::new();
-    for kind in KINDS {
+    for kind in proc_ns_names() {
         match fs::metadata(format!("{dir}/ns/{kind}")) {
             Ok(meta) => out.push((kind, meta.ino())),
             // A kind the kernel lacks, or a `*_for_children` link of a zombie.
@@ -177,6 +183,15 @@ fn descendants(root: i32, candidates: &[i32]) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_names_what_the_kernel_shows() {
+        let mut shown: Vec<String> =
+            fs::read_dir("/proc/self/ns").unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        shown.sort_unstable();
+        // This machine's kernel has every kind (KERNEL-FACTS.md); an older one shows a subset.
+        assert_eq!(shown, proc_ns_names());
+    }
 
     #[test]
     fn parses_the_fields_of_status() {
