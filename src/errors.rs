@@ -84,6 +84,12 @@ steps! {
     Persist = 41, "persist", "persist the namespaces";
     /// The parent's own plumbing: pipes, threads, stacks, pidfds.
     Spawn = 42, "spawn", "prepare the spawn";
+    /// The staging of the box's own root, or switching to it (`pivot_root`).
+    Filesystem = 43, "filesystem", "prepare the box's filesystem";
+    /// Making or finding the mount point of one of the box's mounts (its root, proc, `mounts`).
+    MountPoint = 44, "mount_point", "make the mount point";
+    /// Mounting one of the box's mounts, or making it read-only.
+    Mount = 45, "mount", "mount";
 }
 
 impl Step {
@@ -167,6 +173,12 @@ hints! {
          Network(private=True) keeps the LAN in namespaces of your own";
     PersistNeedsRoot, "persist_needs_root", "bind mounts on the host need root (CAP_SYS_ADMIN)";
     PidNamespaceEnded, "pid_namespace_ended", "its PID 1 has exited, so nothing can start in it any more";
+    OverlayLowerHasMounts, "overlay_lower_has_mounts",
+        "without root, an overlay's lower directories must have nothing mounted under them: the kernel \
+         locks the host's mounts in a user namespace";
+    ParentNotWritable, "parent_not_writable",
+        "a missing mount point is made only where its parent is writable: mount a Tmpfs or an Overlay \
+         over the parent first, or give a target that exists";
 }
 
 /// A step that failed with an errno.

@@ -17,6 +17,7 @@ mod fork;
 mod fork_id;
 mod helper;
 mod idmap;
+mod mounts;
 mod namespace;
 mod net;
 mod persist;

@@ -2,7 +2,9 @@
 //!
 //! Every message is one fixed 8-byte record, `(code, value)` in native byte order, written with one
 //! `write(2)`, which a pipe delivers whole (tailhook/unshare's `ErrorCode` plays this part there). A failure
-//! sends its [`Step`]'s code and the errno; the other messages have codes of their own, above every step's.
+//! sends its [`Step`]'s code and, as the value, the errno in the low 12 bits (errnos are below 4096) and
+//! above them which of the box's mounts failed (0: none; see [`crate::mounts::MountStep::at`], plus one).
+//! The other messages have codes of their own, above every step's.
 //! The helper program's numbers are generated from this file and `errors.rs` at build time (`build.rs`).
 
 use libc::pid_t;
@@ -28,7 +30,8 @@ pub mod code {
 /// One record from a child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Message {
-    Failed(Step, i32),
+    /// A step failed with an errno; for a mount step, which mount (`MountStep::at` plus one), else 0.
+    Failed(Step, i32, u16),
     Ready,
     Forked(pid_t),
     Running,
@@ -38,13 +41,16 @@ pub enum Message {
 
 /// Bytes per record.
 pub const SIZE: usize = 8;
+/// The bits of a failure's value that hold the errno.
+const ERRNO_BITS: u32 = 12;
+const ERRNO_MASK: i32 = (1 << ERRNO_BITS) - 1;
 
 impl Message {
     /// The record, as the child writes it.
     #[must_use]
     pub fn encode(self) -> [u8; SIZE] {
         let (code, value) = match self {
-            Message::Failed(step, errno) => (step.code(), errno),
+            Message::Failed(step, errno, at) => (step.code(), errno | (i32::from(at) << ERRNO_BITS)),
             Message::Ready => (code::READY, 0),
             Message::Forked(pid) => (code::FORKED, pid),
             Message::Running => (code::RUNNING, 0),
@@ -72,7 +78,10 @@ impl Message {
             code::HANDOFF => Message::Handoff,
             code::END => Message::End,
             _ => match Step::from_code(code) {
-                Some(step) if value > 0 => Message::Failed(step, value),
+                Some(step) if value & ERRNO_MASK > 0 => {
+                    let at = u16::try_from(value >> ERRNO_BITS).map_err(|_| corrupt())?;
+                    Message::Failed(step, value & ERRNO_MASK, at)
+                }
                 _ => return Err(corrupt()),
             },
         })
@@ -85,7 +94,9 @@ mod tests {
 
     #[test]
     fn every_message_round_trips() {
-        let messages = Step::ALL.iter().map(|&step| Message::Failed(step, libc::EPERM)).chain([
+        let messages = Step::ALL.iter().map(|&step| Message::Failed(step, libc::EPERM, 0)).chain([
+            Message::Failed(Step::Mount, libc::EROFS, 7),
+            Message::Failed(Step::MountPoint, 4095, u16::MAX),
             Message::Ready,
             Message::Forked(4242),
             Message::Running,
@@ -102,7 +113,7 @@ mod tests {
         assert!(matches!(Message::decode(&[1, 2, 3]), Err(Error::Internal(_))));
         let unknown = [999u32.to_ne_bytes(), 1i32.to_ne_bytes()].concat();
         assert!(matches!(Message::decode(&unknown), Err(Error::Internal(_))));
-        let no_errno = Message::Failed(Step::Exec, 0).encode();
+        let no_errno = Message::Failed(Step::Exec, 0, 3).encode();
         assert!(matches!(Message::decode(&no_errno), Err(Error::Internal(_))));
     }
 

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use crate::errors::{quoted, Error};
 use crate::idmap::{IdMap, IdRange};
+use crate::mounts::{Filesystem, MountOption};
 use crate::namespace::{Namespace, Namespaces};
 
 /// `HOST_NAME_MAX` on Linux.
@@ -115,8 +116,10 @@ pub struct Options {
     pub init: bool,
     /// Where `mount_proc` mounts proc (`unshare --mount-proc=DIR`); `/proc` when `None`.
     pub proc_dir: Option<Vec<u8>>,
-    /// A directory to `chroot` into before proc is mounted (`unshare --root`).
-    pub root: Option<Vec<u8>>,
+    /// The box's root (`root=`: a directory is a bind of it), switched to with `pivot_root`.
+    pub root: Option<MountOption>,
+    /// Mounts made in the box's root, in order, after proc.
+    pub mounts: Vec<MountOption>,
 }
 
 /// The caller's effective ids, which the defaults depend on.
@@ -167,7 +170,22 @@ pub struct Spec {
     pub init: bool,
     /// Where proc is mounted, inside `root` when there is one.
     pub proc_dir: CString,
-    pub root: Option<CString>,
+    /// The box's own root and mounts (`root`, `mounts`), with proc in it: `None` keeps the caller's root,
+    /// with proc mounted on it directly.
+    pub filesystem: Option<Filesystem>,
+}
+
+/// A host name as the kernel takes it: not empty, at most 64 bytes, no NUL.
+fn uts_name(option: &'static str, name: Option<Vec<u8>>) -> Result<Option<CString>, Error> {
+    match name {
+        None => Ok(None),
+        Some(name) if name.is_empty() => Err(Error::bad_option(option, "must not be empty")),
+        Some(name) if name.len() > HOSTNAME_MAX => {
+            let len = name.len();
+            Err(Error::bad_option(option, format_args!("is {len} bytes long; the limit is {HOSTNAME_MAX}")))
+        }
+        Some(name) => CString::new(name).map(Some).map_err(|_| Error::bad_option(option, "must not contain NUL bytes")),
+    }
 }
 
 /// A path argument as a C string: not empty, no NUL.
@@ -186,17 +204,16 @@ impl Options {
             return Err(Error::rule("mount_proc", "a proc directory is given, but mount_proc is not set"));
         }
         let proc_dir = path("mount_proc", self.proc_dir.unwrap_or_else(|| b"/proc".to_vec()))?;
-        let root = self.root.map(|r| path("root", r)).transpose()?;
+        let own_filesystem = self.root.is_some() || !self.mounts.is_empty();
         let kinds = Namespaces::empty()
             .with(Namespace::Pid, self.pid || self.init)
-            .with(Namespace::Mount, self.mount || self.mount_proc)
+            .with(Namespace::Mount, self.mount || self.mount_proc || own_filesystem)
             .with(Namespace::Uts, self.uts || self.hostname.is_some())
             .with(Namespace::Ipc, self.ipc)
             .with(Namespace::Net, self.net)
             .with(Namespace::Cgroup, self.cgroup)
             .with(Namespace::Time, self.time);
-        // chroot needs CAP_SYS_CHROOT: without root, like a namespace, it takes a user namespace.
-        let others = root.is_some() || !kinds.is_empty();
+        let others = !kinds.is_empty();
         let wants_maps = self.uid_map.is_some() || self.gid_map.is_some() || self.setgroups.is_some();
         let user = match self.user {
             Some(false) if wants_maps => {
@@ -219,21 +236,14 @@ impl Options {
             }
             Some(text) => Propagation::parse(text)?,
         };
+        if own_filesystem && matches!(propagation, Propagation::Shared | Propagation::Unchanged) {
+            // The box's root is built on mounts of its own: they must not reach the caller's namespace.
+            let message = "root and mounts need propagation 'private' or 'slave': the box's mounts must not \
+                           propagate to the host";
+            return Err(Error::rule("propagation", message));
+        }
 
-        let hostname = match self.hostname {
-            None => None,
-            Some(name) if name.is_empty() => return Err(Error::bad_option("hostname", "must not be empty")),
-            Some(name) if name.len() > HOSTNAME_MAX => {
-                let len = name.len();
-                return Err(Error::bad_option(
-                    "hostname",
-                    format_args!("is {len} bytes long; the limit is {HOSTNAME_MAX}"),
-                ));
-            }
-            Some(name) => {
-                Some(CString::new(name).map_err(|_| Error::bad_option("hostname", "must not contain NUL bytes"))?)
-            }
-        };
+        let hostname = uts_name("hostname", self.hostname)?;
 
         let has_offsets = self.monotonic_offset.is_some() || self.boottime_offset.is_some();
         if has_offsets && !self.time {
@@ -273,6 +283,13 @@ impl Options {
             None
         };
 
+        let filesystem = if own_filesystem {
+            let proc_dir = self.mount_proc.then_some(proc_dir.as_bytes());
+            Some(Filesystem::plan(self.root.as_ref(), proc_dir, &self.mounts, user.is_some())?)
+        } else {
+            None
+        };
+
         Ok(Spec {
             kinds,
             init: self.init,
@@ -282,7 +299,7 @@ impl Options {
             hostname,
             time_offsets,
             proc_dir,
-            root,
+            filesystem,
         })
     }
 }

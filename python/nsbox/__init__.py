@@ -19,6 +19,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from nsbox._call import BoxCrashed, RemoteTraceback, call
     from nsbox._inspect import ProcessInfo, ProcessTable, namespaces, nspid, processes
+    from nsbox._mounts import Bind, Dev, Overlay, Tmpfs
     from nsbox._network import Network
     from nsbox._nsbox import __version__
     from nsbox._persist import enter, persist, release
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 _SUBMODULES = {
     "_call": ("BoxCrashed", "RemoteTraceback", "call"),
     "_inspect": ("ProcessInfo", "ProcessTable", "namespaces", "nspid", "processes"),
+    "_mounts": ("Bind", "Dev", "Overlay", "Tmpfs"),
     "_network": ("Network",),
     "_nsbox": ("__version__",),
     "_persist": ("enter", "persist", "release"),
@@ -44,12 +46,16 @@ _loading = _thread.RLock()
 os.register_at_fork(before=_loading.acquire, after_in_parent=_loading.release, after_in_child=_loading.release)
 
 __all__ = [
+    "Bind",
     "BoxCrashed",
+    "Dev",
     "Network",
+    "Overlay",
     "Popen",
     "ProcessInfo",
     "ProcessTable",
     "RemoteTraceback",
+    "Tmpfs",
     "__version__",
     "call",
     "enter",

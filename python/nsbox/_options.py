@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Annotated, Any, TypedDict
 
 from nsbox import _nsbox
+from nsbox._mounts import Bind, Mount, Overlay, Tmpfs, mounts_core, root_core
 
 if TYPE_CHECKING:
     import ipaddress
@@ -48,10 +49,6 @@ def _path_bytes(name: str, value: object) -> bytes | None:
     if isinstance(value, (str, bytes, os.PathLike)):
         return os.fsencode(value)
     raise TypeError(f"{name} must be a path, not {type(value).__name__}")
-
-
-def _path(name: str, value: object) -> dict[str, Any]:
-    return {name: _path_bytes(name, value)}
 
 
 def _mount_proc(name: str, value: object) -> dict[str, Any]:
@@ -83,6 +80,14 @@ def _id_map(name: str, value: object) -> dict[str, Any]:
                 raise ValueError(f"{name}: {part} in {item!r} is not an id (0 to 4294967294)")
         ranges.append((item[0], item[1], item[2]))
     return {name: ranges}
+
+
+def _root(name: str, value: object) -> dict[str, Any]:
+    return {name: root_core(value)}
+
+
+def _mounts(name: str, value: object) -> dict[str, Any]:
+    return {name: mounts_core(value)}
 
 
 def _seconds(name: str, value: object) -> dict[str, Any]:
@@ -117,6 +122,8 @@ class NamespaceOptions(TypedDict, total=False):
     setgroups: Annotated[str | None, Option(None, _text)]
     monotonic_offset: Annotated[float | None, Option(None, _seconds)]
     boottime_offset: Annotated[float | None, Option(None, _seconds)]
+    root: Annotated[StrOrBytesPath | Bind | Tmpfs | Overlay | None, Option(None, _root)]
+    mounts: Annotated[Sequence[Mount] | None, Option(None, _mounts)]
     network: Annotated["Network | None", Option(None)]
     ip: Annotated["str | ipaddress.IPv4Address | None", Option(None)]
 
@@ -125,7 +132,6 @@ class BoxOptions(NamespaceOptions, total=False):
     """The options of a box that runs a command (:class:`nsbox.Popen`, :func:`nsbox.run`, :func:`nsbox.enter`)."""
 
     init: Annotated[bool, Option(False, _flag)]
-    root: Annotated[StrOrBytesPath | None, Option(None, _path)]
     persist: Annotated[StrOrBytesPath | None, Option(None)]
     target: Annotated["int | StrOrBytesPath | Mapping[str, StrOrBytesPath] | None", Option(None)]
 
@@ -150,6 +156,8 @@ class Prepared:
     #: What ``target`` joins: a PID, a directory of namespace files, (kind, file) pairs, or nothing.
     target: "int | str | list[tuple[str, str]] | None" = None
     given: "list[str]" = field(default_factory=list)
+    #: Mounts on the caller's own root: the command starts in the caller's directory, as without them.
+    keeps_cwd: bool = False
 
 
 def check_names(options: Mapping[str, object], allowed: Iterable[str], caller: str) -> None:
@@ -205,13 +213,14 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
     for name, meta in OPTIONS.items():
         if meta.core is not None:
             core.update(meta.core(name, values[name]))
-    return Prepared(_nsbox.Spec(core), network, ip, values["persist"], joined, list(given))
+    keeps_cwd = values["root"] is None and bool(values["mounts"])
+    return Prepared(_nsbox.Spec(core), network, ip, values["persist"], joined, list(given), keeps_cwd)
 
 
 # The core sets up its reading of these names on first use, behind a lock that a fork() during it would leave
 # held in the child for ever: do it now, at import, once. (It also checks that this declaration and the core's
-# agree.)
-prepare({}, None)
+# agree.) A mount too: the core reads mounts with a reader of their own.
+prepare({"mounts": [Tmpfs("/tmp")]}, None)
 
 
 #: What ``args`` may be, as in :mod:`subprocess`.

@@ -45,8 +45,12 @@ class Popen(subprocess.Popen[Any]):
       the caller's uid and gid are root inside unless ``uid_map``/``gid_map`` give
       ``(inside, outside, count)`` ranges; ``setgroups`` is ``"deny"`` unless ``"allow"`` is asked.
     - ``mount_proc``: mount a fresh proc on ``/proc``, or on the directory given (implies ``mount``).
-    - ``root``: ``chroot`` into this directory before proc is mounted (``unshare --root``); the command
-      starts in its ``/`` unless ``cwd`` is given. Without root, it takes a user namespace like any option.
+    - ``root``: the box's root, switched to with ``pivot_root`` (the caller's root detached, so nothing
+      inside can climb back to it): a directory, or an :class:`nsbox.Bind`, :class:`nsbox.Tmpfs` or
+      :class:`nsbox.Overlay` without a target. The command starts in its ``/`` unless ``cwd`` is given.
+    - ``mounts``: :class:`nsbox.Bind`, :class:`nsbox.Tmpfs`, :class:`nsbox.Overlay` and :class:`nsbox.Dev`
+      mounts, made in order in the box's root (the caller's, without ``root``), after proc; a missing
+      mount point is made where its parent is writable. ``root`` and ``mounts`` imply ``mount``.
     - ``propagation``: ``"private"`` (default), ``"slave"``, ``"shared"`` or ``"unchanged"``, applied
       to ``/`` recursively in the new mount namespace before anything is mounted.
     - ``hostname``: set in a new UTS namespace (implies ``uts``).
@@ -139,6 +143,9 @@ class Popen(subprocess.Popen[Any]):
         self._nsbox_link: tuple[str, str] | None = None
         # Checked before any pipe is made: bad options leave nothing behind.
         self._prepared = prepare(options, user_namespace)
+        if cwd is None and self._prepared.keeps_cwd:
+            # Mounts on the caller's root (pivot_root to a copy of it): start where the caller is, as without.
+            cwd = os.getcwd()
         network = self._prepared.network
         if network is not None:
             self._nsbox_link = network._reserve(self._prepared.ip)

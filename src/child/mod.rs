@@ -5,10 +5,11 @@
 //! locks, no panics (so no indexing or unwrap), no Python. Each failure is written to the CLOEXEC error
 //! pipe as a (stage, errno) record and the child `_exit`s.
 //!
-//! The namespace steps ([`set_parent_death_signal`], [`configure_namespaces`], [`mount_proc`]) take a
+//! The namespace steps ([`set_parent_death_signal`], [`configure_namespaces`], [`filesystem`]) take a
 //! [`Setup`] rather than the whole [`Plan`]: `nsbox.call` runs the same steps in a forked copy of the
 //! interpreter (see [`crate::fork`]).
 
+mod mounts;
 mod net;
 mod steps;
 pub(crate) mod sys;
@@ -24,7 +25,7 @@ use crate::net::Eth0;
 use crate::spec::Spec;
 
 pub(crate) use steps::{
-    become_root_inside, configure_namespaces, die_with_parent_from_now_on, drop_supplementary_groups, mount_proc,
+    become_root_inside, configure_namespaces, die_with_parent_from_now_on, drop_supplementary_groups, filesystem,
     set_parent_death_signal,
 };
 use steps::{exec, reset_signals, setup_fds, switch_credentials};
@@ -116,16 +117,7 @@ fn run(plan: &Plan<'_>) -> ! {
     // The caller's other fds go before any path is resolved: none of them, not even a directory fd
     // reached through /proc/self/fd, can serve as the box's root or working directory.
     close_all_but(plan, plan.keep_fds, 0);
-    if let Some(root) = &s.config.root {
-        // As `unshare --root`: chroot, then proc is mounted inside the new root.
-        // SAFETY: a valid NUL-terminated path the parent owns.
-        check(s, Step::Root, unsafe { libc::chroot(root.as_ptr()) });
-        if plan.cwd.is_null() {
-            // SAFETY: a static path.
-            check(s, Step::Chdir, unsafe { libc::chdir(c"/".as_ptr()) });
-        }
-    }
-    mount_proc(s);
+    filesystem(s);
     if plan.root_fd >= 0 {
         // SAFETY: fchdir(2) to a directory fd the parent opened.
         check(s, Step::Root, unsafe { libc::fchdir(plan.root_fd) });

@@ -76,7 +76,7 @@ fn credentials(number: libc::c_long, a: libc::c_ulong, b: libc::c_ulong, c: libc
 /// The steps that make new namespaces what `config` asks, in the order that works: id maps first (they give
 /// us the capabilities for the rest), a new time namespace with its offsets (it applies to our children,
 /// or after `execve`), the hostname, loopback up, and the propagation of `/` before anything is mounted.
-/// Mounting proc is separate ([`mount_proc`]): it must be done by a process in the new PID namespace.
+/// The filesystem is separate ([`filesystem`]): proc must be mounted by a process in the new PID namespace.
 pub fn configure_namespaces(s: &Setup<'_>) {
     let cfg = s.config;
     if let Some(user) = &cfg.user {
@@ -163,8 +163,18 @@ pub(crate) fn switch_credentials(plan: &Plan<'_>) {
     }
 }
 
+/// The box's filesystem: its own root and mounts, with proc in them ([`super::mounts`]), or else a fresh
+/// proc on the caller's root when the config asks for one. Done by a process in the new PID namespace.
+pub fn filesystem(s: &Setup<'_>) {
+    if let Some(fs) = &s.config.filesystem {
+        super::mounts::build(s, fs);
+    } else {
+        mount_proc(s);
+    }
+}
+
 /// Mounts a fresh proc on `/proc` when the config asks for it (nosuid, nodev, noexec, as bubblewrap does).
-pub fn mount_proc(s: &Setup<'_>) {
+fn mount_proc(s: &Setup<'_>) {
     if !s.config.mount_proc {
         return;
     }

@@ -92,7 +92,13 @@ pub(crate) fn fail(s: &Setup<'_>, stage: Step) -> ! {
 
 /// Writes the failure of `step` with `errno` to the error pipe and exits. Never returns.
 pub fn report(s: &Setup<'_>, step: Step, errno: c_int) -> ! {
-    send(s, Message::Failed(step, errno));
+    send(s, Message::Failed(step, errno, 0));
+    exit(127)
+}
+
+/// [`report`] for a step of the box's mount `at` (see [`crate::mounts::MountStep::at`]).
+pub fn report_at(s: &Setup<'_>, step: Step, errno: c_int, at: u16) -> ! {
+    send(s, Message::Failed(step, errno, at.saturating_add(1)));
     exit(127)
 }
 

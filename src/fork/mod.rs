@@ -11,7 +11,7 @@
 //!   the child deadlocked on its first allocation.
 //! - The child, now single-threaded, `unshare`s the namespaces of [`Config::clone_flags`] (the set the
 //!   exec path clones with) and runs the exec path's own steps on them ([`child::configure_namespaces`],
-//!   [`child::mount_proc`]): id maps (or the handshake with the parent), time offsets, hostname, loopback,
+//!   [`child::filesystem`]): id maps (or the handshake with the parent), time offsets, hostname, loopback,
 //!   propagation before any mount, proc.
 //! - A new time namespace applies to the children of the process that made it (the exec path relies on
 //!   `execve` switching to it). This child joins it with `setns(time_for_children)`, which a
@@ -80,12 +80,6 @@ impl<'a> Fork<'a> {
             return Err(Error::rule(
                 "init",
                 "init=True starts a command under an init process; a function called in a box is PID 1 itself",
-            ));
-        }
-        if config.root.is_some() {
-            return Err(Error::rule(
-                "root",
-                "root= changes the root directory of a command; a function called in a box keeps the caller's",
             ));
         }
         let joins_user = link.as_ref().is_some_and(|l| l.userns.is_some());
@@ -169,7 +163,7 @@ impl<'a> Fork<'a> {
         if cfg.has(Namespace::Pid) {
             become_pid_1(&s, self.rseq);
         }
-        child::mount_proc(&s);
+        child::filesystem(&s);
         child::die_with_parent_from_now_on(&s);
         // SAFETY: getppid has no preconditions.
         if !cfg.has(Namespace::Pid) && unsafe { libc::getppid() } != self.caller {
@@ -260,7 +254,7 @@ fn wait_until_running(
             }
             Some(Message::Forked(pid)) if *second == Some(pid) => {}
             Some(Message::Running) => running = true,
-            Some(Message::Failed(step, errno)) => failed = Some(failure(config, step, errno)),
+            Some(Message::Failed(step, errno, at)) => failed = Some(failure(config, step, errno, at)),
             Some(message) => {
                 return Err(Error::Internal(format!("unexpected {message:?} from the child")));
             }

@@ -4,9 +4,14 @@ use crate::errors::{quoted_bytes, Error, Hint, Step};
 use crate::namespace::Namespace;
 use crate::spec::Spec;
 
-fn hint(config: &Spec, step: Step, errno: i32) -> Option<Hint> {
+fn hint(config: &Spec, step: Step, errno: i32, at: u16) -> Option<Hint> {
     let root = crate::sys::effective_ids().0 == 0;
+    let kind = config.filesystem.as_ref().and_then(|fs| fs.kind(at.checked_sub(1)?));
     match (step, errno) {
+        (Step::Mount, libc::EINVAL) if kind == Some("overlay") && config.user.is_some() => {
+            Some(Hint::OverlayLowerHasMounts)
+        }
+        (Step::MountPoint, libc::EROFS | libc::EACCES | libc::EPERM) => Some(Hint::ParentNotWritable),
         (Step::Clone, libc::EPERM) if config.user.is_none() && !root => Some(Hint::NeedsUserNamespace),
         (Step::Clone, libc::EPERM) if config.user.is_some() => Some(Hint::UserNamespacesDisabled),
         (Step::Clone, libc::ENOSPC) => Some(Hint::NamespaceLimit),
@@ -19,9 +24,15 @@ fn hint(config: &Spec, step: Step, errno: i32) -> Option<Hint> {
 }
 
 /// The error for `step` failing with `errno` in a box made from `config`: what the step was, naming the
-/// namespaces or the path it concerned, with advice where there is some.
-pub(crate) fn failure(config: &Spec, step: Step, errno: i32) -> Error {
-    let err = Error::os(step, errno).with_hint(hint(config, step, errno));
+/// namespaces, the path or the mount (`at`: which of the box's mounts, plus one; 0 for none) it concerned,
+/// with advice where there is some.
+pub(crate) fn failure(config: &Spec, step: Step, errno: i32, at: u16) -> Error {
+    let err = Error::os(step, errno).with_hint(hint(config, step, errno, at));
+    if let (Some(fs), Some(at)) = (&config.filesystem, at.checked_sub(1)) {
+        if let Some(what) = fs.describe(at, step) {
+            return err.with_what(what);
+        }
+    }
     match step {
         Step::Clone => {
             let kinds: Vec<&str> = config.namespaces().iter().map(Namespace::long_name).collect();
@@ -32,10 +43,6 @@ pub(crate) fn failure(config: &Spec, step: Step, errno: i32) -> Error {
             })
         }
         Step::MountProc => err.with_what(format!("mount a new proc on {}", quoted_bytes(config.proc_dir.as_bytes()))),
-        Step::Root => match &config.root {
-            Some(root) => err.with_what(format!("change the root to {}", quoted_bytes(root.as_bytes()))),
-            None => err,
-        },
         _ => err,
     }
 }

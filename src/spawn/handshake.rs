@@ -18,7 +18,7 @@ use crate::sys::last_errno;
 
 pub(crate) fn write_proc(config: &Spec, pid: pid_t, file: &str, text: &[u8], stage: Step) -> Result<(), Error> {
     std::fs::write(format!("/proc/{pid}/{file}"), text)
-        .map_err(|e| failure(config, stage, e.raw_os_error().unwrap_or(libc::EIO)))
+        .map_err(|e| failure(config, stage, e.raw_os_error().unwrap_or(libc::EIO), 0))
 }
 
 /// Writes the child's id maps from the parent (which must hold `CAP_SETUID`/`CAP_SETGID` for such maps).
@@ -79,7 +79,7 @@ pub(crate) fn clone_child(
             writer.join().unwrap_or_else(|_| Err(Error::Internal("the id map writer panicked".into())))
         });
         match pid? {
-            pid if pid < 0 => Err(failure(config, Step::Clone, last_errno())),
+            pid if pid < 0 => Err(failure(config, Step::Clone, last_errno(), 0)),
             pid => Ok((pid, maps.unwrap_or(Ok(())))),
         }
     })

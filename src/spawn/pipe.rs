@@ -231,7 +231,7 @@ pub(crate) fn outcome_of(config: &Spec, read: Read) -> Result<(), Error> {
     match read {
         Read::Eof | Read::Nothing => Ok(()),
         // Only failures can come now, and a failure has an errno.
-        Read::Message(Message::Failed(step, errno)) => Err(failure(config, step, errno)),
+        Read::Message(Message::Failed(step, errno, at)) => Err(failure(config, step, errno, at)),
         // Only failures can come now.
         Read::Message(_) => Err(Error::Internal("unexpected record on the error pipe".into())),
     }
