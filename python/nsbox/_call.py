@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import math
@@ -126,7 +127,9 @@ def call(
         try:
             _nsbox.fork(
                 prepared.spec,
-                functools.partial(_run_in_box, fn, args, kwargs, read_end, write_end),
+                functools.partial(
+                    _run_in_box, fn, args, kwargs, read_end, write_end, os.getcwd() if prepared.keeps_cwd else None
+                ),
                 started,
                 link=None if network is None or link is None else (network._lan, *link),
             )
@@ -174,13 +177,22 @@ def _flush_std_streams() -> None:
 
 
 def _run_in_box(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], read_end: int, write_end: int
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    read_end: int,
+    write_end: int,
+    cwd: str | None,
 ) -> NoReturn:
     """Runs in the forked process: call, send the outcome, ``os._exit``. Never returns."""
     __tracebackhide__ = True
     code = 70
     try:
         os.close(read_end)
+        if cwd is not None:
+            # Mounts on the caller's root: the function starts where the caller is, as without them.
+            with contextlib.suppress(OSError):
+                os.chdir(cwd)
         me = os.getpid()
         try:
             message: tuple[Any, ...] = ("ok", fn(*args, **kwargs))

@@ -57,7 +57,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         names = ", ".join(action.option_strings)
         if action.nargs == 0:
             return names
-        metavar = action.metavar if isinstance(action.metavar, str) else action.dest.upper()
+        metavar = (
+            action.metavar if isinstance(action.metavar, str) else " ".join(action.metavar or [action.dest.upper()])
+        )
         if action.nargs == "?":
             return f"{names}[={metavar}]" if metavar else names
         return f"{names} {metavar}"
@@ -142,6 +144,14 @@ def split(parser: Parser, argv: Sequence[str]) -> tuple[list[str], list[str]]:
             name = long_name(action)
             if action.nargs == 0 and equals:
                 raise UsageError(f"option '{name}' takes no value")
+            if isinstance(action.nargs, int) and action.nargs >= 1:
+                # bwrap's spelling: the values follow as arguments of their own (--bind SRC DST).
+                values = list(argv[i : i + action.nargs])
+                if equals or len(values) < action.nargs:
+                    raise UsageError(f"option '{name}' takes {action.nargs} arguments; {parser.see_help}")
+                options += [name, *values]
+                i += action.nargs
+                continue
             if action.nargs is None and not equals:
                 if i == len(argv):
                     raise UsageError(f"option '{name}' requires a value; {parser.see_help}")

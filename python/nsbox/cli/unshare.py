@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import nsbox
 from nsbox.cli import getopt
 from nsbox.cli.getopt import NAMESPACE_FLAGS, Parser
 from nsbox.cli.run import run_box
@@ -43,7 +45,7 @@ def _parser() -> Parser:
         "the first argument that is not an option, or at --; long ones may be abbreviated.",
         _EPILOG,
     )
-    parser.set_defaults(map_user=None, map_group=None)
+    parser.set_defaults(map_user=None, map_group=None, mounts=None)
     spaces = parser.add_argument_group("namespaces")
     for name, flag in NAMESPACE_FLAGS.items():
         # The value (unshare's --net=FILE, binding the namespace to a file) is refused as not supported yet.
@@ -95,7 +97,7 @@ def _parser() -> Parser:
         metavar="SIGNAL",
         help="kill the box with SIGKILL if nsbox dies (always)",
     )
-    parser.add(opts, "-R", "--root", metavar="DIR", help="run PROGRAM with DIR as its root directory")
+    parser.add(opts, "-R", "--root", metavar="DIR", help="run PROGRAM with DIR as its root directory (pivot_root)")
     parser.add(opts, "-w", "--wd", metavar="DIR", help="change to DIR in the box before running PROGRAM")
     parser.add(
         opts,
@@ -115,6 +117,12 @@ def _parser() -> Parser:
     parser.add(opts, "--init", action="store_true", help="PID 1 is an init that reaps orphans (implies -p)")
     parser.add_help_and_version(opts)
 
+    fs = parser.add_argument_group(
+        "the box's filesystem (bubblewrap's spelling; made in order; DST / makes the box's root)"
+    )
+    for flags, kind, metavar, what in _MOUNT_FLAGS:
+        parser.add(fs, *flags, action=_Mount, kind=kind, nargs=len(metavar), metavar=metavar, help=what)
+
     later = parser.add_argument_group("unshare options not supported yet (nsbox refuses them)")
     parser.add(later, "-S", "--setuid", metavar="UID", help="set the uid in the box")
     parser.add(later, "-G", "--setgid", metavar="GID", help="set the gid in the box")
@@ -123,6 +131,57 @@ def _parser() -> Parser:
     parser.add(later, "--map-groups", metavar="MAP", help="map a range of gids")
     parser.add(later, "--map-auto", action="store_true", help="map the ranges in /etc/subuid and /etc/subgid")
     return parser
+
+
+#: The mount options: flags, kind, arguments, help.
+_MOUNT_FLAGS: list[tuple[tuple[str, ...], str, tuple[str, ...], str]] = [
+    (("--bind",), "bind", ("SRC", "DST"), "bind-mount SRC at DST"),
+    (("--ro-bind",), "ro-bind", ("SRC", "DST"), "bind-mount SRC at DST, read-only"),
+    (("--tmpfs",), "tmpfs", ("DST",), "a new tmpfs at DST"),
+    (("--dev",), "dev", ("DST",), "a minimal /dev at DST (null, zero, random, a new pts ...)"),
+    (("--tmp-overlay",), "tmp-overlay", ("LOWER", "DST"), "overlay LOWER[:LOWER...] at DST; changes vanish"),
+    (("--overlay",), "overlay", ("LOWER", "UPPER", "DST"), "overlay LOWER[:LOWER...] at DST; changes kept in UPPER"),
+]
+
+
+class _Mount(argparse.Action):
+    """A mount option: appends ``(kind, values)`` to ``mounts``, so that they keep their command-line order."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, kind: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, "mounts", **kwargs)
+        self.kind = kind
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        namespace.mounts = [*(getattr(namespace, "mounts", None) or []), (self.kind, list(values))]
+
+
+def _mounts(given: list[tuple[str, list[str]]], root: str | None) -> dict[str, Any]:
+    """``root`` and ``mounts`` for the mount options; the first, if its DST is ``/``, is the root."""
+    made: list[Any] = []
+    for kind, values in given:
+        *args, target = values
+        if kind in ("bind", "ro-bind"):
+            made.append(nsbox.Bind(args[0], target, readonly=kind == "ro-bind"))
+        elif kind == "tmpfs":
+            made.append(nsbox.Tmpfs(target))
+        elif kind == "dev":
+            made.append(nsbox.Dev(target))
+        else:
+            upper = args[1] if kind == "overlay" else None
+            made.append(nsbox.Overlay(target, lower=args[0].split(":"), upper=upper))
+    options: dict[str, Any] = {}
+    if made and made[0].target == "/":
+        if root is not None:
+            raise UsageError("--root and a mount on / both give the box's root: keep one")
+        first = made.pop(0)
+        if isinstance(first, nsbox.Dev):
+            raise UsageError("--dev /: a /dev is not a root; give the root with --bind, --tmpfs or an overlay on /")
+        options["root"] = dataclasses.replace(first, target=None)
+    if made:
+        options["mounts"] = made
+    return options
 
 
 class _MapBoth(argparse.Action):
@@ -206,8 +265,12 @@ def _box_options(args: argparse.Namespace) -> dict[str, Any]:
         options["mount_proc"] = True if os.path.normpath(args.mount_proc) == "/proc" else args.mount_proc
     if args.root is not None:
         options["root"] = args.root
+    try:
+        options.update(_mounts(args.mounts or [], args.root))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     # As with unshare, the propagation is that of a new mount namespace, and without one it does nothing.
-    if args.propagation is not None and (args.mount or args.mount_proc):
+    if args.propagation is not None and (args.mount or args.mount_proc or args.root or args.mounts):
         options["propagation"] = args.propagation
     _user_options(args, options)
     if args.kill_child is not None:
