@@ -207,12 +207,12 @@ def test_fork_hooks_run_around_the_fork() -> None:
     assert (threads, reseeded) == (1, True)
 
 
-def test_call_takes_the_namespace_options_of_run_but_init_and_root() -> None:
+def test_call_takes_the_namespace_options_of_run_but_init() -> None:
     from nsbox._options import CALL_OPTIONS, OPTIONS
 
-    # Those of a box that runs a command, but what only a command can have (an init, a root, a target to
-    # join, namespaces to persist); `user` is a parameter of both.
-    assert CALL_OPTIONS == OPTIONS.keys() - {"init", "root", "persist", "target"}
+    # Those of a box that runs a command, but what only a command can have (an init, a target to join,
+    # namespaces to persist); `user` is a parameter of both. A root and mounts it takes (issue 15).
+    assert CALL_OPTIONS == OPTIONS.keys() - {"init", "persist", "target"}
 
 
 def test_options_are_checked_before_forking() -> None:

@@ -50,6 +50,13 @@ BAD_INPUT: list[tuple[Any, dict[str, Any], type[Exception], str]] = [
     (["true"], {"pass_fds": [-1]}, ValueError, "pass_fds"),
     (["true"], {"pass_fds": [2**31]}, ValueError, "pass_fds: 2147483648 is not a file descriptor"),
     (["true"], {"pass_fds": [3, 10**30]}, ValueError, "is not a file descriptor"),
+    # The box's filesystem (issue 15): host paths checked, and the rules, before anything is made.
+    (["true"], {"mounts": [nsbox.Bind("/nonexistent-nsbox", "/x")]}, FileNotFoundError, "/nonexistent-nsbox"),
+    (["true"], {"root": "/nonexistent-nsbox"}, FileNotFoundError, "/nonexistent-nsbox"),
+    (["true"], {"root": "/etc/hostname"}, NotADirectoryError, "/etc/hostname"),
+    (["true"], {"root": nsbox.Overlay(lower=["/usr"], upper="/usr/nsbox-upper")}, ValueError, "inside a lower"),
+    (["true"], {"mounts": [nsbox.Tmpfs()]}, ValueError, "needs a target"),
+    (["true"], {"root": nsbox.Tmpfs(), "propagation": "shared"}, ValueError, "propagate"),
 ]
 BAD_IDS = [
     f"{i}-{exc.__name__}-{re.sub(r'[^a-z=]+', '_', text.lower())}" for i, (_, _, exc, text) in enumerate(BAD_INPUT)
@@ -73,6 +80,7 @@ def test_bad_input_raises_a_clear_error_and_leaves_nothing(
 #: other words for the options, such as the CLI).
 OPTION_AT_FAULT: list[tuple[dict[str, Any], str | None]] = [
     ({"hostname": "a" * 65}, "hostname"),
+    ({"root": nsbox.Tmpfs(), "propagation": "shared"}, "propagation"),
     ({"mount": True, "propagation": "rprivate"}, "propagation"),
     ({"propagation": "slave"}, "propagation"),
     ({"gid_map": [(0, 1000, 10), (50, 1005, 1)]}, "gid_map"),
@@ -140,6 +148,7 @@ def test_bad_input_is_rejected_before_anything_is_forked(python: str) -> None:
     helper = textwrap.dedent(
         f"""
         import json, nsbox
+        from nsbox import Bind, Overlay, Tmpfs
         nan = float("nan")
         cases = {[(args, options) for args, options, _, _ in BAD_INPUT]!r}
 

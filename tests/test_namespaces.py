@@ -577,12 +577,15 @@ def test_root_chroots_before_proc_is_mounted(tiny_root: Path) -> None:
     assert host_mounts(tiny_root) == before
 
 
-def test_root_that_is_not_a_directory_names_the_step(tmp_path: Path) -> None:
+def test_root_that_is_not_a_directory_is_refused_naming_it(tmp_path: Path) -> None:
+    # Checked before anything is forked (issue 15): the error names the path, as subprocess's do.
     with pytest.raises(FileNotFoundError) as info:
         nsbox.run(["/bin/sh", "-c", "true"], root=tmp_path / "missing", mount=True)
-    # The step, and the path that failed.
-    assert f"cannot change the root to '{tmp_path / 'missing'}'" in str(info.value)
-    assert info.value.step == "root"  # type: ignore[attr-defined]
+    assert info.value.filename == str(tmp_path / "missing") and "root" in str(info.value)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError) as not_dir:
+        nsbox.run(["/bin/sh", "-c", "true"], root=tmp_path / "file")
+    assert not_dir.value.filename == str(tmp_path / "file")
 
 
 def test_explicit_maps_make_the_command_root_inside_and_unprivileged_outside(world_tmp: Path) -> None:

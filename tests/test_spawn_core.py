@@ -579,6 +579,8 @@ def loop():
             armed = False
 
 threading.Thread(target=wait_for_the_end_of_the_storm, daemon=True).start()
+# The storm is for spawns: the public names load (lazily) before it, or it would interrupt their imports.
+nsbox.run, nsbox.call
 print("ready", flush=True)
 loop()
 finished.set()

@@ -97,7 +97,7 @@ def _parser() -> Parser:
         metavar="SIGNAL",
         help="kill the box with SIGKILL if nsbox dies (always)",
     )
-    parser.add(opts, "-R", "--root", metavar="DIR", help="run PROGRAM with DIR as its root directory (pivot_root)")
+    parser.add(opts, "-R", "--root", metavar="DIR", help="DIR is the root directory (pivot_root)")
     parser.add(opts, "-w", "--wd", metavar="DIR", help="change to DIR in the box before running PROGRAM")
     parser.add(
         opts,
@@ -138,9 +138,9 @@ _MOUNT_FLAGS: list[tuple[tuple[str, ...], str, tuple[str, ...], str]] = [
     (("--bind",), "bind", ("SRC", "DST"), "bind-mount SRC at DST"),
     (("--ro-bind",), "ro-bind", ("SRC", "DST"), "bind-mount SRC at DST, read-only"),
     (("--tmpfs",), "tmpfs", ("DST",), "a new tmpfs at DST"),
-    (("--dev",), "dev", ("DST",), "a minimal /dev at DST (null, zero, random, a new pts ...)"),
-    (("--tmp-overlay",), "tmp-overlay", ("LOWER", "DST"), "overlay LOWER[:LOWER...] at DST; changes vanish"),
-    (("--overlay",), "overlay", ("LOWER", "UPPER", "DST"), "overlay LOWER[:LOWER...] at DST; changes kept in UPPER"),
+    (("--dev",), "dev", ("DST",), "a minimal /dev at DST (null, tty, a new pts ...)"),
+    (("--tmp-overlay",), "tmp-overlay", ("LOW", "DST"), "overlay LOW[:LOW...] at DST; changes vanish"),
+    (("--overlay",), "overlay", ("LOW", "UP", "DST"), "overlay LOW[:LOW...] at DST; changes kept in UP"),
 ]
 
 
