@@ -1,11 +1,14 @@
 //! A box's own filesystem, planned by the parent: its root and mounts become a list of small steps that
-//! the child runs with raw system calls ([`crate::child`]'s `mounts`), in bubblewrap's order:
+//! the child runs with raw system calls ([`crate::child`]'s `mounts`), in bubblewrap's order: the root,
+//! proc, then the mounts in the order given, each target resolved inside the new root
+//! (`openat2(RESOLVE_IN_ROOT)`: the root's own symlinks cannot lead out), and last `pivot_root(".", ".")`
+//! with the caller's root detached, so that nothing of it is left to climb back to.
 //!
-//! 1. a staging tmpfs on `/tmp` becomes the root (`pivot_root`), the caller's root is at `/oldroot`;
-//! 2. the box's root is mounted on `/newroot`, then proc, then the mounts in the order given, each target
-//!    resolved inside the new root (`openat2(RESOLVE_IN_ROOT)`: the root's own symlinks cannot lead out);
-//! 3. `/oldroot` is detached, and `/newroot` becomes the root (`pivot_root(".", ".")`, the staging tmpfs
-//!    detached in turn): nothing of the caller's root is left to climb back to.
+//! A root from the caller's files (a directory, a `Bind`), or none (mounts on the caller's root, which
+//! needs no `pivot_root`), is mounted in place, where the caller's paths still lead. A root of new files
+//! (a `Tmpfs`, an `Overlay`) needs somewhere to be built first, and so does an overlay's private upper
+//! directory: then, as bubblewrap does, a staging tmpfs on `/tmp` becomes the root, the caller's root is
+//! reached under `/oldroot` and the box's is built on `/newroot`.
 //!
 //! Paths from the caller (bind sources, overlay layers) were made absolute and resolved by the Python
 //! layer, in the caller's view, which `/oldroot` is.
@@ -45,10 +48,9 @@ pub struct MountOption {
 /// Where a step acts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// `/newroot`, where the box's root is mounted.
-    NewRoot,
-    /// A path in the staging tmpfs (an overlay's private upper and work directories).
-    Staging(CString),
+    /// An absolute path as the child sees it before the box's root is entered: the root's mount point
+    /// (`/newroot`, or the caller's directory), a staging directory.
+    Path(CString),
     /// A path inside the box's root.
     InRoot(InRoot),
 }
@@ -70,6 +72,8 @@ pub struct InRoot {
 pub enum Action {
     /// Make the directory (a staging target).
     Mkdir,
+    /// From here on, targets are resolved inside this directory: the box's root.
+    Enter,
     /// `mount(2)` on the target, made if missing.
     Mount { source: CString, fstype: Option<CString>, flags: c_ulong, data: Option<CString> },
     /// Make what is mounted at the target read-only, with everything under it (`mount_setattr`).
@@ -90,6 +94,10 @@ pub struct MountStep {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Filesystem {
     pub steps: Vec<MountStep>,
+    /// The root is built on a staging tmpfs (see the module's documentation).
+    pub staging: bool,
+    /// The box gets a root of its own (`pivot_root`); without, the mounts are on the caller's.
+    pub pivot: bool,
     described: Vec<(String, String)>,
 }
 
@@ -104,20 +112,16 @@ const DEV_LINKS: [(&str, &str); 5] = [
     ("stdout", "/proc/self/fd/1"),
     ("stderr", "/proc/self/fd/2"),
 ];
-/// The caller's root as the child sees it while the box's root is built.
+/// The caller's root, and the box's, as the child sees them while the box's root is built on staging.
 const OLD_ROOT: &[u8] = b"/oldroot";
+const NEW_ROOT: &[u8] = b"/newroot";
 
 fn cstring(option: &'static str, bytes: Vec<u8>) -> Result<CString, Error> {
     CString::new(bytes).map_err(|_| Error::bad_option(option, "paths must not contain NUL bytes"))
 }
 
-/// A caller's path as the child reaches it: under `/oldroot`.
-fn old(option: &'static str, path: &[u8]) -> Result<CString, Error> {
-    let mut full = OLD_ROOT.to_vec();
-    if path != b"/" {
-        full.extend_from_slice(path);
-    }
-    cstring(option, full)
+fn path(option: &'static str, path: &[u8]) -> Result<Target, Error> {
+    cstring(option, path.to_vec()).map(Target::Path)
 }
 
 fn in_root(option: &'static str, path: &[u8], file: bool) -> Result<InRoot, Error> {
@@ -163,11 +167,22 @@ fn data_path<'p>(option: &'static str, path: &'p [u8]) -> Result<&'p [u8], Error
 struct Planner {
     steps: Vec<MountStep>,
     at: u16,
+    /// Where the caller's root is: `/oldroot` when staging, else `/`.
+    old_root: &'static [u8],
     /// The box has a user namespace: overlayfs keeps its own attributes in `user.*` xattrs.
     user_namespace: bool,
 }
 
 impl Planner {
+    /// A caller's path as the child reaches it (under `/oldroot` when staging).
+    fn old(&self, option: &'static str, path: &[u8]) -> Result<CString, Error> {
+        let mut full = self.old_root.to_vec();
+        if full.is_empty() || path != b"/" {
+            full.extend_from_slice(path);
+        }
+        cstring(option, full)
+    }
+
     fn push(&mut self, target: Target, action: Action) {
         self.steps.push(MountStep { at: self.at, target, action });
     }
@@ -183,11 +198,11 @@ impl Planner {
         self.push(target, action);
     }
 
-    /// The steps of one mount at `target` (the root's is [`Target::NewRoot`]).
+    /// The steps of one mount at `target` (the root's is a [`Target::Path`]).
     fn add(&mut self, option: &'static str, m: &MountOption, target: Target) -> Result<(), Error> {
         match m.kind.as_str() {
             "bind" => {
-                let source = old(option, &m.source)?;
+                let source = self.old(option, &m.source)?;
                 self.mount(target.clone(), source.as_bytes(), None, libc::MS_BIND | libc::MS_REC, None);
                 if m.readonly {
                     self.push(target, Action::ReadOnly);
@@ -200,12 +215,12 @@ impl Planner {
             }
             "overlay" => {
                 let (upper, work) = if let (Some(upper), Some(work)) = (&m.upper, &m.work) {
-                    (old(option, upper)?, old(option, work)?)
+                    (self.old(option, upper)?, self.old(option, work)?)
                 } else {
                     // Changes go to the staging tmpfs, detached (and so gone) with the box's last process.
                     let dir = format!("/overlay-{}", self.steps.len());
                     for path in [dir.clone(), format!("{dir}/upper"), format!("{dir}/work")] {
-                        self.push(Target::Staging(cstring(option, path.into_bytes())?), Action::Mkdir);
+                        self.push(Target::Path(cstring(option, path.into_bytes())?), Action::Mkdir);
                     }
                     (cstring(option, format!("{dir}/upper").into())?, cstring(option, format!("{dir}/work").into())?)
                 };
@@ -214,7 +229,7 @@ impl Planner {
                     if i > 0 {
                         lower.push(b':');
                     }
-                    lower.extend_from_slice(old(option, data_path(option, layer)?)?.as_bytes());
+                    lower.extend_from_slice(self.old(option, data_path(option, layer)?)?.as_bytes());
                 }
                 let mut data = b"lowerdir=".to_vec();
                 data.extend_from_slice(&lower);
@@ -240,7 +255,8 @@ impl Planner {
                 let flags = libc::MS_NOSUID | libc::MS_NOEXEC;
                 self.mount(target, b"tmpfs", Some("tmpfs"), flags, Some(format!("mode={:o}", m.mode)));
                 for name in DEVICES {
-                    self.mount(at(name, true)?, &join(OLD_ROOT, &format!("dev/{name}")), None, libc::MS_BIND, None);
+                    let device = self.old(option, format!("/dev/{name}").as_bytes())?;
+                    self.mount(at(name, true)?, device.as_bytes(), None, libc::MS_BIND, None);
                 }
                 let pts = Some("newinstance,ptmxmode=0666,mode=620".to_owned());
                 self.mount(at("pts", false)?, b"devpts", Some("devpts"), flags, pts);
@@ -276,9 +292,28 @@ impl Filesystem {
             described: "the caller's root".into(),
             ..MountOption::default()
         };
-        let root = root.unwrap_or(&whole);
-        let mut planner = Planner { steps: Vec::new(), at: 0, user_namespace };
-        planner.add("root", root, Target::NewRoot)?;
+        // A root of new files, or an overlay's private changes, need the staging tmpfs; so does a bind of the
+        // caller's `/` (a mount on `/` is not where `/` leads).
+        let private = |m: &MountOption| m.kind == "overlay" && m.upper.is_none();
+        let staging = root.is_some_and(|r| r.kind != "bind" || r.source == b"/") || mounts.iter().any(private);
+        let pivot = root.is_some() || staging;
+        let mut planner =
+            Planner { steps: Vec::new(), at: 0, old_root: if staging { OLD_ROOT } else { b"" }, user_namespace };
+        let root = match root {
+            Some(root) => root,
+            None if staging => &whole,
+            None => {
+                // Mounts on the caller's root, in place: no root to switch to.
+                planner.push(path("root", b"/")?, Action::Enter);
+                &whole
+            }
+        };
+        if pivot {
+            // A directory's bind is mounted on itself (a mount point to pivot to); the others on /newroot.
+            let at = if staging { NEW_ROOT } else { &root.source };
+            planner.add("root", root, path("root", at)?)?;
+            planner.push(path("root", at)?, Action::Enter);
+        }
         let mut described = vec![(root.kind.clone(), root.described.clone()), (String::new(), String::new())];
         if let Some(dir) = proc_dir {
             planner.at = 1;
@@ -291,7 +326,7 @@ impl Filesystem {
             planner.add("mounts", m, Target::InRoot(in_root("mounts", &m.target, m.kind == "bind" && !m.dir)?))?;
             described.push((m.kind.clone(), m.described.clone()));
         }
-        Ok(Filesystem { steps: planner.steps, described })
+        Ok(Filesystem { steps: planner.steps, staging, pivot, described })
     }
 
     /// What failed, for a message: "mount Tmpfs('/tmp')", "make the mount point for Bind('/a', '/b')".
@@ -334,16 +369,28 @@ mod tests {
     }
 
     #[test]
-    fn without_a_root_the_callers_is_bound_whole_then_the_mounts() {
+    fn without_a_root_the_mounts_are_made_in_place() {
         let fs = Filesystem::plan(None, None, &[bind("/srv/data", "/data", true)], false).unwrap();
-        let [root, data, readonly] = fs.steps.as_slice() else { panic!("{:?}", fs.steps) };
-        assert_eq!(root.target, Target::NewRoot);
-        assert!(matches!(&root.action, Action::Mount { source, flags, .. }
-            if source.as_c_str() == c"/oldroot" && *flags == libc::MS_BIND | libc::MS_REC));
+        assert!(!fs.staging && !fs.pivot);
+        let [enter, data, readonly] = fs.steps.as_slice() else { panic!("{:?}", fs.steps) };
+        assert_eq!((&enter.target, &enter.action), (&Target::Path(c("/")), &Action::Enter));
         let Target::InRoot(target) = &data.target else { panic!() };
         assert_eq!(target.prefixes, vec![c("data")]);
-        assert!(matches!(&data.action, Action::Mount { source, .. } if source.as_c_str() == c"/oldroot/srv/data"));
+        assert!(matches!(&data.action, Action::Mount { source, flags, .. }
+            if source.as_c_str() == c"/srv/data" && *flags == libc::MS_BIND | libc::MS_REC));
         assert_eq!((readonly.at, &readonly.action), (2, &Action::ReadOnly));
+    }
+
+    #[test]
+    fn a_directory_root_is_bound_on_itself_and_a_bind_of_slash_is_staged() {
+        let fs = Filesystem::plan(Some(&bind("/srv/img", "/", false)), None, &[], false).unwrap();
+        assert!(!fs.staging && fs.pivot);
+        assert_eq!(fs.steps[0].target, Target::Path(c("/srv/img")));
+        assert!(matches!(&fs.steps[0].action, Action::Mount { source, .. } if source.as_c_str() == c"/srv/img"));
+        let fs = Filesystem::plan(Some(&bind("/", "/", true)), None, &[], false).unwrap();
+        assert!(fs.staging && fs.pivot);
+        assert_eq!(fs.steps[0].target, Target::Path(c("/newroot")));
+        assert!(matches!(&fs.steps[0].action, Action::Mount { source, .. } if source.as_c_str() == c"/oldroot"));
     }
 
     #[test]
@@ -367,7 +414,8 @@ mod tests {
         let fs = Filesystem::plan(Some(&overlay), Some(b"/proc"), &[], true).unwrap();
         let mkdirs: Vec<_> = fs.steps.iter().filter(|s| s.action == Action::Mkdir).collect();
         assert_eq!(mkdirs.len(), 3);
-        let mount = fs.steps.iter().find(|s| s.target == Target::NewRoot).unwrap();
+        assert!(fs.staging);
+        let mount = fs.steps.iter().find(|s| s.target == Target::Path(c("/newroot"))).unwrap();
         let Action::Mount { data: Some(data), .. } = &mount.action else { panic!() };
         assert_eq!(
             data.to_str().unwrap(),
@@ -402,7 +450,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert!(sources.contains(&"/oldroot/dev/null".to_owned()) && sources.contains(&"devpts".to_owned()));
+        assert!(!fs.staging && sources.contains(&"/dev/null".to_owned()) && sources.contains(&"devpts".to_owned()));
         assert!(!sources.iter().any(|s| s.contains("sda")));
         assert_eq!(fs.steps.iter().filter(|s| matches!(s.action, Action::Symlink { .. })).count(), 5);
     }

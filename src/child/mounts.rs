@@ -1,5 +1,5 @@
 //! The child's side of a box's own filesystem: the steps [`crate::mounts`] planned, with raw system calls
-//! on the parent's strings (no allocation), between the staging `pivot_root` and the final one.
+//! on the parent's strings (no allocation), then the switch to the new root.
 
 use std::ffi::CStr;
 use std::ptr;
@@ -76,10 +76,10 @@ fn open_in_root(root_fd: c_int, path: &CStr, directory: bool) -> c_int {
     unsafe { libc::syscall(libc::SYS_openat2, root_fd, path.as_ptr(), &raw const how, size) as c_int }
 }
 
-/// `/proc/self/fd/N` under the caller's root (still at `/oldroot`), in `buf`: mount(2) and the like reach
-/// the very file an `O_PATH` fd holds through it, with no second lookup of its name.
-fn fd_path(buf: &mut [u8; 48], fd: c_int) -> &CStr {
-    const PREFIX: &[u8] = b"/oldroot/proc/self/fd/";
+/// `/proc/self/fd/N` (under `/oldroot` when staging), in `buf`: mount(2) reaches the very file an
+/// `O_PATH` fd holds through it, with no second lookup of its name.
+fn fd_path(buf: &mut [u8; 48], fd: c_int, staging: bool) -> &CStr {
+    let prefix: &[u8] = if staging { b"/oldroot/proc/self/fd/" } else { b"/proc/self/fd/" };
     let mut digits = [0u8; 10];
     let mut n = fd.unsigned_abs();
     let mut len = 0;
@@ -94,7 +94,7 @@ fn fd_path(buf: &mut [u8; 48], fd: c_int) -> &CStr {
         }
     }
     let mut at = 0;
-    for &b in PREFIX.iter().chain(digits.iter().take(len).rev()) {
+    for &b in prefix.iter().chain(digits.iter().take(len).rev()) {
         if let Some(slot) = buf.get_mut(at) {
             *slot = b;
         }
@@ -147,30 +147,40 @@ fn resolve(s: &Setup<'_>, root_fd: c_int, target: &InRoot, create: bool, at: u16
     parent
 }
 
-fn run_step(s: &Setup<'_>, root_fd: &mut c_int, step: &MountStep) {
+fn run_step(s: &Setup<'_>, fs: &Filesystem, root_fd: &mut c_int, step: &MountStep) {
     let at = step.at;
     let fail = |stage: Step| report_at(s, stage, errno(), at);
     match (&step.target, &step.action) {
-        (Target::Staging(path), Action::Mkdir) => {
+        (Target::Path(path), Action::Mkdir) => {
             if mkdir(libc::AT_FDCWD, path, 0o700) < 0 {
                 fail(Step::MountPoint);
             }
         }
-        (Target::NewRoot, Action::Mount { source, fstype, flags, data }) => {
-            if mount(source, NEW_ROOT, fstype.as_deref(), *flags, data.as_deref()) < 0 {
+        (Target::Path(path), Action::Mount { source, fstype, flags, data }) => {
+            if mount(source, path, fstype.as_deref(), *flags, data.as_deref()) < 0 {
                 fail(Step::Mount);
             }
-            // From here the box's root is the mount just made: targets are resolved inside it.
-            *root_fd = open_path(libc::AT_FDCWD, NEW_ROOT, libc::O_DIRECTORY);
+        }
+        (Target::Path(path), Action::Enter) => {
+            // After the root's mount: the path now leads to it, and targets are resolved inside it.
+            *root_fd = open_path(libc::AT_FDCWD, path, libc::O_DIRECTORY);
             if *root_fd < 0 {
                 fail(Step::Mount);
             }
         }
-        (Target::NewRoot, Action::ReadOnly) => read_only(s, *root_fd, at),
+        (Target::Path(path), Action::ReadOnly) => {
+            // The path leads to what was just mounted on it.
+            let fd = open_path(libc::AT_FDCWD, path, libc::O_DIRECTORY);
+            if fd < 0 {
+                fail(Step::Mount);
+            }
+            read_only(s, fd, at);
+            close(fd);
+        }
         (Target::InRoot(target), Action::Mount { source, fstype, flags, data }) => {
             let fd = resolve(s, *root_fd, target, true, at);
             let mut buf = [0u8; 48];
-            if mount(source, fd_path(&mut buf, fd), fstype.as_deref(), *flags, data.as_deref()) < 0 {
+            if mount(source, fd_path(&mut buf, fd, fs.staging), fstype.as_deref(), *flags, data.as_deref()) < 0 {
                 fail(Step::Mount);
             }
             close_unless(fd, *root_fd);
@@ -227,26 +237,37 @@ fn read_only(s: &Setup<'_>, fd: c_int, at: u16) {
     }
 }
 
-/// Builds the box's root and switches to it; the working directory is then its `/`.
+/// Builds the box's root and switches to it (the working directory is then its `/`), or makes the mounts on
+/// the caller's root.
 pub fn build(s: &Setup<'_>, fs: &Filesystem) {
-    // The staging root: a tmpfs on the caller's /tmp (any directory would do: pivot_root moves it away).
-    let staging = mount(c"nsbox", c"/tmp", Some(c"tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some(c"mode=0700"));
-    check(s, Step::Filesystem, staging);
-    check(s, Step::Filesystem, chdir(c"/tmp"));
-    check(s, Step::Filesystem, mkdir(libc::AT_FDCWD, c"newroot", 0o755));
-    check(s, Step::Filesystem, mkdir(libc::AT_FDCWD, c"oldroot", 0o755));
-    check(s, Step::Filesystem, pivot_root(c".", c"oldroot"));
-    check(s, Step::Filesystem, chdir(c"/"));
+    if fs.staging {
+        // The staging root: a tmpfs on the caller's /tmp (any directory would do: pivot_root moves it away).
+        let flags = libc::MS_NOSUID | libc::MS_NODEV;
+        check(s, Step::Filesystem, mount(c"nsbox", c"/tmp", Some(c"tmpfs"), flags, Some(c"mode=0700")));
+        check(s, Step::Filesystem, chdir(c"/tmp"));
+        check(s, Step::Filesystem, mkdir(libc::AT_FDCWD, c"newroot", 0o755));
+        check(s, Step::Filesystem, mkdir(libc::AT_FDCWD, c"oldroot", 0o755));
+        check(s, Step::Filesystem, pivot_root(c".", c"oldroot"));
+        check(s, Step::Filesystem, chdir(c"/"));
+    }
     let mut root_fd = -1;
     for step in &fs.steps {
-        run_step(s, &mut root_fd, step);
+        run_step(s, fs, &mut root_fd, step);
+    }
+    if fs.staging {
+        // The caller's root goes first (its mounts were copied where the box needs them), then the staging
+        // root: `pivot_root(".", ".")` stacks it on the new root, where it is detached.
+        check(s, Step::Filesystem, umount(OLD_ROOT));
+        check(s, Step::Filesystem, chdir(NEW_ROOT));
+    } else if fs.pivot {
+        // SAFETY: fchdir(2) to the root's directory fd.
+        check(s, Step::Root, unsafe { libc::fchdir(root_fd) });
     }
     close(root_fd);
-    // The caller's root goes first (its mounts were copied where the box needs them), then the staging
-    // root: `pivot_root(".", ".")` stacks it on the new root, where it is detached.
-    check(s, Step::Filesystem, umount(OLD_ROOT));
-    check(s, Step::Filesystem, chdir(NEW_ROOT));
-    check(s, Step::Root, pivot_root(c".", c"."));
-    check(s, Step::Root, umount(c"."));
-    check(s, Step::Root, chdir(c"/"));
+    if fs.pivot {
+        // The caller's root, stacked under the new one, is detached: nothing is left to climb back to.
+        check(s, Step::Root, pivot_root(c".", c"."));
+        check(s, Step::Root, umount(c"."));
+        check(s, Step::Root, chdir(c"/"));
+    }
 }
