@@ -10,10 +10,11 @@
 //! directory: then, as bubblewrap does, a staging tmpfs on `/tmp` becomes the root, the caller's root is
 //! reached under `/oldroot` and the box's is built on `/newroot`.
 //!
-//! Paths from the caller (bind sources, overlay layers) were made absolute and resolved by the Python
-//! layer, in the caller's view, which `/oldroot` is.
+//! Paths from the caller (bind sources, overlay layers) were made absolute and checked by the Python layer;
+//! when staging, the planner resolves their symlinks as the caller sees them (`/oldroot` is that view).
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
 
 use libc::c_ulong;
 
@@ -174,11 +175,17 @@ struct Planner {
 }
 
 impl Planner {
-    /// A caller's path as the child reaches it (under `/oldroot` when staging).
+    /// A caller's path as the child reaches it. Under `/oldroot` (staging) its symlinks are resolved here, as
+    /// the caller sees them: an absolute one would lead into the staging root.
     fn old(&self, option: &'static str, path: &[u8]) -> Result<CString, Error> {
+        if self.old_root.is_empty() {
+            return cstring(option, path.to_vec());
+        }
+        let resolved = std::fs::canonicalize(OsStr::from_bytes(path))
+            .map_err(|e| Error::bad_option(option, format_args!("cannot resolve {}: {e}", quoted_bytes(path))))?;
         let mut full = self.old_root.to_vec();
-        if full.is_empty() || path != b"/" {
-            full.extend_from_slice(path);
+        if resolved.as_os_str() != "/" {
+            full.extend_from_slice(resolved.as_os_str().as_bytes());
         }
         cstring(option, full)
     }
@@ -407,7 +414,7 @@ mod tests {
         let overlay = MountOption {
             kind: "overlay".into(),
             target: b"/".to_vec(),
-            lower: vec![b"/img/top".to_vec(), b"/img/base".to_vec()],
+            lower: vec![b"/usr".to_vec(), b"/etc".to_vec()],
             described: "Overlay(...)".into(),
             ..MountOption::default()
         };
@@ -419,7 +426,7 @@ mod tests {
         let Action::Mount { data: Some(data), .. } = &mount.action else { panic!() };
         assert_eq!(
             data.to_str().unwrap(),
-            "lowerdir=/oldroot/img/top:/oldroot/img/base,upperdir=/overlay-0/upper,workdir=/overlay-0/work,userxattr"
+            "lowerdir=/oldroot/usr:/oldroot/etc,upperdir=/overlay-0/upper,workdir=/overlay-0/work,userxattr"
         );
         assert_eq!(fs.describe(1, Step::Mount).unwrap(), "mount a new proc on '/proc'");
         assert_eq!(fs.describe(0, Step::MountPoint).unwrap(), "make the mount point for the box's root, Overlay(...)");

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,15 +67,20 @@ def _mode(kind: str, value: int) -> int:
     return value
 
 
-def _existing(kind: str, what: str, path: str, *, directory: bool) -> str:
-    """``path`` resolved as the caller sees it (the child reaches it so), or ``OSError`` naming it."""
+def _existing(kind: str, what: str, path: str, *, directory: bool) -> tuple[str, bool]:
+    """``path`` made absolute, and whether it is a directory; ``OSError`` naming it if it is not there.
+
+    Symlinks in it are left to the kernel (the core resolves them itself where it must: ``src/mounts.rs``).
+    """
+    path = os.path.abspath(path)
     try:
-        os.stat(path)
+        mode = os.stat(path).st_mode
     except OSError as e:
         raise type(e)(e.errno, f"{kind} {what}: {e.strerror}", path) from None
-    if directory and not os.path.isdir(path):
-        raise NotADirectoryError(errno.ENOTDIR, f"{kind}: {what} is not a directory", path)
-    return os.path.realpath(path)
+    is_dir = stat.S_ISDIR(mode)
+    if directory and not is_dir:
+        raise NotADirectoryError(errno.ENOTDIR, f"{kind} {what} is not a directory", path)
+    return path, is_dir
 
 
 def _inside(path: str, directory: str) -> bool:
@@ -101,8 +107,8 @@ class Bind:
             raise TypeError(f"Bind: readonly must be True or False, not {self.readonly!r}")
 
     def _core(self, target: str) -> dict[str, Any]:
-        source = _existing("Bind", "source", os.path.abspath(str(self.source)), directory=False)
-        return _fields("bind", target, repr(self), source=source, dir=os.path.isdir(source), readonly=self.readonly)
+        source, is_dir = _existing("Bind", "source", str(self.source), directory=False)
+        return _fields("bind", target, repr(self), source=source, dir=is_dir, readonly=self.readonly)
 
 
 @dataclass(frozen=True)
@@ -158,13 +164,13 @@ class Overlay:
             object.__setattr__(self, "upper", _host_path("Overlay", "upper", self.upper))
 
     def _core(self, target: str) -> dict[str, Any]:
-        lower = [_existing("Overlay", "lower", os.path.abspath(str(p)), directory=True) for p in self.lower]
+        lower = [_existing("Overlay", "lower", str(p), directory=True)[0] for p in self.lower]
         upper = work = None
         if self.upper is not None:
             given = os.path.abspath(str(self.upper))
-            parent = _existing("Overlay", "upper's parent", os.path.dirname(given), directory=True)
+            parent = os.path.realpath(_existing("Overlay", "upper's parent", os.path.dirname(given), directory=True)[0])
             upper = os.path.join(parent, os.path.basename(given))
-            for layer in lower:
+            for layer in map(os.path.realpath, lower):
                 if _inside(upper, layer) or _inside(layer, upper):
                     raise ValueError(f"Overlay: upper {upper!r} must not be inside a lower directory or hold one")
             work = os.path.join(parent, f".{os.path.basename(upper)}.nsbox-work")
@@ -228,7 +234,7 @@ def root_core(value: object) -> dict[str, Any] | None:
         return None
     if isinstance(value, (str, bytes, os.PathLike)):
         path = os.fsdecode(value)
-        source = _existing("root", "directory", os.path.abspath(path), directory=True)
+        source, _ = _existing("root", "directory", path, directory=True)
         return _fields("bind", "/", repr(path), source=source, dir=True)
     if isinstance(value, Dev):
         raise ValueError("root cannot be a Dev(): give it in mounts; root is a directory, Bind, Tmpfs or Overlay")
