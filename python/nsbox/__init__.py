@@ -18,6 +18,7 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from nsbox._call import BoxCrashed, RemoteTraceback, call
+    from nsbox._image import Image
     from nsbox._inspect import ProcessInfo, ProcessTable, namespaces, nspid, processes
     from nsbox._network import Network
     from nsbox._nsbox import __version__
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 _SUBMODULES = {
     "_call": ("BoxCrashed", "RemoteTraceback", "call"),
+    "_image": ("Image",),
     "_inspect": ("ProcessInfo", "ProcessTable", "namespaces", "nspid", "processes"),
     "_network": ("Network",),
     "_nsbox": ("__version__",),
@@ -45,6 +47,7 @@ os.register_at_fork(before=_loading.acquire, after_in_parent=_loading.release, a
 
 __all__ = [
     "BoxCrashed",
+    "Image",
     "Network",
     "Popen",
     "ProcessInfo",
