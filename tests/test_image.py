@@ -95,11 +95,9 @@ def uncompressed(blob: bytes) -> bytes:
         return blob
 
 
-def image_config(config: dict[str, Any], layers: list[bytes]) -> bytes:
-    diff_ids = [sha256(uncompressed(blob)) for blob in layers]
-    return json.dumps(
-        {"architecture": ARCH, "os": "linux", "config": config, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
-    ).encode()
+def image_config(config: dict[str, Any], layers: list[bytes], diff_ids: bool = True) -> bytes:
+    rootfs = {"type": "layers", "diff_ids": [sha256(uncompressed(blob)) for blob in layers] if diff_ids else []}
+    return json.dumps({"architecture": ARCH, "os": "linux", "config": config, "rootfs": rootfs}).encode()
 
 
 def oci_layout(path: Path, layers: list[bytes], config: dict[str, Any] = CONFIG) -> Path:
@@ -132,11 +130,16 @@ def tar_of(directory: Path, path: Path) -> Path:
     return path
 
 
-def docker_save(path: Path, layers: list[bytes], config: dict[str, Any] = CONFIG) -> Path:
-    """A ``docker save`` archive (the classic one): manifest.json, <config digest>.json, <id>/layer.tar."""
-    config_blob = image_config(config, layers)
-    config_name = sha256(config_blob).split(":")[1] + ".json"
+def docker_save(path: Path, layers: list[bytes], config: dict[str, Any] = CONFIG, blobs: bool = False) -> Path:
+    """A ``docker save`` archive: manifest.json, <config digest>.json, <id>/layer.tar, checked by diff_ids.
+
+    With ``blobs``, files named blobs/sha256/<digest> instead and no diff_ids: checked by their names.
+    """
+    config_blob = image_config(config, layers, diff_ids=not blobs)
+    config_name = ("blobs/sha256/" if blobs else "") + sha256(config_blob).split(":")[1] + ("" if blobs else ".json")
     names = [f"{hashlib.sha256(str(i).encode()).hexdigest()}/layer.tar" for i in range(len(layers))]
+    if blobs:
+        names = [f"blobs/sha256/{sha256(blob).split(':')[1]}" for blob in layers]
     manifest = [{"Config": config_name, "RepoTags": ["busybox-test:latest"], "Layers": names}]
     with tarfile.open(path, "w") as tar:
         for name, data in [("manifest.json", json.dumps(manifest).encode()), (config_name, config_blob)]:
@@ -178,12 +181,12 @@ def change_layer() -> bytes:
 
 
 def build(kind: str, base: Path, layers: list[bytes], config: dict[str, Any] = CONFIG) -> Path:
-    """The image as ``kind``: "oci" (a layout directory), "oci-tar" or "docker"."""
+    """The image as ``kind``: "oci" (a layout directory), "oci-tar", "docker" or "docker-blobs"."""
     if kind == "oci":
         return oci_layout(base / "layout", layers, config)
     if kind == "oci-tar":
         return tar_of(oci_layout(base / "layout", layers, config), base / "image.tar")
-    return docker_save(base / "docker.tar", layers, config)
+    return docker_save(base / "docker.tar", layers, config, blobs=kind == "docker-blobs")
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +210,7 @@ def leftovers(parent: Path) -> list[str]:
 # Unpacking
 
 
-@pytest.mark.parametrize("kind", ["oci", "oci-tar", "docker"])
+@pytest.mark.parametrize("kind", ["oci", "oci-tar", "docker", "docker-blobs"])
 def test_unpack_applies_the_layers_in_order_with_their_whiteouts(kind: str, tmp_path: Path) -> None:
     archive = build(kind, tmp_path, [busybox_layer(), change_layer()])
     image = nsbox.Image.unpack(archive, tmp_path / "root")
@@ -261,7 +264,9 @@ def test_unpack_says_what_it_reads(tmp_path: Path) -> None:
     (tmp_path / "plain-dir").mkdir()
     with tarfile.open(tmp_path / "other.tar", "w") as tar:
         tar.add(tmp_path / "notes.txt", arcname="notes.txt")
-    for wrong in ("notes.txt", "plain-dir", "other.tar"):
+    (tmp_path / "bad-json").mkdir()
+    (tmp_path / "bad-json" / "index.json").write_text("[]")
+    for wrong in ("notes.txt", "plain-dir", "other.tar", "bad-json"):
         with pytest.raises(ValueError, match=r"OCI image layout .* or a `docker save` archive"):
             nsbox.Image.unpack(tmp_path / wrong, tmp_path / "root")
     assert not (tmp_path / "root").exists()

@@ -233,19 +233,19 @@ class Image:
         Raises ``FileNotFoundError`` (no ``archive``), ``FileExistsError`` (``dest`` is not empty) and
         ``ValueError`` (not an image, a digest that does not match, a damaged or hostile layer).
         """
-        source, target = Path(os.fsdecode(archive)), Path(os.fsdecode(dest))
+        source, target = Path(os.fsdecode(archive)), Path(os.path.abspath(os.fsdecode(dest)))
         if not source.exists():
             raise FileNotFoundError(errno.ENOENT, "no image archive there", str(source))
         if os.path.lexists(target) and (not target.is_dir() or target.is_symlink() or any(target.iterdir())):
             raise FileExistsError(errno.EEXIST, "an image unpacks into a new or empty directory only", str(target))
         files = _Archive(source)
         try:
-            if files.has("index.json"):
-                found = _oci(files)
-            elif files.has("manifest.json"):
-                found = _docker(files)
-            else:
+            if not files.has("index.json") and not files.has("manifest.json"):
                 raise ValueError(f"{source} is not an image (no index.json, no manifest.json): nsbox reads {FORMATS}")
+            try:
+                found = _oci(files) if files.has("index.json") else _docker(files)
+            except (AttributeError, KeyError, TypeError) as e:  # JSON of the wrong shape
+                raise ValueError(f"{source}: the image's JSON is not what {FORMATS} holds: {e!r}") from None
             tree = _unpack(files, found.layers, target, setuid)
         finally:
             files.close()
