@@ -18,6 +18,7 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from nsbox._call import BoxCrashed, RemoteTraceback, call
+    from nsbox._image import Image
     from nsbox._inspect import ProcessInfo, ProcessTable, namespaces, nspid, processes
     from nsbox._mounts import Bind, Dev, Overlay, Tmpfs
     from nsbox._network import Network
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 _SUBMODULES = {
     "_call": ("BoxCrashed", "RemoteTraceback", "call"),
+    "_image": ("Image",),
     "_inspect": ("ProcessInfo", "ProcessTable", "namespaces", "nspid", "processes"),
     "_mounts": ("Bind", "Dev", "Overlay", "Tmpfs"),
     "_network": ("Network",),
@@ -49,6 +51,7 @@ __all__ = [
     "Bind",
     "BoxCrashed",
     "Dev",
+    "Image",
     "Network",
     "Overlay",
     "Popen",
