@@ -658,3 +658,26 @@ def test_a_warnings_error_filter_of_the_configuration_applies_in_the_box(pyteste
     result = pytester.runpytest_subprocess("-rA", "-vv", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["FAILED *::test_warns - DeprecationWarning: an error in the box, pid 1"])
+
+
+MARKED = """
+import os, pytest, nsbox
+
+@pytest.mark.nsbox(mounts=[nsbox.Tmpfs("/mnt")])
+def test_a_private_mnt():
+    open("/mnt/from-the-test", "w").write("x")
+    assert os.listdir("/mnt") == ["from-the-test"]
+
+@pytest.mark.nsbox(root=nsbox.Bind("/", readonly=True), mounts=[nsbox.Tmpfs("/tmp")])
+def test_a_read_only_host():
+    with pytest.raises(OSError, match="Read-only file system"):
+        open("/etc/nsbox-from-the-test", "w")
+"""
+
+
+def test_the_pytest_marker_takes_root_and_mounts(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_marked=MARKED)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    # Host side: the test's writes stayed in its box.
+    assert not Path("/mnt/from-the-test").exists() and not Path("/etc/nsbox-from-the-test").exists()
