@@ -20,12 +20,9 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import (
-    NOBODY,
-    Rootless,
+from helpers.mounts import chroot_script, host_mounts
+from helpers.procs import (
     children_of,
-    chroot_script,
-    host_mounts,
     kill_and_reap,
     kill_pid,
     open_fds,
@@ -35,6 +32,7 @@ from conftest import (
     start_box,
     wait_until,
 )
+from helpers.rootless import NOBODY, Rootless
 
 KINDS = {"cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"}
 

@@ -24,7 +24,9 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import NAMESPACES, NOBODY, OPTION_FOR, Rootless, children_of, host_ns, wait_until
+from helpers.namespaces import NAMESPACES, OPTION_FOR, host_ns
+from helpers.procs import children_of, wait_until
+from helpers.rootless import NOBODY, Rootless
 
 
 def ns_links() -> dict[str, str]:

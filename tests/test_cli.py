@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import children_of, host_mounts, proc_comm, proc_state, wait_until
+from helpers.mounts import host_mounts
+from helpers.procs import children_of, proc_comm, proc_state, wait_until
 
 NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 READ_NAMESPACES = ["readlink", *(f"/proc/self/ns/{kind}" for kind in NAMESPACES)]

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import Rootless, children_of, fd_count
+from helpers.procs import children_of, fd_count
+from helpers.rootless import Rootless
 
 #: (args, options, exception, text the message must contain), rejected before anything is forked.
 BAD_INPUT: list[tuple[Any, dict[str, Any], type[Exception], str]] = [

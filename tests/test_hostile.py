@@ -17,18 +17,9 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import (
-    Rootless,
-    chroot_script,
-    host_mounts,
-    kill_and_reap,
-    mount_points,
-    mountinfo,
-    proc_comm,
-    start_box,
-    unmount_new_mounts_under,
-    wait_until,
-)
+from helpers.mounts import chroot_script, host_mounts, mount_points, mountinfo, unmount_new_mounts_under
+from helpers.procs import kill_and_reap, proc_comm, start_box, wait_until
+from helpers.rootless import Rootless
 
 # ---------------------------------------------------------------------------------------------------------------
 # Property-based: any input works, or is refused before anything is forked; never a crash or a hang

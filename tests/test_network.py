@@ -34,17 +34,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nsbox
-from conftest import (
-    ROOTLESS_PYTHON,
-    Rootless,
-    children_of,
-    free_network,
-    free_subnet,
-    host_ns,
-    kill_and_reap,
-    open_fds,
-    wait_until,
-)
+from helpers.namespaces import host_ns
+from helpers.nets import free_network, free_subnet
+from helpers.procs import children_of, kill_and_reap, open_fds, wait_until
+from helpers.rootless import ROOTLESS_PYTHON, Rootless
 
 #: An HTTP server that answers every GET with "NAME PID", bound to ADDRESS:PORT; prints "ready" once bound.
 SERVER = textwrap.dedent(

@@ -19,7 +19,8 @@ from collections.abc import Callable
 import pytest
 
 import nsbox
-from conftest import free_subnet, kill_and_reap, wait_until
+from helpers.nets import free_subnet
+from helpers.procs import kill_and_reap, wait_until
 from test_network_claim import fork_quietly
 
 #: How long a forked child may take to close its copy and exit (it needs milliseconds).

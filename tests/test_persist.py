@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import kill_and_reap, mount_points, mountinfo, start_box, unmount_new_mounts_under
+from helpers.mounts import mount_points, mountinfo, unmount_new_mounts_under
+from helpers.procs import kill_and_reap, start_box
 
 #: The box waits, holding its namespaces, until killed.
 WAIT = ["sh", "-c", "echo ready && exec sleep 1000"]

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from conftest import NOBODY, ROOTLESS_PATH, ROOTLESS_PYTHON, host_ns
+from helpers.namespaces import host_ns
+from helpers.rootless import NOBODY, ROOTLESS_PATH, ROOTLESS_PYTHON
 
 pytest_plugins = ["pytester"]
 

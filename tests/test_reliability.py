@@ -25,7 +25,9 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import Rootless, host_mounts, kill_and_reap, proc_comm
+from helpers.mounts import host_mounts
+from helpers.procs import kill_and_reap, proc_comm
+from helpers.rootless import Rootless
 
 #: Prepended to every driver: what a leak would change in the driver's own process.
 _PRELUDE = r"""

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import pytest
 
 import nsbox
-from conftest import free_network, free_subnet, kill_and_reap
+from helpers.nets import free_network, free_subnet
+from helpers.procs import kill_and_reap
 
 pytest_plugins = ["pytester"]
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NAMESPACES, NOBODY, OPTION_FOR, Rootless, host_ns, proc_comm
+from helpers.namespaces import NAMESPACES, OPTION_FOR, host_ns
+from helpers.procs import proc_comm
+from helpers.rootless import NOBODY, Rootless
 
 
 def test_rootless_harness_runs_as_nobody_without_capabilities(rootless: Rootless) -> None:

@@ -18,17 +18,9 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import (
-    Rootless,
-    children_of,
-    fd_count,
-    host_mounts,
-    kill_and_reap,
-    kill_pid,
-    proc_comm,
-    proc_state,
-    wait_until,
-)
+from helpers.mounts import host_mounts
+from helpers.procs import children_of, fd_count, kill_and_reap, kill_pid, proc_comm, proc_state, wait_until
+from helpers.rootless import Rootless
 
 # ---------------------------------------------------------------------------------------------------------------
 # What the command inherits

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import Rootless, children_of, kill_and_reap, proc_state, wait_gone, wait_until
+from helpers.procs import children_of, kill_and_reap, proc_state, wait_gone, wait_until
+from helpers.rootless import Rootless
 
 #: Prepended to every driver program.
 PRELUDE = """\

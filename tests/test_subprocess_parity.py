@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import Rootless, kill_and_reap, kill_pid, proc_comm, wait_gone
+from helpers.procs import kill_and_reap, kill_pid, proc_comm, wait_gone
+from helpers.rootless import Rootless
 
 
 def both(args: Any, **kwargs: Any) -> tuple[subprocess.CompletedProcess[Any], subprocess.CompletedProcess[Any]]:
@@ -459,7 +460,7 @@ def test_user_and_group_apply_inside_the_box_after_its_namespaces() -> None:
 
 
 def wait_until_exec(pid: int, comm: str) -> bool:
-    from conftest import wait_until
+    from helpers.procs import wait_until
 
     return wait_until(lambda: proc_comm(pid) == comm)
 
