@@ -10,7 +10,6 @@ import dataclasses
 import errno
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -32,7 +31,7 @@ from helpers.procs import (
     start_box,
     wait_until,
 )
-from helpers.rootless import NOBODY, Rootless
+from helpers.rootless import ATTEMPTS, NOBODY, Rootless
 
 KINDS = {"cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"}
 
@@ -487,35 +486,11 @@ def test_exec_into_a_box_that_has_exited_raises_process_lookup_error() -> None:
     assert not os.path.exists("/nonexistent/nsbox-never-made")
 
 
-#: For rootless snippets: ``attempt(name, call)`` notes in ``out`` None or the OSError ``[type, errno, message]``;
-#: ``emit_attempts()`` adds whether any child process is left, and emits ``out``.
-_ATTEMPTS = """
-out = {}
-
-
-def attempt(name, call):
-    try:
-        call()
-        out[name] = None
-    except OSError as e:
-        out[name] = [type(e).__name__, e.errno, str(e)]
-
-
-def emit_attempts():
-    try:
-        os.waitpid(-1, os.WNOHANG)
-        out["children"] = True
-    except ChildProcessError:
-        out["children"] = False
-    emit(out)
-"""
-
-
 def test_rootless_exec_into_a_process_it_may_not_enter_raises_permission_error(rootless: Rootless) -> None:
     root_box = nsbox.Popen(["sleep", "1000"], pid=True, net=True)
     try:
         seen = rootless(
-            _ATTEMPTS
+            ATTEMPTS
             + f"""
 attempt("init", lambda: nsbox.enter(1, ["true"]))
 attempt("root-box", lambda: nsbox.enter({root_box.pid}, ["true"]))
@@ -599,114 +574,6 @@ def test_rootless_many_exec_calls_leave_the_caller_unchanged(rootless: Rootless)
 # ---------------------------------------------------------------------------------------------------------------
 # Persistent namespaces
 
-#: Run in the box before it waits: state that must still be there when its namespaces are entered later.
-_KEEP_STATE = (
-    "ipcmk -Q >/dev/null && ip link set lo mtu 1234 && mount -t tmpfs nsbox-kept /mnt && echo kept >/mnt/file && "
-    "echo ready && exec sleep 1000"
-)
-_READ_STATE = (
-    "hostname; ipcs -q | grep -c '^0x'; ip -o link show lo | grep -o 'mtu [0-9]*'; cat /mnt/file; "
-    "readlink /proc/self/ns/*"
-)
-
-
-def _persist_then_enter(start: Any, kept: Path) -> None:
-    """Starts a box with ``start(options)``, kills it, enters its persisted namespaces, releases them."""
-    before = host_mounts(kept.parent)
-    box = start({"net": True, "ipc": True, "mount": True, "hostname": "kept"})
-    try:
-        ids = box.namespaces()
-        assert {"ipc", "mnt", "net", "uts"} <= set(os.listdir(kept))
-    finally:
-        kill_and_reap(box)
-    assert box.returncode == -signal.SIGKILL
-    r = nsbox.enter(kept, ["sh", "-c", _READ_STATE], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    hostname, queues, mtu, file, *links = r.stdout.splitlines()
-    assert (hostname, queues, mtu, file) == ("kept", "1", "mtu 1234", "kept")
-    entered = dict(re.fullmatch(r"(\w+):\[(\d+)\]", link).groups() for link in links)  # type: ignore[union-attr]
-    assert {kind: int(entered[kind]) for kind in ("ipc", "mnt", "net", "uts")} == {
-        kind: ids[kind] for kind in ("ipc", "mnt", "net", "uts")
-    }
-    persisted = sorted(kind for kind in os.listdir(kept) if not kind.startswith("."))
-    assert sorted(nsbox.release(kept)) == persisted
-    assert host_mounts(kept.parent) == before, "release left something mounted"
-    assert os.listdir(kept) == []
-
-
-def test_popen_persist_keeps_the_namespaces_until_release(tmp_path: Path) -> None:
-    kept = tmp_path / "run" / "nsbox" / "kept"  # made if missing
-
-    def start(options: dict[str, Any]) -> Any:
-        return start_box(["sh", "-c", _KEEP_STATE], persist=kept, **options)
-
-    _persist_then_enter(start, kept)
-
-
-def test_box_persist_method_and_persist_function_keep_the_namespaces(tmp_path: Path) -> None:
-    for how in ("method", "function"):
-        kept = tmp_path / how
-
-        def start(options: dict[str, Any], how: str = how, kept: Path = kept) -> Any:
-            box = start_box(["sh", "-c", _KEEP_STATE], **options)
-            kinds = box.persist(kept) if how == "method" else nsbox.persist(box.pid, kept)
-            assert sorted(kinds) == ["ipc", "mnt", "net", "uts"]
-            return box
-
-        _persist_then_enter(start, kept)
-
-
-def test_persisted_pid_namespace_whose_processes_are_gone_cannot_be_entered_with_a_clear_error(tmp_path: Path) -> None:
-    kept = tmp_path / "kept"
-    before = host_mounts(tmp_path)
-    box = nsbox.Popen(["sleep", "1000"], pid=True, net=True, persist=kept)
-    try:
-        assert "pid" in os.listdir(kept)
-    finally:
-        kill_and_reap(box)
-    try:
-        # The kernel cannot fork into a PID namespace whose init has died; say so, as for an exited box.
-        with pytest.raises(ProcessLookupError, match="PID namespace"):
-            nsbox.enter(kept, ["true"])
-        assert children_of(os.getpid()) == []
-    finally:
-        nsbox.release(kept)
-    assert host_mounts(tmp_path) == before
-
-
-def test_persist_that_fails_kills_the_box_and_leaves_nothing(tmp_path: Path) -> None:
-    (tmp_path / "file").write_text("not a directory")
-    before = host_mounts(tmp_path)
-    with pytest.raises(NotADirectoryError):
-        nsbox.Popen(["sleep", "1000"], net=True, persist=tmp_path / "file" / "kept")
-    assert children_of(os.getpid()) == []
-    assert host_mounts(tmp_path) == before
-
-
-def test_rootless_persist_raises_permission_error_and_leaves_nothing(rootless: Rootless, world_tmp: Path) -> None:
-    target = world_tmp / "kept"
-    before = host_mounts(world_tmp)
-    seen = rootless(
-        _ATTEMPTS
-        + f"""
-attempt("popen", lambda: nsbox.Popen(["sleep", "1000"], net=True, persist={str(target)!r}))
-box = nsbox.Popen(["sleep", "1000"], net=True)
-try:
-    attempt("method", lambda: box.persist({str(target)!r}))
-    attempt("function", lambda: nsbox.persist(box.pid, {str(target)!r}))
-finally:
-    box.kill()
-    box.wait()
-emit_attempts()
-"""
-    )
-    for name in ("popen", "method", "function"):
-        assert seen[name] is not None and seen[name][:2] == ["PermissionError", errno.EPERM], (name, seen[name])
-        assert "need root" in seen[name][2]
-    assert seen["children"] is False
-    assert not target.exists()
-    assert host_mounts(world_tmp) == before
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Reprs for the terminal and Jupyter
@@ -753,27 +620,3 @@ def test_process_table_repr_aligns_columns_and_html_escapes_commands() -> None:
         assert row.split() == [str(box.pid), str(os.getpid()), "1", "0", "sleep", "1000"]
     finally:
         kill_and_reap(box)
-
-
-def test_enter_joins_namespace_files_given_by_kind() -> None:
-    box = nsbox.Popen(["sleep", "60"], hostname="by-file", net=True)
-    try:
-        files = {"uts": f"/proc/{box.pid}/ns/uts", "net": f"/proc/{box.pid}/ns/net"}
-        r = nsbox.enter(
-            files,
-            ["sh", "-c", "hostname; readlink /proc/self/ns/uts /proc/self/ns/net"],
-            capture_output=True,
-            text=True,
-        )
-        # Inside: the box's hostname and namespaces (the files'), not the host's.
-        name, uts, net = r.stdout.split()
-        assert name == "by-file"
-        assert (uts, net) == (os.readlink(files["uts"]), os.readlink(files["net"]))
-        assert uts != os.readlink("/proc/self/ns/uts")
-        with pytest.raises(ValueError, match="'nett' is not a namespace kind"):
-            nsbox.enter({"nett": files["net"]}, ["true"])
-        with pytest.raises(FileNotFoundError, match="cannot open the namespaces of '/nonexistent'"):
-            nsbox.enter({"net": "/nonexistent"}, ["true"])
-    finally:
-        box.kill()
-        box.wait()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import nsbox
-from helpers.mounts import chroot_script, host_mounts, mount_points, mountinfo, unmount_new_mounts_under
+from helpers.mounts import chroot_script, host_mounts, mountinfo, unmount_new_mounts_under
 from helpers.procs import kill_and_reap, proc_comm, start_box, wait_until
 from helpers.rootless import Rootless
 
@@ -595,44 +595,6 @@ def test_rootless_box_in_a_new_session_cannot_inject_input_into_the_callers_term
 
 # ---------------------------------------------------------------------------------------------------------------
 # Mount targets are not followed through symlinks planted by the box
-
-
-def _as_nobody(command: str) -> list[str]:
-    """A box command that runs as uid/gid 65534 on the host: it cannot write root's files itself."""
-    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", command]
-
-
-@pytest.mark.parametrize("planted", ["file-links", "directory-link"])
-def test_persist_does_not_follow_symlinks_the_box_planted(world_tmp: Path, planted: str) -> None:
-    # A root-owned file and directory the box cannot write, and the persist directory the box can.
-    victim = world_tmp / "victim"
-    victim.write_text("precious\n")
-    victim.chmod(0o644)
-    rootonly = world_tmp / "root-only"
-    rootonly.mkdir(mode=0o755)
-    kept = world_tmp / "kept"
-    if planted == "file-links":
-        plant = f"mkdir {kept} && for kind in net uts pid; do ln -s {victim} {kept}/$kind; done"
-    else:
-        plant = f"ln -s {rootonly} {kept}"
-    before = mountinfo()
-    box = start_box(_as_nobody(f"{plant} && echo ready && exec sleep 1000"), pid=True, net=True, uts=True)
-    try:
-        try:
-            kinds = box.persist(kept)
-        except OSError:
-            kinds = None  # refusing is fine; following the links is not
-        # Whatever persist did, it did not mount onto or write through the box's links.
-        new = [m for m in mount_points(mountinfo()) if m not in mount_points(before)]
-        assert str(victim) not in new and not any(m.startswith(str(rootonly)) for m in new), new
-        assert victim.read_text() == "precious\n"
-        assert os.listdir(rootonly) == []
-        if kinds is not None:
-            nsbox.release(kept)
-    finally:
-        kill_and_reap(box)
-        leaked = unmount_new_mounts_under(before, world_tmp)
-    assert leaked == []
 
 
 #: A box whose root (a tmpfs of its own) has /proc replaced by a symlink to /elsewhere.

@@ -64,3 +64,27 @@ def run_as_nobody(package_dir: Path, code: str, timeout: float = 60) -> Any:
     if not lines:
         pytest.fail(f"rootless snippet printed nothing\n--- code\n{source}\n--- stderr\n{r.stderr}")
     return json.loads(lines[-1])
+
+
+#: For rootless snippets: ``attempt(name, call)`` notes in ``out`` None or the OSError ``[type, errno, message]``;
+#: ``emit_attempts()`` adds whether any child process is left, and emits ``out``.
+ATTEMPTS = """
+out = {}
+
+
+def attempt(name, call):
+    try:
+        call()
+        out[name] = None
+    except OSError as e:
+        out[name] = [type(e).__name__, e.errno, str(e)]
+
+
+def emit_attempts():
+    try:
+        os.waitpid(-1, os.WNOHANG)
+        out["children"] = True
+    except ChildProcessError:
+        out["children"] = False
+    emit(out)
+"""
