@@ -572,10 +572,6 @@ def test_rootless_many_exec_calls_leave_the_caller_unchanged(rootless: Rootless)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Persistent namespaces
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Reprs for the terminal and Jupyter
 
 

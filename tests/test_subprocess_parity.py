@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -230,35 +228,6 @@ def test_executable_replaces_the_program_but_not_argv0() -> None:
     assert a.stdout == "custom-name\n"
 
 
-def test_pass_fds_are_usable_inside_and_other_fds_are_not(python: str) -> None:
-    code = textwrap.dedent(
-        """
-        import os, sys
-        passed, other = int(sys.argv[1]), int(sys.argv[2])
-        os.write(passed, b"through-pipe\\n")
-        try:
-            os.write(other, b"leaked\\n")
-        except OSError as e:
-            print(e.errno)
-        """
-    )
-    passed_r, passed_w = os.pipe()
-    other_r, other_w = os.pipe()
-    os.set_inheritable(other_w, True)  # even an inheritable fd stays out unless passed
-    with os.fdopen(passed_r) as passed, os.fdopen(other_r) as other:
-        with os.fdopen(passed_w, "w") as pw, os.fdopen(other_w, "w") as ow:
-            r = nsbox.run(
-                [python, "-c", code, str(pw.fileno()), str(ow.fileno())],
-                pass_fds=[pw.fileno()],
-                pid=True,
-                capture_output=True,
-                text=True,
-            )
-        assert (r.returncode, r.stdout, r.stderr) == (0, f"{errno.EBADF}\n", "")
-        assert passed.read() == "through-pipe\n"
-        assert other.read() == ""
-
-
 @pytest.mark.parametrize("options", [{}, {"net": True}])
 def test_returncode_is_negative_for_a_signal(options: dict[str, bool]) -> None:
     r = nsbox.run(["sh", "-c", "kill -9 $$"], **options)
@@ -378,28 +347,6 @@ def test_path_search_goes_on_past_a_program_that_is_not_executable(tmp_path: Pat
     assert a.stdout == "second\n"
 
 
-@pytest.mark.parametrize("closed", ["0", "1,2", "0,1,2"])
-def test_works_when_the_caller_has_closed_standard_fds(python: str, closed: str, tmp_path: Path) -> None:
-    # The pipes subprocess makes then land on 0, 1 or 2, where the box's stdio must not clobber them.
-    out = tmp_path / "report"
-    code = textwrap.dedent(
-        f"""
-        import json, os, subprocess, nsbox
-        for fd in ({closed},):
-            os.close(fd)
-        results = []
-        for runner in (subprocess.run, nsbox.run):
-            r = runner(["sh", "-c", "cat; echo err >&2; ls /proc/self/fd | wc -l"], input=b"in", capture_output=True)
-            results.append([r.returncode, r.stdout.decode(), r.stderr.decode()])
-        with open({str(out)!r}, "w") as f:
-            json.dump(results, f)
-        """
-    )
-    subprocess.run([python, "-c", code], check=True, timeout=30)
-    plain, boxed = json.loads(out.read_text())
-    assert boxed == plain == [0, "in4\n", "err\n"]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # subprocess's credentials and umask, applied inside the box
 
@@ -484,23 +431,6 @@ def test_a_uid_the_box_does_not_map_is_refused_with_a_message_naming_it() -> Non
     assert "not mapped" in str(info.value)
     with pytest.raises(PermissionError, match=r"set the supplementary groups \[5\].*setgroups='allow'"):
         nsbox.run(["true"], extra_groups=[5], uid_map=[(0, 100_000, 10)], gid_map=[(0, 100_000, 10)])
-
-
-def test_pass_fds_with_close_fds_false_warns_and_proceeds_as_subprocess_does() -> None:
-    r, w = os.pipe()
-    try:
-        with pytest.warns(RuntimeWarning, match="pass_fds overriding close_fds"):
-            box = nsbox.Popen(["sh", "-c", f"echo through >/proc/self/fd/{w}"], close_fds=False, pass_fds=[w], pid=True)
-        assert box.wait() == 0
-        os.close(w)
-        w = -1
-        assert os.read(r, 100) == b"through\n"  # the passed fd reached the box
-    finally:
-        os.close(r)
-        if w >= 0:
-            os.close(w)
-    with pytest.raises(ValueError, match="pass_fds"):
-        nsbox.Popen(["true"], close_fds=False)
 
 
 @pytest.mark.parametrize(("kwargs"), [{"startupinfo": object()}, {"creationflags": 1}])
