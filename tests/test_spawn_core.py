@@ -359,57 +359,6 @@ def test_rootless_out_of_threads_raises_blocking_io_error_without_a_panic(rootle
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 9. An exec into a time namespace does not wait for a process forked meanwhile
-
-
-EXEC_WHILE_FORKING = """
-libc = ctypes.CDLL(None)
-box = nsbox.Popen(["sleep", "600"], pid=True, time=True, boottime_offset=1000)
-stop = threading.Event()
-kept = []
-def fork_and_keep():
-    # Children that keep every fd they inherit (a copy of an exec's error pipe, at times) for a long time.
-    while not stop.is_set():
-        pid = os.fork()
-        if pid == 0:
-            libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: they go with this driver
-            time.sleep(600)
-            os._exit(0)
-        kept.append(pid)
-        time.sleep(0.001)
-t = threading.Thread(target=fork_and_keep)
-t.start()
-uptimes = []
-for _ in range(40):
-    # Output to a file: a pipe's write end would be held by the forked children (as with subprocess).
-    with open(sys.argv[1], "w+") as out:
-        box.exec(["cat", "/proc/uptime"], stdout=out)
-        out.seek(0)
-        uptimes.append(float(out.read().split()[0]))
-stop.set()
-t.join()
-for pid in kept:
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-box.kill(); box.wait()
-with open("/proc/uptime") as f:
-    host = float(f.read().split()[0])
-emit({"uptimes": uptimes, "host": host, "forks": len(kept)})
-"""
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_exec_into_a_time_namespace_does_not_wait_for_processes_forked_meanwhile(tmp_path: Path) -> None:
-    # On the old code an exec whose error pipe leaked into a forked child waited for that child (600 s):
-    # the driver's deadline catches it.
-    out = str(tmp_path / "uptime")
-    report = drive(EXEC_WHILE_FORKING, out, timeout=90, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert report["forks"] > 0
-    # Inside: every exec saw the box's boottime offset (the helper did join the time namespace).
-    assert all(up > report["host"] + 900 - 60 for up in report["uptimes"]), report
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # 10. Interrupts never leak a box
 
 

@@ -11,6 +11,8 @@ import nsbox
 NAMESPACES = ("pid", "mnt", "uts", "ipc", "net", "user", "cgroup", "time")
 OPTION_FOR = {"pid": "pid", "mnt": "mount", "uts": "uts", "ipc": "ipc", "net": "net", "user": "user"}
 OPTION_FOR |= {"cgroup": "cgroup", "time": "time"}
+#: The files of /proc/PID/ns (what ``nsbox.namespaces`` lists).
+KINDS = {"cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"}
 
 
 def host_ns(name: str) -> str:

@@ -119,3 +119,8 @@ def start_box(args: list[str], ready: str = "ready\n", **options: Any) -> nsbox.
         kill_and_reap(box)
         pytest.fail(f"the box printed {line!r} instead of {ready!r}")
     return box
+
+
+def started(box: subprocess.Popen[Any], comm: str) -> None:
+    """Waits until the box's first process runs ``comm`` (the kernel renames it just after exec)."""
+    assert wait_until(lambda: proc_comm(box.pid) == comm), f"the box runs {proc_comm(box.pid)!r}, not {comm!r}"
