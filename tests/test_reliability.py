@@ -1,9 +1,9 @@
 """Under load and under faults: nothing leaks, nothing hangs, and a box never outlives what should end it.
 
-Most cases run a small driver program (a string below) in a fresh interpreter, as root and, through the
-``rootless`` fixture, as the unprivileged user 65534: it makes the situation (a killed caller, a timeout, an
-exhausted process table, closed standard fds, a corrupted error record), looks at what is left, kills any
-survivor, and prints a JSON report that the test checks.
+Most cases run a small driver program (a string below; ``helpers.drivers`` runs it) in a fresh interpreter, as root
+and, through the ``rootless`` fixture, as the unprivileged user 65534: it makes the situation (a killed caller, a
+timeout, an exhausted process table, a corrupted error record), looks at what is left, kills any survivor, and
+prints a JSON report that the test checks.
 """
 
 from __future__ import annotations

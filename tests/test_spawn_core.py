@@ -1,9 +1,9 @@
 """The spawn core under the conditions a review and real clients found it failing in.
 
-Each test makes the situation for real (a caller killed after an id change, a fork while the spawner is
-busy, a caller with host groups, a kernel or seccomp profile without ``close_range``, closed standard fds,
-``SIGCHLD`` ignored, no threads left, an interrupt storm ...) and looks from both sides: what the box sees
-and what the host sees. Most run a small driver program in a fresh interpreter, which prints a JSON report.
+Each test makes the situation for real (a caller killed after an id change, a fork while the spawner is busy, a
+caller with host groups, ``SIGCHLD`` ignored, no threads left, an interrupt storm ...) and looks from both sides:
+what the box sees and what the host sees. Most run a small driver program in a fresh interpreter, which prints a
+JSON report.
 """
 
 from __future__ import annotations

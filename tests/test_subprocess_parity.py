@@ -6,7 +6,6 @@ import errno
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,18 +13,9 @@ from typing import Any
 import pytest
 
 import nsbox
+from helpers.alike import both, same
 from helpers.procs import kill_and_reap, kill_pid, proc_comm, wait_gone
 from helpers.rootless import Rootless
-
-
-def both(args: Any, **kwargs: Any) -> tuple[subprocess.CompletedProcess[Any], subprocess.CompletedProcess[Any]]:
-    """The same call through nsbox.run (no namespace option) and subprocess.run."""
-    return nsbox.run(args, **kwargs), subprocess.run(args, **kwargs)
-
-
-def same(a: subprocess.CompletedProcess[Any], b: subprocess.CompletedProcess[Any]) -> None:
-    assert type(a) is type(b) is subprocess.CompletedProcess
-    assert (a.args, a.returncode, a.stdout, a.stderr) == (b.args, b.returncode, b.stdout, b.stderr)
 
 
 @pytest.mark.parametrize(
@@ -197,35 +187,12 @@ def test_env_none_inherits_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert r.stdout == "yes\n"
 
 
-def test_env_path_is_used_to_find_the_program(tmp_path: Path) -> None:
-    prog = tmp_path / "nsbox-only-here"
-    prog.write_text("#!/bin/sh\necho found me\n")
-    prog.chmod(0o755)
-    a, b = both(["nsbox-only-here"], env={"PATH": f"/nonexistent:{tmp_path}"}, capture_output=True)
-    same(a, b)
-    assert a.stdout == b"found me\n"
-
-
 @pytest.mark.parametrize("as_path", [False, True])
 def test_cwd_sets_the_working_directory(tmp_path: Path, as_path: bool) -> None:
     cwd: Any = tmp_path if as_path else str(tmp_path)
     a, b = both(["pwd"], cwd=cwd, capture_output=True, text=True)
     same(a, b)
     assert a.stdout == f"{tmp_path}\n"
-
-
-def test_relative_program_is_found_from_the_new_cwd(tmp_path: Path) -> None:
-    (tmp_path / "prog").write_text("#!/bin/sh\necho relative\n")
-    (tmp_path / "prog").chmod(0o755)
-    a, b = both(["./prog"], cwd=tmp_path, capture_output=True)
-    same(a, b)
-    assert a.stdout == b"relative\n"
-
-
-def test_executable_replaces_the_program_but_not_argv0() -> None:
-    a, b = both(["custom-name", "-c", 'echo "$0"'], executable="/bin/sh", capture_output=True, text=True)
-    same(a, b)
-    assert a.stdout == "custom-name\n"
 
 
 @pytest.mark.parametrize("options", [{}, {"net": True}])
@@ -323,28 +290,11 @@ def test_bufsize_and_pipes_for_line_by_line_reading() -> None:
         kill_and_reap(p)
 
 
-def test_run_passes_sys_executable_programs() -> None:
-    a, b = both([sys.executable, "-c", "import sys; print(sys.argv[1:])", "x", "y"], capture_output=True, text=True)
-    same(a, b)
-    assert a.stdout == "['x', 'y']\n"
-
-
 def test_process_group_like_subprocess() -> None:
     script = "read -r line </proc/self/stat; set -- ${line##*) }; echo $3 $$"  # the process group, the pid
     for runner in (subprocess.run, nsbox.run):
         pgid, pid = runner(["sh", "-c", script], process_group=0, capture_output=True, text=True).stdout.split()
         assert pgid == pid != str(os.getpgid(0))
-
-
-def test_path_search_goes_on_past_a_program_that_is_not_executable(tmp_path: Path) -> None:
-    first, second = tmp_path / "first", tmp_path / "second"
-    for directory, mode in [(first, 0o644), (second, 0o755)]:
-        directory.mkdir()
-        (directory / "prog").write_text(f"#!/bin/sh\necho {directory.name}\n")
-        (directory / "prog").chmod(mode)
-    a, b = both(["prog"], env={"PATH": f"{first}:{second}"}, capture_output=True, text=True)
-    same(a, b)
-    assert a.stdout == "second\n"
 
 
 # ---------------------------------------------------------------------------------------------------------------
