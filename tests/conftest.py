@@ -7,22 +7,27 @@ the installed package).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import bodies
 import nsbox
+from helpers.drivers import drive_watched, drive_watched_rootless
 from helpers.procs import children_of, kill_pid, proc_comm, proc_state, wait_until
-from helpers.rootless import NOBODY, ROOTLESS_PYTHON, Rootless, make_world_readable, run_as_nobody
+from helpers.rootless import NOBODY, ROOTLESS_PYTHON, Body, Rootless, make_world_readable, run_as_nobody
+
+TESTS = Path(__file__).parent
 
 
 @pytest.fixture(autouse=True)
@@ -71,6 +76,9 @@ def rootless_dir() -> Iterator[Path]:
     try:
         base.chmod(0o755)
         shutil.copytree(os.path.dirname(nsbox.__file__), base / "nsbox", ignore=shutil.ignore_patterns("__pycache__"))
+        # The bodies that run alike as root and rootless, and the helpers they may import (nsbox and stdlib only).
+        shutil.copytree(TESTS / "helpers", base / "helpers", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copyfile(TESTS / "bodies.py", base / "bodies.py")
         make_world_readable(base)
         yield base
     finally:
@@ -137,3 +145,36 @@ def tiny_root() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def body(request: pytest.FixtureRequest) -> Body:
+    """``body(side, NAME, **kwargs)`` runs ``bodies.NAME(**kwargs)`` and returns its result, through JSON.
+
+    ``side`` is ``"root"`` (here, in the test runner) or ``"rootless"`` (in the interpreter of the ``rootless``
+    fixture, as 65534:65534), so that a test parametrized with ``side`` checks one body both ways.
+    """
+
+    def run(side: str, name: str, **kwargs: Any) -> Any:
+        if side == "root":
+            return json.loads(json.dumps(getattr(bodies, name)(**kwargs)))
+        if side == "rootless":
+            rootless: Rootless = request.getfixturevalue("rootless")
+            return rootless(f"import bodies\nemit(bodies.{name}(**json.loads({json.dumps(kwargs)!r})))")
+        raise ValueError(f"side is root or rootless, not {side!r}")
+
+    return run
+
+
+@pytest.fixture
+def drive_as(request: pytest.FixtureRequest, python: str) -> Callable[..., Any]:
+    """``drive_as(side, code, *args)``: ``helpers.drivers``' watched driver, as root or as 65534:65534."""
+
+    def run(side: str, code: str, *args: str) -> Any:
+        if side == "root":
+            return drive_watched(python, code, *args)
+        if side == "rootless":
+            return drive_watched_rootless(request.getfixturevalue("rootless"), code, *args)
+        raise ValueError(f"side is root or rootless, not {side!r}")
+
+    return run

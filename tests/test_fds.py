@@ -19,7 +19,7 @@ import nsbox
 from helpers.drivers import PRELUDE, WATCH, drive
 from helpers.mounts import chroot_script
 from helpers.procs import kill_and_reap, proc_comm, start_box, wait_until
-from helpers.rootless import Rootless
+from helpers.rootless import SIDES, Body, Rootless
 
 
 def _box_fds(**kwargs: Any) -> dict[int, str]:
@@ -333,25 +333,11 @@ def _check_stdio(mode: str, results: dict[str, Any]) -> None:
         assert results["fd1-file"] == [f"{name}-wrote-2" for name in _STDIO_CASES]
 
 
+@pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("mode", ["closed", "swapped"])
 def test_box_gets_the_requested_stdio_when_the_callers_fds_0_to_2_are_closed_or_swapped(
-    python: str, world_tmp: Path, mode: str
+    body: Body, side: str, world_tmp: Path, mode: str
 ) -> None:
     report = world_tmp / "report"
-    subprocess.run([python, "-c", WATCH + _STDIO, str(report), mode, str(world_tmp)], check=True, timeout=60)
-    _check_stdio(mode, json.loads(report.read_text()))
-
-
-@pytest.mark.parametrize("mode", ["closed", "swapped"])
-def test_rootless_box_gets_the_requested_stdio_when_the_callers_fds_are_closed_or_swapped(
-    rootless: Rootless, world_tmp: Path, mode: str
-) -> None:
-    report = world_tmp / "report"
-    rootless(
-        f"""
-        subprocess.run([sys.executable, "-c", {WATCH + _STDIO!r}, {str(report)!r}, {mode!r}, {str(world_tmp)!r}],
-                       check=True, timeout=60)
-        emit(None)
-        """
-    )
+    body(side, "run_python", source=WATCH + _STDIO, args=[str(report), mode, str(world_tmp)])
     _check_stdio(mode, json.loads(report.read_text()))

@@ -19,7 +19,7 @@ import pytest
 import nsbox
 from helpers.mounts import host_mounts, mountinfo, unmount_new_mounts_under
 from helpers.procs import kill_and_reap, proc_comm, start_box
-from helpers.rootless import Rootless
+from helpers.rootless import SIDES, Body, Rootless
 
 # ---------------------------------------------------------------------------------------------------------------
 # Property-based: any input works, or is refused before anything is forked; never a crash or a hang
@@ -442,28 +442,9 @@ def test_rootless_box_cannot_signal_ptrace_or_see_a_process_of_the_same_user(roo
 # TIOCSTI: a box in a new session cannot push input into the caller's terminal
 #
 # The caller is a session leader whose controlling terminal is a fresh pty; the box gets that terminal as
-# stdin and tries to inject a character. A box that is real root (no user namespace) holds CAP_SYS_ADMIN,
-# which the kernel lets use TIOCSTI on any terminal, so the boxes here have a user namespace (always so
-# without root).
-
-_TIOCSTI_CALLER = r"""
-import fcntl, json, os, sys, termios
-import nsbox
-
-options = json.loads(sys.argv[1])
-master, slave = os.openpty()
-tty = os.open(os.ttyname(slave), os.O_RDWR)  # a session leader without a terminal: this becomes ours
-os.close(slave)
-attrs = termios.tcgetattr(tty)
-attrs[3] &= ~termios.ICANON  # queued input counts at once, without a newline
-termios.tcsetattr(tty, termios.TCSANOW, attrs)
-probe = ("import fcntl, termios\ntry:\n    fcntl.ioctl(0, termios.TIOCSTI, b'X')\n    print('injected')\n"
-         "except OSError as e:\n    print(e.strerror)")
-r = nsbox.run([sys.executable, "-c", probe], stdin=tty, capture_output=True, text=True, **options)
-queued = int.from_bytes(fcntl.ioctl(tty, termios.FIONREAD, b"\0\0\0\0"), "little")
-print(json.dumps({"ours": os.tcgetpgrp(tty) == os.getpgrp(), "box": r.stdout.strip(), "err": r.stderr,
-                  "queued": queued}))
-"""
+# stdin and tries to inject a character (``bodies.TIOCSTI_CALLER``). A box that is real root (no user namespace)
+# holds CAP_SYS_ADMIN, which the kernel lets use TIOCSTI on any terminal, so the boxes here have a user namespace
+# (always so without root).
 
 
 def _check_tiocsti(report: dict[str, Any], new_session: bool) -> None:
@@ -475,31 +456,16 @@ def _check_tiocsti(report: dict[str, Any], new_session: bool) -> None:
         assert (report["box"], report["queued"]) == ("injected", 1), report
 
 
-@pytest.mark.parametrize("new_session", [True, False])
-def test_box_in_a_new_session_cannot_inject_input_into_the_callers_terminal(python: str, new_session: bool) -> None:
-    options = {"user": True, "pid": True, "start_new_session": new_session}
-    r = subprocess.run(
-        [python, "-c", _TIOCSTI_CALLER, json.dumps(options)],
-        start_new_session=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
-    _check_tiocsti(json.loads(r.stdout), new_session)
+#: The box's options beside ``start_new_session``: as root, a user namespace (see above) and a PID namespace.
+_TIOCSTI_OPTIONS: dict[str, dict[str, bool]] = {"root": {"user": True, "pid": True}, "rootless": {}}
 
 
+@pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("new_session", [True, False])
-def test_rootless_box_in_a_new_session_cannot_inject_input_into_the_callers_terminal(
-    rootless: Rootless, new_session: bool
+def test_box_in_a_new_session_cannot_inject_input_into_the_callers_terminal(
+    body: Body, side: str, new_session: bool
 ) -> None:
-    seen = rootless(
-        f"""
-        options = {json.dumps({"start_new_session": new_session})!r}
-        r = subprocess.run([sys.executable, "-c", {_TIOCSTI_CALLER!r}, options], start_new_session=True,
-                           capture_output=True, text=True, timeout=60)
-        emit({{"rc": r.returncode, "out": r.stdout, "err": r.stderr}})
-        """
-    )
+    options = {**_TIOCSTI_OPTIONS[side], "start_new_session": new_session}
+    seen = body(side, "tiocsti_from_a_box", options=options)
     assert seen["rc"] == 0, seen["err"]
     _check_tiocsti(json.loads(seen["out"]), new_session)

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import pytest
 import nsbox
 from helpers.drivers import WATCH, drive_watched, drive_watched_rootless
 from helpers.procs import kill_and_reap, proc_comm
-from helpers.rootless import Rootless
+from helpers.rootless import SIDES, Body, Rootless
 
 # ---------------------------------------------------------------------------------------------------------------
 # Load: 1,000 sequential runs, then 8 threads x 100 concurrent runs, while other threads allocate
@@ -98,14 +98,11 @@ def _check_load(report: dict[str, Any]) -> None:
     assert report["namespace_refs"] == [], "the caller holds a namespace of a box"
 
 
-def test_thousand_sequential_and_eight_times_hundred_concurrent_runs_leave_nothing(python: str) -> None:
-    _check_load(drive_watched(python, _LOAD))
-
-
-def test_rootless_thousand_sequential_and_eight_times_hundred_concurrent_runs_leave_nothing(
-    rootless: Rootless,
+@pytest.mark.parametrize("side", SIDES)
+def test_thousand_sequential_and_eight_times_hundred_concurrent_runs_leave_nothing(
+    drive_as: Callable[..., Any], side: str
 ) -> None:
-    _check_load(drive_watched_rootless(rootless, _LOAD))
+    _check_load(drive_as(side, _LOAD))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -139,21 +136,8 @@ def test_box_started_from_a_pool_thread_keeps_running_after_the_thread_exits(how
             kill_and_reap(started)
 
 
-def test_rootless_box_started_from_a_short_lived_thread_outlives_it(rootless: Rootless) -> None:
-    seen = rootless(
-        """
-        import threading
-        boxes = []
-        t = threading.Thread(target=lambda: boxes.append(nsbox.Popen(["sleep", "1000"], pid=True, net=True)))
-        t.start()
-        t.join()
-        time.sleep(0.5)
-        (box,) = boxes
-        running = box.poll() is None
-        box.kill()
-        emit({"running": running, "status": box.wait()})
-        """
-    )
+def test_rootless_box_started_from_a_short_lived_thread_outlives_it(body: Body) -> None:
+    seen = body("rootless", "box_started_from_a_thread_that_exits")
     assert seen == {"running": True, "status": -signal.SIGKILL}
 
 

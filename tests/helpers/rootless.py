@@ -23,6 +23,8 @@ NOBODY = 65534
 #: A world-readable interpreter (the dev venv's python lives under /root, mode 0700).
 ROOTLESS_PYTHON = "/usr/bin/python3"
 ROOTLESS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: The two sides of a test parametrized with ``side`` (for the ``body`` and ``drive_as`` fixtures).
+SIDES = ["root", "rootless"]
 
 #: Prepended to every rootless snippet (with ``host_mounts``, added below).
 ROOTLESS_PRELUDE = """\
@@ -36,6 +38,8 @@ def emit(value):
 ROOTLESS_PRELUDE += "\n\n" + inspect.getsource(host_mounts)
 
 Rootless = Callable[[str], Any]
+#: ``body(side, NAME, **kwargs)``: the ``body`` fixture, running ``bodies.NAME`` as root or rootless.
+Body = Callable[..., Any]
 
 
 def make_world_readable(base: Path) -> None:
