@@ -24,6 +24,8 @@ import pytest
 import bodies
 import nsbox
 from helpers.drivers import drive_watched, drive_watched_rootless
+from helpers.lan import host_links, ports
+from helpers.nets import free_network
 from helpers.procs import children_of, kill_pid, proc_comm, proc_state, wait_until
 from helpers.rootless import NOBODY, ROOTLESS_PYTHON, Body, Rootless, make_world_readable, run_as_nobody
 
@@ -178,3 +180,15 @@ def drive_as(request: pytest.FixtureRequest, python: str) -> Callable[..., Any]:
         raise ValueError(f"side is root or rootless, not {side!r}")
 
     return run
+
+
+@pytest.fixture
+def lan() -> Iterator[nsbox.Network]:
+    """A network on the host on a free /24, closed afterwards; its bridge and veths must be gone then."""
+    network = free_network()
+    try:
+        yield network
+    finally:
+        made = {network.bridge, *ports(network)}
+        network.close()
+        assert not made & host_links(), "closing the network left its interfaces on the host"
