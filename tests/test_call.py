@@ -216,6 +216,7 @@ def test_call_takes_the_namespace_options_of_run_but_init_and_root() -> None:
     assert CALL_OPTIONS == OPTIONS.keys() - {"init", "root", "persist", "target"}
 
 
+@pytest.mark.unit
 def test_options_are_checked_before_forking() -> None:
     with pytest.raises(ValueError, match="hostname is 100 bytes long"):
         nsbox.call(int, hostname="x" * 100)
@@ -440,6 +441,7 @@ def test_nsbox_inside_a_box() -> None:
     assert nsbox.call(inner, pid=True, timeout=30) == (0, 0, 1)
 
 
+@pytest.mark.unit
 def test_remote_traceback_pickles_and_shows_the_text() -> None:
     exc = nsbox.RemoteTraceback("Traceback ...\nValueError: x\n")
     again = pickle.loads(pickle.dumps(exc))

@@ -55,6 +55,7 @@ BAD_IDS = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("args", "options", "exc", "text"), BAD_INPUT, ids=BAD_IDS)
 def test_bad_input_raises_a_clear_error_and_leaves_nothing(
     args: Any, options: dict[str, Any], exc: type[Exception], text: str
@@ -84,6 +85,7 @@ OPTION_AT_FAULT: list[tuple[dict[str, Any], str | None]] = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("options", "option"), OPTION_AT_FAULT, ids=[next(iter(o)) for o, _ in OPTION_AT_FAULT])
 def test_a_refused_option_is_named_by_a_field(options: dict[str, Any], option: str) -> None:
     with pytest.raises(ValueError) as info:
@@ -92,6 +94,7 @@ def test_a_refused_option_is_named_by_a_field(options: dict[str, Any], option: s
     assert children_of(os.getpid()) == []
 
 
+@pytest.mark.unit
 def test_the_step_and_hint_names_are_listed_by_the_core() -> None:
     from nsbox import _nsbox
 

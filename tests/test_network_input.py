@@ -48,6 +48,7 @@ def own_host_routes() -> list[ipaddress.IPv4Network]:
     ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("subnet", "message"),
     [

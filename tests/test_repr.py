@@ -60,11 +60,13 @@ def shows(obj: Any) -> tuple[str, str]:
 # -- Popen -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_popen_made_without_init() -> None:
     box = nsbox.Popen.__new__(nsbox.Popen)
     assert shows(box) == ("<nsbox.Popen not started>", "<p><code>&lt;nsbox.Popen not started&gt;</code></p>")
 
 
+@pytest.mark.unit
 def test_popen_whose_options_were_rejected() -> None:
     with pytest.raises(ValueError, match="hostname is 100 bytes long") as caught:
         nsbox.Popen(["true"], hostname="x" * 100)
@@ -111,11 +113,13 @@ def test_popen_at_every_step_of_init_running_and_exited() -> None:
 # -- Network -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_network_made_without_init() -> None:
     lan = nsbox.Network.__new__(nsbox.Network)
     assert shows(lan)[0] == "<nsbox.Network, not made>"
 
 
+@pytest.mark.unit
 def test_network_whose_subnet_was_refused() -> None:
     with pytest.raises(ValueError, match="host bits are set") as caught:
         nsbox.Network("10.84.0.1/24")

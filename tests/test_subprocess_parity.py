@@ -383,6 +383,7 @@ def test_a_uid_the_box_does_not_map_is_refused_with_a_message_naming_it() -> Non
         nsbox.run(["true"], extra_groups=[5], uid_map=[(0, 100_000, 10)], gid_map=[(0, 100_000, 10)])
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("kwargs"), [{"startupinfo": object()}, {"creationflags": 1}])
 def test_windows_only_arguments_raise_subprocess_s_value_error(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError) as theirs:
@@ -392,6 +393,7 @@ def test_windows_only_arguments_raise_subprocess_s_value_error(kwargs: dict[str,
     assert str(ours.value) == str(theirs.value)
 
 
+@pytest.mark.unit
 def test_every_positional_parameter_of_subprocess_popen_is_accepted_in_its_position() -> None:
     import inspect
 
@@ -413,6 +415,7 @@ def test_every_positional_parameter_of_subprocess_popen_is_accepted_in_its_posit
         assert ours.communicate() == theirs.communicate() == ("hi\n", None)
 
 
+@pytest.mark.unit
 def test_preexec_fn_is_refused_with_the_reason() -> None:
     with pytest.raises(ValueError, match="preexec_fn"):
         nsbox.Popen(["true"], preexec_fn=lambda: None)
