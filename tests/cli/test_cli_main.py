@@ -76,6 +76,7 @@ def _long_options(text: str) -> set[str]:
     return set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", text))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("command", "reference"),
     [([], ["unshare", "--help"]), (["exec"], ["nsenter", "--help"]), (["ps"], None), (["ns"], None)],
@@ -94,6 +95,7 @@ def test_help_lists_every_option_on_one_line_including_all_of_unshare_and_nsente
         assert theirs <= ours, f"missing from nsbox {' '.join(command)} --help: {sorted(theirs - ours)}"
 
 
+@pytest.mark.unit
 def test_help_mentions_the_subcommands_and_exit_statuses(root: Runner) -> None:
     r = root.nsbox("-h")
     assert r.returncode == 0
