@@ -106,7 +106,8 @@ def test_exec_exit_status_and_errors(runner: Runner, start_box: Callable[..., Bo
     assert one_line_error(missing) == "nsbox: failed to execute no-such-program-here: No such file or directory"
     gone = runner.nsbox("exec", "-t", "999999999", "-n", "true")
     assert gone.returncode == 1
-    assert one_line_error(gone) == "nsbox: cannot enter process 999999999: it does not exist or has exited: No such process"
+    said = "nsbox: cannot enter process 999999999: it does not exist or has exited: No such process"
+    assert one_line_error(gone) == said
 
 
 def test_exec_without_a_program_runs_the_shell_in_the_box(runner: Runner, start_box: Callable[..., Box]) -> None:
