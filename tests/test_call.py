@@ -7,7 +7,6 @@ import faulthandler
 import json
 import os
 import pickle
-import re
 import secrets
 import signal
 import socket
@@ -24,7 +23,9 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import NAMESPACES, NOBODY, OPTION_FOR, Rootless, children_of, host_ns, wait_until
+from helpers.namespaces import NAMESPACES, OPTION_FOR, host_ns
+from helpers.procs import children_of, wait_until
+from helpers.rootless import NOBODY, Rootless
 
 
 def ns_links() -> dict[str, str]:
@@ -215,6 +216,7 @@ def test_call_takes_the_namespace_options_of_run_but_init() -> None:
     assert CALL_OPTIONS == OPTIONS.keys() - {"init", "persist", "target"}
 
 
+@pytest.mark.unit
 def test_options_are_checked_before_forking() -> None:
     with pytest.raises(ValueError, match="hostname is 100 bytes long"):
         nsbox.call(int, hostname="x" * 100)
@@ -439,18 +441,8 @@ def test_nsbox_inside_a_box() -> None:
     assert nsbox.call(inner, pid=True, timeout=30) == (0, 0, 1)
 
 
+@pytest.mark.unit
 def test_remote_traceback_pickles_and_shows_the_text() -> None:
     exc = nsbox.RemoteTraceback("Traceback ...\nValueError: x\n")
     again = pickle.loads(pickle.dumps(exc))
     assert str(again) == str(exc) == "Traceback ...\nValueError: x\n"
-
-
-def test_readme_call_example_returns_what_it_says() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    [example] = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "nsbox.call(serve" in b]
-    # Each `nsbox.call(...)   # value: explanation` line becomes an assertion on that value.
-    claim = re.compile(r"^(nsbox\.call\(.*?\))\s+# (.+?)(?:[:;] .*)?$", flags=re.M)
-    checked = claim.sub(lambda m: f"assert repr({m[1]}) == {m[2]!r}, repr({m[1]})", example)
-    assert checked.count("assert repr(") == 3
-    r = subprocess.run([sys.executable, "-c", checked], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr

@@ -6,15 +6,14 @@ import errno
 import json
 import os
 import re
-import subprocess
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import nsbox
-from conftest import Rootless, children_of, fd_count
+from helpers.procs import children_of, fd_count
+from helpers.rootless import Rootless
 
 #: (args, options, exception, text the message must contain), rejected before anything is forked.
 BAD_INPUT: list[tuple[Any, dict[str, Any], type[Exception], str]] = [
@@ -63,6 +62,7 @@ BAD_IDS = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("args", "options", "exc", "text"), BAD_INPUT, ids=BAD_IDS)
 def test_bad_input_raises_a_clear_error_and_leaves_nothing(
     args: Any, options: dict[str, Any], exc: type[Exception], text: str
@@ -93,6 +93,7 @@ OPTION_AT_FAULT: list[tuple[dict[str, Any], str | None]] = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("options", "option"), OPTION_AT_FAULT, ids=[next(iter(o)) for o, _ in OPTION_AT_FAULT])
 def test_a_refused_option_is_named_by_a_field(options: dict[str, Any], option: str) -> None:
     with pytest.raises(ValueError) as info:
@@ -101,6 +102,7 @@ def test_a_refused_option_is_named_by_a_field(options: dict[str, Any], option: s
     assert children_of(os.getpid()) == []
 
 
+@pytest.mark.unit
 def test_the_step_and_hint_names_are_listed_by_the_core() -> None:
     from nsbox import _nsbox
 
@@ -175,90 +177,6 @@ def test_bad_input_is_rejected_before_anything_is_forked(python: str) -> None:
     report = json.loads(r.stdout)
     assert report["good"] == 1, "control: a good run forks exactly once"
     assert report["bad"] == [[exc.__name__, 0] for _, _, exc, _ in BAD_INPUT]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Exec and chdir failures: subprocess's exceptions, with errno and filename
-
-SPAWN_PATHS = [
-    pytest.param({}, id="plain"),
-    pytest.param({"pid": True, "mount_proc": True}, id="pid"),
-    pytest.param({"user": True, "net": True, "uts": True, "ipc": True, "time": True}, id="user-ns-child-maps"),
-    # Several ranges: the parent writes the maps. Root stays root (0 -> 0), so paths under /root still resolve.
-    pytest.param(
-        {"uid_map": [(0, 0, 1), (1, 100000, 65536)], "gid_map": [(0, 0, 1), (1, 100000, 65536)]},
-        id="user-ns-parent-maps",
-    ),
-]
-
-
-def expect_like_subprocess(args: Any, options: dict[str, Any], **kwargs: Any) -> OSError:
-    """Runs ``args`` through subprocess and nsbox; both must fail the same way. Returns nsbox's error."""
-    with pytest.raises(OSError) as expected:
-        subprocess.run(args, capture_output=True, **kwargs)
-    fds = fd_count()
-    with pytest.raises(OSError) as actual:
-        nsbox.run(args, capture_output=True, **kwargs, **options)
-    assert fd_count() == fds
-    assert children_of(os.getpid()) == []
-    e, want = actual.value, expected.value
-    assert (type(e), e.errno, e.strerror, e.filename) == (type(want), want.errno, want.strerror, want.filename)
-    assert str(e) == str(want)
-    return e
-
-
-@pytest.mark.parametrize("options", SPAWN_PATHS)
-@pytest.mark.parametrize("program", ["nsbox-no-such-program", "/nonexistent/dir/program"])
-def test_missing_program_raises_file_not_found(program: str, options: dict[str, Any]) -> None:
-    e = expect_like_subprocess([program, "arg"], options)
-    assert type(e) is FileNotFoundError
-    assert e.errno == errno.ENOENT
-    assert e.filename == program
-
-
-@pytest.mark.parametrize("options", SPAWN_PATHS)
-def test_program_without_execute_permission_raises_permission_error(world_tmp: Path, options: dict[str, Any]) -> None:
-    script = world_tmp / "not-executable"
-    script.write_text("#!/bin/sh\necho should not run\n")
-    script.chmod(0o644)
-    e = expect_like_subprocess([str(script)], options)
-    assert type(e) is PermissionError
-    assert e.errno == errno.EACCES
-    assert e.filename == str(script)
-
-
-def test_directory_as_program_raises_permission_error(tmp_path: Path) -> None:
-    e = expect_like_subprocess([str(tmp_path)], {"pid": True})
-    assert type(e) is PermissionError
-
-
-def test_file_that_is_not_a_program_raises_exec_format_error(tmp_path: Path) -> None:
-    junk = tmp_path / "junk"
-    junk.write_bytes(b"\x00\x01\x02 not a program\n")
-    junk.chmod(0o755)
-    e = expect_like_subprocess([str(junk)], {"net": True})
-    assert e.errno == errno.ENOEXEC
-
-
-def test_program_missing_from_env_path_raises_file_not_found(tmp_path: Path) -> None:
-    e = expect_like_subprocess(["ls"], {"pid": True}, env={"PATH": str(tmp_path)})
-    assert type(e) is FileNotFoundError
-    assert e.filename == "ls"
-
-
-@pytest.mark.parametrize("options", SPAWN_PATHS)
-def test_missing_cwd_raises_file_not_found(tmp_path: Path, options: dict[str, Any]) -> None:
-    cwd = str(tmp_path / "missing")
-    e = expect_like_subprocess(["true"], options, cwd=cwd)
-    assert type(e) is FileNotFoundError
-    assert e.filename == cwd
-
-
-def test_file_as_cwd_raises_not_a_directory(tmp_path: Path) -> None:
-    (tmp_path / "file").touch()
-    e = expect_like_subprocess(["true"], {"pid": True}, cwd=tmp_path / "file")
-    assert type(e) is NotADirectoryError
-    assert e.errno == errno.ENOTDIR
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,18 +17,9 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import (
-    Rootless,
-    chroot_script,
-    host_mounts,
-    kill_and_reap,
-    mount_points,
-    mountinfo,
-    proc_comm,
-    start_box,
-    unmount_new_mounts_under,
-    wait_until,
-)
+from helpers.mounts import host_mounts, mountinfo, unmount_new_mounts_under
+from helpers.procs import kill_and_reap, proc_comm, start_box
+from helpers.rootless import SIDES, Body, Rootless
 
 # ---------------------------------------------------------------------------------------------------------------
 # Property-based: any input works, or is refused before anything is forked; never a crash or a hang
@@ -150,94 +141,6 @@ def test_rootless_any_input_runs_or_is_refused_before_forking(rootless_hypothesi
     )
     assert seen["rc"] == 0, f"the property failed (or the interpreter crashed: {seen['rc']}):\n{seen['err']}"
     _check_outcomes(json.loads(seen["out"]), examples)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# No fd leak: the caller's other fds are not in the box, not even as a working directory (CVE-2024-21626 class)
-
-
-def _host_only(base: Path) -> tuple[Path, int, int]:
-    """A directory with a marker file, and a non-inheritable fd on each (as Python opens every fd)."""
-    secret = base / "host-only"
-    secret.mkdir()
-    (secret / "marker").write_text("host")
-    dir_fd = os.open(secret, os.O_RDONLY | os.O_DIRECTORY)
-    file_fd = os.open(secret / "marker", os.O_RDONLY)
-    assert not os.get_inheritable(dir_fd) and not os.get_inheritable(file_fd)
-    return secret, dir_fd, file_fd
-
-
-FD_OPTIONS = {
-    "none": {},
-    "pid-proc": {"pid": True, "mount_proc": True},
-    "user-net": {"user": True, "net": True},
-    "init": {"init": True, "mount_proc": True},
-    "time": {"time": True},
-}
-
-
-@pytest.mark.parametrize("kind", FD_OPTIONS)
-def test_callers_non_inheritable_fds_are_not_in_the_box_nor_usable_as_cwd(tmp_path: Path, kind: str) -> None:
-    options = FD_OPTIONS[kind]
-    _, dir_fd, file_fd = _host_only(tmp_path)
-    try:
-        # The control: subprocess changes directory before it closes fds, so there the path works.
-        plain = subprocess.run(["cat", "marker"], cwd=f"/proc/self/fd/{dir_fd}", capture_output=True, text=True)
-        assert plain.stdout == "host"
-        listing = nsbox.run(["ls", "/proc/self/fd"], capture_output=True, text=True, check=True, **options)
-        assert sorted(listing.stdout.split()) == ["0", "1", "2", "3"]  # 3: ls's own directory fd
-        with pytest.raises(FileNotFoundError) as info:
-            nsbox.run(["cat", "marker"], cwd=f"/proc/self/fd/{dir_fd}", capture_output=True, **options)
-        assert info.value.filename == f"/proc/self/fd/{dir_fd}"
-        r = nsbox.run(["cat", f"/proc/self/fd/{file_fd}"], capture_output=True, text=True, **options)
-        assert (r.returncode, r.stdout) == (1, "")
-    finally:
-        os.close(dir_fd)
-        os.close(file_fd)
-
-
-def test_exec_into_a_chrooted_box_cannot_leave_it_through_a_callers_fd(world_tmp: Path) -> None:
-    root = world_tmp / "root"
-    root.mkdir()
-    secret, dir_fd, file_fd = _host_only(world_tmp)
-    script = f"{chroot_script(root)} && mkdir proc && mount -t proc proc proc && echo ready && exec chroot . sleep 1000"
-    box = start_box(["sh", "-c", script], pid=True, mount=True)
-    try:
-        assert wait_until(lambda: proc_comm(box.pid) == "sleep")
-        listing = box.exec(["ls", "/proc/self/fd"], capture_output=True, text=True, check=True)
-        assert sorted(listing.stdout.split()) == ["0", "1", "2", "3"]
-        with pytest.raises(FileNotFoundError):
-            box.exec(["cat", "marker"], cwd=f"/proc/self/fd/{dir_fd}", capture_output=True)
-        r = box.exec(["sh", "-c", f"cat /proc/self/fd/{file_fd}; ls /"], capture_output=True, text=True)
-        assert "host" not in r.stdout and "BOX-ROOT" in r.stdout.split()
-        assert (secret / "marker").read_text() == "host"
-    finally:
-        os.close(dir_fd)
-        os.close(file_fd)
-        kill_and_reap(box)
-
-
-def test_rootless_callers_fds_are_not_in_the_box_nor_usable_as_cwd(rootless: Rootless, world_tmp: Path) -> None:
-    (world_tmp / "marker").write_text("host")
-    seen = rootless(
-        f"""
-        dir_fd = os.open({str(world_tmp)!r}, os.O_RDONLY | os.O_DIRECTORY)
-        out = {{}}
-        for name, options in [("pid", {{"pid": True, "mount_proc": True}}), ("user-net", {{"net": True}})]:
-            listing = nsbox.run(["ls", "/proc/self/fd"], capture_output=True, text=True, **options)
-            try:
-                r = nsbox.run(["cat", "marker"], cwd=f"/proc/self/fd/{{dir_fd}}", capture_output=True, **options)
-                cwd = ["ran", r.returncode, r.stdout.decode()]
-            except OSError as e:
-                cwd = [type(e).__name__, e.filename]
-            out[name] = [sorted(listing.stdout.split()), cwd]
-        emit({{"fd": dir_fd, "out": out}})
-        """
-    )
-    for name in ("pid", "user-net"):
-        listing, cwd = seen["out"][name]
-        assert listing == ["0", "1", "2", "3"], name
-        assert cwd == ["FileNotFoundError", f"/proc/self/fd/{seen['fd']}"], name
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -539,28 +442,9 @@ def test_rootless_box_cannot_signal_ptrace_or_see_a_process_of_the_same_user(roo
 # TIOCSTI: a box in a new session cannot push input into the caller's terminal
 #
 # The caller is a session leader whose controlling terminal is a fresh pty; the box gets that terminal as
-# stdin and tries to inject a character. A box that is real root (no user namespace) holds CAP_SYS_ADMIN,
-# which the kernel lets use TIOCSTI on any terminal, so the boxes here have a user namespace (always so
-# without root).
-
-_TIOCSTI_CALLER = r"""
-import fcntl, json, os, sys, termios
-import nsbox
-
-options = json.loads(sys.argv[1])
-master, slave = os.openpty()
-tty = os.open(os.ttyname(slave), os.O_RDWR)  # a session leader without a terminal: this becomes ours
-os.close(slave)
-attrs = termios.tcgetattr(tty)
-attrs[3] &= ~termios.ICANON  # queued input counts at once, without a newline
-termios.tcsetattr(tty, termios.TCSANOW, attrs)
-probe = ("import fcntl, termios\ntry:\n    fcntl.ioctl(0, termios.TIOCSTI, b'X')\n    print('injected')\n"
-         "except OSError as e:\n    print(e.strerror)")
-r = nsbox.run([sys.executable, "-c", probe], stdin=tty, capture_output=True, text=True, **options)
-queued = int.from_bytes(fcntl.ioctl(tty, termios.FIONREAD, b"\0\0\0\0"), "little")
-print(json.dumps({"ours": os.tcgetpgrp(tty) == os.getpgrp(), "box": r.stdout.strip(), "err": r.stderr,
-                  "queued": queued}))
-"""
+# stdin and tries to inject a character (``bodies.TIOCSTI_CALLER``). A box that is real root (no user namespace)
+# holds CAP_SYS_ADMIN, which the kernel lets use TIOCSTI on any terminal, so the boxes here have a user namespace
+# (always so without root).
 
 
 def _check_tiocsti(report: dict[str, Any], new_session: bool) -> None:
@@ -572,124 +456,16 @@ def _check_tiocsti(report: dict[str, Any], new_session: bool) -> None:
         assert (report["box"], report["queued"]) == ("injected", 1), report
 
 
-@pytest.mark.parametrize("new_session", [True, False])
-def test_box_in_a_new_session_cannot_inject_input_into_the_callers_terminal(python: str, new_session: bool) -> None:
-    options = {"user": True, "pid": True, "start_new_session": new_session}
-    r = subprocess.run(
-        [python, "-c", _TIOCSTI_CALLER, json.dumps(options)],
-        start_new_session=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
-    _check_tiocsti(json.loads(r.stdout), new_session)
+#: The box's options beside ``start_new_session``: as root, a user namespace (see above) and a PID namespace.
+_TIOCSTI_OPTIONS: dict[str, dict[str, bool]] = {"root": {"user": True, "pid": True}, "rootless": {}}
 
 
+@pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("new_session", [True, False])
-def test_rootless_box_in_a_new_session_cannot_inject_input_into_the_callers_terminal(
-    rootless: Rootless, new_session: bool
+def test_box_in_a_new_session_cannot_inject_input_into_the_callers_terminal(
+    body: Body, side: str, new_session: bool
 ) -> None:
-    seen = rootless(
-        f"""
-        options = {json.dumps({"start_new_session": new_session})!r}
-        r = subprocess.run([sys.executable, "-c", {_TIOCSTI_CALLER!r}, options], start_new_session=True,
-                           capture_output=True, text=True, timeout=60)
-        emit({{"rc": r.returncode, "out": r.stdout, "err": r.stderr}})
-        """
-    )
+    options = {**_TIOCSTI_OPTIONS[side], "start_new_session": new_session}
+    seen = body(side, "tiocsti_from_a_box", options=options)
     assert seen["rc"] == 0, seen["err"]
     _check_tiocsti(json.loads(seen["out"]), new_session)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Mount targets are not followed through symlinks planted by the box
-
-
-def _as_nobody(command: str) -> list[str]:
-    """A box command that runs as uid/gid 65534 on the host: it cannot write root's files itself."""
-    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", command]
-
-
-@pytest.mark.parametrize("planted", ["file-links", "directory-link"])
-def test_persist_does_not_follow_symlinks_the_box_planted(world_tmp: Path, planted: str) -> None:
-    # A root-owned file and directory the box cannot write, and the persist directory the box can.
-    victim = world_tmp / "victim"
-    victim.write_text("precious\n")
-    victim.chmod(0o644)
-    rootonly = world_tmp / "root-only"
-    rootonly.mkdir(mode=0o755)
-    kept = world_tmp / "kept"
-    if planted == "file-links":
-        plant = f"mkdir {kept} && for kind in net uts pid; do ln -s {victim} {kept}/$kind; done"
-    else:
-        plant = f"ln -s {rootonly} {kept}"
-    before = mountinfo()
-    box = start_box(_as_nobody(f"{plant} && echo ready && exec sleep 1000"), pid=True, net=True, uts=True)
-    try:
-        try:
-            kinds = box.persist(kept)
-        except OSError:
-            kinds = None  # refusing is fine; following the links is not
-        # Whatever persist did, it did not mount onto or write through the box's links.
-        new = [m for m in mount_points(mountinfo()) if m not in mount_points(before)]
-        assert str(victim) not in new and not any(m.startswith(str(rootonly)) for m in new), new
-        assert victim.read_text() == "precious\n"
-        assert os.listdir(rootonly) == []
-        if kinds is not None:
-            nsbox.release(kept)
-    finally:
-        kill_and_reap(box)
-        leaked = unmount_new_mounts_under(before, world_tmp)
-    assert leaked == []
-
-
-#: A box whose root (a tmpfs of its own) has /proc replaced by a symlink to /elsewhere.
-_PROC_IS_A_LINK = "ln -s /elsewhere proc && mkdir elsewhere && echo ready && exec chroot . sleep 1000"
-
-
-def test_exec_into_a_box_whose_proc_is_a_symlink_follows_nothing(world_tmp: Path) -> None:
-    root = world_tmp / "root"
-    root.mkdir()
-    box = start_box(["sh", "-c", f"{chroot_script(root)} && {_PROC_IS_A_LINK}"], pid=True, mount=True)
-    try:
-        assert wait_until(lambda: proc_comm(box.pid) == "sleep")
-        with open(f"/proc/{box.pid}/mountinfo") as f:
-            box_mounts = f.read()
-        watched = host_mounts(world_tmp)
-        for _ in range(3):
-            r = box.exec(["sh", "-c", "ls -A /elsewhere; readlink /proc"], capture_output=True, text=True)
-            assert (r.returncode, r.stdout) == (0, "/elsewhere\n"), r.stderr
-        assert [(p.pid, p.command) for p in box.processes()] == [(1, "sleep 1000")]
-        assert box.namespaces()["mnt"] != nsbox.namespaces()["mnt"]
-        with open(f"/proc/{box.pid}/mountinfo") as f:
-            assert f.read() == box_mounts, "exec mounted something in the box"
-        assert host_mounts(world_tmp) == watched
-    finally:
-        kill_and_reap(box)
-
-
-def test_rootless_exec_into_a_box_whose_proc_is_a_symlink_follows_nothing(rootless: Rootless, world_tmp: Path) -> None:
-    root = world_tmp / "root"
-    root.mkdir()
-    seen = rootless(
-        f"""
-        box = nsbox.Popen(["sh", "-c", {chroot_script(root) + " && " + _PROC_IS_A_LINK!r}], pid=True, mount=True,
-                          stdout=subprocess.PIPE, text=True)
-        try:
-            ready = box.stdout.readline()
-            while open(f"/proc/{{box.pid}}/comm").read().strip() != "sleep":
-                time.sleep(0.01)
-            mounts = open(f"/proc/{{box.pid}}/mountinfo").read()
-            r = box.exec(["sh", "-c", "ls -A /elsewhere; readlink /proc"], capture_output=True, text=True)
-            emit({{"ready": ready, "rc": r.returncode, "out": r.stdout, "err": r.stderr,
-                  "same": open(f"/proc/{{box.pid}}/mountinfo").read() == mounts}})
-        finally:
-            box.kill()
-            box.wait()
-            box.stdout.close()
-        """
-    )
-    assert seen["ready"] == "ready\n"
-    assert (seen["rc"], seen["out"]) == (0, "/elsewhere\n"), seen["err"]
-    assert seen["same"]

@@ -9,6 +9,9 @@ import pytest
 
 import nsbox
 
+#: Nothing here needs root: scripts/test runs this module once more as uid 65534.
+pytestmark = pytest.mark.unit
+
 #: What nsbox.call (pickle, traceback), nsbox.Network (secrets and hmac, ipaddress) and the HTML reprs need.
 NOT_FOR_A_PLAIN_RUN = ("pickle", "traceback", "secrets", "hmac", "ipaddress", "html")
 

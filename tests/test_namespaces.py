@@ -15,22 +15,9 @@ from pathlib import Path
 import pytest
 
 import nsbox
-from conftest import (
-    NAMESPACES,
-    OPTION_FOR,
-    box_ns_links,
-    children_of,
-    host_mounts,
-    host_ns,
-    kill_and_reap,
-    kill_pid,
-    mountinfo,
-    proc_comm,
-    proc_status,
-    root_mount_optional_fields,
-    wait_gone,
-    wait_until,
-)
+from helpers.mounts import host_mounts, mountinfo, root_mount_optional_fields
+from helpers.namespaces import NAMESPACES, OPTION_FOR, box_ns_links, host_ns
+from helpers.procs import children_of, kill_and_reap, kill_pid, proc_comm, proc_status, wait_gone, wait_until
 
 # ---------------------------------------------------------------------------------------------------------------
 # Namespace identity: /proc/self/ns/X inside vs on the host

@@ -12,11 +12,8 @@ derived from it (``at``).
 
 from __future__ import annotations
 
-import collections
 import errno
-import functools
 import inspect
-import ipaddress
 import json
 import os
 import re
@@ -24,150 +21,28 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import nsbox
-from conftest import (
-    ROOTLESS_PYTHON,
-    Rootless,
-    children_of,
-    free_network,
-    free_subnet,
-    host_ns,
-    kill_and_reap,
-    open_fds,
-    wait_until,
+from helpers.lan import (
+    BAD_ADDRESSES,
+    CLIENT,
+    SERVER,
+    at,
+    client,
+    fetch_from_host,
+    host_links,
+    ports,
+    route_hex,
+    start_server,
 )
-
-#: An HTTP server that answers every GET with "NAME PID", bound to ADDRESS:PORT; prints "ready" once bound.
-SERVER = textwrap.dedent(
-    """
-    import http.server, os, socketserver, sys
-    address, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = f"{name} {os.getpid()}".encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    class Server(http.server.HTTPServer):
-        def server_bind(self):  # without HTTPServer's getfqdn(): no DNS server is reachable from a LAN
-            socketserver.TCPServer.server_bind(self)
-            self.server_name, self.server_port = self.server_address[:2]
-    server = Server((address, port), Handler)
-    print("ready", flush=True)
-    server.serve_forever()
-    """
-)
-
-#: Prints, as JSON, the interfaces and routes this process sees and the answer (or error) of each URL.
-CLIENT = textwrap.dedent(
-    """
-    import json, os, sys, urllib.request
-    answers = []
-    for url in sys.argv[1:]:
-        try:
-            answers.append(urllib.request.urlopen(url, timeout=5).read().decode())
-        except OSError as exc:
-            answers.append(f"error: {exc}")
-    devs = [line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]]
-    routes = [line.split()[:3] for line in open("/proc/net/route").read().splitlines()[1:]]
-    net = os.readlink("/proc/self/ns/net")
-    print(json.dumps({"devs": sorted(devs), "routes": routes, "answers": answers, "net": net}))
-    """
-)
-
-
-def host_links() -> set[str]:
-    """The interfaces of the host's network namespace (ours among others': look for ours by name)."""
-    return set(os.listdir("/sys/class/net"))
-
-
-def ports(lan: nsbox.Network) -> list[str]:
-    """The ports of a host LAN's bridge: the veth of each box nsbox made for it (each is made a port at once)."""
-    try:
-        return sorted(os.listdir(f"/sys/class/net/{lan.bridge}/brif"))
-    except FileNotFoundError:
-        return []
-
-
-def at(lan: nsbox.Network, n: int) -> str:
-    """The address ``n`` of the LAN's subnet (``at(lan, 1)`` is the gateway)."""
-    return str(lan.subnet.network_address + n)
-
-
-def holders(address: str) -> set[str]:
-    """The host's interfaces that hold the IPv4 ``address`` (what a bridge made for a subnet would hold)."""
-    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
-    return {fields[1] for fields in map(str.split, out.splitlines()) if fields[3].split("/")[0] == address}
-
-
-def gateway_of(subnet: Any) -> str | None:
-    """The gateway a Network for ``subnet`` would have, if ``subnet`` reads as an IPv4 network at all."""
-    try:
-        return str(ipaddress.IPv4Network(subnet, strict=False).network_address + 1)
-    except (ValueError, TypeError):
-        return None
-
-
-def route_hex(addr: str) -> str:
-    """An IPv4 address as /proc/net/route writes it (little-endian hex)."""
-    return f"{int.from_bytes(ipaddress.IPv4Address(addr).packed, 'little'):08X}"
-
-
-def start_server(lan: nsbox.Network, ip: str, name: str, port: int = 8000, **options: Any) -> nsbox.Popen:
-    box = nsbox.Popen(
-        [sys.executable, "-c", SERVER, ip, str(port), name],
-        network=lan,
-        ip=ip,
-        pid=True,
-        stdout=subprocess.PIPE,
-        text=True,
-        **options,
-    )
-    assert box.stdout is not None
-    line = box.stdout.readline()
-    if line != "ready\n":
-        kill_and_reap(box)
-        pytest.fail(f"the server box printed {line!r}")
-    return box
-
-
-def client(*urls: str, **options: Any) -> dict[str, Any]:
-    # The world-readable interpreter: a box whose uid 0 is not host root may not read the suite's.
-    r = nsbox.run([ROOTLESS_PYTHON, "-c", CLIENT, *urls], capture_output=True, text=True, timeout=30, **options)
-    assert r.returncode == 0, r.stderr
-    result: dict[str, Any] = json.loads(r.stdout)
-    return result
-
-
-def fetch_from_host(url: str) -> str:
-    try:
-        return str(urllib.request.urlopen(url, timeout=3).read().decode())
-    except OSError as exc:
-        return f"error: {exc}"
-
-
-@pytest.fixture
-def lan() -> Iterator[nsbox.Network]:
-    network = free_network()
-    try:
-        yield network
-    finally:
-        made = {network.bridge, *ports(network)}
-        network.close()
-        assert not made & host_links(), "closing the network left its interfaces on the host"
-
+from helpers.namespaces import host_ns
+from helpers.nets import free_network, free_subnet
+from helpers.procs import children_of, kill_and_reap, open_fds, wait_until
+from helpers.rootless import ROOTLESS_PYTHON, Rootless
 
 # ---------------------------------------------------------------------------------------------------------------
 # Two boxes on one network (root: the bridge is in the host's namespace)
@@ -463,119 +338,6 @@ def test_a_private_network_is_invisible_to_the_host_and_its_boxes_still_talk() -
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Bad input: refused before anything is made
-
-
-@functools.cache
-def _warmed_up() -> None:
-    """What nsbox makes once per process, the first time it needs it (the helper's memfd, for a LAN's janitor)."""
-    free_network().close()
-
-
-def _state(subnet: Any = None, lan: nsbox.Network | None = None) -> tuple[Any, ...]:
-    """What a refusal leaves as it was: our fds, who holds the gateway a bridge for ``subnet`` would hold, and the
-    ports of ``lan``'s bridge."""
-    _warmed_up()
-    gateway = gateway_of(subnet)
-    return open_fds(), holders(gateway) if gateway is not None else set(), ports(lan) if lan is not None else []
-
-
-def own_host_routes() -> list[ipaddress.IPv4Network]:
-    """The host's routes that are no nsbox LAN's (those come and go with other users'), the default aside."""
-    with open("/proc/net/route") as f:
-        rows = [line.split() for line in f.read().splitlines()[1:]]
-    decode = lambda hex_le: ipaddress.IPv4Address(int(hex_le, 16).to_bytes(4, "little"))  # noqa: E731
-    return [
-        ipaddress.IPv4Network(f"{decode(row[1])}/{decode(row[7])}")
-        for row in rows
-        if not row[0].startswith("nsbr") and int(row[7], 16) != 0
-    ]
-
-
-@pytest.mark.parametrize(
-    ("subnet", "message"),
-    [
-        ("10.213.12.5/24", "is not a network .*did you mean '10.213.12.0/24'"),
-        ("10.213.12.0/31", "too small"),
-        ("10.213.12.0/32", "too small"),
-        ("10.213.12.0/33", "no valid prefix"),
-        ("fd00::/64", "not an IPv4 network"),
-        ("nonsense", "not an IPv4 network"),
-    ],
-)
-def test_a_subnet_that_cannot_work_is_refused_with_a_value_error(subnet: str, message: str) -> None:
-    before = _state(subnet)
-    with pytest.raises(ValueError, match=message) as info:
-        nsbox.Network(subnet)
-    assert subnet in str(info.value)
-    assert _state(subnet) == before
-
-
-def test_a_subnet_overlapping_a_route_of_the_host_is_refused(lan: nsbox.Network) -> None:
-    upper = list(lan.subnet.subnets(new_prefix=25))[1]
-    before = _state(upper, lan)
-    with pytest.raises(ValueError, match=re.escape(f"'{upper}' overlaps the host's route to {lan.subnet}")):
-        nsbox.Network(str(upper))
-    assert _state(upper, lan) == before
-    # The host's own routes count too (not only nsbox's bridges): its interfaces' subnets, for one.
-    own = [route for route in own_host_routes() if 8 <= route.prefixlen <= 30]
-    assert own, "the host has no route of its own to try (an interface's subnet, say)"
-    for route in own:
-        before = _state(route, lan)
-        with pytest.raises(ValueError, match="overlaps the host's route"):
-            nsbox.Network(str(route))
-        assert _state(route, lan) == before
-
-
-#: Addresses that cannot work on a LAN, as a function of its subnet.
-BAD_ADDRESSES = {
-    "outside": lambda net: str(net.network_address - 1),
-    "gateway": lambda net: str(net.network_address + 1),
-    "network": lambda net: str(net.network_address),
-    "broadcast": lambda net: str(net.broadcast_address),
-    "not-an-address": lambda net: str(net.network_address).rsplit(".", 1)[0] + ".300",
-}
-
-
-@pytest.mark.parametrize(
-    ("where", "message"),
-    [
-        ("outside", "outside the network's subnet {subnet}"),
-        ("gateway", "gateway"),
-        ("network", "network or broadcast"),
-        ("broadcast", "network or broadcast"),
-        ("not-an-address", "not an IPv4 address"),
-    ],
-)
-def test_an_address_that_cannot_work_is_refused_before_forking(lan: nsbox.Network, where: str, message: str) -> None:
-    before = _state(lan=lan)
-    with pytest.raises(ValueError, match=re.escape(message.format(subnet=lan.subnet))):
-        nsbox.Popen(["true"], network=lan, ip=BAD_ADDRESSES[where](lan.subnet))
-    assert _state(lan=lan) == before
-    assert lan.boxes == []
-
-
-def test_an_address_in_use_and_options_that_cannot_go_with_a_network_are_refused(lan: nsbox.Network) -> None:
-    with nsbox.Popen(["sleep", "60"], network=lan, ip=at(lan, 9)) as box:
-        try:
-            with pytest.raises(ValueError, match="already used"):
-                nsbox.Popen(["true"], network=lan, ip=at(lan, 9))
-        finally:
-            box.kill()
-    with pytest.raises(ValueError, match="without a network"):
-        nsbox.Popen(["true"], ip=at(lan, 9))
-    with pytest.raises(TypeError, match=r"nsbox\.Network"):
-        nsbox.Popen(["true"], network=str(lan.subnet))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="target"):
-        nsbox.Popen(["true"], network=lan, target=os.getpid())
-    with nsbox.Network("10.213.13.0/24", private=True) as private:
-        with pytest.raises(ValueError, match="user namespace"):
-            nsbox.Popen(["true"], network=private, uid_map=[(0, 0, 1)])
-    with pytest.raises(TypeError, match="subnet"):
-        nsbox.Network(24)  # type: ignore[arg-type]
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Rootless
 
 
@@ -748,97 +510,6 @@ def test_rootless_host_bridge_is_refused_with_a_hint_and_leaves_nothing(rootless
     assert "private=True" in seen["result"]
     assert seen["children"] == []
     assert named.group(1) not in seen["links"] and named.group(1) not in host_links()
-
-
-def test_a_forked_copy_of_the_caller_closing_the_network_deletes_nothing(lan: nsbox.Network) -> None:
-    box = nsbox.Popen(["sleep", "60"], network=lan, pid=True)
-    try:
-        pid = os.fork()
-        if pid == 0:  # the child closes its copy (as a worker's interpreter exit would), then leaves
-            try:
-                lan.close()
-            finally:
-                os._exit(0)
-        assert os.waitpid(pid, 0)[1] == 0
-        assert lan.bridge in host_links() and box.veth in host_links()
-        assert ports(lan) == [box.veth]
-        seen = client(f"http://{lan.gateway}:9/", network=lan)  # the LAN still works
-        assert seen["devs"] == ["eth0", "lo"] and "refused" in seen["answers"][0]
-    finally:
-        kill_and_reap(box)
-
-
-class InSubnet(int):
-    """An address given as its number in the LAN's subnet (which is picked at run time)."""
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    ip=st.one_of(
-        st.none(),
-        st.text(max_size=20),
-        st.integers(),
-        st.ip_addresses(v=4).map(str),
-        st.integers(0, 255).map(InSubnet),
-    )
-)
-def test_any_ip_runs_or_is_refused_before_forking_and_leaves_nothing(lan: nsbox.Network, ip: Any) -> None:
-    if isinstance(ip, InSubnet):
-        ip = at(lan, ip)
-    try:
-        with nsbox.Popen(["true"], network=lan, ip=ip) as box:
-            pass
-        assert box.returncode == 0 and box.ip is not None and ipaddress.IPv4Address(box.ip) in lan.subnet
-    except (ValueError, TypeError) as exc:
-        assert str(exc)
-    assert lan.boxes == []
-    assert wait_until(lambda: ports(lan) == [])  # a box's veth goes with its namespace, soon after it exits
-
-
-def _any_subnet_property() -> dict[str, int]:
-    """The property, in a network namespace of its own (``nsbox.call``): a LAN for any subnet at all (64.0.0.0/2,
-    say) would take that traffic from the host, and from its other users, for as long as it exists."""
-    outcomes: collections.Counter[str] = collections.Counter()
-
-    def links_here() -> set[str]:
-        return {name for _, name in socket.if_nameindex()}  # /sys/class/net would show the host's
-
-    @settings(max_examples=200, deadline=None, database=None)
-    @given(
-        subnet=st.one_of(
-            st.text(max_size=24),
-            st.builds(lambda a, p: f"{a}/{p}", st.ip_addresses(v=4), st.integers(0, 34)),
-            st.builds(
-                lambda a, p: str(ipaddress.ip_network(f"{a}/{p}", strict=False)),
-                st.ip_addresses(v=4),
-                st.integers(8, 30),
-            ),
-            st.integers(),
-        )
-    )
-    def works_or_is_refused_before_anything_is_made(subnet: Any) -> None:
-        before = (*_state(subnet), links_here())
-        try:
-            network = nsbox.Network(subnet)
-        except (ValueError, TypeError) as exc:
-            assert str(exc)
-            assert (*_state(subnet), links_here()) == before
-            outcomes["refused"] += 1
-            return
-        try:
-            assert network.bridge in links_here() and holders(network.gateway) == {network.bridge}
-        finally:
-            network.close()
-        assert (*_state(subnet), links_here()) == before
-        outcomes["made"] += 1
-
-    works_or_is_refused_before_anything_is_made()
-    return dict(outcomes)
-
-
-def test_any_subnet_makes_a_network_or_is_refused_before_anything_is_made() -> None:
-    outcomes = nsbox.call(_any_subnet_property, net=True, timeout=600)
-    assert outcomes.get("made", 0) > 0 and outcomes.get("refused", 0) > 0, outcomes  # both sides were tried
 
 
 # ---------------------------------------------------------------------------------------------------------------

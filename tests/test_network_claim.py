@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import free_subnet, kill_and_reap, open_fds, wait_until
+from helpers.nets import free_subnet
+from helpers.procs import kill_and_reap, open_fds, wait_until
 
 CLAIM_NAME = "@nsbox-network-claim"
 

@@ -19,7 +19,9 @@ from collections.abc import Callable
 import pytest
 
 import nsbox
-from conftest import free_subnet, kill_and_reap, wait_until
+from helpers.lan import client, host_links, ports
+from helpers.nets import free_subnet
+from helpers.procs import kill_and_reap, wait_until
 from test_network_claim import fork_quietly
 
 #: How long a forked child may take to close its copy and exit (it needs milliseconds).
@@ -204,3 +206,21 @@ def test_a_copy_whose_pid_is_its_makers_closes_its_copy_and_deletes_nothing() ->
     maker_pid, copy_pid, seen = nsbox.call(maker, pid=True, net=True)
     assert (maker_pid, copy_pid) == (1, 1)
     assert [name for name in seen if name.startswith("nsbr")] != [], "the copy deleted its maker's bridge"
+
+
+def test_a_forked_copy_of_the_caller_closing_the_network_deletes_nothing(lan: nsbox.Network) -> None:
+    box = nsbox.Popen(["sleep", "60"], network=lan, pid=True)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child closes its copy (as a worker's interpreter exit would), then leaves
+            try:
+                lan.close()
+            finally:
+                os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert lan.bridge in host_links() and box.veth in host_links()
+        assert ports(lan) == [box.veth]
+        seen = client(f"http://{lan.gateway}:9/", network=lan)  # the LAN still works
+        assert seen["devs"] == ["eth0", "lo"] and "refused" in seen["answers"][0]
+    finally:
+        kill_and_reap(box)

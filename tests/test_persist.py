@@ -1,13 +1,17 @@
-"""A persist() that fails undoes only what it made itself: namespaces persisted there before stay (as root).
+"""Persisted namespaces: ``persist`` (the option, the method, the function), ``enter`` and ``release``.
 
-Every test looks from both sides: the host's view of the files (their inode is the namespace's id, and
-``/proc/self/mountinfo``), and what a command entered through them sees (its hostname, its namespace links).
+Namespaces kept after their box is gone can be entered again; a persist() that fails undoes only what it made
+itself (namespaces persisted there before stay); a rootless caller is refused; a box cannot plant symlinks that
+persist would follow. Every test looks from both sides: the host's view of the files (their inode is the
+namespace's id, and ``/proc/self/mountinfo``), and what a command entered through them sees (its hostname, its
+namespace links).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +20,9 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import kill_and_reap, mount_points, mountinfo, start_box, unmount_new_mounts_under
+from helpers.mounts import host_mounts, mount_points, mountinfo, unmount_new_mounts_under
+from helpers.procs import children_of, kill_and_reap, start_box
+from helpers.rootless import ATTEMPTS, Rootless
 
 #: The box waits, holding its namespaces, until killed.
 WAIT = ["sh", "-c", "echo ready && exec sleep 1000"]
@@ -143,3 +149,176 @@ def test_a_persist_that_fails_removes_the_directories_it_made_and_only_those(tmp
         nsbox.persist(no_such_pid, kept)
     assert os.listdir(tmp_path / "there") == []
     assert mounts_under(tmp_path) == []
+
+
+#: Run in the box before it waits: state that must still be there when its namespaces are entered later.
+_KEEP_STATE = (
+    "ipcmk -Q >/dev/null && ip link set lo mtu 1234 && mount -t tmpfs nsbox-kept /mnt && echo kept >/mnt/file && "
+    "echo ready && exec sleep 1000"
+)
+
+
+_READ_STATE = (
+    "hostname; ipcs -q | grep -c '^0x'; ip -o link show lo | grep -o 'mtu [0-9]*'; cat /mnt/file; "
+    "readlink /proc/self/ns/*"
+)
+
+
+def _persist_then_enter(start: Any, kept: Path) -> None:
+    """Starts a box with ``start(options)``, kills it, enters its persisted namespaces, releases them."""
+    before = host_mounts(kept.parent)
+    box = start({"net": True, "ipc": True, "mount": True, "hostname": "kept"})
+    try:
+        ids = box.namespaces()
+        assert {"ipc", "mnt", "net", "uts"} <= set(os.listdir(kept))
+    finally:
+        kill_and_reap(box)
+    assert box.returncode == -signal.SIGKILL
+    r = nsbox.enter(kept, ["sh", "-c", _READ_STATE], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    hostname, queues, mtu, file, *links = r.stdout.splitlines()
+    assert (hostname, queues, mtu, file) == ("kept", "1", "mtu 1234", "kept")
+    entered = dict(re.fullmatch(r"(\w+):\[(\d+)\]", link).groups() for link in links)  # type: ignore[union-attr]
+    assert {kind: int(entered[kind]) for kind in ("ipc", "mnt", "net", "uts")} == {
+        kind: ids[kind] for kind in ("ipc", "mnt", "net", "uts")
+    }
+    persisted = sorted(kind for kind in os.listdir(kept) if not kind.startswith("."))
+    assert sorted(nsbox.release(kept)) == persisted
+    assert host_mounts(kept.parent) == before, "release left something mounted"
+    assert os.listdir(kept) == []
+
+
+def test_popen_persist_keeps_the_namespaces_until_release(tmp_path: Path) -> None:
+    kept = tmp_path / "run" / "nsbox" / "kept"  # made if missing
+
+    def start(options: dict[str, Any]) -> Any:
+        return start_box(["sh", "-c", _KEEP_STATE], persist=kept, **options)
+
+    _persist_then_enter(start, kept)
+
+
+def test_box_persist_method_and_persist_function_keep_the_namespaces(tmp_path: Path) -> None:
+    for how in ("method", "function"):
+        kept = tmp_path / how
+
+        def start(options: dict[str, Any], how: str = how, kept: Path = kept) -> Any:
+            box = start_box(["sh", "-c", _KEEP_STATE], **options)
+            kinds = box.persist(kept) if how == "method" else nsbox.persist(box.pid, kept)
+            assert sorted(kinds) == ["ipc", "mnt", "net", "uts"]
+            return box
+
+        _persist_then_enter(start, kept)
+
+
+def test_persisted_pid_namespace_whose_processes_are_gone_cannot_be_entered_with_a_clear_error(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    before = host_mounts(tmp_path)
+    box = nsbox.Popen(["sleep", "1000"], pid=True, net=True, persist=kept)
+    try:
+        assert "pid" in os.listdir(kept)
+    finally:
+        kill_and_reap(box)
+    try:
+        # The kernel cannot fork into a PID namespace whose init has died; say so, as for an exited box.
+        with pytest.raises(ProcessLookupError, match="PID namespace"):
+            nsbox.enter(kept, ["true"])
+        assert children_of(os.getpid()) == []
+    finally:
+        nsbox.release(kept)
+    assert host_mounts(tmp_path) == before
+
+
+def test_persist_that_fails_kills_the_box_and_leaves_nothing(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    before = host_mounts(tmp_path)
+    with pytest.raises(NotADirectoryError):
+        nsbox.Popen(["sleep", "1000"], net=True, persist=tmp_path / "file" / "kept")
+    assert children_of(os.getpid()) == []
+    assert host_mounts(tmp_path) == before
+
+
+def test_rootless_persist_raises_permission_error_and_leaves_nothing(rootless: Rootless, world_tmp: Path) -> None:
+    target = world_tmp / "kept"
+    before = host_mounts(world_tmp)
+    seen = rootless(
+        ATTEMPTS
+        + f"""
+attempt("popen", lambda: nsbox.Popen(["sleep", "1000"], net=True, persist={str(target)!r}))
+box = nsbox.Popen(["sleep", "1000"], net=True)
+try:
+    attempt("method", lambda: box.persist({str(target)!r}))
+    attempt("function", lambda: nsbox.persist(box.pid, {str(target)!r}))
+finally:
+    box.kill()
+    box.wait()
+emit_attempts()
+"""
+    )
+    for name in ("popen", "method", "function"):
+        assert seen[name] is not None and seen[name][:2] == ["PermissionError", errno.EPERM], (name, seen[name])
+        assert "need root" in seen[name][2]
+    assert seen["children"] is False
+    assert not target.exists()
+    assert host_mounts(world_tmp) == before
+
+
+def test_enter_joins_namespace_files_given_by_kind() -> None:
+    box = nsbox.Popen(["sleep", "60"], hostname="by-file", net=True)
+    try:
+        files = {"uts": f"/proc/{box.pid}/ns/uts", "net": f"/proc/{box.pid}/ns/net"}
+        r = nsbox.enter(
+            files,
+            ["sh", "-c", "hostname; readlink /proc/self/ns/uts /proc/self/ns/net"],
+            capture_output=True,
+            text=True,
+        )
+        # Inside: the box's hostname and namespaces (the files'), not the host's.
+        name, uts, net = r.stdout.split()
+        assert name == "by-file"
+        assert (uts, net) == (os.readlink(files["uts"]), os.readlink(files["net"]))
+        assert uts != os.readlink("/proc/self/ns/uts")
+        with pytest.raises(ValueError, match="'nett' is not a namespace kind"):
+            nsbox.enter({"nett": files["net"]}, ["true"])
+        with pytest.raises(FileNotFoundError, match="cannot open the namespaces of '/nonexistent'"):
+            nsbox.enter({"net": "/nonexistent"}, ["true"])
+    finally:
+        box.kill()
+        box.wait()
+
+
+@pytest.mark.parametrize("planted", ["file-links", "directory-link"])
+def test_persist_does_not_follow_symlinks_the_box_planted(world_tmp: Path, planted: str) -> None:
+    # A root-owned file and directory the box cannot write, and the persist directory the box can.
+    victim = world_tmp / "victim"
+    victim.write_text("precious\n")
+    victim.chmod(0o644)
+    rootonly = world_tmp / "root-only"
+    rootonly.mkdir(mode=0o755)
+    kept = world_tmp / "kept"
+    if planted == "file-links":
+        plant = f"mkdir {kept} && for kind in net uts pid; do ln -s {victim} {kept}/$kind; done"
+    else:
+        plant = f"ln -s {rootonly} {kept}"
+    before = mountinfo()
+    box = start_box(_as_nobody(f"{plant} && echo ready && exec sleep 1000"), pid=True, net=True, uts=True)
+    try:
+        try:
+            kinds = box.persist(kept)
+        except OSError:
+            kinds = None  # refusing is fine; following the links is not
+        # Whatever persist did, it did not mount onto or write through the box's links.
+        new = [m for m in mount_points(mountinfo()) if m not in mount_points(before)]
+        assert str(victim) not in new and not any(m.startswith(str(rootonly)) for m in new), new
+        assert victim.read_text() == "precious\n"
+        assert os.listdir(rootonly) == []
+        if kinds is not None:
+            nsbox.release(kept)
+    finally:
+        kill_and_reap(box)
+        leaked = unmount_new_mounts_under(before, world_tmp)
+    assert leaked == []
+
+
+def _as_nobody(command: str) -> list[str]:
+    """A box command that runs as uid/gid 65534 on the host: it cannot write root's files itself."""
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", command]

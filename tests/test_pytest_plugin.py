@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import re
 import shutil
 import socket
 import tempfile
@@ -21,7 +20,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from conftest import NOBODY, ROOTLESS_PATH, ROOTLESS_PYTHON, host_ns
+from helpers.namespaces import host_ns
+from helpers.rootless import NOBODY, ROOTLESS_PATH, ROOTLESS_PYTHON
 
 pytest_plugins = ["pytester"]
 
@@ -249,14 +249,6 @@ def test_marker_takes_keyword_options_only(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*TypeError: @pytest.mark.nsbox takes keyword options only, not (True,)*"])
-
-
-def test_readme_pytest_example(pytester: pytest.Pytester) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    [example] = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "@pytest.mark.nsbox" in b]
-    pytester.makepyfile(test_readme=example)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers")
-    result.assert_outcomes(passed=2)
 
 
 # -- unittest.TestCase methods -------------------------------------------------------------------------

@@ -1,14 +1,13 @@
 """Under load and under faults: nothing leaks, nothing hangs, and a box never outlives what should end it.
 
-Most cases run a small driver program (a string below) in a fresh interpreter, as root and, through the
-``rootless`` fixture, as the unprivileged user 65534: it makes the situation (a killed caller, a timeout, an
-exhausted process table, closed standard fds, a corrupted error record), looks at what is left, kills any
-survivor, and prints a JSON report that the test checks.
+Most cases run a small driver program (a string below; ``helpers.drivers`` runs it) in a fresh interpreter, as root
+and, through the ``rootless`` fixture, as the unprivileged user 65534: it makes the situation (a killed caller, a
+timeout, an exhausted process table, a corrupted error record), looks at what is left, kills any survivor, and
+prints a JSON report that the test checks.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,53 +24,9 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import Rootless, host_mounts, kill_and_reap, proc_comm
-
-#: Prepended to every driver: what a leak would change in the driver's own process.
-_PRELUDE = r"""
-import json, os, signal, subprocess, sys, threading, time
-import nsbox
-
-
-def children():
-    # PIDs whose parent is this process (zombies included), whichever of its threads started them.
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
-                    found.append(int(pid))
-        except OSError:
-            pass
-    return found
-
-
-def fds():
-    # fd -> what it points to.
-    found = {}
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            found[name] = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            pass  # the listing's own fd, closed by now
-    return found
-"""
-#: What a root driver has on top (the rootless prelude has the same): ``host_mounts()``.
-_ROOT_PRELUDE = "from __future__ import annotations\n" + inspect.getsource(host_mounts)
-
-
-def _drive(python: str, code: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Any:
-    """Runs a driver as root in a fresh interpreter; returns the JSON of its last line."""
-    cmd = [python, "-c", _ROOT_PRELUDE + _PRELUDE + code, *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    assert r.returncode == 0, f"the driver failed ({r.returncode}):\n{r.stderr}"
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def _drive_rootless(rootless: Rootless, code: str, *args: str) -> Any:
-    """The same driver as the unprivileged user 65534 (``rootless`` defines ``host_mounts`` too)."""
-    return rootless(f"sys.argv[1:] = {list(args)!r}\n{_PRELUDE}{code}")
-
+from helpers.drivers import WATCH, drive_watched, drive_watched_rootless
+from helpers.procs import kill_and_reap, proc_comm
+from helpers.rootless import SIDES, Body, Rootless
 
 # ---------------------------------------------------------------------------------------------------------------
 # Load: 1,000 sequential runs, then 8 threads x 100 concurrent runs, while other threads allocate
@@ -143,14 +98,11 @@ def _check_load(report: dict[str, Any]) -> None:
     assert report["namespace_refs"] == [], "the caller holds a namespace of a box"
 
 
-def test_thousand_sequential_and_eight_times_hundred_concurrent_runs_leave_nothing(python: str) -> None:
-    _check_load(_drive(python, _LOAD))
-
-
-def test_rootless_thousand_sequential_and_eight_times_hundred_concurrent_runs_leave_nothing(
-    rootless: Rootless,
+@pytest.mark.parametrize("side", SIDES)
+def test_thousand_sequential_and_eight_times_hundred_concurrent_runs_leave_nothing(
+    drive_as: Callable[..., Any], side: str
 ) -> None:
-    _check_load(_drive_rootless(rootless, _LOAD))
+    _check_load(drive_as(side, _LOAD))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -184,21 +136,8 @@ def test_box_started_from_a_pool_thread_keeps_running_after_the_thread_exits(how
             kill_and_reap(started)
 
 
-def test_rootless_box_started_from_a_short_lived_thread_outlives_it(rootless: Rootless) -> None:
-    seen = rootless(
-        """
-        import threading
-        boxes = []
-        t = threading.Thread(target=lambda: boxes.append(nsbox.Popen(["sleep", "1000"], pid=True, net=True)))
-        t.start()
-        t.join()
-        time.sleep(0.5)
-        (box,) = boxes
-        running = box.poll() is None
-        box.kill()
-        emit({"running": running, "status": box.wait()})
-        """
-    )
+def test_rootless_box_started_from_a_short_lived_thread_outlives_it(body: Body) -> None:
+    seen = body("rootless", "box_started_from_a_thread_that_exits")
     assert seen == {"running": True, "status": -signal.SIGKILL}
 
 
@@ -384,14 +323,14 @@ def test_killed_caller_timeout_and_interrupt_end_every_process_of_the_box(
 ) -> None:
     # caller-killed: the caller gets SIGKILL (watched from another process, the driver); timeout: run(timeout=1);
     # interrupt: KeyboardInterrupt while run waits. The grandchild and the daemon must die with the box.
-    _run_scenario(lambda *a: _drive(python, _SCENARIO, *a), scenario, scenario_dir, BOX_KINDS[kind])
+    _run_scenario(lambda *a: drive_watched(python, _SCENARIO, *a), scenario, scenario_dir, BOX_KINDS[kind])
 
 
 @pytest.mark.parametrize("kind", ["pid", "init", "user-pid-net"])
 def test_pid_1_exiting_ends_the_rest_of_the_box_and_wait_returns_its_status(
     python: str, scenario_dir: Path, kind: str
 ) -> None:
-    _run_scenario(lambda *a: _drive(python, _SCENARIO, *a), "first-exits", scenario_dir, BOX_KINDS[kind])
+    _run_scenario(lambda *a: drive_watched(python, _SCENARIO, *a), "first-exits", scenario_dir, BOX_KINDS[kind])
 
 
 @pytest.mark.parametrize(
@@ -408,7 +347,7 @@ def test_pid_1_exiting_ends_the_rest_of_the_box_and_wait_returns_its_status(
 def test_rootless_faults_end_every_process_of_the_box(
     rootless: Rootless, scenario_dir: Path, scenario: str, kind: str
 ) -> None:
-    _run_scenario(lambda *a: _drive_rootless(rootless, _SCENARIO, *a), scenario, scenario_dir, BOX_KINDS[kind])
+    _run_scenario(lambda *a: drive_watched_rootless(rootless, _SCENARIO, *a), scenario, scenario_dir, BOX_KINDS[kind])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -474,7 +413,7 @@ def _check_fork_failure(report: dict[str, Any]) -> None:
 
 
 def test_fork_failure_at_the_pid_limit_raises_blocking_io_error_and_leaves_nothing(python: str) -> None:
-    cmd = [python, "-c", _PRELUDE + _FORK_FAILURE, "pid_max"]
+    cmd = [python, "-c", WATCH + _FORK_FAILURE, "pid_max"]
     r = nsbox.run(cmd, pid=True, mount_proc=True, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
@@ -483,81 +422,7 @@ def test_fork_failure_at_the_pid_limit_raises_blocking_io_error_and_leaves_nothi
 
 
 def test_rootless_fork_failure_at_rlimit_nproc_raises_blocking_io_error_and_leaves_nothing(rootless: Rootless) -> None:
-    _check_fork_failure(_drive_rootless(rootless, _FORK_FAILURE, "nproc"))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The caller's standard fds closed or swapped
-
-_STDIO = r"""
-report, mode, directory = sys.argv[1], sys.argv[2], sys.argv[3]
-CASES = {"pid": {"pid": True}, "user-net": {"user": True, "net": True}, "init": {"init": True}, "time": {"time": True}}
-target = nsbox.Popen(["sleep", "1000"], pid=True, net=True)  # to exec into; started while stdio is intact
-out_path, err_path = os.path.join(directory, "fd1"), os.path.join(directory, "fd2")
-if mode == "closed":
-    for fd in (0, 1, 2):
-        os.close(fd)  # the pipes for the boxes then land on 0, 1 and 2
-else:
-    # fd 1 and fd 2 on two files, then swapped: what a box inherits must be the caller's fds as they are now.
-    os.dup2(os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), 1)
-    os.dup2(os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), 2)
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    os.dup2(saved, 2)
-    os.close(saved)
-results = {}
-for name in [*CASES, "exec"]:
-    def run(args, **kwargs):
-        if name == "exec":
-            return target.exec(args, **kwargs)
-        return nsbox.run(args, **kwargs, **CASES[name])
-    piped = run(["sh", "-c", "cat; echo from-2 >&2"], input=f"in-{name}".encode(), capture_output=True)
-    results[name] = [piped.returncode, piped.stdout.decode(), piped.stderr.decode()]
-    if mode == "swapped":
-        run(["sh", "-c", f"echo {name}-wrote-1; echo {name}-wrote-2 >&2"], stdin=subprocess.DEVNULL)
-target.kill()
-target.wait()
-if mode == "swapped":
-    results["fd1-file"] = open(out_path).read().split()
-    results["fd2-file"] = open(err_path).read().split()
-with open(report, "w") as f:
-    json.dump(results, f)
-"""
-
-_STDIO_CASES = ["pid", "user-net", "init", "time", "exec"]
-
-
-def _check_stdio(mode: str, results: dict[str, Any]) -> None:
-    for name in _STDIO_CASES:
-        assert results[name] == [0, f"in-{name}", "from-2\n"], name
-    if mode == "swapped":
-        # What the boxes wrote on their fd 1 went to the caller's (new) fd 1: the file that was its stderr.
-        assert results["fd2-file"] == [f"{name}-wrote-1" for name in _STDIO_CASES]
-        assert results["fd1-file"] == [f"{name}-wrote-2" for name in _STDIO_CASES]
-
-
-@pytest.mark.parametrize("mode", ["closed", "swapped"])
-def test_box_gets_the_requested_stdio_when_the_callers_fds_0_to_2_are_closed_or_swapped(
-    python: str, world_tmp: Path, mode: str
-) -> None:
-    report = world_tmp / "report"
-    subprocess.run([python, "-c", _PRELUDE + _STDIO, str(report), mode, str(world_tmp)], check=True, timeout=60)
-    _check_stdio(mode, json.loads(report.read_text()))
-
-
-@pytest.mark.parametrize("mode", ["closed", "swapped"])
-def test_rootless_box_gets_the_requested_stdio_when_the_callers_fds_are_closed_or_swapped(
-    rootless: Rootless, world_tmp: Path, mode: str
-) -> None:
-    report = world_tmp / "report"
-    rootless(
-        f"""
-        subprocess.run([sys.executable, "-c", {_PRELUDE + _STDIO!r}, {str(report)!r}, {mode!r}, {str(world_tmp)!r}],
-                       check=True, timeout=60)
-        emit(None)
-        """
-    )
-    _check_stdio(mode, json.loads(report.read_text()))
+    _check_fork_failure(drive_watched_rootless(rootless, _FORK_FAILURE, "nproc"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -656,7 +521,7 @@ def test_corrupted_error_record_gives_a_clear_internal_error_never_a_crash_or_ha
 ) -> None:
     env = {**os.environ, "LD_PRELOAD": corrupting_write}
     try:
-        report = _drive(python, _CORRUPT, path, _RECORD_MODES[mode], timeout=60, env=env)
+        report = drive_watched(python, _CORRUPT, path, _RECORD_MODES[mode], timeout=60, env=env)
     except subprocess.TimeoutExpired:
         report = None
     _check_corrupt_record(report)
@@ -671,7 +536,7 @@ def test_rootless_corrupted_error_record_gives_a_clear_internal_error(
         f"""
         env = {{**os.environ, "LD_PRELOAD": {corrupting_write!r}}}
         try:
-            r = subprocess.run([sys.executable, "-c", {_PRELUDE + _CORRUPT!r}, {path!r}, {_RECORD_MODES[mode]!r}],
+            r = subprocess.run([sys.executable, "-c", {WATCH + _CORRUPT!r}, {path!r}, {_RECORD_MODES[mode]!r}],
                                capture_output=True, text=True, env=env, timeout=60)
             emit({{"rc": r.returncode, "err": r.stderr, "report": json.loads(r.stdout.splitlines()[-1] or "null")}})
         except subprocess.TimeoutExpired:

@@ -1,14 +1,15 @@
-"""``repr()`` and ``_repr_html_()`` of ``nsbox.Popen`` and ``nsbox.Network`` never raise, however far ``__init__`` got.
+"""``repr()`` and ``_repr_html_()`` of ``nsbox.Popen``, ``nsbox.ProcessTable`` and ``nsbox.Network``.
 
-pytest shows the locals of every frame of a traceback (``--showlocals``, and Hypothesis, debuggers and
-loggers do likewise), so the ``self`` of an ``__init__`` that raised is shown too: its repr must say what
-is known rather than raise.
+They never raise, however far ``__init__`` got: pytest shows the locals of every frame of a traceback
+(``--showlocals``, and Hypothesis, debuggers and loggers do likewise), so the ``self`` of an ``__init__`` that
+raised is shown too: its repr must say what is known rather than raise.
 """
 
 from __future__ import annotations
 
 import html
 import ipaddress
+import os
 import re
 from collections.abc import Iterator
 from typing import Any, TypeVar
@@ -16,7 +17,9 @@ from typing import Any, TypeVar
 import pytest
 
 import nsbox
-from conftest import free_network, free_subnet, kill_and_reap
+from helpers.namespaces import KINDS
+from helpers.nets import free_network, free_subnet
+from helpers.procs import kill_and_reap, started, wait_until
 
 pytest_plugins = ["pytester"]
 
@@ -57,11 +60,13 @@ def shows(obj: Any) -> tuple[str, str]:
 # -- Popen -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_popen_made_without_init() -> None:
     box = nsbox.Popen.__new__(nsbox.Popen)
     assert shows(box) == ("<nsbox.Popen not started>", "<p><code>&lt;nsbox.Popen not started&gt;</code></p>")
 
 
+@pytest.mark.unit
 def test_popen_whose_options_were_rejected() -> None:
     with pytest.raises(ValueError, match="hostname is 100 bytes long") as caught:
         nsbox.Popen(["true"], hostname="x" * 100)
@@ -108,11 +113,13 @@ def test_popen_at_every_step_of_init_running_and_exited() -> None:
 # -- Network -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_network_made_without_init() -> None:
     lan = nsbox.Network.__new__(nsbox.Network)
     assert shows(lan)[0] == "<nsbox.Network, not made>"
 
 
+@pytest.mark.unit
 def test_network_whose_subnet_was_refused() -> None:
     with pytest.raises(ValueError, match="host bits are set") as caught:
         nsbox.Network("10.84.0.1/24")
@@ -184,3 +191,46 @@ def test_pytest_shows_the_locals_of_a_failed_init(pytester: pytest.Pytester) -> 
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines_random(["self * = <nsbox.Popen not started>", "self * = <nsbox.Network, not made>"])
     assert "raised in repr()" not in result.stdout.str()
+
+
+def test_box_repr_shows_host_and_inside_pid_namespaces_and_state() -> None:
+    box = nsbox.Popen(["sleep", "1000"], pid=True, mount_proc=True)
+    try:
+        assert repr(box) == f"<nsbox.Popen pid={box.pid} (1 inside) namespaces=[pid, mnt] running: ['sleep', '1000']>"
+        started(box, "sleep")
+        page = box._repr_html_()
+        ids, host = box.namespaces(), nsbox.namespaces()
+        for kind in KINDS:
+            mark = "<b>own</b>" if kind in ("pid", "pid_for_children", "mnt") else "shared"
+            assert f"<tr><td>{kind}</td><td>{ids[kind]}</td><td>{host[kind]}</td><td>{mark}</td></tr>" in page
+        assert "<th>HOST PID</th><th>HOST PPID</th><th>PID</th><th>PPID</th><th>COMMAND</th>" in page
+        assert f"<tr><td>{box.pid}</td><td>{os.getpid()}</td><td>1</td><td>0</td><td>sleep 1000</td></tr>" in page
+    finally:
+        kill_and_reap(box)
+    assert repr(box) == f"<nsbox.Popen pid={box.pid} namespaces=[pid, mnt] exited -9: ['sleep', '1000']>"
+    assert box._repr_html_() == f"<p><code>&lt;nsbox.Popen pid={box.pid} namespaces=[pid, mnt] exited -9: " + (
+        "[&#x27;sleep&#x27;, &#x27;1000&#x27;]&gt;</code></p>"
+    )
+
+
+def test_process_table_repr_aligns_columns_and_html_escapes_commands() -> None:
+    table = nsbox.ProcessTable(
+        [nsbox.ProcessInfo(15563, 15542, 1, 0, "sleep 1000"), nsbox.ProcessInfo(17301, 15563, 13, 1, "sh -c '<b>'")]
+    )
+    assert repr(table) == (
+        "HOST PID  HOST PPID  PID  PPID  COMMAND\n"
+        "   15563      15542    1     0  sleep 1000\n"
+        "   17301      15563   13     1  sh -c '<b>'"
+    )
+    page = table._repr_html_()
+    assert "<td>17301</td><td>15563</td><td>13</td><td>1</td><td>sh -c &#x27;&lt;b&gt;&#x27;</td>" in page
+    assert "<b>" not in page
+    box = nsbox.Popen(["sleep", "1000"], pid=True)
+    try:
+        assert isinstance(box.processes(), nsbox.ProcessTable)
+        # Until the kernel has finished the exec, the command line is empty and the row shows "[sleep]".
+        assert wait_until(lambda: repr(box.processes()).splitlines()[1].endswith(" sleep 1000"))
+        row = repr(box.processes()).splitlines()[1]
+        assert row.split() == [str(box.pid), str(os.getpid()), "1", "0", "sleep", "1000"]
+    finally:
+        kill_and_reap(box)

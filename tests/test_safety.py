@@ -18,53 +18,12 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import (
-    Rootless,
-    children_of,
-    fd_count,
-    host_mounts,
-    kill_and_reap,
-    kill_pid,
-    proc_comm,
-    proc_state,
-    wait_until,
-)
+from helpers.mounts import host_mounts
+from helpers.procs import children_of, fd_count, kill_and_reap, kill_pid, proc_comm, proc_state, wait_until
+from helpers.rootless import Rootless
 
 # ---------------------------------------------------------------------------------------------------------------
 # What the command inherits
-
-
-def _box_fds(**kwargs: Any) -> dict[int, str]:
-    """fd -> target of every fd of the box's command, without the one ``ls`` opens for the listing."""
-    r = nsbox.run(["ls", "-l", "/proc/self/fd"], capture_output=True, text=True, check=True, **kwargs)
-    fds = {}
-    for line in r.stdout.splitlines()[1:]:
-        name, target = line.split(" -> ")
-        fds[int(name.split()[-1])] = target
-    listing = [fd for fd, target in fds.items() if target.startswith("/proc/") and target.endswith("/fd")]
-    assert len(listing) == 1, r.stdout
-    del fds[listing[0]]
-    return fds
-
-
-@pytest.mark.parametrize("options", [{}, {"pid": True, "mount_proc": True}, {"user": True, "net": True}])
-def test_box_sees_only_fds_0_1_2_and_pass_fds(options: dict[str, bool], tmp_path: Path) -> None:
-    # Inheritable fds in the caller, which a plain fork+exec would hand down.
-    r, w = os.pipe()
-    os.set_inheritable(r, True)
-    os.set_inheritable(w, True)
-    plain = os.open(tmp_path / "plain-file", os.O_WRONLY | os.O_CREAT, 0o600)
-    os.set_inheritable(plain, True)
-    try:
-        leaky = subprocess.run(["ls", "/proc/self/fd"], close_fds=False, capture_output=True, text=True, check=True)
-        assert {str(r), str(w), str(plain)} <= set(leaky.stdout.split()), "control: the fds are inheritable"
-        assert sorted(_box_fds(**options)) == [0, 1, 2]
-        passed = _box_fds(pass_fds=[w], **options)
-        assert sorted(passed) == [0, 1, 2, w]
-        assert passed[w].startswith("pipe:")
-    finally:
-        for fd in (r, w, plain):
-            os.close(fd)
 
 
 def _status_masks(text: str) -> dict[str, int]:
@@ -400,14 +359,3 @@ def test_spawn_is_a_single_vfork_style_clone_into_the_namespaces(python: str, tm
     # Nothing else in the process forked (a CLONE_VM|CLONE_THREAD spawner thread is not a fork).
     forks = [line for line in lines if ("clone" in line or "fork" in line) and "CLONE_VM" not in line]
     assert forks == [], forks
-
-
-def test_killing_a_box_with_an_unreaped_exec_popen_process_does_not_hang() -> None:
-    # PID 1 cannot finish exiting while a process of its namespace is our unreaped child: wait() reaps it.
-    box = nsbox.Popen(["sleep", "100"], pid=True)
-    inside = box.exec_popen(["sleep", "100"])
-    host_pid = inside.pid
-    box.kill()
-    assert box.wait(timeout=10) == -signal.SIGKILL
-    assert inside.returncode == -signal.SIGKILL
-    assert not os.path.exists(f"/proc/{host_pid}")

@@ -1,9 +1,9 @@
 """The spawn core under the conditions a review and real clients found it failing in.
 
-Each test makes the situation for real (a caller killed after an id change, a fork while the spawner is
-busy, a caller with host groups, a kernel or seccomp profile without ``close_range``, closed standard fds,
-``SIGCHLD`` ignored, no threads left, an interrupt storm ...) and looks from both sides: what the box sees
-and what the host sees. Most run a small driver program in a fresh interpreter, which prints a JSON report.
+Each test makes the situation for real (a caller killed after an id change, a fork while the spawner is busy, a
+caller with host groups, ``SIGCHLD`` ignored, no threads left, an interrupt storm ...) and looks from both sides:
+what the box sees and what the host sees. Most run a small driver program in a fresh interpreter, which prints a
+JSON report.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -21,40 +20,9 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import Rootless, children_of, kill_and_reap, proc_state, wait_gone, wait_until
-
-#: Prepended to every driver program.
-PRELUDE = """\
-import ctypes, json, os, signal, subprocess, sys, threading, time
-import nsbox
-
-def emit(value):
-    print(json.dumps(value), flush=True)
-
-def spawner_threads():
-    names = []
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/comm") as f:
-                names.append(f.read().strip())
-        except OSError:
-            pass
-    return names.count("nsbox-spawner")
-"""
-
-
-def drive(code: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Any:
-    """Runs a driver program as root and returns the JSON its last line printed."""
-    r = subprocess.run(
-        [sys.executable, "-c", PRELUDE + textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    assert r.returncode == 0, f"driver failed ({r.returncode}):\n{r.stderr}"
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
+from helpers.drivers import PRELUDE, drive
+from helpers.procs import children_of, kill_and_reap, proc_state, wait_gone, wait_until
+from helpers.rootless import Rootless
 
 UID_RANGE = [(0, 100_000, 65536)]
 
@@ -284,92 +252,6 @@ def test_rootless_groups_stay_as_the_kernel_requires(rootless: Rootless) -> None
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 4. Without close_range
-
-
-CLOSE_RANGE_PROBE = """
-leaked = os.open("/dev/null", os.O_RDONLY)
-os.set_inheritable(leaked, True)
-kept = os.open("/dev/null", os.O_RDONLY)
-out = []
-for options in [{}, {"pid": True, "mount_proc": True}, {"user": True, "net": True}]:
-    r = nsbox.run(["sh", "-c", "ls /proc/$$/fd"], pass_fds=[kept], capture_output=True, text=True, **options)
-    out.append(sorted(int(fd) for fd in r.stdout.split()))
-emit({"fds": out, "kept": kept, "leaked": leaked})
-"""
-
-
-@pytest.mark.parametrize("error", ["ENOSYS", "EPERM", "EINVAL"])
-def test_spawns_work_and_close_every_fd_where_close_range_fails(error: str, tmp_path: Path) -> None:
-    log = tmp_path / "strace.log"
-    cmd = ["strace", "-f", "-qq", "-o", str(log), "-e", "trace=close_range"]
-    cmd += ["-e", f"inject=close_range:error={error}", sys.executable, "-c", PRELUDE + CLOSE_RANGE_PROBE]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    report = json.loads(r.stdout.strip().splitlines()[-1])
-    # The control: close_range really was called, and failed as injected.
-    assert f"= -1 {error}" in log.read_text() and "(INJECTED)" in log.read_text()
-    # Inside: only 0-2 and the passed fd (the shell's own listing may add one above them).
-    for fds in report["fds"]:
-        assert report["leaked"] not in fds
-        assert {0, 1, 2, report["kept"]} <= set(fds)
-        assert len(set(fds) - {0, 1, 2, report["kept"]}) <= 1, fds
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# 5. nsbox's own fds stay above 2 and are never trusted by number
-
-
-CLOSED_STDIO = """
-import shutil
-for fd in (0, 1, 2):
-    os.close(fd)
-out = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)  # lands on fd 0
-# The first spawn with init makes the helper's memfd while fds 1 and 2 are free (a daemon's state).
-nsbox.run(["true"], init=True, stdin=out, stdout=out, stderr=out)
-results = []
-for _ in range(3):
-    r = nsbox.run(["echo", "ok"], init=True, stdin=subprocess.DEVNULL,
-                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    results.append([r.returncode, r.stdout.split()[0] if r.stdout else ""])
-box = nsbox.Popen(["sleep", "60"], time=True, pid=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                  stderr=subprocess.DEVNULL)
-r = box.exec(["echo", "in"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-results.append([r.returncode, r.stdout.strip()])
-box.kill(); box.wait()
-os.write(out, json.dumps(results).encode())
-"""
-
-
-def test_a_caller_with_fds_0_to_2_closed_can_use_init_and_exec_into_a_time_namespace(tmp_path: Path) -> None:
-    out = tmp_path / "report.json"
-    r = subprocess.run([sys.executable, "-c", PRELUDE + CLOSED_STDIO, str(out)], capture_output=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert json.loads(out.read_text()) == [[0, "ok"]] * 3 + [[0, "in"]]
-
-
-PLANTED = """
-nsbox.run(["true"], init=True)                 # the helper's memfd is made and kept
-os.closerange(3, 4096)                          # a daemon closing "every other fd"
-planted = os.open(sys.argv[1], os.O_RDONLY)     # takes the lowest free number: maybe the memfd's
-r = nsbox.run(["echo", "the command ran"], init=True, pid=True, capture_output=True, text=True)
-box = nsbox.Popen(["sleep", "60"], init=True)
-pid1 = open(f"/proc/{box.pid}/cmdline", "rb").read().split(b"\\0")[0].decode()
-box.kill(); box.wait()
-emit({"out": r.stdout, "err": r.stderr, "planted_fd": planted, "pid1": pid1})
-"""
-
-
-def test_a_reused_fd_number_is_never_executed_as_the_init(world_tmp: Path) -> None:
-    planted = world_tmp / "planted"
-    planted.write_text("#!/bin/sh\necho PLANTED\n")
-    planted.chmod(0o755)
-    report = drive(PLANTED, str(planted))
-    assert report["out"] == "the command ran\n" and "PLANTED" not in report["out"], report
-    assert report["pid1"] == "nsbox-init"
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # 6. Nothing nsbox holds deadlocks a forked child
 
 
@@ -474,57 +356,6 @@ def test_rootless_out_of_threads_raises_blocking_io_error_without_a_panic(rootle
         assert outcome[:2] == ["BlockingIOError", 11], outcome
         assert "panicked" not in outcome[2] and "internal error" not in outcome[2], outcome
     assert report["again"] == "again\n"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# 9. An exec into a time namespace does not wait for a process forked meanwhile
-
-
-EXEC_WHILE_FORKING = """
-libc = ctypes.CDLL(None)
-box = nsbox.Popen(["sleep", "600"], pid=True, time=True, boottime_offset=1000)
-stop = threading.Event()
-kept = []
-def fork_and_keep():
-    # Children that keep every fd they inherit (a copy of an exec's error pipe, at times) for a long time.
-    while not stop.is_set():
-        pid = os.fork()
-        if pid == 0:
-            libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: they go with this driver
-            time.sleep(600)
-            os._exit(0)
-        kept.append(pid)
-        time.sleep(0.001)
-t = threading.Thread(target=fork_and_keep)
-t.start()
-uptimes = []
-for _ in range(40):
-    # Output to a file: a pipe's write end would be held by the forked children (as with subprocess).
-    with open(sys.argv[1], "w+") as out:
-        box.exec(["cat", "/proc/uptime"], stdout=out)
-        out.seek(0)
-        uptimes.append(float(out.read().split()[0]))
-stop.set()
-t.join()
-for pid in kept:
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-box.kill(); box.wait()
-with open("/proc/uptime") as f:
-    host = float(f.read().split()[0])
-emit({"uptimes": uptimes, "host": host, "forks": len(kept)})
-"""
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_exec_into_a_time_namespace_does_not_wait_for_processes_forked_meanwhile(tmp_path: Path) -> None:
-    # On the old code an exec whose error pipe leaked into a forked child waited for that child (600 s):
-    # the driver's deadline catches it.
-    out = str(tmp_path / "uptime")
-    report = drive(EXEC_WHILE_FORKING, out, timeout=90, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert report["forks"] > 0
-    # Inside: every exec saw the box's boottime offset (the helper did join the time namespace).
-    assert all(up > report["host"] + 900 - 60 for up in report["uptimes"]), report
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -16,17 +13,9 @@ from typing import Any
 import pytest
 
 import nsbox
-from conftest import Rootless, kill_and_reap, kill_pid, proc_comm, wait_gone
-
-
-def both(args: Any, **kwargs: Any) -> tuple[subprocess.CompletedProcess[Any], subprocess.CompletedProcess[Any]]:
-    """The same call through nsbox.run (no namespace option) and subprocess.run."""
-    return nsbox.run(args, **kwargs), subprocess.run(args, **kwargs)
-
-
-def same(a: subprocess.CompletedProcess[Any], b: subprocess.CompletedProcess[Any]) -> None:
-    assert type(a) is type(b) is subprocess.CompletedProcess
-    assert (a.args, a.returncode, a.stdout, a.stderr) == (b.args, b.returncode, b.stdout, b.stderr)
+from helpers.alike import both, same
+from helpers.procs import kill_and_reap, kill_pid, proc_comm, wait_gone
+from helpers.rootless import Rootless
 
 
 @pytest.mark.parametrize(
@@ -198,64 +187,12 @@ def test_env_none_inherits_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert r.stdout == "yes\n"
 
 
-def test_env_path_is_used_to_find_the_program(tmp_path: Path) -> None:
-    prog = tmp_path / "nsbox-only-here"
-    prog.write_text("#!/bin/sh\necho found me\n")
-    prog.chmod(0o755)
-    a, b = both(["nsbox-only-here"], env={"PATH": f"/nonexistent:{tmp_path}"}, capture_output=True)
-    same(a, b)
-    assert a.stdout == b"found me\n"
-
-
 @pytest.mark.parametrize("as_path", [False, True])
 def test_cwd_sets_the_working_directory(tmp_path: Path, as_path: bool) -> None:
     cwd: Any = tmp_path if as_path else str(tmp_path)
     a, b = both(["pwd"], cwd=cwd, capture_output=True, text=True)
     same(a, b)
     assert a.stdout == f"{tmp_path}\n"
-
-
-def test_relative_program_is_found_from_the_new_cwd(tmp_path: Path) -> None:
-    (tmp_path / "prog").write_text("#!/bin/sh\necho relative\n")
-    (tmp_path / "prog").chmod(0o755)
-    a, b = both(["./prog"], cwd=tmp_path, capture_output=True)
-    same(a, b)
-    assert a.stdout == b"relative\n"
-
-
-def test_executable_replaces_the_program_but_not_argv0() -> None:
-    a, b = both(["custom-name", "-c", 'echo "$0"'], executable="/bin/sh", capture_output=True, text=True)
-    same(a, b)
-    assert a.stdout == "custom-name\n"
-
-
-def test_pass_fds_are_usable_inside_and_other_fds_are_not(python: str) -> None:
-    code = textwrap.dedent(
-        """
-        import os, sys
-        passed, other = int(sys.argv[1]), int(sys.argv[2])
-        os.write(passed, b"through-pipe\\n")
-        try:
-            os.write(other, b"leaked\\n")
-        except OSError as e:
-            print(e.errno)
-        """
-    )
-    passed_r, passed_w = os.pipe()
-    other_r, other_w = os.pipe()
-    os.set_inheritable(other_w, True)  # even an inheritable fd stays out unless passed
-    with os.fdopen(passed_r) as passed, os.fdopen(other_r) as other:
-        with os.fdopen(passed_w, "w") as pw, os.fdopen(other_w, "w") as ow:
-            r = nsbox.run(
-                [python, "-c", code, str(pw.fileno()), str(ow.fileno())],
-                pass_fds=[pw.fileno()],
-                pid=True,
-                capture_output=True,
-                text=True,
-            )
-        assert (r.returncode, r.stdout, r.stderr) == (0, f"{errno.EBADF}\n", "")
-        assert passed.read() == "through-pipe\n"
-        assert other.read() == ""
 
 
 @pytest.mark.parametrize("options", [{}, {"net": True}])
@@ -353,50 +290,11 @@ def test_bufsize_and_pipes_for_line_by_line_reading() -> None:
         kill_and_reap(p)
 
 
-def test_run_passes_sys_executable_programs() -> None:
-    a, b = both([sys.executable, "-c", "import sys; print(sys.argv[1:])", "x", "y"], capture_output=True, text=True)
-    same(a, b)
-    assert a.stdout == "['x', 'y']\n"
-
-
 def test_process_group_like_subprocess() -> None:
     script = "read -r line </proc/self/stat; set -- ${line##*) }; echo $3 $$"  # the process group, the pid
     for runner in (subprocess.run, nsbox.run):
         pgid, pid = runner(["sh", "-c", script], process_group=0, capture_output=True, text=True).stdout.split()
         assert pgid == pid != str(os.getpgid(0))
-
-
-def test_path_search_goes_on_past_a_program_that_is_not_executable(tmp_path: Path) -> None:
-    first, second = tmp_path / "first", tmp_path / "second"
-    for directory, mode in [(first, 0o644), (second, 0o755)]:
-        directory.mkdir()
-        (directory / "prog").write_text(f"#!/bin/sh\necho {directory.name}\n")
-        (directory / "prog").chmod(mode)
-    a, b = both(["prog"], env={"PATH": f"{first}:{second}"}, capture_output=True, text=True)
-    same(a, b)
-    assert a.stdout == "second\n"
-
-
-@pytest.mark.parametrize("closed", ["0", "1,2", "0,1,2"])
-def test_works_when_the_caller_has_closed_standard_fds(python: str, closed: str, tmp_path: Path) -> None:
-    # The pipes subprocess makes then land on 0, 1 or 2, where the box's stdio must not clobber them.
-    out = tmp_path / "report"
-    code = textwrap.dedent(
-        f"""
-        import json, os, subprocess, nsbox
-        for fd in ({closed},):
-            os.close(fd)
-        results = []
-        for runner in (subprocess.run, nsbox.run):
-            r = runner(["sh", "-c", "cat; echo err >&2; ls /proc/self/fd | wc -l"], input=b"in", capture_output=True)
-            results.append([r.returncode, r.stdout.decode(), r.stderr.decode()])
-        with open({str(out)!r}, "w") as f:
-            json.dump(results, f)
-        """
-    )
-    subprocess.run([python, "-c", code], check=True, timeout=30)
-    plain, boxed = json.loads(out.read_text())
-    assert boxed == plain == [0, "in4\n", "err\n"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -459,7 +357,7 @@ def test_user_and_group_apply_inside_the_box_after_its_namespaces() -> None:
 
 
 def wait_until_exec(pid: int, comm: str) -> bool:
-    from conftest import wait_until
+    from helpers.procs import wait_until
 
     return wait_until(lambda: proc_comm(pid) == comm)
 
@@ -485,23 +383,7 @@ def test_a_uid_the_box_does_not_map_is_refused_with_a_message_naming_it() -> Non
         nsbox.run(["true"], extra_groups=[5], uid_map=[(0, 100_000, 10)], gid_map=[(0, 100_000, 10)])
 
 
-def test_pass_fds_with_close_fds_false_warns_and_proceeds_as_subprocess_does() -> None:
-    r, w = os.pipe()
-    try:
-        with pytest.warns(RuntimeWarning, match="pass_fds overriding close_fds"):
-            box = nsbox.Popen(["sh", "-c", f"echo through >/proc/self/fd/{w}"], close_fds=False, pass_fds=[w], pid=True)
-        assert box.wait() == 0
-        os.close(w)
-        w = -1
-        assert os.read(r, 100) == b"through\n"  # the passed fd reached the box
-    finally:
-        os.close(r)
-        if w >= 0:
-            os.close(w)
-    with pytest.raises(ValueError, match="pass_fds"):
-        nsbox.Popen(["true"], close_fds=False)
-
-
+@pytest.mark.unit
 @pytest.mark.parametrize(("kwargs"), [{"startupinfo": object()}, {"creationflags": 1}])
 def test_windows_only_arguments_raise_subprocess_s_value_error(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError) as theirs:
@@ -511,6 +393,7 @@ def test_windows_only_arguments_raise_subprocess_s_value_error(kwargs: dict[str,
     assert str(ours.value) == str(theirs.value)
 
 
+@pytest.mark.unit
 def test_every_positional_parameter_of_subprocess_popen_is_accepted_in_its_position() -> None:
     import inspect
 
@@ -532,6 +415,7 @@ def test_every_positional_parameter_of_subprocess_popen_is_accepted_in_its_posit
         assert ours.communicate() == theirs.communicate() == ("hi\n", None)
 
 
+@pytest.mark.unit
 def test_preexec_fn_is_refused_with_the_reason() -> None:
     with pytest.raises(ValueError, match="preexec_fn"):
         nsbox.Popen(["true"], preexec_fn=lambda: None)

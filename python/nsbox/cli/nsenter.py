@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -54,7 +55,8 @@ def _parser() -> Parser:
 
 def _open_failure(exc: OSError, path: str, target: int | str | None) -> Failure:
     if isinstance(target, int) and not os.path.exists(f"/proc/{target}"):
-        return Failure(f"cannot enter process {target}: it does not exist or has exited")
+        # As the core says it for the whole target (src/enter.rs).
+        return Failure(f"cannot enter process {target}: it does not exist or has exited: {os.strerror(errno.ESRCH)}")
     return Failure(f"cannot open {path}: {exc.strerror}")
 
 

@@ -1,8 +1,15 @@
-"""The README's examples run as written (as root; the rootless paths are covered by test_rootless)."""
+"""The README's examples, and the examples in the package's docstrings, run as written.
+
+As root; the rootless paths are covered by test_rootless. The README's ``nsbox.call`` and pytest examples are
+checked against what their comments claim; a docstring's ``>>>`` lines are run by :mod:`doctest`.
+"""
 
 from __future__ import annotations
 
+import doctest
 import functools
+import importlib
+import pkgutil
 import re
 import subprocess
 import sys
@@ -13,6 +20,8 @@ import pytest
 import nsbox
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+
+pytest_plugins = ["pytester"]
 
 
 def _blocks(lang: str) -> list[str]:
@@ -74,3 +83,36 @@ def test_the_init_example_prints_the_process_list_its_comment_shows(tmp_path: Pa
         rows = [line.split()[2:] for line in out.splitlines()[1:3]]
         assert out.splitlines()[0].split() == ["HOST", "PID", "HOST", "PPID", "PID", "PPID", "COMMAND"]
         assert rows == shown, out
+
+
+def test_readme_call_example_returns_what_it_says() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [example] = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "nsbox.call(serve" in b]
+    # Each `nsbox.call(...)   # value: explanation` line becomes an assertion on that value.
+    claim = re.compile(r"^(nsbox\.call\(.*?\))\s+# (.+?)(?:[:;] .*)?$", flags=re.M)
+    checked = claim.sub(lambda m: f"assert repr({m[1]}) == {m[2]!r}, repr({m[1]})", example)
+    assert checked.count("assert repr(") == 3
+    r = subprocess.run([sys.executable, "-c", checked], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_readme_pytest_example(pytester: pytest.Pytester) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [example] = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "@pytest.mark.nsbox" in b]
+    pytester.makepyfile(test_readme=example)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers")
+    result.assert_outcomes(passed=2)
+
+
+def _docstring_examples() -> list[doctest.DocTest]:
+    """The doctests of every module of the installed package (``__main__`` would run the CLI: it has none)."""
+    names = sorted(m.name for m in pkgutil.walk_packages(nsbox.__path__, "nsbox.") if m.name != "nsbox.__main__")
+    found = [test for name in names for test in doctest.DocTestFinder().find(importlib.import_module(name))]
+    return [test for test in found if test.examples]
+
+
+@pytest.mark.parametrize("example", _docstring_examples(), ids=lambda test: test.name)
+def test_docstring_examples_run(example: doctest.DocTest) -> None:
+    report: list[str] = []
+    result = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS).run(example, out=report.append)
+    assert result.failed == 0, "".join(report)
