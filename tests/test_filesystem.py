@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import nsbox
-from conftest import Rootless
+from helpers.rootless import Rootless
 
 BUSYBOX = "/bin/busybox"
 
@@ -380,6 +380,7 @@ def test_the_command_line_takes_bubblewraps_mounts(world_tmp: Path) -> None:
 # Bad input: clear errors, before anything is made
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("make", "error", "text"),
     [
