@@ -259,8 +259,8 @@ assert r.stdout.split() == ["scratch", "renamed"] and socket.gethostname() not i
 # Here the lower directories are the image and, on top of it, a small layer of our own (an
 # "application": a page to serve, and a replaced `/etc/motd`), as Docker stacks one directory per
 # layer. `upper=WORK / "upper"` keeps the changes where the host can list them afterwards (with
-# `upper=None` they would go to a tmpfs and vanish with the box). The box changes `/etc/motd`,
-# deletes `/etc/passwd` and writes `/notes.txt`.
+# `upper=None` they would go to a tmpfs and vanish with the box). The box adds a user to the
+# image's `/etc/passwd`, deletes `/etc/motd` (which two layers hold) and writes `/notes.txt`.
 
 # %%
 app = WORK / "app"
@@ -273,7 +273,8 @@ overlay = nsbox.Overlay(lower=[app, image.root], upper=upper)
 PATHS = ["bin/busybox", "etc/passwd", "etc/motd", "srv/index.html", "notes.txt"]
 
 BOX["root"] = overlay
-changes = "cat /etc/motd; echo changed > /etc/motd; rm /etc/passwd; echo mine > /notes.txt; echo"
+changes = "cat /etc/motd; echo guest:x:1000:1000::/:/bin/sh >> /etc/passwd; rm /etc/motd; echo mine > /notes.txt"
+changes += "; echo"
 seen = "; ".join(f"[ -e /{p} ] && echo {p}" for p in PATHS) + "; true"
 r = nsbox.run([*SH, f"{changes}; {seen}"], **BOX, capture_output=True, text=True, check=True)
 motd_before, inside = r.stdout.split("\n\n")
@@ -296,17 +297,19 @@ display(
     table(
         ["on the host", ""],
         [
-            ("the image's /etc/motd", (image.root / "etc/motd").read_text()),
             ("the image's /etc", sorted(os.listdir(image.root / "etc"))),
+            ("the image's /etc/passwd", (image.root / "etc/passwd").read_text()),
             ("the upper directory", upper_entries(upper)),
-            ("its /etc/motd", (upper / "etc/motd").read_text()),
+            ("its /etc/passwd", (upper / "etc/passwd").read_text()),
             ("mounts left under " + str(WORK), host_mounts_under(WORK)),
         ],
     )
 )
 assert motd_before == "from the app layer"  # the topmost lower layer wins
-assert (image.root / "etc/motd").read_text() == "from layer 2\n" and (image.root / "etc/passwd").exists()
-assert upper_entries(upper) == {"etc/motd": "file", "etc/passwd": "whiteout", "notes.txt": "file"}
+assert (image.root / "etc/motd").read_text() == "from layer 2\n" and (app / "etc/motd").exists()
+assert (image.root / "etc/passwd").read_text().splitlines() == ["root:x:0:0:root:/:/bin/sh"]
+assert (upper / "etc/passwd").read_text().splitlines()[1].startswith("guest:")  # copied up, then changed
+assert upper_entries(upper) == {"etc/motd": "whiteout", "etc/passwd": "file", "notes.txt": "file"}
 assert host_mounts_under(WORK) == []
 
 # %% [markdown]
@@ -328,7 +331,7 @@ layers.draw(stack, PATHS)
 # the lower directories must have nothing mounted under them, and a lower file owned by an id the box
 # does not map (the host's root, seen inside as 65534) cannot be changed in place — copying it up
 # fails with `EOVERFLOW`. That is why the image was unpacked as the caller: then the box's root (the
-# caller) owns every lower file, and the copy-up of `/etc/motd` worked in both runs.
+# caller) owns every lower file, and the copy-up of the image's `/etc/passwd` worked in both runs.
 #
 # ## Step 6 · `network=`: an address of its own
 #
@@ -340,7 +343,7 @@ layers.draw(stack, PATHS)
 # The container: busybox `httpd` serving the app layer's `/srv`, with everything of the steps above.
 # A second box from the same image fetches the page with `wget`. The container's overlay has no
 # `upper` this time: a new container starts from the pristine layers, its changes in a tmpfs that goes
-# with it (the `upper` of step 5, where `/etc/passwd` is deleted, stays on the host, unused).
+# with it (the `upper` of step 5 stays on the host, unused: another container's changes).
 
 
 # %%
