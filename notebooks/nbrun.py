@@ -13,10 +13,11 @@ that the committed notebooks have exactly the cells of their sources and that th
 :func:`execute`.
 
 Notebook 5 is about running without root, so it runs in a kernel started with
-``setpriv --reuid=65534 --regid=65534 --clear-groups``. That user cannot read ``/root`` (where pyenv and the
-checkout may live), so :func:`unprivileged_kernel` copies nsbox and ipykernel with everything it needs into a
-world-readable directory and starts the system's Python (same major.minor version as this one, so compiled
-modules load) on it.
+``setpriv --reuid=65534 --regid=65534 --clear-groups``; notebook 7 runs both ways (the test suite runs it as
+root and as that user; the committed outputs are root's). That user cannot read ``/root`` (where pyenv and the
+checkout may live), so :func:`unprivileged_kernel` copies nsbox, ipykernel and matplotlib with everything they
+need, and the notebooks' helper modules (``nettopo.py`` ...), into a world-readable directory and starts the
+system's Python (same major.minor version as this one, so compiled modules load) on it.
 """
 
 from __future__ import annotations
@@ -47,14 +48,16 @@ __all__ = ["NOTEBOOKS", "UNPRIVILEGED", "execute", "source", "sync", "unprivileg
 
 HERE = Path(__file__).resolve().parent
 
-#: The notebooks in reading order, and whether each one runs as an unprivileged user.
+#: The notebooks in reading order, and who runs each one: ``"root"``, ``"unprivileged"`` (uid 65534 when
+#: we are root), or ``"both"`` (written for both; :func:`execute` runs it as root unless told otherwise).
 NOTEBOOKS = {
-    "01_namespace_types.ipynb": False,
-    "02_observing_a_container.ipynb": False,
-    "03_pid_namespace.ipynb": False,
-    "04_other_namespaces.ipynb": False,
-    "05_rootless.ipynb": True,
-    "06_networking.ipynb": False,
+    "01_namespace_types.ipynb": "root",
+    "02_observing_a_container.ipynb": "root",
+    "03_pid_namespace.ipynb": "root",
+    "04_other_namespaces.ipynb": "root",
+    "05_rootless.ipynb": "unprivileged",
+    "06_networking.ipynb": "root",
+    "07_container_from_scratch.ipynb": "both",
 }
 
 #: The unprivileged user (``nobody`` on Debian) and the interpreter it runs.
@@ -134,7 +137,10 @@ def unprivileged_kernel() -> Iterator[tuple[AsyncKernelManager, Path]]:
     try:
         root.chmod(0o755)
         site = root / "site"
-        _copy_distributions(["nsbox", "ipykernel"], site)
+        _copy_distributions(["nsbox", "ipykernel", "matplotlib"], site)
+        for helper in HERE.glob("*.py"):  # the notebooks' own modules (nettopo, layers ...), importable
+            if not helper.name[:2].isdigit() and helper.name != "nbrun.py":
+                shutil.copy2(helper, site / helper.name)
         home = root / "home"
         runtime = root / "runtime"
         for d in (home, runtime):
@@ -172,19 +178,22 @@ def unprivileged_kernel() -> Iterator[tuple[AsyncKernelManager, Path]]:
 
 
 def execute(
-    path: Path, *, timeout: float = 60, env: dict[str, str] | None = None
+    path: Path, *, timeout: float = 60, env: dict[str, str] | None = None, unprivileged: bool | None = None
 ) -> tuple[nbformat.NotebookNode, float]:
     """Run the notebook at ``path`` top to bottom in a fresh kernel; return it with outputs, and the seconds.
 
-    The notebooks marked unprivileged in :data:`NOTEBOOKS` run as uid 65534 when we are root, and in an
-    ordinary kernel otherwise (we are unprivileged already). ``env`` is the kernel's environment
+    The notebooks marked ``"unprivileged"`` in :data:`NOTEBOOKS` (or any, with ``unprivileged=True``) run as
+    uid 65534 when we are root, and in an ordinary kernel otherwise (we are unprivileged already); the others
+    run as we are (``"both"`` ones as root, unless ``unprivileged=True``). ``env`` is the kernel's environment
     (default: ours). The seconds are those of the run itself, kernel start included, without the
     preparation of the unprivileged environment. Raises ``nbclient.exceptions.CellExecutionError`` if
     a cell fails (a failed ``assert`` included).
     """
     nb = nbformat.read(path, as_version=4)
     kernel_env = dict(os.environ if env is None else env)
-    if NOTEBOOKS.get(path.name, False) and os.geteuid() == 0:
+    if unprivileged is None:
+        unprivileged = NOTEBOOKS.get(path.name) == "unprivileged"
+    if unprivileged and os.geteuid() == 0:
         with unprivileged_kernel() as (km, home):
             client = NotebookClient(nb, km=km, timeout=timeout, resources={"metadata": {"path": str(home)}})
             start = time.monotonic()
