@@ -7,6 +7,7 @@ runs as root and, through the ``rootless`` fixture, as uid 65534.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -421,3 +422,34 @@ def test_bad_mounts_are_refused_before_anything_is_made(world_tmp: Path) -> None
     # Nothing made: no upper or work directory, nothing mounted.
     assert sorted(p.name for p in world_tmp.iterdir()) == ["a,b", "lower"] and list(lower.iterdir()) == []
     assert host_mount_lines(str(world_tmp)) == []
+
+
+def test_a_mount_point_that_cannot_be_made_is_named(world_tmp: Path) -> None:
+    with pytest.raises(OSError) as info:
+        nsbox.run(["true"], root=nsbox.Bind("/", readonly=True), mounts=[nsbox.Tmpfs(str(world_tmp / "new" / "x"))])
+    assert info.value.errno == errno.EROFS
+    assert f"cannot make the mount point for Tmpfs('{world_tmp}/new/x')" in str(info.value)
+    assert (info.value.step, info.value.hint) == ("mount_point", "parent_not_writable")  # type: ignore[attr-defined]
+    assert not (world_tmp / "new").exists()
+    # Control: on a writable root the same mount point is made (inside the box only).
+    nsbox.run(["true"], root=nsbox.Bind("/"), mounts=[nsbox.Tmpfs(str(world_tmp / "new" / "x"))], check=True)
+    assert (world_tmp / "new" / "x").is_dir() and host_mount_lines(str(world_tmp)) == []
+
+
+def test_rootless_overlay_of_a_tree_with_mounts_says_why_it_is_refused(rootless: Rootless, world_tmp: Path) -> None:
+    seen = rootless(
+        f"""
+        try:
+            nsbox.run(["true"], root=nsbox.Overlay(lower=["/"]))
+            refused = None
+        except OSError as e:
+            refused = [e.errno, e.step, e.hint, str(e)]
+        # Control: a lower directory with nothing mounted under it works.
+        ok = nsbox.run(["/bin/busybox", "true"], root=nsbox.Overlay(lower=["{world_tmp}"]),
+                       mounts=[nsbox.Bind("/bin/busybox")]).returncode
+        emit([refused, ok])
+        """
+    )
+    refused, ok = seen
+    assert refused[:3] == [errno.EINVAL, "mount", "overlay_lower_has_mounts"], refused
+    assert "the box's root, Overlay(" in refused[3] and ok == 0
