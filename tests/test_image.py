@@ -230,15 +230,20 @@ def test_unpack_applies_the_layers_in_order_with_their_whiteouts(kind: str, tmp_
     assert leftovers(tmp_path) == []
 
 
-def test_unpack_keeps_owners_and_makes_devices_as_root_and_drops_setuid_unless_asked(tmp_path: Path) -> None:
+def test_unpack_keeps_owners_and_makes_devices_as_root_only_when_asked_and_drops_setuid_unless_asked(
+    tmp_path: Path,
+) -> None:
     extra = [
         file("etc/owned", "x", uid=1234, gid=4321),
         file("bin/suid", "x", 0o4755),
         device("dev-null", 1, 3),
     ]
     archive = oci_layout(tmp_path / "layout", [busybox_layer(*extra)])
+    with pytest.warns(RuntimeWarning, match=r"devices=True\): dev-null"):
+        root = nsbox.Image.unpack(archive, tmp_path / "no-devices").root
+    assert not (root / "dev-null").exists()  # a hostile image's disk node would be every user's disk
     for name, setuid in [("plain", False), ("setuid", True)]:
-        root = nsbox.Image.unpack(archive, tmp_path / name, setuid=setuid).root
+        root = nsbox.Image.unpack(archive, tmp_path / name, setuid=setuid, devices=True).root
         owned = (root / "etc" / "owned").stat()
         assert (owned.st_uid, owned.st_gid) == (1234, 4321)
         assert stat.S_IMODE((root / "bin" / "suid").stat().st_mode) == (0o4755 if setuid else 0o755)
@@ -382,6 +387,29 @@ def test_a_hostile_archive_writes_nothing_outside_dest(attack: str, tmp_path: Pa
     # The control: the same layers, extracted naively into another directory next to the sentinel.
     naive_unpack(layers, tmp_path / "naive")
     assert outside_state(outside) != {"secret": "secret\n"}
+
+
+@pytest.mark.parametrize("name", [".wh...", ".wh..", ".wh.", "sub/.wh..."])
+def test_a_whiteout_of_dot_or_dotdot_is_refused_and_removes_nothing(name: str, tmp_path: Path) -> None:
+    (tmp_path / "precious").write_text("keep\n")
+    archive = oci_layout(tmp_path / "layout", [busybox_layer(file("sub/x", "x")), layer([file(name, "")])])
+    with pytest.raises(ValueError, match="whiteout of"):
+        nsbox.Image.unpack(archive, tmp_path / "dest")
+    assert (tmp_path / "precious").read_text() == "keep\n" and (tmp_path / "layout").is_dir()
+    assert not (tmp_path / "dest").exists() and leftovers(tmp_path) == []
+    # The control: what applying that whiteout as any other does (removing the name it hides, in the
+    # directory that holds it) removes for "..": the directory above, here a scratch copy of this one.
+    scratch = tmp_path / "scratch"
+    (scratch / "holder" / "dest").mkdir(parents=True)
+    (scratch / "holder" / "precious").write_text("keep\n")
+    fd = os.open(scratch / "holder" / "dest", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        shutil.rmtree("..", dir_fd=fd)  # empties the directory above, then fails to remove ".." itself
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    assert not (scratch / "holder" / "precious").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------

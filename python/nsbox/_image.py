@@ -221,14 +221,17 @@ class Image:
     user: str = ""
 
     @classmethod
-    def unpack(cls, archive: StrOrBytesPath, dest: StrOrBytesPath, *, setuid: bool = False) -> Image:
+    def unpack(
+        cls, archive: StrOrBytesPath, dest: StrOrBytesPath, *, setuid: bool = False, devices: bool = False
+    ) -> Image:
         """Unpack the image in ``archive`` into the new directory ``dest``, and return it.
 
         ``archive`` is an OCI image layout (a directory, or a tar of one, gzip-compressed or not) or a
         ``docker save`` archive. Each layer is checked against its digest, then applied in order, with its
         whiteouts. ``dest`` must not exist, or be an empty directory. As root, files get the archive's
-        owners and device nodes are made; without root, files are the caller's and device nodes are skipped
-        (one warning names them). Set-user-ID and set-group-ID bits are dropped unless ``setuid=True``.
+        owners; without root, files are the caller's. Device nodes are skipped (one warning names them)
+        unless ``devices=True`` as root: a hostile image's node for the host's disk, world-writable, would
+        give it to every local user. Set-user-ID and set-group-ID bits are dropped unless ``setuid=True``.
 
         Raises ``FileNotFoundError`` (no ``archive``), ``FileExistsError`` (``dest`` is not empty) and
         ``ValueError`` (not an image, a digest that does not match, a damaged or hostile layer).
@@ -246,12 +249,12 @@ class Image:
                 found = _oci(files) if files.has("index.json") else _docker(files)
             except (AttributeError, KeyError, TypeError) as e:  # JSON of the wrong shape
                 raise ValueError(f"{source}: the image's JSON is not what {FORMATS} holds: {e!r}") from None
-            tree = _unpack(files, found.layers, target, setuid)
+            tree = _unpack(files, found.layers, target, setuid, devices)
         finally:
             files.close()
         if tree.skipped_devices:
             warnings.warn(
-                f"device nodes skipped (only root can make them): {', '.join(tree.skipped_devices)}",
+                f"device nodes skipped (only root makes them, with devices=True): {', '.join(tree.skipped_devices)}",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -370,11 +373,11 @@ def _table(root: Path, path: str, fields: int) -> list[list[str]]:
     return [entry for entry in (line.split(":") for line in text.splitlines()) if len(entry) >= fields]
 
 
-def _unpack(files: _Archive, layers: list[_Layer], dest: Path, setuid: bool) -> _layers.Tree:
+def _unpack(files: _Archive, layers: list[_Layer], dest: Path, setuid: bool, devices: bool) -> _layers.Tree:
     """Apply ``layers`` to a new directory beside ``dest``, then rename it to ``dest``; on failure, remove it."""
     partial = tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent)
     try:
-        tree = _layers.Tree(partial, setuid=setuid)
+        tree = _layers.Tree(partial, setuid=setuid, devices=devices)
         for layer in layers:
             if "zstd" in layer.media_type:
                 raise ValueError(f"{files.path}: {layer.label} is zstd-compressed, which nsbox cannot read")

@@ -48,6 +48,9 @@ class Tree:
     privileged: bool = field(default_factory=lambda: os.geteuid() == 0)
     #: Keep set-user-ID and set-group-ID bits.
     setuid: bool = False
+    #: Make device nodes (as root): an image's node for the host's disk, world-writable, would give every
+    #: local user that disk. Off unless asked.
+    devices: bool = False
     #: Directory modes and mtimes, set at the end: a read-only directory must stay writable until then.
     dirs: dict[tuple[str, ...], tuple[int, float]] = field(default_factory=dict)
     #: Device nodes that could not be made (without root).
@@ -125,7 +128,11 @@ class Tree:
                 for child in os.listdir(fd):
                     _remove(fd, child)
             elif not name.startswith(_WHITEOUT + _WHITEOUT):  # other .wh..wh. names are aufs's own bookkeeping
-                _remove(fd, name[len(_WHITEOUT) :])
+                hidden = name[len(_WHITEOUT) :]
+                if hidden in ("", ".", ".."):
+                    # ".wh..." would hide "..": the directory above, and with it whatever holds dest.
+                    raise HostileEntry(f"a whiteout of {hidden!r} in {'/'.join(parts)!r}")
+                _remove(fd, hidden)
 
     def _extract(self, layer: tarfile.TarFile, member: tarfile.TarInfo, parts: list[str], label: str) -> None:
         mode = member.mode & (0o7777 if self.setuid else 0o1777)
@@ -153,7 +160,7 @@ class Tree:
             elif member.isfifo():
                 os.mkfifo(name, mode, dir_fd=parent)
             elif member.ischr() or member.isblk():
-                if not self.privileged:
+                if not (self.privileged and self.devices):
                     self.skipped_devices.append("/".join(parts))
                     return
                 kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
@@ -223,6 +230,8 @@ class Tree:
 
 def _remove(parent: int, name: str) -> None:
     """Remove ``name`` in ``parent`` (a whole directory too); gone already is fine. Symlinks are not followed."""
+    if name in ("", ".", "..") or "/" in name:
+        raise HostileEntry(f"{name!r} is not a name in its directory")
     try:
         st = os.lstat(name, dir_fd=parent)
     except FileNotFoundError:
