@@ -176,9 +176,11 @@ hints! {
     OverlayLowerHasMounts, "overlay_lower_has_mounts",
         "without root, an overlay's lower directories must have nothing mounted under them: the kernel \
          locks the host's mounts in a user namespace";
-    ParentNotWritable, "parent_not_writable",
-        "a missing mount point is made only where its parent is writable: mount a Tmpfs or an Overlay \
-         over the parent first, or give a target that exists";
+    ParentNotWritable, "parent_not_writable", "the mount point's directory is not writable";
+    NoMountPoint, "no_mount_point",
+        "a missing mount point is made only on the box's own filesystems (a Tmpfs or Overlay root, or under \
+         a Tmpfs, Overlay or Dev mount), never in the caller's files: make it, or mount a Tmpfs over its \
+         directory first";
 }
 
 /// A step that failed with an errno.

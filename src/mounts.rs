@@ -57,15 +57,32 @@ pub enum Target {
 }
 
 /// A path inside the box's root, as the child walks it: each prefix is resolved from the root with
-/// `RESOLVE_IN_ROOT`, and made (`mkdirat` of its last name in the prefix before) when missing.
+/// `RESOLVE_IN_ROOT`, and made (`mkdirat` of its last name in the prefix before) when missing, where the box
+/// may make it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InRoot {
     /// `a`, `a/b`, `a/b/c` for `/a/b/c`.
     pub prefixes: Vec<CString>,
     /// `a`, `b`, `c`.
     pub names: Vec<CString>,
+    /// For each name, the filesystem of the box's own its directory must be on for the name to be made
+    /// there: the caller's files (a directory root, binds, the caller's root itself) are never written.
+    pub owners: Vec<Owner>,
     /// The last name is a file (the mount point of a file's bind), not a directory.
     pub file: bool,
+    /// The path without its leading `/` (`a/b/c`), to find owners.
+    path: Vec<u8>,
+}
+
+/// Which mount of the box's own holds a directory, so that the child may make a mount point in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// None: the directory is the caller's; a missing mount point there is an error.
+    Caller,
+    /// The box's root, a `Tmpfs` or an `Overlay`.
+    Root,
+    /// The mount made by this step (a `Tmpfs`, an `Overlay`, a `Dev`'s tmpfs).
+    Step(usize),
 }
 
 /// What a step does at its target.
@@ -89,6 +106,8 @@ pub struct MountStep {
     pub at: u16,
     pub target: Target,
     pub action: Action,
+    /// It mounts a filesystem of the box's own (tmpfs, overlay), where mount points may be made.
+    owns: bool,
 }
 
 /// The steps, and what each mount was (its kind and how the caller wrote it), for messages.
@@ -143,7 +162,12 @@ fn in_root(option: &'static str, path: &[u8], file: bool) -> Result<InRoot, Erro
         prefixes.push(cstring(option, prefix.clone())?);
         names.push(cstring(option, name.to_vec())?);
     }
-    Ok(InRoot { prefixes, names, file })
+    Ok(InRoot { prefixes, names, owners: Vec::new(), file, path: prefix })
+}
+
+/// `dir` is `path` or below it (both without their leading `/`; `""` is the root).
+fn is_under(dir: &[u8], path: &[u8]) -> bool {
+    path.is_empty() || dir == path || (dir.starts_with(path) && dir.get(path.len()) == Some(&b'/'))
 }
 
 fn join(dir: &[u8], name: &str) -> Vec<u8> {
@@ -172,6 +196,8 @@ struct Planner {
     old_root: &'static [u8],
     /// The box has a user namespace: overlayfs keeps its own attributes in `user.*` xattrs.
     user_namespace: bool,
+    /// The box's root is a filesystem of its own (a `Tmpfs`, an `Overlay`).
+    root_owned: bool,
 }
 
 impl Planner {
@@ -191,7 +217,37 @@ impl Planner {
     }
 
     fn push(&mut self, target: Target, action: Action) {
-        self.steps.push(MountStep { at: self.at, target, action });
+        let owns = matches!(&action, Action::Mount { fstype: Some(f), .. } if f.as_c_str() == c"tmpfs" || f.as_c_str() == c"overlay");
+        self.steps.push(MountStep { at: self.at, target, action, owns });
+    }
+
+    /// The mount of the box's own that holds `dir` (a path without its leading `/`): the deepest, and of those
+    /// the latest, made so far.
+    fn owner_of(&self, dir: &[u8]) -> Owner {
+        let mut best: Option<(usize, usize)> = None;
+        for (j, step) in self.steps.iter().enumerate() {
+            if let (true, Target::InRoot(t)) = (step.owns, &step.target) {
+                if is_under(dir, &t.path) && best.is_none_or(|(len, _)| t.path.len() >= len) {
+                    best = Some((t.path.len(), j));
+                }
+            }
+        }
+        match best {
+            Some((_, j)) => Owner::Step(j),
+            None if self.root_owned => Owner::Root,
+            None => Owner::Caller,
+        }
+    }
+
+    /// A target inside the box's root, with the owner of each directory a name of it may be made in.
+    fn target(&self, option: &'static str, path: &[u8], file: bool) -> Result<Target, Error> {
+        let mut t = in_root(option, path, file)?;
+        let mut dir: &[u8] = b"";
+        for prefix in &t.prefixes {
+            t.owners.push(self.owner_of(dir));
+            dir = prefix.as_bytes();
+        }
+        Ok(Target::InRoot(t))
     }
 
     fn mount(&mut self, target: Target, source: &[u8], fstype: Option<&str>, flags: c_ulong, data: Option<String>) {
@@ -258,19 +314,19 @@ impl Planner {
                     return Err(Error::rule(option, "Dev() is a /dev, not a root: give it a target"));
                 };
                 let dev = &m.target;
-                let at = |name: &str, file: bool| in_root(option, &join(dev, name), file).map(Target::InRoot);
+                let at = |planner: &Planner, name: &str, file: bool| planner.target(option, &join(dev, name), file);
                 let flags = libc::MS_NOSUID | libc::MS_NOEXEC;
                 self.mount(target, b"tmpfs", Some("tmpfs"), flags, Some(format!("mode={:o}", m.mode)));
                 for name in DEVICES {
                     let device = self.old(option, format!("/dev/{name}").as_bytes())?;
-                    self.mount(at(name, true)?, device.as_bytes(), None, libc::MS_BIND, None);
+                    self.mount(at(self, name, true)?, device.as_bytes(), None, libc::MS_BIND, None);
                 }
                 let pts = Some("newinstance,ptmxmode=0666,mode=620".to_owned());
-                self.mount(at("pts", false)?, b"devpts", Some("devpts"), flags, pts);
+                self.mount(at(self, "pts", false)?, b"devpts", Some("devpts"), flags, pts);
                 let shm = Some("mode=1777".to_owned());
-                self.mount(at("shm", false)?, b"tmpfs", Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, shm);
+                self.mount(at(self, "shm", false)?, b"tmpfs", Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, shm);
                 for (name, to) in DEV_LINKS {
-                    self.push(at(name, true)?, Action::Symlink { to: cstring(option, to.into())? });
+                    self.push(at(self, name, true)?, Action::Symlink { to: cstring(option, to.into())? });
                 }
             }
             other => return Err(Error::bad_option(option, format_args!("has an unknown kind of mount: {other}"))),
@@ -304,8 +360,9 @@ impl Filesystem {
         let private = |m: &MountOption| m.kind == "overlay" && m.upper.is_none();
         let staging = root.is_some_and(|r| r.kind != "bind" || r.source == b"/") || mounts.iter().any(private);
         let pivot = root.is_some() || staging;
-        let mut planner =
-            Planner { steps: Vec::new(), at: 0, old_root: if staging { OLD_ROOT } else { b"" }, user_namespace };
+        let root_owned = root.is_some_and(|r| r.kind == "tmpfs" || r.kind == "overlay");
+        let old_root: &[u8] = if staging { OLD_ROOT } else { b"" };
+        let mut planner = Planner { steps: Vec::new(), at: 0, old_root, user_namespace, root_owned };
         let root = match root {
             Some(root) => root,
             None if staging => &whole,
@@ -326,11 +383,13 @@ impl Filesystem {
             planner.at = 1;
             described[1] = ("proc".into(), format!("a new proc on {}", quoted_bytes(dir)));
             let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-            planner.mount(Target::InRoot(in_root("mount_proc", dir, false)?), b"proc", Some("proc"), flags, None);
+            let target = planner.target("mount_proc", dir, false)?;
+            planner.mount(target, b"proc", Some("proc"), flags, None);
         }
         for (i, m) in mounts.iter().enumerate() {
             planner.at = u16::try_from(i + 2).expect("counted above");
-            planner.add("mounts", m, Target::InRoot(in_root("mounts", &m.target, m.kind == "bind" && !m.dir)?))?;
+            let target = planner.target("mounts", &m.target, m.kind == "bind" && !m.dir)?;
+            planner.add("mounts", m, target)?;
             described.push((m.kind.clone(), m.described.clone()));
         }
         Ok(Filesystem { steps: planner.steps, staging, pivot, described })
@@ -398,6 +457,29 @@ mod tests {
         assert!(fs.staging && fs.pivot);
         assert_eq!(fs.steps[0].target, Target::Path(c("/newroot")));
         assert!(matches!(&fs.steps[0].action, Action::Mount { source, .. } if source.as_c_str() == c"/oldroot"));
+    }
+
+    #[test]
+    fn mount_points_are_made_only_on_the_boxs_own_filesystems() {
+        let tmpfs = |target: &str| MountOption {
+            kind: "tmpfs".into(),
+            target: target.into(),
+            described: "Tmpfs".into(),
+            ..MountOption::default()
+        };
+        let mounts = [tmpfs("/a"), bind("/srv", "/a/b/c", false), bind("/srv", "/etc/x", false)];
+        let fs = Filesystem::plan(Some(&bind("/img", "/", false)), None, &mounts, false).unwrap();
+        let owners = |i: usize| match &fs.steps[i].target {
+            Target::InRoot(t) => t.owners.clone(),
+            Target::Path(_) => panic!(),
+        };
+        // [mount /img, enter, tmpfs /a, bind /a/b/c, bind /etc/x]
+        assert_eq!(owners(2), vec![Owner::Caller]);
+        assert_eq!(owners(3), vec![Owner::Caller, Owner::Step(2), Owner::Step(2)]);
+        assert_eq!(owners(4), vec![Owner::Caller, Owner::Caller]);
+        let fs = Filesystem::plan(Some(&tmpfs("/")), None, &[bind("/srv", "/x/y", false)], false).unwrap();
+        let Target::InRoot(t) = &fs.steps.last().unwrap().target else { panic!() };
+        assert_eq!(t.owners, vec![Owner::Root, Owner::Root]);
     }
 
     #[test]

@@ -389,6 +389,8 @@ def test_the_command_line_takes_bubblewraps_mounts(world_tmp: Path) -> None:
         (lambda: nsbox.Bind("/etc", "etc"), ValueError, "absolute"),
         (lambda: nsbox.Tmpfs("/x", size="lots"), ValueError, "64M"),
         (lambda: nsbox.Tmpfs("/x", size=0), ValueError, "positive"),
+        (lambda: nsbox.Tmpfs("/x", size="99999999999999999999999G"), ValueError, "below 2"),
+        (lambda: nsbox.Overlay("/x", lower=[""]), ValueError, "empty"),
         (lambda: nsbox.Tmpfs("/x", mode=0o17777), ValueError, "mode"),
         (lambda: nsbox.Overlay("/x", lower="/usr"), TypeError, "list"),
         (lambda: nsbox.Overlay("/x", lower=[]), ValueError, "at least one"),
@@ -404,6 +406,7 @@ def test_bad_mounts_are_refused_before_anything_is_made(world_tmp: Path) -> None
     lower, comma = world_tmp / "lower", world_tmp / "a,b"
     lower.mkdir()
     comma.mkdir()
+    (world_tmp / "link-up").symlink_to(lower / "up")  # an upper inside lower, through a symlink
     cases: list[tuple[dict[str, object], type[Exception], str]] = [
         ({"mounts": [nsbox.Bind(world_tmp / "missing", "/x")]}, FileNotFoundError, str(world_tmp / "missing")),
         ({"root": world_tmp / "missing"}, FileNotFoundError, "root"),
@@ -411,7 +414,9 @@ def test_bad_mounts_are_refused_before_anything_is_made(world_tmp: Path) -> None
         ({"root": nsbox.Dev()}, ValueError, "cannot be a Dev"),
         ({"root": nsbox.Tmpfs("/x")}, ValueError, "must not name a target"),
         ({"mounts": [nsbox.Tmpfs()]}, ValueError, "needs a target"),
-        ({"mounts": [nsbox.Tmpfs("/")]}, ValueError, "root="),
+        ({"mounts": [nsbox.Tmpfs("/")]}, ValueError, "cover the box's root"),
+        ({"root": nsbox.Bind("/etc/hostname")}, NotADirectoryError, "not a directory"),
+        ({"root": nsbox.Overlay(lower=[str(lower)], upper=str(world_tmp / "link-up"))}, ValueError, "inside a lower"),
         ({"mounts": nsbox.Tmpfs("/x")}, TypeError, "list"),
         ({"root": nsbox.Tmpfs(), "propagation": "shared"}, ValueError, "propagate"),
         ({"mounts": [nsbox.Overlay("/x", lower=[str(comma)])]}, ValueError, "overlayfs"),
@@ -420,20 +425,42 @@ def test_bad_mounts_are_refused_before_anything_is_made(world_tmp: Path) -> None
         with pytest.raises(error, match=text.replace("(", r"\(")):
             nsbox.run(["true"], **options)  # type: ignore[arg-type]
     # Nothing made: no upper or work directory, nothing mounted.
-    assert sorted(p.name for p in world_tmp.iterdir()) == ["a,b", "lower"] and list(lower.iterdir()) == []
+    assert sorted(p.name for p in world_tmp.iterdir()) == ["a,b", "link-up", "lower"] and list(lower.iterdir()) == []
     assert host_mount_lines(str(world_tmp)) == []
 
 
-def test_a_mount_point_that_cannot_be_made_is_named(world_tmp: Path) -> None:
-    with pytest.raises(OSError) as info:
-        nsbox.run(["true"], root=nsbox.Bind("/", readonly=True), mounts=[nsbox.Tmpfs(str(world_tmp / "new" / "x"))])
-    assert info.value.errno == errno.EROFS
-    assert f"cannot make the mount point for Tmpfs('{world_tmp}/new/x')" in str(info.value)
-    assert (info.value.step, info.value.hint) == ("mount_point", "parent_not_writable")  # type: ignore[attr-defined]
-    assert not (world_tmp / "new").exists()
-    # Control: on a writable root the same mount point is made (inside the box only).
-    nsbox.run(["true"], root=nsbox.Bind("/"), mounts=[nsbox.Tmpfs(str(world_tmp / "new" / "x"))], check=True)
-    assert (world_tmp / "new" / "x").is_dir() and host_mount_lines(str(world_tmp)) == []
+def test_mount_points_are_made_only_on_the_boxs_own_filesystems(world_tmp: Path, escape_root: Path) -> None:
+    # Without a root of its own, or on a directory root, the box's files are the caller's: a missing mount
+    # point is an error that names it, and nothing is made on the host.
+    for options in ({}, {"root": str(escape_root)}):
+        target = world_tmp / "new" / "x" if not options else Path("/missing/x")
+        with pytest.raises(FileNotFoundError) as info:
+            nsbox.run(["true"], mounts=[nsbox.Tmpfs(str(target))], **options)  # type: ignore[arg-type]
+        assert f"cannot make the mount point for Tmpfs('{target}')" in str(info.value)
+        assert (info.value.step, info.value.hint) == ("mount_point", "no_mount_point")  # type: ignore[attr-defined]
+    assert not (world_tmp / "new").exists() and sorted(os.listdir(escape_root)) == ["escape"]
+    # Under a Tmpfs of the box's own the same mount point is made, there only.
+    out = nsbox.run(
+        ["sh", "-c", f"ls -d {world_tmp}/new/x; ls /proc/self/fd >/dev/null && echo proc still works"],
+        mounts=[nsbox.Tmpfs(str(world_tmp)), nsbox.Tmpfs(str(world_tmp / "new" / "x")), nsbox.Tmpfs("/mnt")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout == f"{world_tmp}/new/x\nproc still works\n"
+    assert not (world_tmp / "new").exists() and host_mount_lines(str(world_tmp)) == []
+
+
+def test_a_tmpfs_on_proc_does_not_lead_later_mounts_astray() -> None:
+    # The child mounts on the fds it resolved, never through /proc/self/fd: a Tmpfs on /proc first is fine.
+    out = nsbox.run(
+        ["sh", "-c", "ls -A /proc; ls -A /mnt"],
+        mounts=[nsbox.Tmpfs("/proc"), nsbox.Tmpfs("/mnt")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout == ""
 
 
 def test_rootless_overlay_of_a_tree_with_mounts_says_why_it_is_refused(rootless: Rootless, world_tmp: Path) -> None:
@@ -453,3 +480,18 @@ def test_rootless_overlay_of_a_tree_with_mounts_says_why_it_is_refused(rootless:
     refused, ok = seen
     assert refused[:3] == [errno.EINVAL, "mount", "overlay_lower_has_mounts"], refused
     assert "the box's root, Overlay(" in refused[3] and ok == 0
+
+
+def test_read_only_holds_against_the_boxs_other_users_but_not_its_root(world_tmp: Path) -> None:
+    # The box's root has CAP_SYS_ADMIN over its own mount namespace: it may remount (as bubblewrap's boxes may
+    # with --cap-add ALL). A command run as another user inside cannot.
+    (world_tmp / "ro").mkdir()
+    (world_tmp / "ro").chmod(0o777)
+    remount = f"mount -o remount,bind,rw {world_tmp}/ro && echo remounted >> {world_tmp}/ro/file"
+    maps = {"uid_map": [(0, 0, 1), (1000, 101000, 1)], "gid_map": [(0, 0, 1), (1000, 101000, 1)]}
+    box = {"mounts": [nsbox.Bind(world_tmp / "ro", readonly=True)], **maps}
+    as_user = nsbox.run(["sh", "-c", remount], user=1000, group=1000, capture_output=True, text=True, **box)
+    assert as_user.returncode != 0 and not (world_tmp / "ro" / "file").exists(), as_user
+    # Control: the box's root can.
+    as_root = nsbox.run(["sh", "-c", remount], capture_output=True, text=True, **box)
+    assert as_root.returncode == 0 and (world_tmp / "ro" / "file").read_text() == "remounted\n", as_root

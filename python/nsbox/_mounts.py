@@ -43,6 +43,8 @@ def _host_path(kind: str, what: str, value: object) -> str:
         raise TypeError(f"{kind}: {what} must be a str path, not {type(path).__name__}")
     if "\0" in path:
         raise ValueError(f"{kind}: {what} must not contain NUL bytes")
+    if not path:
+        raise ValueError(f"{kind}: {what} must not be empty")
     return path
 
 
@@ -56,8 +58,8 @@ def _size(value: int | str | None) -> int | None:
         if match is None:
             raise ValueError(f"Tmpfs: size must be bytes or a string like '64M' (k, M, G), not {value!r}")
         value = int(match[1]) * _UNITS[match[2].lower()]
-    if value <= 0:
-        raise ValueError(f"Tmpfs: size must be positive, not {value}")
+    if not 0 < value < 2**63:
+        raise ValueError(f"Tmpfs: size must be positive and below 2**63 bytes, not {value}")
     return value
 
 
@@ -169,7 +171,7 @@ class Overlay:
         if self.upper is not None:
             given = os.path.abspath(str(self.upper))
             parent = os.path.realpath(_existing("Overlay", "upper's parent", os.path.dirname(given), directory=True)[0])
-            upper = os.path.join(parent, os.path.basename(given))
+            upper = os.path.realpath(os.path.join(parent, os.path.basename(given)))  # a symlink, where it leads
             for layer in map(os.path.realpath, lower):
                 if _inside(upper, layer) or _inside(layer, upper):
                     raise ValueError(f"Overlay: upper {upper!r} must not be inside a lower directory or hold one")
@@ -242,7 +244,10 @@ def root_core(value: object) -> dict[str, Any] | None:
         raise TypeError(f"root must be a directory, Bind, Tmpfs or Overlay, not {type(value).__name__}")
     if value.target not in (None, "/"):
         raise ValueError(f"root is mounted on '/': {value!r} must not name a target")
-    return value._core("/")
+    core = value._core("/")
+    if isinstance(value, Bind) and not core["dir"]:
+        raise NotADirectoryError(errno.ENOTDIR, "root: Bind source is not a directory", os.fsdecode(core["source"]))
+    return core
 
 
 def mounts_core(value: object) -> list[dict[str, Any]]:
@@ -261,6 +266,6 @@ def mounts_core(value: object) -> list[dict[str, Any]]:
         if target is None:
             raise ValueError(f"mounts: {mount!r} needs a target (only root= takes a mount without one)")
         if target == "/":
-            raise ValueError(f"mounts: {mount!r} is mounted on '/': give it as root= instead")
+            raise ValueError(f"mounts: {mount!r} would cover the box's root: make it the root instead")
         out.append(mount._core(str(target)))
     return out

@@ -9,7 +9,7 @@ use libc::{c_int, c_uint, c_ulong};
 use super::sys::{check, close, errno, report_at};
 use super::Setup;
 use crate::errors::Step;
-use crate::mounts::{Action, Filesystem, InRoot, MountStep, Target};
+use crate::mounts::{Action, Filesystem, InRoot, MountStep, Owner, Target};
 
 /// `struct open_how` of `openat2(2)`.
 #[repr(C)]
@@ -76,75 +76,133 @@ fn open_in_root(root_fd: c_int, path: &CStr, directory: bool) -> c_int {
     unsafe { libc::syscall(libc::SYS_openat2, root_fd, path.as_ptr(), &raw const how, size) as c_int }
 }
 
-/// `/proc/self/fd/N` (under `/oldroot` when staging), in `buf`: mount(2) reaches the very file an
-/// `O_PATH` fd holds through it, with no second lookup of its name.
-fn fd_path(buf: &mut [u8; 48], fd: c_int, staging: bool) -> &CStr {
-    let prefix: &[u8] = if staging { b"/oldroot/proc/self/fd/" } else { b"/proc/self/fd/" };
-    let mut digits = [0u8; 10];
-    let mut n = fd.unsigned_abs();
-    let mut len = 0;
-    loop {
-        if let Some(d) = digits.get_mut(len) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        len += 1;
-        n /= 10;
-        if n == 0 || len == digits.len() {
-            break;
-        }
+/// The mount id of what `fd` is on, or 0.
+fn mount_id(fd: c_int) -> u64 {
+    // SAFETY: an all-zero statx is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: statx(2) of an fd, into a stack struct.
+    let ret = unsafe { libc::statx(fd, c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_MNT_ID, &raw mut stx) };
+    if ret < 0 || stx.stx_mask & libc::STATX_MNT_ID == 0 {
+        return 0;
     }
-    let mut at = 0;
-    for &b in prefix.iter().chain(digits.iter().take(len).rev()) {
-        if let Some(slot) = buf.get_mut(at) {
-            *slot = b;
-        }
-        at += 1;
-    }
-    if let Some(slot) = buf.get_mut(at) {
-        *slot = 0;
-    }
-    // The buffer holds the prefix, at most 10 digits and a NUL: 33 bytes of 48.
-    CStr::from_bytes_until_nul(buf).unwrap_or(c"")
+    stx.stx_mnt_id
 }
 
-/// The target's fd (`O_PATH`), each missing directory on the way made (and the last name, a file or a
-/// directory, when `create` is set). Fails the step `at` naming the mount point.
-fn resolve(s: &Setup<'_>, root_fd: c_int, target: &InRoot, create: bool, at: u16) -> c_int {
-    let mut parent = root_fd;
+/// Whether a name may be made in the directory `dir`: it is on the filesystem of the box's own that the
+/// planner expects there (never on the caller's files: a directory root, a bind, the caller's root).
+fn may_make(fs: &Filesystem, root_fd: c_int, dir: c_int, owner: Owner) -> bool {
+    let owner_fd = match owner {
+        Owner::Caller => return false,
+        Owner::Root => root_fd,
+        Owner::Step(j) => match fs.steps.get(j).map(|step| &step.target) {
+            Some(Target::InRoot(t)) => match t.prefixes.last() {
+                Some(path) => open_in_root(root_fd, path, true),
+                None => root_fd,
+            },
+            _ => return false,
+        },
+    };
+    let on_it = owner_fd >= 0 && mount_id(dir) != 0 && mount_id(dir) == mount_id(owner_fd);
+    if owner_fd != root_fd {
+        close(owner_fd);
+    }
+    on_it
+}
+
+/// The target resolved: the directory that holds it and itself (`O_PATH` fds; either may be `root_fd`).
+struct Resolved {
+    dir: c_int,
+    fd: c_int,
+}
+
+impl Resolved {
+    fn close(&self, root_fd: c_int) {
+        if self.dir != root_fd && self.dir != self.fd {
+            close(self.dir);
+        }
+        if self.fd != root_fd {
+            close(self.fd);
+        }
+    }
+}
+
+/// How much of a target [`resolve`] walks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// All of it, making what is missing.
+    Create,
+    /// All of it, which must be there.
+    Existing,
+    /// Its directory (for a symlink to be made in).
+    Directory,
+}
+
+/// Resolves the target inside the root; with [`Walk::Create`], each missing name on the way (and the last,
+/// a file or a directory) is made where [`may_make`] allows. Fails the step `at` naming the mount point.
+fn resolve(s: &Setup<'_>, fs: &Filesystem, root_fd: c_int, target: &InRoot, walk: Walk, at: u16) -> Resolved {
+    let mut dir = root_fd;
+    let mut fd = root_fd;
     let last = target.prefixes.len().saturating_sub(1);
-    for (i, (prefix, name)) in target.prefixes.iter().zip(&target.names).enumerate() {
+    let names = target.prefixes.len() - usize::from(walk == Walk::Directory && !target.prefixes.is_empty());
+    let create = walk == Walk::Create;
+    for (i, (prefix, name)) in target.prefixes.iter().zip(&target.names).enumerate().take(names) {
         let is_file = i == last && target.file;
-        let mut fd = open_in_root(root_fd, prefix, !is_file);
-        if fd < 0 && errno() == libc::ENOENT && (create || i < last) {
+        if fd != dir && dir != root_fd {
+            close(dir);
+        }
+        dir = fd;
+        fd = open_in_root(root_fd, prefix, !is_file);
+        if fd < 0 && errno() == libc::ENOENT && create {
+            if !may_make(fs, root_fd, dir, target.owners.get(i).copied().unwrap_or(Owner::Caller)) {
+                report_at(s, Step::MountPoint, libc::ENOENT, at);
+            }
             let made = if is_file {
+                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
                 // SAFETY: openat(2) with a NUL-terminated name; O_NOFOLLOW: never through a symlink.
-                let file = unsafe {
-                    libc::openat(
-                        parent,
-                        name.as_ptr(),
-                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                        0o644,
-                    )
-                };
+                let file = unsafe { libc::openat(dir, name.as_ptr(), flags, 0o644) };
+                let failed = (file < 0).then(errno);
                 close(file);
-                file
+                failed
             } else {
-                mkdir(parent, name, 0o755)
+                (mkdir(dir, name, 0o755) < 0).then(errno)
             };
-            if made < 0 && errno() != libc::EEXIST {
-                report_at(s, Step::MountPoint, errno(), at);
+            if let Some(e) = made.filter(|&e| e != libc::EEXIST) {
+                report_at(s, Step::MountPoint, e, at);
             }
             fd = open_in_root(root_fd, prefix, !is_file);
         }
         if fd < 0 {
             report_at(s, Step::MountPoint, errno(), at);
         }
-        if parent != root_fd {
-            close(parent);
-        }
-        parent = fd;
     }
-    parent
+    if walk == Walk::Directory {
+        if dir != root_fd && dir != fd {
+            close(dir);
+        }
+        return Resolved { dir: fd, fd };
+    }
+    Resolved { dir, fd }
+}
+
+/// Mounts on the resolved target, with no second lookup of its path: on the directory itself as the
+/// working directory, or on a file by its name in its directory.
+fn mount_on(
+    target: &InRoot,
+    resolved: &Resolved,
+    source: &CStr,
+    fstype: Option<&CStr>,
+    flags: c_ulong,
+    data: Option<&CStr>,
+) -> c_int {
+    let (cwd, name) = match (target.file, target.names.last()) {
+        (true, Some(name)) => (resolved.dir, name.as_c_str()),
+        _ => (resolved.fd, c"."),
+    };
+    // SAFETY: fchdir(2) to a directory fd of ours.
+    if unsafe { libc::fchdir(cwd) } < 0 {
+        return -1;
+    }
+    mount(source, name, fstype, flags, data)
 }
 
 fn run_step(s: &Setup<'_>, fs: &Filesystem, root_fd: &mut c_int, step: &MountStep) {
@@ -178,50 +236,29 @@ fn run_step(s: &Setup<'_>, fs: &Filesystem, root_fd: &mut c_int, step: &MountSte
             close(fd);
         }
         (Target::InRoot(target), Action::Mount { source, fstype, flags, data }) => {
-            let fd = resolve(s, *root_fd, target, true, at);
-            let mut buf = [0u8; 48];
-            if mount(source, fd_path(&mut buf, fd, fs.staging), fstype.as_deref(), *flags, data.as_deref()) < 0 {
+            let resolved = resolve(s, fs, *root_fd, target, Walk::Create, at);
+            if mount_on(target, &resolved, source, fstype.as_deref(), *flags, data.as_deref()) < 0 {
                 fail(Step::Mount);
             }
-            close_unless(fd, *root_fd);
+            resolved.close(*root_fd);
         }
         (Target::InRoot(target), Action::ReadOnly) => {
             // Resolved again: the name now leads to what was mounted on it.
-            let fd = resolve(s, *root_fd, target, false, at);
-            read_only(s, fd, at);
-            close_unless(fd, *root_fd);
+            let resolved = resolve(s, fs, *root_fd, target, Walk::Existing, at);
+            read_only(s, resolved.fd, at);
+            resolved.close(*root_fd);
         }
         (Target::InRoot(target), Action::Symlink { to }) => {
-            let (Some(name), Some(parents)) = (target.names.last(), target.prefixes.len().checked_sub(1)) else {
-                report_at(s, Step::MountPoint, libc::EINVAL, at)
-            };
-            // The parent directory: the target's prefixes but the last (made by the mounts before).
-            let fd = if parents == 0 { *root_fd } else { resolve_prefix(s, *root_fd, target, parents, at) };
-            // SAFETY: symlinkat(2) with NUL-terminated strings.
-            if unsafe { libc::symlinkat(to.as_ptr(), fd, name.as_ptr()) } < 0 {
+            let resolved = resolve(s, fs, *root_fd, target, Walk::Directory, at);
+            let Some(name) = target.names.last() else { report_at(s, Step::MountPoint, libc::EINVAL, at) };
+            // SAFETY: symlinkat(2) with NUL-terminated strings, in the directory resolved.
+            if unsafe { libc::symlinkat(to.as_ptr(), resolved.dir, name.as_ptr()) } < 0 {
                 fail(Step::MountPoint);
             }
-            close_unless(fd, *root_fd);
+            resolved.close(*root_fd);
         }
         _ => report_at(s, Step::Mount, libc::EINVAL, at),
     }
-}
-
-/// Closes a target's fd, unless it is the root's (a target of no names).
-fn close_unless(fd: c_int, root_fd: c_int) {
-    if fd != root_fd {
-        close(fd);
-    }
-}
-
-/// The directory of the target's first `count` names, resolved inside the root.
-fn resolve_prefix(s: &Setup<'_>, root_fd: c_int, target: &InRoot, count: usize, at: u16) -> c_int {
-    let Some(prefix) = target.prefixes.get(count - 1) else { report_at(s, Step::MountPoint, libc::EINVAL, at) };
-    let fd = open_in_root(root_fd, prefix, true);
-    if fd < 0 {
-        report_at(s, Step::MountPoint, errno(), at);
-    }
-    fd
 }
 
 /// Makes the mount at `fd` and everything under it read-only; only that flag changes (a remount would
@@ -250,9 +287,17 @@ pub fn build(s: &Setup<'_>, fs: &Filesystem) {
         check(s, Step::Filesystem, pivot_root(c".", c"oldroot"));
         check(s, Step::Filesystem, chdir(c"/"));
     }
+    // Mounts are made from their directories (see `mount_on`): without a new root, the working directory
+    // is put back after.
+    let cwd = if fs.pivot { -1 } else { open_path(libc::AT_FDCWD, c".", libc::O_DIRECTORY) };
     let mut root_fd = -1;
     for step in &fs.steps {
         run_step(s, fs, &mut root_fd, step);
+    }
+    if cwd >= 0 {
+        // SAFETY: fchdir(2) to the directory fd opened above.
+        check(s, Step::Chdir, unsafe { libc::fchdir(cwd) });
+        close(cwd);
     }
     if fs.staging {
         // The caller's root goes first (its mounts were copied where the box needs them), then the staging

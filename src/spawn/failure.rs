@@ -11,6 +11,7 @@ fn hint(config: &Spec, step: Step, errno: i32, at: u16) -> Option<Hint> {
         (Step::Mount, libc::EINVAL) if kind == Some("overlay") && config.user.is_some() => {
             Some(Hint::OverlayLowerHasMounts)
         }
+        (Step::MountPoint, libc::ENOENT) => Some(Hint::NoMountPoint),
         (Step::MountPoint, libc::EROFS | libc::EACCES | libc::EPERM) => Some(Hint::ParentNotWritable),
         (Step::Clone, libc::EPERM) if config.user.is_none() && !root => Some(Hint::NeedsUserNamespace),
         (Step::Clone, libc::EPERM) if config.user.is_some() => Some(Hint::UserNamespacesDisabled),
