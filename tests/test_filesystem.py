@@ -496,3 +496,27 @@ def test_read_only_holds_against_the_boxs_other_users_but_not_its_root(world_tmp
     # Control: the box's root can.
     as_root = nsbox.run(["sh", "-c", remount], capture_output=True, text=True, **box)
     assert as_root.returncode == 0 and (world_tmp / "ro" / "file").read_text() == "remounted\n", as_root
+
+
+def test_a_file_mount_point_that_is_a_symlink_is_refused(world_tmp: Path, busybox: str) -> None:
+    # In a directory root, an absolute symlink at a file's mount point would be followed by mount(2) from the
+    # caller's root: refused. Control: a plain file there takes the bind.
+    root = world_tmp / "root"
+    for d in ("etc", "bin"):
+        (root / d).mkdir(parents=True)
+    (root / "etc" / "link").symlink_to("/etc/hostname")  # the root's own /etc/hostname, or the caller's
+    (root / "etc" / "hostname").write_text("the root's\n")
+    (root / "etc" / "plain").write_text("plain\n")
+    (root / "bin" / "busybox").write_text("")  # the mount point: a directory root is the caller's, not made
+    source = world_tmp / "source"
+    source.write_text("bound\n")
+    shell = nsbox.Bind(busybox, "/bin/busybox")
+    with pytest.raises(OSError) as info:
+        nsbox.run(["/bin/busybox", "true"], root=str(root), mounts=[shell, nsbox.Bind(source, "/etc/link")])
+    assert info.value.errno == errno.ELOOP and "cannot mount Bind(" in str(info.value)
+    mounts = [shell, nsbox.Bind(source, "/etc/plain")]
+    out = nsbox.run(
+        ["/bin/busybox", "cat", "/etc/plain"], root=str(root), mounts=mounts, capture_output=True, text=True
+    )
+    assert out.stdout == "bound\n", out
+    assert (root / "etc" / "plain").read_text() == "plain\n" and host_mount_lines(str(world_tmp)) == []

@@ -102,7 +102,8 @@ fn may_make(fs: &Filesystem, root_fd: c_int, dir: c_int, owner: Owner) -> bool {
             _ => return false,
         },
     };
-    let on_it = owner_fd >= 0 && mount_id(dir) != 0 && mount_id(dir) == mount_id(owner_fd);
+    let id = mount_id(dir);
+    let on_it = owner_fd >= 0 && id != 0 && id == mount_id(owner_fd);
     if owner_fd != root_fd {
         close(owner_fd);
     }
@@ -185,7 +186,7 @@ fn resolve(s: &Setup<'_>, fs: &Filesystem, root_fd: c_int, target: &InRoot, walk
 }
 
 /// Mounts on the resolved target, with no second lookup of its path: on the directory itself as the
-/// working directory, or on a file by its name in its directory.
+/// working directory, or on a file by its name in its directory. The errno of a failure.
 fn mount_on(
     target: &InRoot,
     resolved: &Resolved,
@@ -193,16 +194,31 @@ fn mount_on(
     fstype: Option<&CStr>,
     flags: c_ulong,
     data: Option<&CStr>,
-) -> c_int {
+) -> Result<(), c_int> {
     let (cwd, name) = match (target.file, target.names.last()) {
         (true, Some(name)) => (resolved.dir, name.as_c_str()),
         _ => (resolved.fd, c"."),
     };
     // SAFETY: fchdir(2) to a directory fd of ours.
     if unsafe { libc::fchdir(cwd) } < 0 {
-        return -1;
+        return Err(errno());
     }
-    mount(source, name, fstype, flags, data)
+    if target.file {
+        // mount(2) would follow a symlink there by the process's root, not the box's: refuse one.
+        // SAFETY: an all-zero stat is a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatat(2) of a name in the working directory, into a stack struct, not following it.
+        if unsafe { libc::fstatat(libc::AT_FDCWD, name.as_ptr(), &raw mut st, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+            return Err(errno());
+        }
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            return Err(libc::ELOOP);
+        }
+    }
+    if mount(source, name, fstype, flags, data) < 0 {
+        return Err(errno());
+    }
+    Ok(())
 }
 
 fn run_step(s: &Setup<'_>, fs: &Filesystem, root_fd: &mut c_int, step: &MountStep) {
@@ -237,8 +253,8 @@ fn run_step(s: &Setup<'_>, fs: &Filesystem, root_fd: &mut c_int, step: &MountSte
         }
         (Target::InRoot(target), Action::Mount { source, fstype, flags, data }) => {
             let resolved = resolve(s, fs, *root_fd, target, Walk::Create, at);
-            if mount_on(target, &resolved, source, fstype.as_deref(), *flags, data.as_deref()) < 0 {
-                fail(Step::Mount);
+            if let Err(e) = mount_on(target, &resolved, source, fstype.as_deref(), *flags, data.as_deref()) {
+                report_at(s, Step::Mount, e, at);
             }
             resolved.close(*root_fd);
         }
