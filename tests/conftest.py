@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,14 @@ from helpers.lan import host_links, ports
 from helpers.nets import free_network
 from helpers.procs import children_of, kill_pid, proc_comm, proc_state, wait_until
 from helpers.rootless import NOBODY, ROOTLESS_PYTHON, Body, Rootless, make_world_readable, run_as_nobody
+
+# A suite started in the background by a shell without job control inherits SIGINT and SIGQUIT ignored
+# (POSIX), and so would every box and program it starts: the tests of Ctrl-C need them as a terminal gives
+# them. (Seen: two copies of .ci/run started with `(... &)` failed exactly those tests.)
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 TESTS = Path(__file__).parent
 
