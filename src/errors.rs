@@ -90,6 +90,10 @@ steps! {
     MountPoint = 44, "mount_point", "make the mount point";
     /// Mounting one of the box's mounts, or making it read-only.
     Mount = 45, "mount", "mount";
+    /// Making the box's cgroup (parent), or entering it (the child's first step).
+    Cgroup = 50, "cgroup", "enter the box's cgroup";
+    /// A cgroup namespace made after entering the box's cgroup (it is the namespace's root).
+    CgroupNamespace = 51, "cgroup_namespace", "create the cgroup namespace";
 }
 
 impl Step {
@@ -181,6 +185,15 @@ hints! {
         "a missing mount point is made only on the box's own filesystems (a Tmpfs or Overlay root, or under \
          a Tmpfs, Overlay or Dev mount), never in the caller's files: make it, or mount a Tmpfs over its \
          directory first";
+    CgroupNeedsDelegation, "cgroup_needs_delegation",
+        "cgroup limits need root, or a cgroup v2 subtree delegated to you: run Python under \
+         `systemd-run --user --scope -p Delegate=yes python ...`, or leave the limits out (rlimits work without)";
+    CgroupHasProcesses, "cgroup_has_processes",
+        "cgroup v2 gives controllers to child cgroups only while no process is in the parent: run Python in a \
+         cgroup of its own, such as `systemd-run --user --scope -p Delegate=yes python ...` makes";
+    ControllerNotDelegated, "controller_not_delegated",
+        "the parent cgroup does not give it to this one: systemd gives controllers to a unit with Delegate=yes \
+         (`systemd-run --user --scope -p Delegate=yes python ...`)";
 }
 
 /// A step that failed with an errno.

@@ -10,6 +10,7 @@
 // Without the Python glue the core's only users are its own tests (`cargo test`).
 #![cfg_attr(not(feature = "python"), allow(dead_code, unused_imports))]
 
+mod cgroup;
 mod child;
 mod enter;
 mod errors;

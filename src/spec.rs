@@ -5,6 +5,7 @@
 use std::ffi::CString;
 use std::fmt::Write as _;
 
+use crate::cgroup::{Limits, SizeArg};
 use crate::errors::{quoted, Error};
 use crate::idmap::{IdMap, IdRange};
 use crate::mounts::{Filesystem, MountOption};
@@ -120,6 +121,10 @@ pub struct Options {
     pub root: Option<MountOption>,
     /// Mounts made in the box's root, in order, after proc.
     pub mounts: Vec<MountOption>,
+    /// cgroup limits: bytes of memory (or a size such as `"256M"`), processes, CPUs (see [`crate::cgroup`]).
+    pub memory_limit: Option<SizeArg>,
+    pub pids_limit: Option<i64>,
+    pub cpu_limit: Option<f64>,
 }
 
 /// The caller's effective ids, which the defaults depend on.
@@ -173,6 +178,8 @@ pub struct Spec {
     /// The box's own root and mounts (`root`, `mounts`), with proc in it: `None` keeps the caller's root,
     /// with proc mounted on it directly.
     pub filesystem: Option<Filesystem>,
+    /// The limits of the box's own cgroup, if it gets one.
+    pub limits: Option<Limits>,
 }
 
 /// A host name as the kernel takes it: not empty, at most 64 bytes, no NUL.
@@ -204,6 +211,7 @@ impl Options {
             return Err(Error::rule("mount_proc", "a proc directory is given, but mount_proc is not set"));
         }
         let proc_dir = path("mount_proc", self.proc_dir.unwrap_or_else(|| b"/proc".to_vec()))?;
+        let limits = Limits::resolve(self.memory_limit, self.pids_limit, self.cpu_limit)?;
         let own_filesystem = self.root.is_some() || !self.mounts.is_empty();
         let kinds = Namespaces::empty()
             .with(Namespace::Pid, self.pid || self.init)
@@ -300,6 +308,7 @@ impl Options {
             time_offsets,
             proc_dir,
             filesystem,
+            limits,
         })
     }
 }
@@ -321,7 +330,19 @@ impl Spec {
     /// [`Namespaces::clone_flags`]).
     #[must_use]
     pub fn clone_flags(&self) -> libc::c_int {
-        self.namespaces().clone_flags()
+        let flags = self.namespaces().clone_flags();
+        if self.cgroup_namespace_after_entry() {
+            flags & !libc::CLONE_NEWCGROUP
+        } else {
+            flags
+        }
+    }
+
+    /// Whether the cgroup namespace is made by the child once it is in the box's own cgroup (rather than by
+    /// the clone), so that this cgroup is the namespace's root.
+    #[must_use]
+    pub fn cgroup_namespace_after_entry(&self) -> bool {
+        self.limits.is_some() && self.kinds.contains(Namespace::Cgroup)
     }
 
     /// Whether the id maps need a privileged parent to write them while the child waits.

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from nsbox._call import BoxCrashed, RemoteTraceback, call
     from nsbox._image import Image
     from nsbox._inspect import ProcessInfo, ProcessTable, namespaces, nspid, processes
+    from nsbox._limits import CompletedBox, Usage
     from nsbox._mounts import Bind, Dev, Overlay, Tmpfs
     from nsbox._network import Network
     from nsbox._nsbox import __version__
@@ -31,6 +32,7 @@ _SUBMODULES = {
     "_call": ("BoxCrashed", "RemoteTraceback", "call"),
     "_image": ("Image",),
     "_inspect": ("ProcessInfo", "ProcessTable", "namespaces", "nspid", "processes"),
+    "_limits": ("CompletedBox", "Usage"),
     "_mounts": ("Bind", "Dev", "Overlay", "Tmpfs"),
     "_network": ("Network",),
     "_nsbox": ("__version__",),
@@ -50,6 +52,7 @@ os.register_at_fork(before=_loading.acquire, after_in_parent=_loading.release, a
 __all__ = [
     "Bind",
     "BoxCrashed",
+    "CompletedBox",
     "Dev",
     "Image",
     "Network",
@@ -59,6 +62,7 @@ __all__ = [
     "ProcessTable",
     "RemoteTraceback",
     "Tmpfs",
+    "Usage",
     "__version__",
     "call",
     "enter",

@@ -50,15 +50,17 @@ class RemoteTraceback(Exception):
 class BoxCrashed(ChildProcessError):
     """The function's process ended without returning: killed by a signal (``os.abort()``, a segfault) or exited.
 
-    ``returncode`` is as in :mod:`subprocess` (``-N`` for signal N); ``signal`` names the signal, if any.
+    ``returncode`` is as in :mod:`subprocess` (``-N`` for signal N); ``signal`` names the signal, if any;
+    ``oom_killed`` tells whether the OOM killer of ``memory_limit`` killed a process of the box.
     """
 
     __module__ = "nsbox"
 
-    def __init__(self, message: str, *, returncode: int, pid: int) -> None:
+    def __init__(self, message: str, *, returncode: int, pid: int, oom_killed: bool = False) -> None:
         super().__init__(message)
         self.returncode = returncode
         self.pid = pid
+        self.oom_killed = oom_killed
 
     @property
     def signal(self) -> signal.Signals | None:
@@ -118,9 +120,10 @@ def call(
     deadline = None if timeout is None else time.monotonic() + timeout
 
     _flush_std_streams()
-    # (PID, pidfd) of the box, put here by _nsbox.fork before it returns: known even if an interrupt is
+    # (PID, pidfd, cgroup) of the box, put here by _nsbox.fork before it returns: known even if an interrupt is
     # raised as it returns. Killing and reaping go through the pidfd, which cannot name a reused PID.
-    started: list[tuple[int, int]] = []
+    started: list[tuple[int, int, _nsbox.Cgroup | None]] = []
+    oom_killed = False
     read_end = write_end = -1
     try:
         read_end, write_end = _pipe()
@@ -147,15 +150,18 @@ def call(
     finally:
         if read_end >= 0:
             os.close(read_end)
-        for _, pidfd in started:
+        for _, pidfd, cgroup in started:
             if pidfd >= 0:
                 os.close(pidfd)
+            if cgroup is not None:
+                cgroup.finish()  # reaped: what the function left in its cgroup is killed, the cgroup removed
+                oom_killed = (cgroup.usage()[3] or 0) > 0
         if network is not None and link is not None:
             if started:
                 network._release(link[1], link[0])  # exited and reaped: its veth goes with its namespace
             else:
                 network._bind(link[1], None)
-    result: T = _conclude(message, returncode, started[0][0], name)
+    result: T = _conclude(message, returncode, started[0][0], name, oom_killed)
     return result
 
 
@@ -319,7 +325,7 @@ def _pipe() -> tuple[int, int]:
     return ends[0], ends[1]
 
 
-def _conclude(message: bytes | None, returncode: int | None, worker: int, name: str) -> Any:
+def _conclude(message: bytes | None, returncode: int | None, worker: int, name: str, oom_killed: bool) -> Any:
     __tracebackhide__ = True
     if message is None:
         if returncode is None:
@@ -334,12 +340,15 @@ def _conclude(message: bytes | None, returncode: int | None, worker: int, name: 
                 what = f"was killed by {signal.Signals(-returncode).name}"
             except ValueError:
                 what = f"was killed by signal {-returncode}"
+            if oom_killed:
+                what += " (the OOM killer of memory_limit)"
         else:
             what = f"exited with status {returncode}"
         raise BoxCrashed(
             f"{name} did not return: its process in the box (host PID {worker}) {what}",
             returncode=returncode,
             pid=worker,
+            oom_killed=oom_killed,
         )
     try:
         kind, *rest = pickle.loads(message)

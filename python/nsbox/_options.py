@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Annotated, Any, TypedDict
 
-from nsbox import _nsbox
+from nsbox import _limits, _nsbox
 from nsbox._mounts import Bind, Mount, Overlay, Tmpfs, mounts_core, root_core
 
 if TYPE_CHECKING:
@@ -126,6 +126,9 @@ class NamespaceOptions(TypedDict, total=False):
     mounts: Annotated[Sequence[Mount] | None, Option(None, _mounts)]
     network: Annotated["Network | None", Option(None)]
     ip: Annotated["str | ipaddress.IPv4Address | None", Option(None)]
+    memory_limit: Annotated[int | str | None, Option(None, _limits.memory_limit)]
+    pids_limit: Annotated[int | None, Option(None, _limits.pids_limit)]
+    cpu_limit: Annotated[float | None, Option(None, _limits.cpu_limit)]
 
 
 class BoxOptions(NamespaceOptions, total=False):

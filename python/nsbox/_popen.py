@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from nsbox._network import Network  # a box's network is checked in _options, where it is loaded if need be
 
 from nsbox import _ids, _inspect, _nsbox
+from nsbox._limits import NOTHING_MEASURED, Usage
 from nsbox._options import (
     OPTIONS,
     Args,
@@ -66,6 +67,11 @@ class Popen(subprocess.Popen[Any]):
     - ``network``: an :class:`nsbox.Network` to join (implies ``net``): the box gets ``eth0`` with ``ip``
       (default: the next free address), up, with a default route through the network's gateway.
       ``box.ip`` is the address.
+    - ``memory_limit`` (bytes, or a size such as ``"256M"``, ``"1.5G"``: binary units), ``pids_limit``
+      (processes at once), ``cpu_limit`` (CPUs, ``0.5`` for half of one): the box gets a cgroup of its own
+      beneath the caller's, entered before the command runs and removed when the box is reaped (what is
+      left in it is killed then). :attr:`oom_killed` and :meth:`usage` read its counters. Root, or a
+      delegated cgroup v2 subtree (see the README); otherwise ``PermissionError`` says what to do.
 
     ``user`` does two jobs, told apart by type: ``None``, ``True`` or ``False`` is the user namespace
     (above); a user name or an ``int`` uid means what it means to :mod:`subprocess`: run the command as
@@ -141,6 +147,8 @@ class Popen(subprocess.Popen[Any]):
         check_names(options, OPTIONS, "Popen")
         self._exec_children = []
         self._nsbox_link: tuple[str, str] | None = None
+        #: The box's cgroup when it has limits (set by the core as it starts the box).
+        self._cgroup: _nsbox.Cgroup | None = None
         # Checked before any pipe is made: bad options leave nothing behind.
         self._prepared = prepare(options, user_namespace)
         if cwd is None and self._prepared.keeps_cwd:
@@ -269,6 +277,36 @@ class Popen(subprocess.Popen[Any]):
         self._exec_children.append(child)
         return child
 
+    # -- Its cgroup -----------------------------------------------------------------------------
+
+    @property
+    def oom_killed(self) -> bool:
+        """Whether the OOM killer of ``memory_limit`` killed a process of the box (so far)."""
+        cgroup = getattr(self, "_cgroup", None)
+        return cgroup is not None and (cgroup.usage()[3] or 0) > 0
+
+    def usage(self) -> Usage:
+        """What the box has used, from its cgroup's counters: now, or as it was when the box was reaped.
+
+        Fields are ``None`` where nothing was counted: all of them for a box without cgroup limits.
+        """
+        cgroup = getattr(self, "_cgroup", None)
+        if cgroup is None:
+            return NOTHING_MEASURED
+        memory_peak, cpu_time, processes, _ = cgroup.usage()
+        return Usage(memory_peak, cpu_time, processes)
+
+    def _finish_cgroup(self) -> None:
+        # Once reaped: kill what is left in the cgroup (a box without pid=True may leave orphans), keep the
+        # final figures, remove it.
+        cgroup = getattr(self, "_cgroup", None)
+        if cgroup is not None and self.returncode is not None:
+            cgroup.finish()
+
+    def _handle_exitstatus(self, sts: int, *args: Any) -> None:  # subprocess's hook of every reaping path
+        super()._handle_exitstatus(sts, *args)  # type: ignore[misc]
+        self._finish_cgroup()
+
     # -- Waiting --------------------------------------------------------------------------------
 
     # The processes started by exec_popen: children of ours, inside the box's PID namespace.
@@ -280,7 +318,9 @@ class Popen(subprocess.Popen[Any]):
     def poll(self) -> int | None:
         """As :meth:`subprocess.Popen.poll`; also reaps the box's exited ``exec_popen`` processes."""
         self._reap_exec_children()
-        return super().poll()
+        code = super().poll()
+        self._finish_cgroup()  # also when someone else reaped it (subprocess then sets returncode alone)
+        return code
 
     def wait(self, timeout: float | None = None) -> int:
         """As :meth:`subprocess.Popen.wait`.
@@ -290,7 +330,9 @@ class Popen(subprocess.Popen[Any]):
         there are such processes, they are reaped as they die instead of blocking on PID 1 alone.
         """
         if not self._exec_children or self.returncode is not None:
-            return super().wait(timeout)
+            status = super().wait(timeout)
+            self._finish_cgroup()
+            return status
         deadline = None if timeout is None else _time.monotonic() + timeout
         delay = 0.0005
         while True:
@@ -298,7 +340,9 @@ class Popen(subprocess.Popen[Any]):
             if code is not None:
                 return code
             if not self._exec_children:
-                return super().wait(None if deadline is None else max(0.0, deadline - _time.monotonic()))
+                status = super().wait(None if deadline is None else max(0.0, deadline - _time.monotonic()))
+                self._finish_cgroup()
+                return status
             if timeout is not None and deadline is not None and _time.monotonic() >= deadline:
                 raise subprocess.TimeoutExpired(self.args, timeout)
             _time.sleep(delay)

@@ -20,6 +20,7 @@ fn hint(config: &Spec, step: Step, errno: i32, at: u16) -> Option<Hint> {
         (Step::Clone, libc::EINVAL) => Some(Hint::UnsupportedCombination),
         (Step::UidMap | Step::GidMap | Step::Setgroups, libc::EPERM) => Some(Hint::MapsNeedPrivilege),
         (Step::MountProc, libc::EPERM) if !config.has(Namespace::Pid) => Some(Hint::ProcNeedsPidNamespace),
+        (Step::Cgroup, libc::EACCES | libc::EPERM) => Some(Hint::CgroupNeedsDelegation),
         _ => None,
     }
 }

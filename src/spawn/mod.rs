@@ -67,6 +67,8 @@ pub struct Command {
     pub extra_groups: Option<Vec<libc::gid_t>>,
     pub gid: Option<libc::gid_t>,
     pub uid: Option<libc::uid_t>,
+    /// The box's `cgroup.procs` files, open (see [`crate::cgroup`]): the child enters them first.
+    pub cgroup_procs: Vec<RawFd>,
 }
 
 impl Default for Command {
@@ -84,6 +86,7 @@ impl Default for Command {
             extra_groups: None,
             gid: None,
             uid: None,
+            cgroup_procs: Vec::new(),
         }
     }
 }
@@ -261,6 +264,7 @@ pub fn spawn(config: &Spec, command: &Command, join: Option<&Join>, link: Option
         extra_groups: command.extra_groups.as_deref(),
         gid: command.gid,
         uid: command.uid,
+        cgroup_procs: &command.cgroup_procs,
     };
 
     let child_pid = AtomicI32::new(0);
