@@ -191,6 +191,8 @@ hints! {
     CgroupHasProcesses, "cgroup_has_processes",
         "cgroup v2 gives controllers to child cgroups only while no process is in the parent: run Python in a \
          cgroup of its own, such as `systemd-run --user --scope -p Delegate=yes python ...` makes";
+    PidsLimitReached, "pids_limit_reached",
+        "pids_limit counts every process and thread of the box, nsbox's own short-lived setup process included";
     ControllerNotDelegated, "controller_not_delegated",
         "the parent cgroup does not give it to this one: systemd gives controllers to a unit with Delegate=yes \
          (`systemd-run --user --scope -p Delegate=yes python ...`)";

@@ -411,6 +411,20 @@ mod tests {
     }
 
     #[test]
+    fn with_limits_the_cgroup_namespace_is_made_after_entering_the_boxs_cgroup() {
+        let opts = Options { cgroup: true, pid: true, ..Options::default() };
+        let plain = opts.clone().resolve(ROOT).unwrap();
+        assert_ne!(plain.clone_flags() & libc::CLONE_NEWCGROUP, 0);
+        assert!(!plain.cgroup_namespace_after_entry());
+        let limited = Options { pids_limit: Some(8), ..opts }.resolve(ROOT).unwrap();
+        assert_eq!(limited.clone_flags(), libc::CLONE_NEWPID);
+        assert!(limited.cgroup_namespace_after_entry() && limited.has(Namespace::Cgroup));
+        // Limits alone make no namespace.
+        let alone = Options { memory_limit: Some(SizeArg::Text("64M".into())), ..Options::default() };
+        assert_eq!(alone.resolve(USER).unwrap().namespaces(), Namespaces::empty());
+    }
+
+    #[test]
     fn offsets_become_timens_text() {
         let cfg =
             Options { time: true, monotonic_offset: Some(-1.25), boottime_offset: Some(86400.0), ..Options::default() }

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,15 @@ def test_control_the_same_bomb_without_a_limit_forks_every_time(python: str) -> 
         assert bomb_report(box) == {"made": FORKS, "refused": []}
 
 
+def test_a_pids_limit_below_what_the_box_needs_to_start_says_so() -> None:
+    # init=True is two processes (the init and the command): one is not enough, and the error says why.
+    with pytest.raises(BlockingIOError) as raised:
+        nsbox.run(["true"], init=True, pids_limit=1)
+    assert (raised.value.step, raised.value.hint) == ("init", "pids_limit_reached")  # type: ignore[attr-defined]
+    assert "nsbox's own short-lived setup process included" in str(raised.value)
+    assert nsbox.run(["true"], init=True, pids_limit=2).returncode == 0
+
+
 # -- A memory hog under memory_limit ----------------------------------------------------------------------------
 
 
@@ -375,6 +385,20 @@ def test_an_empty_cgroup_of_a_caller_killed_with_sigkill_is_swept_by_the_next_bo
         kill_and_reap(caller)
         for path in box_cgroups(caller.pid):
             path.rmdir()
+
+
+def test_a_forked_copy_of_the_caller_leaves_the_box_and_its_cgroup_alone() -> None:
+    with running(["sleep", "60"], pids_limit=8) as box:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+: forking a process with threads
+            pid = os.fork()
+        if pid == 0:
+            # The copy finishes its copy of the cgroup (as dropping the Popen at its exit would): nothing happens.
+            box._cgroup.finish()  # type: ignore[union-attr]
+            os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert box.poll() is None and len(box_cgroups()) == 2
+    assert box_cgroups() == []
 
 
 # -- Without root ----------------------------------------------------------------------------------------------

@@ -236,8 +236,12 @@ impl Host for FakeHost {
         path.exists()
     }
 
-    fn may_write(&self, path: &Path) -> bool {
-        !self.denied.contains(path)
+    fn may_write(&self, path: &Path) -> io::Result<()> {
+        if self.denied.contains(path) {
+            Err(errno(libc::EACCES))
+        } else {
+            Ok(())
+        }
     }
 
     fn subdirs(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -292,7 +296,7 @@ impl<T: Host> Host for &T {
     fn exists(&self, path: &Path) -> bool {
         (**self).exists(path)
     }
-    fn may_write(&self, path: &Path) -> bool {
+    fn may_write(&self, path: &Path) -> io::Result<()> {
         (**self).may_write(path)
     }
     fn subdirs(&self, dir: &Path) -> io::Result<Vec<String>> {

@@ -20,8 +20,8 @@ pub trait Host {
     fn mkdir(&self, path: &Path) -> io::Result<()>;
     fn rmdir(&self, path: &Path) -> io::Result<()>;
     fn exists(&self, path: &Path) -> bool;
-    /// Whether this process may write `path` (by its effective ids).
-    fn may_write(&self, path: &Path) -> bool;
+    /// Whether this process may write `path` (by its effective ids): why not, if not.
+    fn may_write(&self, path: &Path) -> io::Result<()>;
     /// The names of the directories in `dir`.
     fn subdirs(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// `cgroup.procs` of `dir`, open for writing, close-on-exec, at 3 or above.
@@ -79,10 +79,14 @@ impl Host for RealHost {
         path.exists()
     }
 
-    fn may_write(&self, path: &Path) -> bool {
-        let Ok(path) = c_path(path) else { return false };
+    fn may_write(&self, path: &Path) -> io::Result<()> {
+        let path = c_path(path)?;
         // SAFETY: a valid NUL-terminated path; AT_EACCESS checks the effective ids, which the kernel uses.
-        unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::W_OK, libc::AT_EACCESS) == 0 }
+        if unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::W_OK, libc::AT_EACCESS) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     fn subdirs(&self, dir: &Path) -> io::Result<Vec<String>> {

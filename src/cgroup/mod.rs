@@ -105,6 +105,8 @@ pub struct BoxCgroup<H: Host = RealHost> {
     dirs: Vec<BoxDir>,
     /// The figures read just before removal; `Some` once finished.
     last: Option<Usage>,
+    /// The process that made it ([`crate::fork_id`]): a `fork()`ed copy of it must never kill the box.
+    generation: u64,
 }
 
 /// The box's `cgroup.procs` files, open for the child to write `0` to, first thing (see [`crate::child`]).
@@ -123,7 +125,8 @@ fn errno_of(err: &io::Error) -> i32 {
 }
 
 fn failure(errno: i32, what: String) -> Error {
-    let hint = matches!(errno, libc::EACCES | libc::EPERM | libc::EROFS).then_some(Hint::CgroupNeedsDelegation);
+    // (EROFS, a read-only cgroupfs as containers often mount it, is the mount's doing, not the caller's.)
+    let hint = matches!(errno, libc::EACCES | libc::EPERM).then_some(Hint::CgroupNeedsDelegation);
     Error::os(Step::Cgroup, errno).with_what(what).with_hint(hint)
 }
 
@@ -208,7 +211,7 @@ pub fn create(limits: &Limits) -> Result<(BoxCgroup, Entry), Error> {
 pub fn create_on<H: Host>(host: H, limits: &Limits) -> Result<(BoxCgroup<H>, Entry), Error> {
     let places = places(&host, limits)?;
     // Dropped on an error: what was made so far is removed.
-    let mut cgroup = BoxCgroup { host, dirs: Vec::new(), last: None };
+    let mut cgroup = BoxCgroup::new(host);
     // One name in every hierarchy.
     let n = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
     let mut fds = Vec::with_capacity(places.len());
@@ -219,14 +222,19 @@ pub fn create_on<H: Host>(host: H, limits: &Limits) -> Result<(BoxCgroup<H>, Ent
 }
 
 impl<H: Host> BoxCgroup<H> {
+    fn new(host: H) -> BoxCgroup<H> {
+        BoxCgroup { host, dirs: Vec::new(), last: None, generation: crate::fork_id::process_generation() }
+    }
+
     /// The box's directory beneath `place`, with its limits set; its `cgroup.procs`, open.
     fn make(&mut self, place: &Place, limits: &Limits, n: u64) -> Result<OwnedFd, Error> {
         let base = &place.base;
         let shown = || quoted(base.to_string_lossy());
         // A cgroup's processes may move to a child only for who may write its cgroup.procs (v2: the common
         // ancestor's; v1: root or the owner of the processes): check it here rather than in the child.
-        if !self.host.may_write(base) || !self.host.may_write(&base.join("cgroup.procs")) {
-            return Err(failure(libc::EACCES, format!("create the box's cgroup in {}", shown())));
+        let allowed = self.host.may_write(base).and_then(|()| self.host.may_write(&base.join("cgroup.procs")));
+        if let Err(e) = allowed {
+            return Err(failure(errno_of(&e), format!("create the box's cgroup in {}", shown())));
         }
         self.sweep(base);
         if place.version == Version::V2 {
@@ -371,9 +379,11 @@ impl<H: Host> BoxCgroup<H> {
     }
 
     /// Kills what is left in the box's cgroup, keeps its final figures, and removes it. Once; later calls do
-    /// nothing. Directories that cannot be removed in time are left to the next sweep.
+    /// nothing, and so does a `fork()`ed copy of the process that made it. Directories that cannot be removed
+    /// in time are left to the next sweep.
     pub fn finish(&mut self) {
-        if self.last.is_some() {
+        // In a fork()ed copy of the caller (os.fork, multiprocessing) the box is the original's.
+        if self.last.is_some() || self.generation != crate::fork_id::process_generation() {
             return;
         }
         let deadline = Instant::now() + REMOVAL_DEADLINE;

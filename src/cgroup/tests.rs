@@ -184,3 +184,62 @@ fn names_of_nsbox_cgroups() {
     assert_eq!(v2_base(Path::new("/cg/app.scope/nsbox-12-caller")), Path::new("/cg/app.scope"));
     assert_eq!(v2_base(Path::new("/cg/app.scope/nsbox-12-1")), Path::new("/cg/app.scope/nsbox-12-1"));
 }
+
+/// cgroup v2 for real, where this machine has a cgroup2 mount (here `/sys/fs/cgroup/unified`, with no controllers):
+/// a child whose clone made a user namespace enters through the parent's fd (the kernel checks the opener), the
+/// kernel counts its CPU time, and removal kills what the box left behind with `cgroup.kill`.
+#[test]
+fn v2_for_real_entered_from_a_new_user_namespace_and_emptied_with_cgroup_kill() {
+    use std::ffi::CString;
+
+    use crate::spawn::{threads, Command};
+    use crate::spec::{Caller, Options};
+
+    let host = RealHost;
+    let found = layout::hierarchies(&host.self_cgroup().unwrap(), &host.mountinfo().unwrap());
+    let Some(v2) = found.iter().find(|h| h.version == Version::V2) else { return }; // no cgroup2 on this machine
+    if crate::sys::effective_ids().0 != 0 {
+        return; // as root only: the cgroup2 root is root's
+    }
+    let place = Place { version: Version::V2, base: v2_base(&v2.dir), controllers: Vec::new() };
+    let mut cgroup = BoxCgroup::new(host);
+    let procs = cgroup.make(&place, &Limits::default(), COUNTER.fetch_add(1, Ordering::Relaxed) + 1).unwrap();
+    let dir = cgroup.paths()[0].clone();
+
+    // A box in a new user namespace whose shell leaves a sleep behind (no PID namespace to end it).
+    let config = Options { user: Some(true), ..Options::default() }.resolve(Caller::current()).unwrap();
+    let cs = |s: &str| CString::new(s).unwrap();
+    let command = Command {
+        exec_paths: vec![cs("/bin/sh")],
+        argv: vec![
+            cs("sh"),
+            cs("-c"),
+            cs("sleep 1000 </dev/null >/dev/null 2>&1 & x=0; while [ $x -lt 20000 ]; do x=$((x+1)); done"),
+        ],
+        cgroup_procs: vec![procs.as_raw_fd()],
+        ..Command::default()
+    };
+    let pid = threads::run(move || crate::spawn::spawn(&config, &command, None, None)).unwrap().unwrap();
+    drop(procs);
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
+    assert_eq!(status, 0);
+
+    // The shell's orphan is in the box's cgroup, as the kernel shows it from here.
+    let left: Vec<pid_t> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(left.len(), 1);
+    let relative = dir.strip_prefix(&v2.dir).unwrap();
+    let seen = std::fs::read_to_string(format!("/proc/{}/cgroup", left[0])).unwrap();
+    assert!(seen.lines().any(|l| l.strip_prefix("0::").is_some_and(|p| Path::new(p).ends_with(relative))), "{seen}");
+    assert!(cgroup.usage().cpu_time.is_some_and(|t| t > 0.0));
+
+    cgroup.finish();
+    assert!(!dir.exists());
+    let state = std::fs::read_to_string(format!("/proc/{}/stat", left[0])).unwrap_or_default();
+    assert!(state.is_empty() || state.contains(") Z "), "{state}");
+}
