@@ -259,6 +259,10 @@ impl Host for FakeHost {
         Ok(std::fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?.into())
     }
 
+    fn open_dir(&self, dir: &Path) -> io::Result<std::os::fd::OwnedFd> {
+        Ok(std::fs::File::open(dir)?.into())
+    }
+
     fn pid(&self) -> pid_t {
         self.me
     }
@@ -304,6 +308,9 @@ impl<T: Host> Host for &T {
     }
     fn open_procs(&self, dir: &Path) -> io::Result<std::os::fd::OwnedFd> {
         (**self).open_procs(dir)
+    }
+    fn open_dir(&self, dir: &Path) -> io::Result<std::os::fd::OwnedFd> {
+        (**self).open_dir(dir)
     }
     fn pid(&self) -> pid_t {
         (**self).pid()

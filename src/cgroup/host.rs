@@ -26,6 +26,8 @@ pub trait Host {
     fn subdirs(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// `cgroup.procs` of `dir`, open for writing, close-on-exec, at 3 or above.
     fn open_procs(&self, dir: &Path) -> io::Result<OwnedFd>;
+    /// The cgroup directory `dir` itself (`O_PATH`), close-on-exec, at 3 or above: what `CLONE_INTO_CGROUP` takes.
+    fn open_dir(&self, dir: &Path) -> io::Result<OwnedFd>;
     /// This process's PID.
     fn pid(&self) -> pid_t;
     /// Whether a process `pid` exists.
@@ -104,6 +106,13 @@ impl Host for RealHost {
         let path = c_path(&dir.join("cgroup.procs"))?;
         // SAFETY: a valid NUL-terminated path; the new fd is ours.
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        crate::sys::own_fd(fd)
+    }
+
+    fn open_dir(&self, dir: &Path) -> io::Result<OwnedFd> {
+        let path = c_path(dir)?;
+        // SAFETY: a valid NUL-terminated path; the new fd is ours.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
         crate::sys::own_fd(fd)
     }
 

@@ -10,8 +10,12 @@
 //! - **Entering.** The parent opens each box directory's `cgroup.procs`; the child's first step writes
 //!   `0` (itself) to each, before any second clone or exec, so every process of the box is inside. The
 //!   kernel checks the opener's credentials (and, on v2, its cgroup namespace), so this holds even after
-//!   the clone made a user namespace. `CLONE_INTO_CGROUP` would need `clone3`, which has no C library
-//!   wrapper that runs a function on a new stack, works on v2 only, and not for `nsbox.call`'s fork.
+//!   the clone made a user namespace. Such a move takes the kernel's cgroup-wide lock for writing, which
+//!   waits for an RCU grace period unless another move just did (about 10 ms on the 2-CPU test machine, for
+//!   boxes started a while apart). So on cgroup v2 the exec path's clone is `clone3` with
+//!   `CLONE_INTO_CGROUP` (`x86_64`; [`crate::child::sys::clone_into_cgroup`]), which places the child at fork
+//!   without that wait, falling back to the write where the kernel lacks it. `nsbox.call` forks with the C
+//!   library's `fork()` (its locks and handlers need it), and writes.
 //! - **cgroup v2's rule of no internal processes.** A cgroup gives controllers to its children only while
 //!   no process is in it. When enabling them in the caller's cgroup fails so, and the caller is alone in
 //!   it (as under `systemd-run --scope -p Delegate=yes`), the caller moves itself to a leaf of its own,
@@ -109,14 +113,29 @@ pub struct BoxCgroup<H: Host = RealHost> {
     generation: u64,
 }
 
-/// The box's `cgroup.procs` files, open for the child to write `0` to, first thing (see [`crate::child`]).
+/// The ways into the box's cgroup, open: its `cgroup.procs` files, for the child to write `0` to first thing
+/// (see [`crate::child`]), and its cgroup v2 directory, for a clone that starts the child there.
 #[derive(Debug)]
-pub struct Entry(Vec<OwnedFd>);
+pub struct Entry {
+    procs: Vec<(Version, OwnedFd)>,
+    v2_dir: Option<OwnedFd>,
+}
 
 impl Entry {
+    /// Every `cgroup.procs` (`nsbox.call`'s fork enters them all).
     #[must_use]
     pub fn fds(&self) -> Vec<RawFd> {
-        self.0.iter().map(AsRawFd::as_raw_fd).collect()
+        self.procs.iter().map(|(_, fd)| fd.as_raw_fd()).collect()
+    }
+
+    /// For a clone that may start the child in the cgroup v2 directory: the `cgroup.procs` of the other
+    /// hierarchies, and (the v2 directory, its `cgroup.procs` should the clone not be able to).
+    #[must_use]
+    pub fn split(&self) -> (Vec<RawFd>, Option<(RawFd, RawFd)>) {
+        let v1 = self.procs.iter().filter(|(v, _)| *v == Version::V1).map(|(_, fd)| fd.as_raw_fd()).collect();
+        let v2_procs = self.procs.iter().find(|(v, _)| *v == Version::V2).map(|(_, fd)| fd.as_raw_fd());
+        let into = self.v2_dir.as_ref().map(AsRawFd::as_raw_fd).zip(v2_procs);
+        (v1, into)
     }
 }
 
@@ -214,11 +233,17 @@ pub fn create_on<H: Host>(host: H, limits: &Limits) -> Result<(BoxCgroup<H>, Ent
     let mut cgroup = BoxCgroup::new(host);
     // One name in every hierarchy.
     let n = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
-    let mut fds = Vec::with_capacity(places.len());
+    let mut entry = Entry { procs: Vec::with_capacity(places.len()), v2_dir: None };
     for place in &places {
-        fds.push(cgroup.make(place, limits, n)?);
+        entry.procs.push((place.version, cgroup.make(place, limits, n)?));
+        if place.version == Version::V2 {
+            let dir = cgroup.dirs.last().map(|d| d.path.clone()).unwrap_or_default();
+            let opened = cgroup.host.open_dir(&dir);
+            entry.v2_dir =
+                Some(opened.map_err(|e| failure(errno_of(&e), format!("open {}", quoted(dir.to_string_lossy()))))?);
+        }
     }
-    Ok((cgroup, Entry(fds)))
+    Ok((cgroup, entry))
 }
 
 impl<H: Host> BoxCgroup<H> {

@@ -190,6 +190,62 @@ fn names_of_nsbox_cgroups() {
 /// kernel counts its CPU time, and removal kills what the box left behind with `cgroup.kill`.
 #[test]
 fn v2_for_real_entered_from_a_new_user_namespace_and_emptied_with_cgroup_kill() {
+    v2_for_real(false);
+}
+
+/// The same, the child started in its cgroup by `clone3` with `CLONE_INTO_CGROUP` (its `cgroup.procs` to fall
+/// back on is a bad fd here: were the clone to fall back, the spawn would fail).
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn v2_for_real_started_in_its_cgroup_by_clone_into_cgroup() {
+    v2_for_real(true);
+}
+
+/// `clone3` with `CLONE_INTO_CGROUP` makes the first process of every shape of box: a PID namespace made by
+/// the clone, or by a second clone after `unshare` (a root with supplementary groups), an init.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn clone_into_cgroup_makes_every_shape_of_box() {
+    use std::ffi::CString;
+
+    use crate::spawn::{threads, Command};
+    use crate::spec::{Caller, Options};
+
+    let host = RealHost;
+    let found = layout::hierarchies(&host.self_cgroup().unwrap(), &host.mountinfo().unwrap());
+    let Some(v2) = found.iter().find(|h| h.version == Version::V2) else { return };
+    if crate::sys::effective_ids().0 != 0 {
+        return;
+    }
+    let root = Caller::current();
+    let shapes = [
+        (Options { user: Some(true), pid: true, ..Options::default() }, root),
+        (Options { user: Some(true), pid: true, ..Options::default() }, Caller { may_drop_groups: true, ..root }),
+        (Options { init: true, mount_proc: true, ..Options::default() }, root),
+    ];
+    for (options, caller) in shapes {
+        let place = Place { version: Version::V2, base: v2_base(&v2.dir), controllers: Vec::new() };
+        let mut cgroup = BoxCgroup::new(RealHost);
+        let _procs = cgroup.make(&place, &Limits::default(), COUNTER.fetch_add(1, Ordering::Relaxed) + 1).unwrap();
+        let dir_fd = RealHost.open_dir(&cgroup.paths()[0]).unwrap();
+        let config = options.resolve(caller).unwrap();
+        let command = Command {
+            exec_paths: vec![CString::new("/bin/true").unwrap()],
+            argv: vec![CString::new("true").unwrap()],
+            cgroup_into: Some((dir_fd.as_raw_fd(), -1)),
+            ..Command::default()
+        };
+        let pid = threads::run(move || crate::spawn::spawn(&config, &command, None, None)).unwrap().unwrap();
+        let mut status = -1;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
+        assert_eq!(status, 0);
+        assert!(cgroup.usage().cpu_time.is_some_and(|t| t > 0.0));
+        cgroup.finish();
+    }
+}
+
+fn v2_for_real(clone_into: bool) {
     use std::ffi::CString;
 
     use crate::spawn::{threads, Command};
@@ -205,6 +261,7 @@ fn v2_for_real_entered_from_a_new_user_namespace_and_emptied_with_cgroup_kill() 
     let mut cgroup = BoxCgroup::new(host);
     let procs = cgroup.make(&place, &Limits::default(), COUNTER.fetch_add(1, Ordering::Relaxed) + 1).unwrap();
     let dir = cgroup.paths()[0].clone();
+    let dir_fd = RealHost.open_dir(&dir).unwrap();
 
     // A box in a new user namespace whose shell leaves a sleep behind (no PID namespace to end it).
     let config = Options { user: Some(true), ..Options::default() }.resolve(Caller::current()).unwrap();
@@ -216,11 +273,12 @@ fn v2_for_real_entered_from_a_new_user_namespace_and_emptied_with_cgroup_kill() 
             cs("-c"),
             cs("sleep 1000 </dev/null >/dev/null 2>&1 & x=0; while [ $x -lt 20000 ]; do x=$((x+1)); done"),
         ],
-        cgroup_procs: vec![procs.as_raw_fd()],
+        cgroup_procs: if clone_into { Vec::new() } else { vec![procs.as_raw_fd()] },
+        cgroup_into: clone_into.then_some((dir_fd.as_raw_fd(), -1)),
         ..Command::default()
     };
     let pid = threads::run(move || crate::spawn::spawn(&config, &command, None, None)).unwrap().unwrap();
-    drop(procs);
+    drop((procs, dir_fd));
     let mut status = 0;
     // SAFETY: waiting for our own child.
     assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);

@@ -105,6 +105,7 @@ pub(crate) fn spawn(
         gid,
         uid,
         cgroup_procs: Vec::new(),
+        cgroup_into: None,
     };
     let config = Arc::clone(&config.inner);
     if config.limits.is_some() && popen.is_none() {
@@ -117,7 +118,9 @@ pub(crate) fn spawn(
         // The box's cgroup, if it has limits: on a failed spawn it is removed as it is dropped.
         let cgroup = config.limits.as_ref().map(crate::cgroup::create).transpose()?;
         let mut command = command;
-        command.cgroup_procs = cgroup.as_ref().map(|(_, entry)| entry.fds()).unwrap_or_default();
+        if let Some((_, entry)) = &cgroup {
+            (command.cgroup_procs, command.cgroup_into) = entry.split();
+        }
         let pid = match network {
             None => {
                 let join = target.as_ref().map(Join::open).transpose()?;
