@@ -13,7 +13,10 @@ its limit written and its ``cgroup.procs`` opened before the clone, entered by t
 removed after the box is reaped.
 
 Then where that time goes: the same steps done by hand from Python, per hierarchy (``mkdir``, one write,
-``open`` of ``cgroup.procs``, one write of the PID, ``rmdir``), timed one by one. Not a test: it prints Markdown.
+``open`` of ``cgroup.procs``, ``rmdir``), timed one by one; and what it costs a new process to get into a
+fresh cgroup (``bench/cgroup_entry.c``, built with ``cc``): a ``fork`` and a write of ``0`` to ``cgroup.procs``
+(v1, and ``nsbox.call``) against ``clone3`` with ``CLONE_INTO_CGROUP`` (cgroup v2: nsbox's exec path), back to
+back and 50 ms apart. Not a test: it prints Markdown.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,9 +74,11 @@ def by_hand(rounds: int) -> dict[str, dict[str, float]]:
             t = time.perf_counter_ns()
             os.mkdir(path)
             times["mkdir"].append(time.perf_counter_ns() - t)
-            if file is not None:
+            if file is not None and value is not None:
                 t = time.perf_counter_ns()
-                (path / file).write_text(value)
+                limit_fd = os.open(path / file, os.O_WRONLY | os.O_CLOEXEC)
+                os.write(limit_fd, value.encode())
+                os.close(limit_fd)
                 times["limit"].append(time.perf_counter_ns() - t)
             t = time.perf_counter_ns()
             fd = os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
@@ -87,6 +95,30 @@ def by_hand(rounds: int) -> dict[str, dict[str, float]]:
             times["rmdir"].append(time.perf_counter_ns() - t)
         out[controller] = {step: statistics.median(v) / 1000 for step, v in times.items() if v}
     return out
+
+
+def entry_costs(rounds: int) -> list[tuple[str, str, int, str]]:
+    """(hierarchy, way, gap in ms, "median / max µs") of a new process getting into a fresh cgroup."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        print("no C compiler: the entry costs are left out", file=sys.stderr)
+        return []
+    dirs = parents()
+    with open("/proc/self/mountinfo") as f:
+        v2 = next((line.split()[4] for line in f if " - cgroup2 " in line), None)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nsbox-bench-") as tmp:
+        binary = os.path.join(tmp, "cgroup_entry")
+        subprocess.run([cc, "-O2", "-o", binary, str(Path(__file__).parent / "cgroup_entry.c")], check=True)
+        cases = [("pids (v1)", dirs.get("pids"), "write")] + [("cgroup2", v2, way) for way in ("write", "into")]
+        for name, base, way in cases:
+            if base is None:
+                continue
+            for gap in (0, 50):
+                out = subprocess.run([binary, str(base), way, str(gap), str(rounds)], capture_output=True, text=True)
+                shown = "/".join(out.stdout.split()) if out.returncode == 0 else f"failed: {out.stderr.strip()}"
+                rows.append((name, way, gap, shown))
+    return rows
 
 
 def main() -> int:
@@ -129,12 +161,21 @@ def main() -> int:
         )
     steps = by_hand(50 if args.quick else 400)
     print("\nBy hand, per hierarchy (median µs): the steps of one box's cgroup\n")
-    print("| hierarchy | mkdir | limit write | open cgroup.procs | rmdir (after the child left) | sum |")
+    print("| hierarchy | mkdir | limit (open, write, close) | open cgroup.procs | rmdir (after the child left) | sum |")
     print("|---|---|---|---|---|---|")
     for controller, t in steps.items():
         cells = [t.get(s) for s in ("mkdir", "limit", "open", "rmdir")]
         shown = " | ".join("—" if c is None else f"{c:.0f}" for c in cells)
         print(f"| {controller} | {shown} | {sum(c for c in cells if c is not None):.0f} |")
+    rows = entry_costs(20 if args.quick else 100)
+    if rows:
+        print("\nA new process into a fresh cgroup (bench/cgroup_entry.c): fork/clone to waitpid, median/max µs\n")
+        print("| hierarchy | way | boxes back to back | 50 ms apart |")
+        print("|---|---|---|---|")
+        for i in range(0, len(rows), 2):
+            (name, way, _, back), (_, _, _, apart) = rows[i], rows[i + 1]
+            label = "fork + write 0 to cgroup.procs" if way == "write" else "clone3 + CLONE_INTO_CGROUP"
+            print(f"| {name} | {label} | {back} | {apart} |")
     return 0
 
 

@@ -187,7 +187,7 @@ hints! {
          directory first";
     CgroupNeedsDelegation, "cgroup_needs_delegation",
         "cgroup limits need root, or a cgroup v2 subtree delegated to you: run Python under \
-         `systemd-run --user --scope -p Delegate=yes python ...`, or leave the limits out (rlimits work without)";
+         `systemd-run --user --scope -p Delegate=yes python ...`; rlimits need no root";
     CgroupHasProcesses, "cgroup_has_processes",
         "cgroup v2 gives controllers to child cgroups only while no process is in the parent: run Python in a \
          cgroup of its own, such as `systemd-run --user --scope -p Delegate=yes python ...` makes";

@@ -195,6 +195,16 @@ def test_with_a_cgroup_namespace_the_box_sees_its_own_cgroup_as_the_root() -> No
     # Control: without the cgroup namespace, the box sees the host's path of its cgroup.
     r = nsbox.run(["cat", "/proc/self/cgroup"], memory_limit="64M", capture_output=True, text=True, check=True)
     assert lines_inside(r.stdout)["memory"].startswith(cgroup_lines()["memory"].rstrip("/") + "/nsbox-")
+    # nsbox.call's fork likewise: in its cgroup first, the namespace after.
+    inside = lines_inside(nsbox.call(read_own_cgroups, cgroup=True, pid=True, memory_limit="64M"))
+    assert set(inside.values()) == {"/"}
+    inside = lines_inside(nsbox.call(read_own_cgroups, pid=True, memory_limit="64M"))
+    assert "/nsbox-" in inside["memory"]
+
+
+def read_own_cgroups() -> str:
+    with open("/proc/self/cgroup") as f:
+        return f.read()
 
 
 def test_the_cgroup_is_entered_before_the_command_runs_in_every_shape_of_box() -> None:
