@@ -5,10 +5,12 @@
 use std::ffi::CString;
 use std::fmt::Write as _;
 
+use crate::capabilities::CapSet;
 use crate::errors::{quoted, Error};
 use crate::idmap::{IdMap, IdRange};
 use crate::mounts::{Filesystem, MountOption};
 use crate::namespace::{Namespace, Namespaces};
+use crate::rlimits::Rlimit;
 
 /// `HOST_NAME_MAX` on Linux.
 pub const HOSTNAME_MAX: usize = 64;
@@ -120,6 +122,12 @@ pub struct Options {
     pub root: Option<MountOption>,
     /// Mounts made in the box's root, in order, after proc.
     pub mounts: Vec<MountOption>,
+    /// `PR_SET_NO_NEW_PRIVS` before exec.
+    pub no_new_privs: bool,
+    /// The capabilities the box keeps, by name; `None` leaves them as they are.
+    pub capabilities: Option<Vec<String>>,
+    /// (name, soft, hard), `RLIM_INFINITY` as `u64::MAX`.
+    pub rlimits: Vec<(String, u64, u64)>,
 }
 
 /// The caller's effective ids, which the defaults depend on.
@@ -173,6 +181,10 @@ pub struct Spec {
     /// The box's own root and mounts (`root`, `mounts`), with proc in it: `None` keeps the caller's root,
     /// with proc mounted on it directly.
     pub filesystem: Option<Filesystem>,
+    pub no_new_privs: bool,
+    /// The capabilities kept: every other one leaves every set, the bounding set included.
+    pub capabilities: Option<CapSet>,
+    pub rlimits: Vec<Rlimit>,
 }
 
 /// A host name as the kernel takes it: not empty, at most 64 bytes, no NUL.
@@ -194,6 +206,24 @@ fn path(option: &'static str, bytes: Vec<u8>) -> Result<CString, Error> {
         return Err(Error::bad_option(option, "must not be empty"));
     }
     CString::new(bytes).map_err(|_| Error::bad_option(option, "must not contain NUL bytes"))
+}
+
+/// The capabilities kept and the resource limits, checked.
+fn confinement(
+    capabilities: Option<&[String]>,
+    rlimits: &[(String, u64, u64)],
+    userns: bool,
+    caller: Caller,
+) -> Result<(Option<CapSet>, Vec<Rlimit>), Error> {
+    let capabilities = capabilities.map(CapSet::parse).transpose()?;
+    if capabilities.is_some() && !userns && caller.euid != 0 {
+        // Without CAP_SETPCAP the bounding set cannot shrink, and a setuid program could win back what the
+        // box was meant to lose.
+        let message = "dropping capabilities needs root or a user namespace: pass user=True (or any namespace)";
+        return Err(Error::rule("capabilities", message));
+    }
+    let rlimits = rlimits.iter().map(|(name, soft, hard)| Rlimit::new(name, *soft, *hard)).collect::<Result<_, _>>()?;
+    Ok((capabilities, rlimits))
 }
 
 impl Options {
@@ -290,8 +320,13 @@ impl Options {
             None
         };
 
+        let (capabilities, rlimits) = confinement(self.capabilities.as_deref(), &self.rlimits, user.is_some(), caller)?;
+
         Ok(Spec {
             kinds,
+            no_new_privs: self.no_new_privs,
+            capabilities,
+            rlimits,
             init: self.init,
             user,
             mount_proc: self.mount_proc,

@@ -163,7 +163,7 @@ class Popen(subprocess.Popen[Any]):
                 env=env,
                 universal_newlines=universal_newlines,
                 pass_fds=pass_fds,
-                start_new_session=start_new_session,
+                start_new_session=start_new_session or self._prepared.new_session,
                 process_group=process_group,
                 text=text,
                 encoding=encoding,

@@ -9,6 +9,7 @@
 //! [`Setup`] rather than the whole [`Plan`]: `nsbox.call` runs the same steps in a forked copy of the
 //! interpreter (see [`crate::fork`]).
 
+mod confine;
 mod mounts;
 mod net;
 mod steps;
@@ -24,6 +25,7 @@ use crate::errors::Step;
 use crate::net::Eth0;
 use crate::spec::Spec;
 
+pub(crate) use confine::{drop_bounding_set, keep_capabilities, set_no_new_privs, set_rlimits};
 pub(crate) use steps::{
     become_root_inside, configure_namespaces, die_with_parent_from_now_on, drop_supplementary_groups, filesystem,
     set_parent_death_signal,
@@ -145,7 +147,11 @@ fn run(plan: &Plan<'_>) -> ! {
     }
     setup_fds(plan);
     reset_signals(plan);
+    set_rlimits(s);
+    drop_bounding_set(s, plan.uid.is_some());
     switch_credentials(plan);
+    keep_capabilities(s);
+    set_no_new_privs(s);
     // Die with the spawning thread; spawner threads outlive their boxes (see spawner.rs).
     die_with_parent_from_now_on(s);
     exec(plan)

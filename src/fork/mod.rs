@@ -164,6 +164,10 @@ impl<'a> Fork<'a> {
             become_pid_1(&s, self.rseq);
         }
         child::filesystem(&s);
+        child::set_rlimits(&s);
+        child::drop_bounding_set(&s, false);
+        child::keep_capabilities(&s);
+        child::set_no_new_privs(&s);
         child::die_with_parent_from_now_on(&s);
         // SAFETY: getppid has no preconditions.
         if !cfg.has(Namespace::Pid) && unsafe { libc::getppid() } != self.caller {

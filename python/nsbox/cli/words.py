@@ -51,6 +51,8 @@ OPTIONS = {
     "setgroups": "--setgroups: the value",
     "monotonic_offset": "--monotonic: the offset",
     "boottime_offset": "--boottime: the offset",
+    "capabilities": "--caps:",
+    "rlimits": "--rlimit:",
 }
 
 
