@@ -454,3 +454,18 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def confined_init() -> dict[str, Any]:
+    """``CapEff`` and ``NoNewPrivs`` of a command under ``init=True`` without capabilities, as it reads them, and of
+    its init (PID 1), as the host reads them."""
+    script = "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; sleep 1000"
+    options: dict[str, Any] = {"init": True, "user": True, "capabilities": (), "no_new_privs": True}
+    with nsbox.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True, **options) as box:
+        try:
+            assert box.stdout is not None
+            command = [box.stdout.readline().split()[1] for _ in range(2)]
+            init = status_lines(box.pid)
+        finally:
+            box.kill()
+    return {"command": command, "init": [init["CapEff"], init["NoNewPrivs"]]}

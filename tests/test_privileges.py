@@ -162,3 +162,9 @@ def test_the_command_line_takes_them(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["CapEff:", f"{1 << 13:016x}", "NoNewPrivs:", "1"]
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_an_init_and_the_command_it_starts_are_both_confined(side: str, body: Body) -> None:
+    result = body(side, "confined_init")
+    assert result == {"command": [ZERO, "1"], "init": [ZERO, "1"]}
