@@ -128,6 +128,8 @@ pub struct Options {
     pub capabilities: Option<Vec<String>>,
     /// (name, soft, hard), `RLIM_INFINITY` as `u64::MAX`.
     pub rlimits: Vec<(String, u64, u64)>,
+    /// The box joins existing namespaces (`target`), whose user namespace, if any, makes it root there.
+    pub joins: bool,
 }
 
 /// The caller's effective ids, which the defaults depend on.
@@ -320,7 +322,8 @@ impl Options {
             None
         };
 
-        let (capabilities, rlimits) = confinement(self.capabilities.as_deref(), &self.rlimits, user.is_some(), caller)?;
+        let (capabilities, rlimits) =
+            confinement(self.capabilities.as_deref(), &self.rlimits, user.is_some() || self.joins, caller)?;
 
         Ok(Spec {
             kinds,

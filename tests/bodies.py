@@ -469,3 +469,20 @@ def confined_init() -> dict[str, Any]:
         finally:
             box.kill()
     return {"command": command, "init": [init["CapEff"], init["NoNewPrivs"]]}
+
+
+def exec_into_a_confined_box() -> dict[str, Any]:
+    """``CapEff`` and ``NoNewPrivs`` of commands run by ``Popen.exec`` and ``exec_popen`` in a box without
+    capabilities and with ``no_new_privs``, and by ``exec`` in the same box without them."""
+    script = ["sh", "-c", "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status | cut -f2"]
+    out: dict[str, Any] = {}
+    for name, options in (("bare", {}), ("confined", {"capabilities": (), "no_new_privs": True})):
+        with nsbox.Popen(["sleep", "1000"], pid=True, user=True, **options) as box:
+            try:
+                out[name] = box.exec(script, capture_output=True, text=True).stdout.split()
+                if name == "confined":
+                    child = box.exec_popen(script, stdout=subprocess.PIPE, text=True)
+                    out["exec_popen"] = child.communicate()[0].split()
+            finally:
+                box.kill()
+    return out

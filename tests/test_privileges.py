@@ -168,3 +168,23 @@ def test_the_command_line_takes_them(tmp_path: Path) -> None:
 def test_an_init_and_the_command_it_starts_are_both_confined(side: str, body: Body) -> None:
     result = body(side, "confined_init")
     assert result == {"command": [ZERO, "1"], "init": [ZERO, "1"]}
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_an_exec_into_a_box_is_confined_as_the_box(side: str, body: Body) -> None:
+    result = body(side, "exec_into_a_confined_box")
+    # Control: an exec into a bare box has its user namespace's capabilities.
+    assert result["bare"] != [ZERO, "0"] and result["bare"][1] == "0"
+    assert result["confined"] == [ZERO, "1"]
+    assert result["exec_popen"] == [ZERO, "1"]
+
+
+def test_an_exec_into_a_box_with_a_time_namespace_cannot_drop_capabilities_and_says_so() -> None:
+    with nsbox.Popen(["sleep", "1000"], pid=True, time=True, capabilities=()) as box:
+        try:
+            with pytest.raises(ValueError, match="time namespace cannot drop capabilities"):
+                box.exec(["true"])
+            # Control: without capabilities= the same exec works.
+            assert nsbox.run(["true"], target=box.pid).returncode == 0
+        finally:
+            box.kill()

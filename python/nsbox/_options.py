@@ -207,6 +207,8 @@ class Prepared:
     keeps_cwd: bool = False
     #: ``sandbox=True``: the command starts a new session (a part of :class:`Popen`'s own arguments).
     new_session: bool = False
+    #: The confinement options given (or implied by ``sandbox``), which an exec into the box inherits.
+    confinement: "dict[str, Any]" = field(default_factory=dict)
 
 
 def check_names(options: Mapping[str, object], allowed: Iterable[str], caller: str) -> None:
@@ -215,6 +217,10 @@ def check_names(options: Mapping[str, object], allowed: Iterable[str], caller: s
     if unknown:
         raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
 
+
+#: The options that confine a process rather than make namespaces: an exec into a box (``target``) takes them, and
+#: :meth:`Popen.exec` passes the box's own on, as ``docker exec`` does.
+CONFINEMENT = ("no_new_privs", "capabilities", "rlimits", "seccomp")
 
 #: ``sandbox=True``'s soft and hard resource limits (lowered to the caller's own hard limits).
 SANDBOX_RLIMITS = {"core": 0, "nofile": 1024, "nproc": 512}
@@ -269,6 +275,8 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
     sandbox = options.get("sandbox", False)
     if not isinstance(sandbox, bool):
         raise TypeError(f"sandbox must be True or False, not {sandbox!r}")
+    if sandbox and options.get("target") is not None:
+        raise ValueError("sandbox makes new namespaces; it cannot be combined with target")
     if sandbox:
         parts, user = sandbox_parts(user)
         if user is False or getattr(options.get("network"), "private", False):
@@ -298,7 +306,8 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
         raise ValueError("ip is given without a network: pass network=nsbox.Network(...)")
     joined: int | str | list[tuple[str, str]] | None = None
     if target is not None:
-        asked = [name for name in given if name not in ("target", "persist")] + (["user"] if user is not None else [])
+        joinable = ("target", "persist", *CONFINEMENT)
+        asked = [name for name in given if name not in joinable] + (["user"] if user is not None else [])
         if asked:
             raise ValueError(f"target joins existing namespaces; it cannot be combined with {', '.join(asked)}")
         if isinstance(target, Mapping):
@@ -309,12 +318,14 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
             )
         else:
             joined = target if isinstance(target, int) else os.fsdecode(target)
-    core: dict[str, Any] = {"user": user}
+    core: dict[str, Any] = {"user": user, "joins": joined is not None}
     for name, meta in OPTIONS.items():
         if meta.core is not None:
             core.update(meta.core(name, values[name]))
     keeps_cwd = values["root"] is None and bool(values["mounts"])
-    return Prepared(_nsbox.Spec(core), network, ip, values["persist"], joined, list(given), keeps_cwd, sandbox)
+    confinement = {name: values[name] for name in CONFINEMENT if name in given}
+    spec = _nsbox.Spec(core)
+    return Prepared(spec, network, ip, values["persist"], joined, list(given), keeps_cwd, sandbox, confinement)
 
 
 # The core sets up its reading of these names on first use, behind a lock that a fork() during it would leave

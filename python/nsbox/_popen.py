@@ -247,6 +247,9 @@ class Popen(subprocess.Popen[Any]):
     def exec(self, args: Args, **run_options: Unpack[ExecArgs]) -> subprocess.CompletedProcess[Any]:
         """Run ``args`` inside all of the box's namespaces, like ``docker exec`` / ``nsenter --all``.
 
+        The command is confined as the box is (``no_new_privs``, ``capabilities``, ``rlimits``, ``seccomp``,
+        given or implied by ``sandbox``), as ``docker exec`` runs with the container's.
+
         Takes :func:`nsbox.run`'s options (``capture_output``, ``text``, ``input``, ``timeout``,
         ``check``, ``env``, ``cwd`` ...). The command forks after joining, so it is in the box's PID
         namespace, and starts in the box's root and working directory.
@@ -257,7 +260,7 @@ class Popen(subprocess.Popen[Any]):
         from nsbox import run  # by its public name: loaded under the lock a fork waits for (nsbox/__init__.py)
 
         self._require_running("exec into the box")
-        return run(args, target=self.pid, **run_options)
+        return run(args, target=self.pid, **self._prepared.confinement, **run_options)
 
     def exec_popen(self, args: Args, **popen_options: Unpack[PopenArgs]) -> Popen:
         """The :class:`Popen` form of :meth:`exec`: start ``args`` inside the box and return at once.
@@ -265,7 +268,7 @@ class Popen(subprocess.Popen[Any]):
         The box keeps track of it: :meth:`wait` and :meth:`poll` on the box reap it once it has exited.
         """
         self._require_running("exec into the box")
-        child = Popen(args, target=self.pid, **popen_options)
+        child = Popen(args, target=self.pid, **self._prepared.confinement, **popen_options)
         self._exec_children.append(child)
         return child
 
