@@ -176,6 +176,8 @@ impl<'a> Fork<'a> {
             // SAFETY: nobody is waiting for us.
             unsafe { libc::_exit(127) };
         }
+        // Last, as before an exec: the function runs under it.
+        child::install_seccomp(&s);
         child::send(&s, Message::Running);
     }
 
