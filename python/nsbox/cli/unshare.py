@@ -120,7 +120,7 @@ def _parser() -> Parser:
         "--seccomp",
         choices=("default", "none"),
         metavar="default|none",
-        help="a seccomp filter: nsbox's default profile (denied calls fail with EPERM), or none",
+        help="seccomp filter: nsbox's default profile, or none",
     )
     parser.add_help_and_version(opts)
 
