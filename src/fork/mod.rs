@@ -356,6 +356,17 @@ mod tests {
     }
 
     #[test]
+    fn the_function_runs_under_the_seccomp_filter() {
+        let options = Options { seccomp: Some(crate::seccomp::SeccompOptions::default()), ..Options::default() };
+        let status = status_of(options, || {
+            // SAFETY: keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0): integers only.
+            let ret = unsafe { libc::syscall(libc::SYS_keyctl, 0, -3, 0) };
+            ret == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        });
+        assert_eq!(status, Ok(0));
+    }
+
+    #[test]
     fn init_is_refused_before_forking() {
         let config = Options { init: true, ..Options::default() }.resolve(Caller::current()).unwrap();
         assert!(matches!(Fork::new(&config, None), Err(Error::Invalid(_))));
