@@ -329,7 +329,6 @@ impl Options {
 
         let (capabilities, rlimits) =
             confinement(self.capabilities.as_deref(), &self.rlimits, user.is_some() || self.joins, caller)?;
-        let seccomp = self.seccomp.map(|s| s.compile(kinds.contains(Namespace::Pid))).transpose()?;
 
         Ok(Spec {
             kinds,
@@ -344,7 +343,8 @@ impl Options {
             time_offsets,
             proc_dir,
             filesystem,
-            seccomp,
+            // Compiled for the box: what it may trace depends on its PID namespace.
+            seccomp: self.seccomp.map(|s| s.compile(kinds.contains(Namespace::Pid))).transpose()?,
         })
     }
 }

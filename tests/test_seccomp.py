@@ -145,6 +145,14 @@ def test_a_box_switched_to_another_user_gets_no_new_privs_with_its_filter() -> N
         assert r.stdout.split()[1::2] == expected.split()  # NoNewPrivs, Seccomp
 
 
+@pytest.mark.parametrize("side", SIDES)
+def test_a_box_without_cap_sys_admin_gets_no_new_privs_with_its_filter(drive_as: Drive, side: str) -> None:
+    code = 'emit({str(s): payload(s, ["status"], capabilities=()) for s in [None, "default"]})'
+    seen = drive(drive_as, side, code, options={"user": True})
+    assert status(seen["None"]) == {"Seccomp": "0", "NoNewPrivs": "0"}
+    assert status(seen["default"]) == {"Seccomp": "2", "NoNewPrivs": "1"}
+
+
 #: The calls the default profile denies, tried with harmless arguments; ``unshare`` (CLONE_NEWUSER) last.
 DENIED = [
     "keyctl",

@@ -44,8 +44,8 @@ class Seccomp:
 
     Names are those of the machine's architecture: an unknown one is a ``ValueError`` naming it, raised
     before anything is forked. The kernel takes a filter from a box that is root (in its user namespace, if it
-    has one); a box without ``CAP_SYS_ADMIN`` (``user=`` another id) gets ``no_new_privs`` with it, as the
-    kernel requires.
+    has one); a box without ``CAP_SYS_ADMIN`` (``user=`` another id, ``capabilities=`` without ``sys_admin``) gets
+    ``no_new_privs`` with it, as the kernel requires.
     """
 
     deny: Sequence[str] = ()
