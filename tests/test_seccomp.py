@@ -497,3 +497,13 @@ def test_the_readme_lists_exactly_what_the_default_profile_denies() -> None:
     profile = {name for body in constants for name in re.findall(r'"([a-z_0-9]+)"', body)}
     conditional = {"ioctl", "personality", "clone", "unshare", "clone3"}
     assert len(constants) == 2 and listed == profile | conditional
+
+
+@pytest.mark.parametrize(("seccomp", "expected"), [(None, "0"), ("default", "2")])
+def test_an_exec_into_a_box_runs_under_the_boxs_filter(seccomp: str | None, expected: str) -> None:
+    with nsbox.Popen(["sleep", "600"], pid=True, seccomp=seccomp) as box:
+        try:
+            r = box.exec(["grep", "^Seccomp:", "/proc/self/status"], capture_output=True, text=True, check=True)
+        finally:
+            box.kill()
+    assert r.stdout.split() == ["Seccomp:", expected]
