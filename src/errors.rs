@@ -90,6 +90,13 @@ steps! {
     MountPoint = 44, "mount_point", "make the mount point";
     /// Mounting one of the box's mounts, or making it read-only.
     Mount = 45, "mount", "mount";
+    /// Dropping the capabilities the box does not keep (`capabilities=`).
+    Capabilities = 46, "capabilities", "drop the capabilities";
+    NoNewPrivs = 47, "no_new_privs", "set no_new_privs";
+    /// Setting one of `rlimits` (the failure's `at` says which, plus one).
+    Rlimits = 48, "rlimits", "set the resource limit";
+    /// Installing the seccomp filter (`seccomp=`), the last step before the exec.
+    Seccomp = 49, "seccomp", "install the seccomp filter";
     /// Making the box's cgroup (parent), or entering it (the child's first step).
     Cgroup = 50, "cgroup", "enter the box's cgroup";
     /// A cgroup namespace made after entering the box's cgroup (it is the namespace's root).

@@ -10,6 +10,7 @@
 // Without the Python glue the core's only users are its own tests (`cargo test`).
 #![cfg_attr(not(feature = "python"), allow(dead_code, unused_imports))]
 
+mod capabilities;
 mod cgroup;
 mod child;
 mod enter;
@@ -24,6 +25,8 @@ mod net;
 mod persist;
 mod procfs;
 mod protocol;
+mod rlimits;
+mod seccomp;
 mod spawn;
 mod spec;
 mod sys;

@@ -5,11 +5,14 @@
 use std::ffi::CString;
 use std::fmt::Write as _;
 
+use crate::capabilities::CapSet;
 use crate::cgroup::{Limits, SizeArg};
 use crate::errors::{quoted, Error};
 use crate::idmap::{IdMap, IdRange};
 use crate::mounts::{Filesystem, MountOption};
 use crate::namespace::{Namespace, Namespaces};
+use crate::rlimits::Rlimit;
+use crate::seccomp::{Filter, SeccompOptions};
 
 /// `HOST_NAME_MAX` on Linux.
 pub const HOSTNAME_MAX: usize = 64;
@@ -121,6 +124,16 @@ pub struct Options {
     pub root: Option<MountOption>,
     /// Mounts made in the box's root, in order, after proc.
     pub mounts: Vec<MountOption>,
+    /// `PR_SET_NO_NEW_PRIVS` before exec.
+    pub no_new_privs: bool,
+    /// The capabilities the box keeps, by name; `None` leaves them as they are.
+    pub capabilities: Option<Vec<String>>,
+    /// (name, soft, hard), `RLIM_INFINITY` as `u64::MAX`.
+    pub rlimits: Vec<(String, u64, u64)>,
+    /// The box joins existing namespaces (`target`), whose user namespace, if any, makes it root there.
+    pub joins: bool,
+    /// A seccomp filter to install last, before the exec (`None`: none).
+    pub seccomp: Option<SeccompOptions>,
     /// cgroup limits: bytes of memory (or a size such as `"256M"`), processes, CPUs (see [`crate::cgroup`]).
     pub memory_limit: Option<SizeArg>,
     pub pids_limit: Option<i64>,
@@ -178,6 +191,12 @@ pub struct Spec {
     /// The box's own root and mounts (`root`, `mounts`), with proc in it: `None` keeps the caller's root,
     /// with proc mounted on it directly.
     pub filesystem: Option<Filesystem>,
+    pub no_new_privs: bool,
+    /// The capabilities kept: every other one leaves every set, the bounding set included.
+    pub capabilities: Option<CapSet>,
+    pub rlimits: Vec<Rlimit>,
+    /// The seccomp filter, compiled for the box (its rules depend on its PID namespace).
+    pub seccomp: Option<Filter>,
     /// The limits of the box's own cgroup, if it gets one.
     pub limits: Option<Limits>,
 }
@@ -203,9 +222,28 @@ fn path(option: &'static str, bytes: Vec<u8>) -> Result<CString, Error> {
     CString::new(bytes).map_err(|_| Error::bad_option(option, "must not contain NUL bytes"))
 }
 
+/// The capabilities kept and the resource limits, checked.
+fn confinement(
+    capabilities: Option<&[String]>,
+    rlimits: &[(String, u64, u64)],
+    userns: bool,
+    caller: Caller,
+) -> Result<(Option<CapSet>, Vec<Rlimit>), Error> {
+    let capabilities = capabilities.map(CapSet::parse).transpose()?;
+    if capabilities.is_some() && !userns && caller.euid != 0 {
+        // Without CAP_SETPCAP the bounding set cannot shrink, and a setuid program could win back what the
+        // box was meant to lose.
+        let message = "dropping capabilities needs root or a user namespace: pass user=True (or any namespace)";
+        return Err(Error::rule("capabilities", message));
+    }
+    let rlimits = rlimits.iter().map(|(name, soft, hard)| Rlimit::new(name, *soft, *hard)).collect::<Result<_, _>>()?;
+    Ok((capabilities, rlimits))
+}
+
 impl Options {
     /// Applies the implications (`mount_proc` → mount, `hostname` → uts, maps → user) and defaults, and
     /// rejects what cannot work, before anything is forked.
+    #[allow(clippy::too_many_lines, reason = "one pass over every option, each after those it depends on")]
     pub fn resolve(self, caller: Caller) -> Result<Spec, Error> {
         if self.proc_dir.is_some() && !self.mount_proc {
             return Err(Error::rule("mount_proc", "a proc directory is given, but mount_proc is not set"));
@@ -298,8 +336,14 @@ impl Options {
             None
         };
 
+        let (capabilities, rlimits) =
+            confinement(self.capabilities.as_deref(), &self.rlimits, user.is_some() || self.joins, caller)?;
+
         Ok(Spec {
             kinds,
+            no_new_privs: self.no_new_privs,
+            capabilities,
+            rlimits,
             init: self.init,
             user,
             mount_proc: self.mount_proc,
@@ -308,6 +352,8 @@ impl Options {
             time_offsets,
             proc_dir,
             filesystem,
+            // Compiled for the box: what it may trace depends on its PID namespace.
+            seccomp: self.seccomp.map(|s| s.compile(kinds.contains(Namespace::Pid))).transpose()?,
             limits,
         })
     }

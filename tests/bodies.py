@@ -198,3 +198,291 @@ def tiocsti_from_a_box(options: dict[str, Any]) -> dict[str, Any]:
 def run_python(source: str, args: list[str]) -> None:
     """Runs ``source`` in a fresh interpreter (this one's) with ``args``; raises if it fails or takes over 60 s."""
     subprocess.run([sys.executable, "-c", source, *args], check=True, timeout=60)
+
+
+#: Run inside a box by ``python3 -c``: tries what capabilities govern and prints, as JSON, each attempt's
+#: errno (0: it worked) and the capability lines of ``/proc/self/status``. ``argv[1]``: a file to chown.
+PRIVILEGE_PROBE = r"""
+import ctypes, json, os, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+out = {}
+
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = 0
+    except OSError as e:
+        out[name] = e.errno
+
+def c(ret):
+    if ret < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+def mount():
+    c(libc.mount(b"none", b"/tmp", b"tmpfs", 0, None))
+    c(libc.umount2(b"/tmp", 0))
+
+attempt("mount", mount)
+attempt("sethostname", lambda: c(libc.sethostname(b"attack", 6)))
+attempt("raw_socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).close())
+attempt("chown", lambda: os.chown(sys.argv[1], 1234, 1234))
+with open("/proc/self/status") as f:
+    status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+out["status"] = {k: status[k].strip() for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")}
+print(json.dumps(out))
+"""
+
+CAP_LINES = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")
+
+
+def status_lines(pid: int) -> dict[str, str]:
+    """The capability and no_new_privs lines of a process's ``/proc/PID/status``, read from outside."""
+    with open(f"/proc/{pid}/status") as f:
+        status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+    return {k: status[k].strip() for k in CAP_LINES}
+
+
+def privileges_in_a_box(victim: str, **options: Any) -> dict[str, Any]:
+    """The probe's attempts inside a box with ``options``, and the same box's status lines seen from the host."""
+    base = {"pid": True, "mount": True, "uts": True, "net": True}
+    r = nsbox.run(["python3", "-c", PRIVILEGE_PROBE, victim], capture_output=True, text=True, **base, **options)
+    if r.returncode != 0:
+        raise RuntimeError(f"the probe failed: {r.stderr}")
+    with nsbox.Popen(["sleep", "1000"], **base, **options) as box:
+        try:
+            outside = status_lines(box.pid)
+        finally:
+            box.kill()
+    return {"inside": json.loads(r.stdout), "outside": outside}
+
+
+def setuid_program_in_a_box(program: str, run_as: int | None) -> dict[str, Any]:
+    """The effective uid a setuid-root ``id`` reports in a box without and with ``no_new_privs`` (as the user
+    ``run_as`` inside, when given), and the box's ``NoNewPrivs`` line seen from the host."""
+    out: dict[str, Any] = {}
+    for nnp in (False, True):
+        r = nsbox.run([program, "-u"], capture_output=True, text=True, user=run_as, no_new_privs=nnp)
+        with nsbox.Popen(["sleep", "1000"], user=run_as, no_new_privs=nnp) as box:
+            try:
+                outside = status_lines(box.pid)["NoNewPrivs"]
+            finally:
+                box.kill()
+        out[str(nnp)] = {"euid": r.stdout.strip(), "rc": r.returncode, "outside": outside}
+    return out
+
+
+def files_written_under_fsize(path: str, limit: int, size: int) -> dict[str, Any]:
+    """A shell writing ``size`` bytes to ``path`` in a box with ``rlimits={"fsize": limit}`` and without."""
+    out = {}
+    for name, limits in (("bare", None), ("limited", {"fsize": limit})):
+        script = f"head -c {size} /dev/zero > {path}; echo $?"
+        r = nsbox.run(["sh", "-c", script], capture_output=True, text=True, pid=True, rlimits=limits)
+        out[name] = {"status": r.stdout.strip(), "size": os.path.getsize(path)}
+        os.unlink(path)
+    return out
+
+
+#: Opens /dev/null until refused; prints how many it got and the errno.
+OPEN_UNTIL_REFUSED = """
+import os
+n = 0
+try:
+    while n < 5000:
+        os.open("/dev/null", os.O_RDONLY)
+        n += 1
+    print(n, 0)
+except OSError as e:
+    print(n, e.errno)
+"""
+
+
+def files_opened_under_nofile(limit: int) -> dict[str, Any]:
+    """How many files a box opens with ``rlimits={"nofile": limit}`` and without (up to 5000)."""
+    out = {}
+    for name, limits in (("bare", None), ("limited", {"nofile": limit})):
+        r = nsbox.run(["python3", "-c", OPEN_UNTIL_REFUSED], capture_output=True, text=True, pid=True, rlimits=limits)
+        opened, err = r.stdout.split()
+        out[name] = {"opened": int(opened), "errno": int(err)}
+    return out
+
+
+#: A fork bomb that counts: each process forks until refused, children sleep; the first refusal's errno is
+#: printed by whichever process meets it first, then everything waits to be killed.
+FORK_BOMB = """
+import os, sys, time
+refused = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+depth = 0
+while depth < 7:  # bounded (3**7 processes at most), should the limit ever fail to hold
+    for _ in range(3):
+        try:
+            pid = os.fork()
+        except OSError as e:
+            os.write(refused, b"%d\\n" % e.errno)
+            time.sleep(1000)
+        if pid == 0:
+            depth += 1
+            break
+    else:
+        time.sleep(1000)
+"""
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def processes_in_pid_namespace(inode: int) -> int:
+    """How many of the host's processes (that we may look at) are in the PID namespace ``inode``."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                count += os.stat(f"/proc/{entry}/ns/pid").st_ino == inode
+            except OSError:
+                pass
+    return count
+
+
+def fork_bomb_under_nproc(limit: int, log: str) -> dict[str, Any]:
+    """A fork bomb in a box with ``rlimits={"nproc": limit}``: what its forks failed with, how many processes the
+    host sees in its PID namespace, a process the caller starts meanwhile, and how many are left after the kill."""
+    # The kernel exempts host root (and a box whose root is host root) from RLIMIT_NPROC: as root, the box's
+    # root is 65534 on the host.
+    maps = {"uid_map": [(0, 65534, 1)], "gid_map": [(0, 65534, 1)]} if os.geteuid() == 0 else {}
+    with nsbox.Popen(["python3", "-c", FORK_BOMB, log], pid=True, user=True, rlimits={"nproc": limit}, **maps) as box:
+        try:
+            inode = os.stat(f"/proc/{box.pid}/ns/pid").st_ino
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not _read(log):
+                time.sleep(0.02)
+            errnos = sorted({int(e) for e in _read(log).split()})
+            running = processes_in_pid_namespace(inode)
+            host = subprocess.run(["true"], check=False).returncode
+        finally:
+            box.kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and processes_in_pid_namespace(inode) > 0:
+        time.sleep(0.02)
+    return {"errnos": errnos, "running": running, "host": host, "left": processes_in_pid_namespace(inode)}
+
+
+#: Run inside a sandbox by ``python3 -c``: ``argv[1]`` a host directory, ``argv[2]`` a port listening on the host's
+#: loopback, ``argv[3]`` the caller's PID on the host. Prints what each attempt gave (0: it worked).
+SANDBOX_PROBE = r"""
+import json, os, socket, sys
+out = {}
+
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = 0
+    except OSError as e:
+        out[name] = e.errno
+
+def write(path):
+    with open(path, "w") as f:
+        f.write("escaped")
+
+attempt("write_host", lambda: write(os.path.join(sys.argv[1], "escaped")))
+attempt("write_tmp", lambda: write("/tmp/nsbox-sandbox-probe"))
+attempt("connect_host", lambda: socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=5).close())
+attempt("signal_caller", lambda: os.kill(int(sys.argv[3]), 0))
+out["processes"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+with open("/proc/self/status") as f:
+    status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+keys = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
+out["status"] = {k: status[k].strip() for k in keys}
+print(json.dumps(out))
+"""
+
+#: A caller that starts a sandboxed ``sleep``, prints its PID, and waits to be killed.
+SANDBOX_CALLER = """
+import sys, time
+import nsbox
+box = nsbox.Popen(["sleep", "1000"], sandbox=True)
+print(box.pid, flush=True)
+time.sleep(1000)
+"""
+
+
+def attacks_from_a_sandbox(directory: str, **options: Any) -> dict[str, Any]:
+    """The sandbox probe's attempts (with ``options`` beside ``sandbox=True``, or in a bare box with ``bare=True``),
+    whether a connection reached the host's listener or a file the host's ``/tmp``, and whether a sandbox
+    outlives its SIGKILLed caller."""
+    bare = options.pop("bare", False)
+    box_options = {} if bare else {"sandbox": True, **options}
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(0)
+        port = listener.getsockname()[1]
+        args = ["python3", "-c", SANDBOX_PROBE, directory, str(port), str(os.getpid())]
+        r = nsbox.run(args, capture_output=True, text=True, **box_options)
+        if r.returncode != 0:
+            raise RuntimeError(f"the probe failed: {r.stderr}")
+        try:
+            listener.accept()[0].close()
+            reached = True
+        except BlockingIOError:
+            reached = False
+    out = json.loads(r.stdout)
+    out["host_saw_connection"] = reached
+    out["host_has_escaped"] = os.path.exists(os.path.join(directory, "escaped"))
+    out["host_has_tmp_file"] = os.path.exists("/tmp/nsbox-sandbox-probe")
+    for leftover in (os.path.join(directory, "escaped"), "/tmp/nsbox-sandbox-probe"):
+        if os.path.exists(leftover) and bare:
+            os.unlink(leftover)
+    if not bare:
+        caller = subprocess.Popen([sys.executable, "-c", SANDBOX_CALLER], stdout=subprocess.PIPE, text=True)
+        assert caller.stdout is not None
+        box_pid = int(caller.stdout.readline())
+        alive_before = os.path.exists(f"/proc/{box_pid}")
+        caller.kill()
+        caller.wait()
+        caller.stdout.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _alive(box_pid):
+            time.sleep(0.02)
+        out["outlived_caller"] = not alive_before or _alive(box_pid)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def confined_init() -> dict[str, Any]:
+    """``CapEff`` and ``NoNewPrivs`` of a command under ``init=True`` without capabilities, as it reads them, and of
+    its init (PID 1), as the host reads them."""
+    script = "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; sleep 1000"
+    options: dict[str, Any] = {"init": True, "user": True, "capabilities": (), "no_new_privs": True}
+    with nsbox.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True, **options) as box:
+        try:
+            assert box.stdout is not None
+            command = [box.stdout.readline().split()[1] for _ in range(2)]
+            init = status_lines(box.pid)
+        finally:
+            box.kill()
+    return {"command": command, "init": [init["CapEff"], init["NoNewPrivs"]]}
+
+
+def exec_into_a_confined_box() -> dict[str, Any]:
+    """``CapEff`` and ``NoNewPrivs`` of commands run by ``Popen.exec`` and ``exec_popen`` in a box without
+    capabilities and with ``no_new_privs``, and by ``exec`` in the same box without them."""
+    script = ["sh", "-c", "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status | cut -f2"]
+    out: dict[str, Any] = {}
+    for name, options in (("bare", {}), ("confined", {"capabilities": (), "no_new_privs": True})):
+        with nsbox.Popen(["sleep", "1000"], pid=True, user=True, **options) as box:
+            try:
+                out[name] = box.exec(script, capture_output=True, text=True).stdout.split()
+                if name == "confined":
+                    child = box.exec_popen(script, stdout=subprocess.PIPE, text=True)
+                    out["exec_popen"] = child.communicate()[0].split()
+            finally:
+                box.kill()
+    return out

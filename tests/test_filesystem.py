@@ -483,7 +483,7 @@ def test_rootless_overlay_of_a_tree_with_mounts_says_why_it_is_refused(rootless:
     assert "the box's root, Overlay(" in refused[3] and ok == 0
 
 
-def test_read_only_holds_against_the_boxs_other_users_but_not_its_root(world_tmp: Path) -> None:
+def test_read_only_holds_against_the_boxs_other_users_and_its_root_without_capabilities(world_tmp: Path) -> None:
     # The box's root has CAP_SYS_ADMIN over its own mount namespace: it may remount (as bubblewrap's boxes may
     # with --cap-add ALL). A command run as another user inside cannot.
     (world_tmp / "ro").mkdir()
@@ -496,6 +496,11 @@ def test_read_only_holds_against_the_boxs_other_users_but_not_its_root(world_tmp
     # Control: the box's root can.
     as_root = nsbox.run(["sh", "-c", remount], capture_output=True, text=True, **box)
     assert as_root.returncode == 0 and (world_tmp / "ro" / "file").read_text() == "remounted\n", as_root
+    # Without capabilities the box's root cannot either.
+    (world_tmp / "ro" / "file").unlink()
+    confined = nsbox.run(["sh", "-c", remount], capture_output=True, text=True, capabilities=(), **box)
+    assert confined.returncode != 0 and "permission denied" in confined.stderr, confined
+    assert not (world_tmp / "ro" / "file").exists()
 
 
 def test_a_file_mount_point_that_is_a_symlink_is_refused(world_tmp: Path, busybox: str) -> None:

@@ -17,10 +17,11 @@ import os
 import sys
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Annotated, Any, TypedDict
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from nsbox import _limits, _nsbox
 from nsbox._mounts import Bind, Mount, Overlay, Tmpfs, mounts_core, root_core
+from nsbox._seccomp import Seccomp, seccomp_core
 
 if TYPE_CHECKING:
     import ipaddress
@@ -96,6 +97,49 @@ def _seconds(name: str, value: object) -> dict[str, Any]:
     return {name: None if value is None else float(value)}
 
 
+def _capabilities(name: str, value: object) -> dict[str, Any]:
+    if value is None:
+        return {name: None}
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a collection of capability names (() for none), not {value!r}")
+    names = list(value)
+    for item in names:
+        if not isinstance(item, str):
+            raise TypeError(f"{name}: capabilities are named by strings like 'CAP_NET_RAW', not {item!r}")
+    return {name: names}
+
+
+#: ``resource.RLIM_INFINITY`` (-1), as the core's 64-bit limits have it.
+_INFINITY = 2**64 - 1
+
+
+def _rlimit_value(name: str, what: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"rlimits: the {what} limit of {name!r} must be an int, not {value!r}")
+    if value == -1:  # resource.RLIM_INFINITY
+        return _INFINITY
+    if not 0 <= value < _INFINITY:
+        raise ValueError(f"rlimits: the {what} limit of {name!r} must be 0 or more (or RLIM_INFINITY), not {value}")
+    return value
+
+
+def _rlimits(name: str, value: object) -> dict[str, Any]:
+    if value is None:
+        return {name: []}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping like {{'nofile': 256}}, not {type(value).__name__}")
+    limits = []
+    for key, limit in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{name}: limits are named like resource.RLIMIT_* in lower case ('nofile'), not {key!r}")
+        if isinstance(limit, tuple) and len(limit) == 2:
+            soft, hard = (_rlimit_value(key, what, v) for what, v in zip(("soft", "hard"), limit, strict=True))
+        else:
+            soft = hard = _rlimit_value(key, "soft and hard", limit)
+        limits.append((key, soft, hard))
+    return {name: limits}
+
+
 @dataclass(frozen=True)
 class Option:
     """A field's metadata: its default, and how it becomes the core's options (``None``: not the core's)."""
@@ -126,6 +170,11 @@ class NamespaceOptions(TypedDict, total=False):
     mounts: Annotated[Sequence[Mount] | None, Option(None, _mounts)]
     network: Annotated["Network | None", Option(None)]
     ip: Annotated["str | ipaddress.IPv4Address | None", Option(None)]
+    no_new_privs: Annotated[bool, Option(False, _flag)]
+    capabilities: Annotated[Collection[str] | None, Option(None, _capabilities)]
+    rlimits: Annotated[Mapping[str, int | tuple[int, int]] | None, Option(None, _rlimits)]
+    sandbox: Annotated[bool, Option(False)]
+    seccomp: Annotated[Seccomp | Literal["default"] | None, Option(None, seccomp_core)]
     memory_limit: Annotated[int | str | None, Option(None, _limits.memory_limit)]
     pids_limit: Annotated[int | None, Option(None, _limits.pids_limit)]
     cpu_limit: Annotated[float | None, Option(None, _limits.cpu_limit)]
@@ -161,6 +210,10 @@ class Prepared:
     given: "list[str]" = field(default_factory=list)
     #: Mounts on the caller's own root: the command starts in the caller's directory, as without them.
     keeps_cwd: bool = False
+    #: ``sandbox=True``: the command starts a new session (a part of :class:`Popen`'s own arguments).
+    new_session: bool = False
+    #: The confinement options given (or implied by ``sandbox``), which an exec into the box inherits.
+    confinement: "dict[str, Any]" = field(default_factory=dict)
 
 
 def check_names(options: Mapping[str, object], allowed: Iterable[str], caller: str) -> None:
@@ -170,15 +223,72 @@ def check_names(options: Mapping[str, object], allowed: Iterable[str], caller: s
         raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
 
 
+#: The options that confine a process rather than make namespaces: an exec into a box (``target``) takes them, and
+#: :meth:`Popen.exec` passes the box's own on, as ``docker exec`` does.
+CONFINEMENT = ("no_new_privs", "capabilities", "rlimits", "seccomp")
+
+#: ``sandbox=True``'s soft and hard resource limits (lowered to the caller's own hard limits).
+SANDBOX_RLIMITS = {"core": 0, "nofile": 1024, "nproc": 512}
+#: The size of ``sandbox=True``'s private ``/tmp``.
+SANDBOX_TMP_SIZE = "256M"
+
+
+def sandbox_parts(user: bool | None) -> tuple[dict[str, Any], bool | None]:
+    """What ``sandbox=True`` stands for: the options (below those given explicitly) and the user namespace.
+
+    Every namespace, ``mount_proc``, the host's root read-only with a private ``/tmp`` and ``/dev``, no
+    capabilities, ``no_new_privs``, the default seccomp filter and modest limits. A root caller's box
+    root is the host's ``nobody`` (65534), never host root.
+    """
+    import resource
+
+    from nsbox._mounts import Dev
+
+    limits = {}
+    for name, value in SANDBOX_RLIMITS.items():
+        hard = resource.getrlimit(getattr(resource, f"RLIMIT_{name.upper()}"))[1]
+        limits[name] = value if hard == resource.RLIM_INFINITY else min(value, hard)
+    parts: dict[str, Any] = {
+        "pid": True,
+        "mount": True,
+        "uts": True,
+        "ipc": True,
+        "net": True,
+        "cgroup": True,
+        "mount_proc": True,
+        "root": Bind("/", readonly=True),
+        "mounts": [Tmpfs("/tmp", size=SANDBOX_TMP_SIZE, mode=0o1777), Dev()],
+        "no_new_privs": True,
+        "capabilities": (),
+        "seccomp": "default",
+        "rlimits": limits,
+    }
+    if os.geteuid() == 0:
+        parts["uid_map"] = [(0, 65534, 1)]
+        parts["gid_map"] = [(0, 65534, 1)]
+    return {name: value for name, value in parts.items() if name in OPTIONS}, True if user is None else user
+
+
 def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
     """Check ``options`` and ``user``, and build the core's spec, before anything is made.
 
     ``options`` has names of :data:`OPTIONS` (missing ones take their defaults); ``user`` is the user
     namespace: ``None``, ``True`` or ``False``.
     """
-    given = {name: value for name, value in options.items() if value != OPTIONS[name].default}
     if user is not None and not isinstance(user, bool):
         raise TypeError(f"user must be None, True or False, not {user!r}")
+    sandbox = options.get("sandbox", False)
+    if not isinstance(sandbox, bool):
+        raise TypeError(f"sandbox must be True or False, not {sandbox!r}")
+    if sandbox and options.get("target") is not None:
+        raise ValueError("sandbox makes new namespaces; it cannot be combined with target")
+    if sandbox:
+        parts, user = sandbox_parts(user)
+        if user is False or getattr(options.get("network"), "private", False):
+            # Maps are the caller's to give there (see the network rules below).
+            parts = {name: value for name, value in parts.items() if name not in ("uid_map", "gid_map")}
+        options = {**parts, **options}
+    given = {name: value for name, value in options.items() if value != OPTIONS[name].default}
     values = {name: options.get(name, meta.default) for name, meta in OPTIONS.items()}
     network, ip, target = values["network"], values["ip"], values["target"]
     if network is not None:
@@ -201,7 +311,8 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
         raise ValueError("ip is given without a network: pass network=nsbox.Network(...)")
     joined: int | str | list[tuple[str, str]] | None = None
     if target is not None:
-        asked = [name for name in given if name not in ("target", "persist")] + (["user"] if user is not None else [])
+        joinable = ("target", "persist", *CONFINEMENT)
+        asked = [name for name in given if name not in joinable] + (["user"] if user is not None else [])
         if asked:
             raise ValueError(f"target joins existing namespaces; it cannot be combined with {', '.join(asked)}")
         if isinstance(target, Mapping):
@@ -212,12 +323,14 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
             )
         else:
             joined = target if isinstance(target, int) else os.fsdecode(target)
-    core: dict[str, Any] = {"user": user}
+    core: dict[str, Any] = {"user": user, "joins": joined is not None}
     for name, meta in OPTIONS.items():
         if meta.core is not None:
             core.update(meta.core(name, values[name]))
     keeps_cwd = values["root"] is None and bool(values["mounts"])
-    return Prepared(_nsbox.Spec(core), network, ip, values["persist"], joined, list(given), keeps_cwd)
+    confinement = {name: values[name] for name in CONFINEMENT if name in given}
+    spec = _nsbox.Spec(core)
+    return Prepared(spec, network, ip, values["persist"], joined, list(given), keeps_cwd, sandbox, confinement)
 
 
 # The core sets up its reading of these names on first use, behind a lock that a fork() during it would leave

@@ -67,6 +67,8 @@ class Popen(subprocess.Popen[Any]):
     - ``network``: an :class:`nsbox.Network` to join (implies ``net``): the box gets ``eth0`` with ``ip``
       (default: the next free address), up, with a default route through the network's gateway.
       ``box.ip`` is the address.
+    - ``seccomp``: a seccomp filter, installed as the box's last step before the exec: ``"default"`` (nsbox's
+      default profile) or an :class:`nsbox.Seccomp`; denied calls fail with ``EPERM`` (see ``Seccomp``).
     - ``memory_limit`` (bytes, or a size such as ``"256M"``, ``"1.5G"``: binary units), ``pids_limit``
       (processes at once), ``cpu_limit`` (CPUs, ``0.5`` for half of one): the box gets a cgroup of its own
       beneath the caller's, entered before the command runs and removed when the box is reaped (what is
@@ -171,7 +173,7 @@ class Popen(subprocess.Popen[Any]):
                 env=env,
                 universal_newlines=universal_newlines,
                 pass_fds=pass_fds,
-                start_new_session=start_new_session,
+                start_new_session=start_new_session or self._prepared.new_session,
                 process_group=process_group,
                 text=text,
                 encoding=encoding,
@@ -255,6 +257,9 @@ class Popen(subprocess.Popen[Any]):
     def exec(self, args: Args, **run_options: Unpack[ExecArgs]) -> subprocess.CompletedProcess[Any]:
         """Run ``args`` inside all of the box's namespaces, like ``docker exec`` / ``nsenter --all``.
 
+        The command is confined as the box is (``no_new_privs``, ``capabilities``, ``rlimits``, ``seccomp``,
+        given or implied by ``sandbox``), as ``docker exec`` runs with the container's.
+
         Takes :func:`nsbox.run`'s options (``capture_output``, ``text``, ``input``, ``timeout``,
         ``check``, ``env``, ``cwd`` ...). The command forks after joining, so it is in the box's PID
         namespace, and starts in the box's root and working directory.
@@ -265,7 +270,7 @@ class Popen(subprocess.Popen[Any]):
         from nsbox import run  # by its public name: loaded under the lock a fork waits for (nsbox/__init__.py)
 
         self._require_running("exec into the box")
-        return run(args, target=self.pid, **run_options)
+        return run(args, target=self.pid, **self._prepared.confinement, **run_options)
 
     def exec_popen(self, args: Args, **popen_options: Unpack[PopenArgs]) -> Popen:
         """The :class:`Popen` form of :meth:`exec`: start ``args`` inside the box and return at once.
@@ -273,7 +278,7 @@ class Popen(subprocess.Popen[Any]):
         The box keeps track of it: :meth:`wait` and :meth:`poll` on the box reap it once it has exited.
         """
         self._require_running("exec into the box")
-        child = Popen(args, target=self.pid, **popen_options)
+        child = Popen(args, target=self.pid, **self._prepared.confinement, **popen_options)
         self._exec_children.append(child)
         return child
 

@@ -175,6 +175,10 @@ impl<'a> Fork<'a> {
             become_pid_1(&s, self.rseq);
         }
         child::filesystem(&s);
+        child::set_rlimits(&s);
+        child::drop_bounding_set(&s, false);
+        child::keep_capabilities(&s);
+        child::set_no_new_privs(&s);
         child::die_with_parent_from_now_on(&s);
         // SAFETY: getppid has no preconditions.
         if !cfg.has(Namespace::Pid) && unsafe { libc::getppid() } != self.caller {
@@ -183,6 +187,8 @@ impl<'a> Fork<'a> {
             // SAFETY: nobody is waiting for us.
             unsafe { libc::_exit(127) };
         }
+        // Last, as before an exec: the function runs under it.
+        child::install_seccomp(&s);
         child::send(&s, Message::Running);
     }
 
@@ -358,6 +364,17 @@ mod tests {
             Err(Error::Os(failure)) => assert_eq!((failure.step, failure.errno), (Step::MountProc, libc::EPERM)),
             other => panic!("expected an EPERM mounting proc, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_function_runs_under_the_seccomp_filter() {
+        let options = Options { seccomp: Some(crate::seccomp::SeccompOptions::default()), ..Options::default() };
+        let status = status_of(options, || {
+            // SAFETY: keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0): integers only.
+            let ret = unsafe { libc::syscall(libc::SYS_keyctl, 0, -3, 0) };
+            ret == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        });
+        assert_eq!(status, Ok(0));
     }
 
     #[test]

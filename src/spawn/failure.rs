@@ -47,6 +47,10 @@ pub(crate) fn failure(config: &Spec, step: Step, errno: i32, at: u16) -> Error {
                 many => format!("create the {} namespaces", many.join(", ")),
             })
         }
+        Step::Rlimits => match at.checked_sub(1).and_then(|i| config.rlimits.get(usize::from(i))) {
+            Some(limit) => err.with_what(format!("set the resource limit {}", limit.name())),
+            None => err,
+        },
         Step::MountProc => err.with_what(format!("mount a new proc on {}", quoted_bytes(config.proc_dir.as_bytes()))),
         _ => err,
     }

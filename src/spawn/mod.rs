@@ -211,6 +211,12 @@ pub fn spawn(config: &Spec, command: &Command, join: Option<&Join>, link: Option
 
     // The helper program runs the command when PID 1 must be an init, or a time namespace is joined.
     let time_fd = join.and_then(|j| j.time.as_ref()).map_or(-1, AsRawFd::as_raw_fd);
+    if time_fd >= 0 && config.capabilities.is_some() {
+        // The helper joins the time namespace after the child's last steps, and setns needs CAP_SYS_ADMIN.
+        let message = "an exec into a box with a time namespace cannot drop capabilities (joining the time \
+                       namespace needs CAP_SYS_ADMIN after the last step): pass capabilities=None";
+        return Err(Error::rule("capabilities", message));
+    }
     let helper_mode = if config.init {
         Some("init")
     } else if time_fd >= 0 {

@@ -115,6 +115,13 @@ def _parser() -> Parser:
     )
     parser.add(opts, "--hostname", metavar="NAME", help="the box's hostname (implies -u)")
     parser.add(opts, "--init", action="store_true", help="PID 1 is an init that reaps orphans (implies -p)")
+    parser.add(
+        opts,
+        "--seccomp",
+        choices=("default", "none"),
+        metavar="default|none",
+        help="seccomp filter: nsbox's default profile, or none",
+    )
     parser.add_help_and_version(opts)
 
     limits = parser.add_argument_group("limits (a cgroup of the box's own: root, or delegated cgroup v2)")
@@ -127,6 +134,19 @@ def _parser() -> Parser:
     )
     for flags, kind, metavar, what in _MOUNT_FLAGS:
         parser.add(fs, *flags, action=_Mount, kind=kind, nargs=len(metavar), metavar=metavar, help=what)
+
+    confine = parser.add_argument_group("confinement (for code you do not trust)")
+    parser.add(confine, "--sandbox", action="store_true", help="every namespace, read-only root, no privileges")
+    parser.add(confine, "--no-new-privs", action="store_true", help="setuid and file capabilities gain nothing")
+    parser.add(confine, "--caps", metavar="LIST", help="keep only these capabilities ('' for none)")
+    parser.add(
+        confine,
+        "--rlimit",
+        action="append",
+        type=_rlimit,
+        metavar="NAME=N[:M]",
+        help="a resource limit, soft[:hard] (nofile=256)",
+    )
 
     later = parser.add_argument_group("unshare options not supported yet (nsbox refuses them)")
     parser.add(later, "-S", "--setuid", metavar="UID", help="set the uid in the box")
@@ -254,6 +274,30 @@ def _kill_child(value: str | bool) -> None:
         )
 
 
+def _rlimit(text: str) -> tuple[str, int | tuple[int, int]]:
+    """``NAME=SOFT[:HARD]``, as ``rlimits=`` takes it; ``unlimited`` is ``RLIM_INFINITY``."""
+    name, sep, value = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        soft, _, hard = value.partition(":")
+        numbers = [-1 if part == "unlimited" else int(part) for part in (soft, hard or soft)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not NAME=SOFT[:HARD]: {text!r}") from None
+    return name, (numbers[0], numbers[1])
+
+
+def _confinement(args: argparse.Namespace, options: dict[str, Any]) -> None:
+    if args.sandbox:
+        options["sandbox"] = True
+    if args.no_new_privs:
+        options["no_new_privs"] = True
+    if args.caps is not None:
+        options["capabilities"] = [name for name in args.caps.replace(",", " ").split() if name != "none"]
+    if args.rlimit:
+        options["rlimits"] = dict(args.rlimit)
+
+
 def _box_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`nsbox.Popen` keyword arguments for the options of ``nsbox [OPTIONS]``."""
     for name in ("setuid", "setgid", "keep_caps", "map_users", "map_groups", "map_auto"):
@@ -290,8 +334,11 @@ def _box_options(args: argparse.Namespace) -> dict[str, Any]:
         options["hostname"] = args.hostname
     if args.init:
         options["init"] = True
+    if args.seccomp == "default":
+        options["seccomp"] = "default"
     if args.wd is not None:
         options["cwd"] = args.wd
+    _confinement(args, options)
     for name, option in (("memory", "memory_limit"), ("pids", "pids_limit"), ("cpus", "cpu_limit")):
         if getattr(args, name) is not None:
             options[option] = getattr(args, name)

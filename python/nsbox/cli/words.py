@@ -59,6 +59,8 @@ OPTIONS = {
     "setgroups": "--setgroups: the value",
     "monotonic_offset": "--monotonic: the offset",
     "boottime_offset": "--boottime: the offset",
+    "capabilities": "--caps:",
+    "rlimits": "--rlimit:",
     "memory_limit": "--memory: the size",
     "pids_limit": "--pids: the number",
     "cpu_limit": "--cpus: the number",
