@@ -219,6 +219,24 @@ def test_the_cgroup_is_entered_before_the_command_runs_in_every_shape_of_box() -
         assert r.usage.processes is not None and 1 <= r.usage.processes <= 3, (options, r.usage)
 
 
+def test_an_exec_into_a_box_enters_its_cgroup_and_is_held_by_its_limits(python: str) -> None:
+    with running(["sleep", "60"], pid=True, pids_limit=8, memory_limit="64M") as box:
+        made = {p.name for p in box_cgroups()}
+        r = box.exec(["cat", "/proc/self/cgroup"], capture_output=True, text=True, check=True)
+        assert {path.rsplit("/", 1)[-1] for path in lines_inside(r.stdout).values()} >= made
+        # The box's memory limit holds the exec'd hog too, and the box knows of the OOM kill.
+        assert not box.oom_killed
+        assert box.exec([python, "-c", MEMORY_HOG, "400"], capture_output=True).returncode == -signal.SIGKILL
+        assert box.oom_killed
+        with box.exec_popen(["cat", "/proc/self/cgroup"], stdout=subprocess.PIPE, text=True) as child:
+            out, _ = child.communicate()
+        assert lines_inside(out) == lines_inside(r.stdout)
+    # Control: an exec into a box without limits stays in the caller's cgroups.
+    with running(["sleep", "60"], pid=True) as box:
+        r = box.exec(["cat", "/proc/self/cgroup"], capture_output=True, text=True, check=True)
+    assert lines_inside(r.stdout) == cgroup_lines()
+
+
 # -- A fork bomb under pids_limit -------------------------------------------------------------------------------
 
 

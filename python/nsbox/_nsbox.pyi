@@ -64,6 +64,7 @@ def spawn(
     gid: int | None = None,
     uid: int | None = None,
     popen: object = None,
+    join_cgroup: Cgroup | None = None,
 ) -> int:
     """Start a process in the namespaces of ``config`` and return its PID in the caller's namespace.
 
@@ -81,7 +82,8 @@ def spawn(
     ``popen``, the PID is also stored on it (``pid``, ``_child_created = True``) before this returns, so that an
     interrupt raised as it returns leaves a ``Popen`` that :func:`kill_and_reap` can clean up. The GIL is released
     while spawning. A ``config`` with cgroup limits needs ``popen``: the box's :class:`Cgroup` is stored on it
-    (``_cgroup``; ``None`` without limits).
+    (``_cgroup``; ``None`` without limits). With ``join_cgroup`` (an exec into a box with limits), the process
+    enters that cgroup instead, first thing.
     """
 
 def kill_and_reap(popen: object) -> None:

@@ -9,6 +9,7 @@ import sys
 import time as _time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +30,10 @@ from nsbox._options import (
     check_names,
     prepare,
 )
+
+#: The cgroup of the box that :meth:`Popen.exec` or :meth:`Popen.exec_popen` is running a command in, while they do:
+#: that command enters it (limited and counted with the box, as ``docker exec`` runs in the container's cgroup).
+_exec_cgroup: ContextVar[_nsbox.Cgroup | None] = ContextVar("nsbox_exec_cgroup", default=None)
 
 
 class Popen(subprocess.Popen[Any]):
@@ -258,7 +263,8 @@ class Popen(subprocess.Popen[Any]):
         """Run ``args`` inside all of the box's namespaces, like ``docker exec`` / ``nsenter --all``.
 
         The command is confined as the box is (``no_new_privs``, ``capabilities``, ``rlimits``, ``seccomp``,
-        given or implied by ``sandbox``), as ``docker exec`` runs with the container's.
+        given or implied by ``sandbox``), as ``docker exec`` runs with the container's; in a box with cgroup
+        limits it enters the box's cgroup, and counts against them.
 
         Takes :func:`nsbox.run`'s options (``capture_output``, ``text``, ``input``, ``timeout``,
         ``check``, ``env``, ``cwd`` ...). The command forks after joining, so it is in the box's PID
@@ -270,7 +276,11 @@ class Popen(subprocess.Popen[Any]):
         from nsbox import run  # by its public name: loaded under the lock a fork waits for (nsbox/__init__.py)
 
         self._require_running("exec into the box")
-        return run(args, target=self.pid, **self._prepared.confinement, **run_options)
+        entering = _exec_cgroup.set(self._cgroup)
+        try:
+            return run(args, target=self.pid, **self._prepared.confinement, **run_options)
+        finally:
+            _exec_cgroup.reset(entering)
 
     def exec_popen(self, args: Args, **popen_options: Unpack[PopenArgs]) -> Popen:
         """The :class:`Popen` form of :meth:`exec`: start ``args`` inside the box and return at once.
@@ -278,7 +288,11 @@ class Popen(subprocess.Popen[Any]):
         The box keeps track of it: :meth:`wait` and :meth:`poll` on the box reap it once it has exited.
         """
         self._require_running("exec into the box")
-        child = Popen(args, target=self.pid, **self._prepared.confinement, **popen_options)
+        entering = _exec_cgroup.set(self._cgroup)
+        try:
+            child = Popen(args, target=self.pid, **self._prepared.confinement, **popen_options)
+        finally:
+            _exec_cgroup.reset(entering)
         self._exec_children.append(child)
         return child
 
@@ -478,6 +492,7 @@ class Popen(subprocess.Popen[Any]):
             gid=gid,
             uid=uid,
             popen=self,
+            join_cgroup=None if self._prepared.target is None else _exec_cgroup.get(),
         )
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]
 

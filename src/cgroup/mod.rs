@@ -364,6 +364,19 @@ impl<H: Host> BoxCgroup<H> {
         self.last.unwrap_or_else(|| self.read_usage())
     }
 
+    /// The `cgroup.procs` of each of the box's directories, open, for another process to enter (an exec into
+    /// the box: it is limited and counted with the box).
+    pub fn open_procs(&self) -> Result<Vec<OwnedFd>, Error> {
+        let open = |d: &BoxDir| {
+            let failed = |e: io::Error| {
+                let what = format!("open {}", quoted(d.path.join("cgroup.procs").to_string_lossy()));
+                failure(errno_of(&e), what)
+            };
+            self.host.open_procs(&d.path).map_err(failed)
+        };
+        self.dirs.iter().map(open).collect()
+    }
+
     /// The box's directories (one per hierarchy).
     #[must_use]
     pub fn paths(&self) -> Vec<PathBuf> {

@@ -17,6 +17,11 @@ impl PyCgroup {
         PyCgroup { inner: Mutex::new(cgroup) }
     }
 
+    /// Its `cgroup.procs` files, open, for an exec into the box to enter.
+    pub(crate) fn open_procs(&self) -> Result<Vec<std::os::fd::OwnedFd>, crate::errors::Error> {
+        self.lock().open_procs()
+    }
+
     fn lock(&self) -> MutexGuard<'_, BoxCgroup> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }

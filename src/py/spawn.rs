@@ -68,7 +68,7 @@ impl PyTarget {
 #[pyfunction]
 #[pyo3(signature = (config, exec_paths, argv, env, cwd, stdio, pass_fds, new_session, process_group,
     program=None, cwd_for_errors=None, target=None, link=None,
-    umask=None, extra_groups=None, gid=None, uid=None, popen=None))]
+    umask=None, extra_groups=None, gid=None, uid=None, popen=None, join_cgroup=None))]
 #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
 pub(crate) fn spawn(
     py: Python<'_>,
@@ -90,6 +90,7 @@ pub(crate) fn spawn(
     gid: Option<u32>,
     uid: Option<u32>,
     popen: Option<Bound<'_, PyAny>>,
+    join_cgroup: Option<Bound<'_, PyCgroup>>,
 ) -> PyResult<i32> {
     let command = Command {
         exec_paths: cstrings("executable", exec_paths)?,
@@ -111,6 +112,8 @@ pub(crate) fn spawn(
     if config.limits.is_some() && popen.is_none() {
         return Err(PyValueError::new_err("a box with cgroup limits needs popen= to keep its cgroup"));
     }
+    // An exec into a box with limits enters the box's cgroup (its files stay open until the spawn is done).
+    let joined_cgroup = join_cgroup.map(|c| c.get().open_procs()).transpose().map_err(|e| to_pyerr(e, None, None))?;
     let target = target.map(PyTarget::into_target).transpose()?;
     let network = link.as_ref().map(PyLink::parts).transpose()?;
     // The spawn itself runs on a spawner thread (see spawn::threads); this thread waits without the GIL.
@@ -120,6 +123,8 @@ pub(crate) fn spawn(
         let mut command = command;
         if let Some((_, entry)) = &cgroup {
             (command.cgroup_procs, command.cgroup_into) = entry.split();
+        } else if let Some(procs) = &joined_cgroup {
+            command.cgroup_procs = procs.iter().map(AsRawFd::as_raw_fd).collect();
         }
         let pid = match network {
             None => {
