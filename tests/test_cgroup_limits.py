@@ -195,6 +195,9 @@ def test_with_a_cgroup_namespace_the_box_sees_its_own_cgroup_as_the_root() -> No
     # Control: without the cgroup namespace, the box sees the host's path of its cgroup.
     r = nsbox.run(["cat", "/proc/self/cgroup"], memory_limit="64M", capture_output=True, text=True, check=True)
     assert lines_inside(r.stdout)["memory"].startswith(cgroup_lines()["memory"].rstrip("/") + "/nsbox-")
+    # sandbox=True (a cgroup namespace among the rest) with limits, likewise.
+    r = nsbox.run(["cat", "/proc/self/cgroup"], sandbox=True, pids_limit=16, capture_output=True, text=True, check=True)
+    assert set(lines_inside(r.stdout).values()) == {"/"} and r.usage.processes == 1
     # nsbox.call's fork likewise: in its cgroup first, the namespace after.
     inside = lines_inside(nsbox.call(read_own_cgroups, cgroup=True, pid=True, memory_limit="64M"))
     assert set(inside.values()) == {"/"}
