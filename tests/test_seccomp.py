@@ -36,11 +36,11 @@ MARK = errno.ENOTRECOVERABLE
 PAYLOAD = r"""
 import ctypes, json, os, sys
 NR = {
-    "x86_64": {"keyctl": 250, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "open_by_handle_at": 304,
+    "x86_64": {"keyctl": 250, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "open_by_handle_at": 304, "io_uring_setup": 425,
                "init_module": 175, "finit_module": 313, "delete_module": 176, "kexec_file_load": 320,
                "add_key": 248, "request_key": 249, "personality": 135, "clone3": 435, "ptrace": 101, "uname": 63,
                "unshare": 272},
-    "aarch64": {"keyctl": 219, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282, "open_by_handle_at": 265,
+    "aarch64": {"keyctl": 219, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282, "open_by_handle_at": 265, "io_uring_setup": 425,
                 "init_module": 105, "finit_module": 273, "delete_module": 106, "kexec_file_load": 294,
                 "add_key": 217, "request_key": 218, "personality": 92, "clone3": 435, "ptrace": 117, "uname": 160,
                 "unshare": 97},
@@ -51,6 +51,7 @@ ARGS = {
     "perf_event_open": (0, 0, -1, -1, 0),  # no attributes: EFAULT
     "userfaultfd": (os.O_CLOEXEC | 1,),  # UFFD_USER_MODE_ONLY
     "open_by_handle_at": (-100, 0, 0),  # no handle: EFAULT
+    "io_uring_setup": (1, 0),  # no parameters: EFAULT
     "init_module": (0, 0, 0), "finit_module": (-1, 0, 0), "delete_module": (0, 0),
     "kexec_file_load": (-1, -1, 0, 0, 0), "add_key": (0, 0, 0, 0, 0), "request_key": (0, 0, 0, 0),
     "personality": (0x0040000,),  # ADDR_NO_RANDOMIZE
@@ -160,6 +161,7 @@ DENIED = [
     "perf_event_open",
     "userfaultfd",
     "open_by_handle_at",
+    "io_uring_setup",
     "add_key",
     "request_key",
     "init_module",
