@@ -70,7 +70,7 @@ impl Filter {
 /// (which user namespaces do not separate), perf events and `userfaultfd` (the usual tools of kernel
 /// exploits), and `open_by_handle_at`, which opens any file of a mounted filesystem by its handle, outside the
 /// box's root ("shocker"). Docker's default profile denies them all unless the container holds the capability
-/// that also governs them. And io_uring: its operations run in the kernel's workers, where a filter never sees
+/// that also governs them. And `io_uring`: its operations run in the kernel's workers, where a filter never sees
 /// them (an `openat` or `connect` through a ring bypasses any deny list), and it has been a steady source of
 /// kernel bugs; Docker's profile has denied it since 2023.
 const DENIED: &[&str] = &[
@@ -472,7 +472,7 @@ mod tests {
             // Another architecture's calls end the process.
             let other = if arch == TargetArch::x86_64 { I386 } else { X86_64 };
             assert_eq!(run(p, other, n.getpid, none), KILL);
-            // 161 instructions on `x86_64`, 158 on `aarch64`: a linear check per call, far below BPF_MAXINSNS.
+            // 161 instructions on `x86_64`, 158 on `aarch64`: a linear check per call, far below `BPF_MAXINSNS`.
             assert!(p.len() < 180, "{arch:?}: {} instructions", p.len());
         }
     }
