@@ -37,11 +37,13 @@ PAYLOAD = r"""
 import ctypes, json, os, sys
 NR = {
     "x86_64": {"keyctl": 250, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "open_by_handle_at": 304,
-               "io_uring_setup": 425, "init_module": 175, "finit_module": 313, "delete_module": 176, "kexec_file_load": 320,
+               "io_uring_setup": 425, "init_module": 175, "finit_module": 313, "delete_module": 176,
+               "kexec_file_load": 320,
                "add_key": 248, "request_key": 249, "personality": 135, "clone3": 435, "ptrace": 101, "uname": 63,
                "unshare": 272},
     "aarch64": {"keyctl": 219, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282, "open_by_handle_at": 265,
-                "io_uring_setup": 425, "init_module": 105, "finit_module": 273, "delete_module": 106, "kexec_file_load": 294,
+                "io_uring_setup": 425, "init_module": 105, "finit_module": 273, "delete_module": 106,
+                "kexec_file_load": 294,
                 "add_key": 217, "request_key": 218, "personality": 92, "clone3": 435, "ptrace": 117, "uname": 160,
                 "unshare": 97},
 }[sys.argv[1]]
