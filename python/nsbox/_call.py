@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import functools
 import math
 import os
+import builtins
+import io
 import pickle
 import select
 import signal
@@ -68,6 +71,11 @@ class BoxCrashed(ChildProcessError):
         return signal.Signals(-self.returncode) if self.returncode < 0 else None
 
 
+#: Set by the pytest plugin, whose boxed tests are the suite's own code: with ``sandbox=True`` such a test keeps its
+#: fds (pytest's capture) and may return pytest's own outcomes.
+TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("nsbox_trusted_call", default=False)
+
+
 def call(
     fn: Callable[..., T],
     args: Iterable[Any] = (),
@@ -93,6 +101,13 @@ def call(
     not flushed a second time (``sys.stdout`` and ``sys.stderr`` are flushed here before the fork, and in
     the box after the function, so its prints are kept).
 
+    With ``sandbox=True`` the function is taken for code you do not trust: in the box it has none of the
+    caller's fds but 0-2 (the caller's files, sockets and pipes are closed there), and what it returns or
+    raises is unpickled as plain data only (built-in types and exceptions: anything else is a
+    ``TypeError``), so that its result cannot run code here. It is still a copy of the caller: whatever the
+    caller holds in memory (keys, tokens) the function can read. Run code you do not trust with
+    :func:`nsbox.run` rather than in a copy of a process that holds secrets.
+
     >>> import socket
     >>> call(socket.gethostname, hostname="box")
     'box'
@@ -114,6 +129,7 @@ def call(
         raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
     check_names(options, CALL_OPTIONS, "call")
     prepared = prepare(options, user)
+    untrusted = prepared.new_session and not TRUSTED.get()
     network = prepared.network
     link = None if network is None else network._reserve(prepared.ip)
     name = _describe(fn)
@@ -131,7 +147,14 @@ def call(
             _nsbox.fork(
                 prepared.spec,
                 functools.partial(
-                    _run_in_box, fn, args, kwargs, read_end, write_end, os.getcwd() if prepared.keeps_cwd else None
+                    _run_in_box,
+                    fn,
+                    args,
+                    kwargs,
+                    read_end,
+                    write_end,
+                    os.getcwd() if prepared.keeps_cwd else None,
+                    untrusted,  # sandbox=True: the caller's other fds are closed first
                 ),
                 started,
                 link=None if network is None or link is None else (network._lan, *link),
@@ -161,7 +184,7 @@ def call(
                 network._release(link[1], link[0])  # exited and reaped: its veth goes with its namespace
             else:
                 network._bind(link[1], None)
-    result: T = _conclude(message, returncode, started[0][0], name, oom_killed)
+    result: T = _conclude(message, returncode, started[0][0], name, oom_killed, plain=untrusted)
     return result
 
 
@@ -189,12 +212,17 @@ def _run_in_box(
     read_end: int,
     write_end: int,
     cwd: str | None,
+    sandboxed: bool = False,
 ) -> NoReturn:
     """Runs in the forked process: call, send the outcome, ``os._exit``. Never returns."""
     __tracebackhide__ = True
     code = 70
     try:
         os.close(read_end)
+        if sandboxed:
+            # The function is not trusted: it gets none of the caller's files, sockets or pipes.
+            os.closerange(3, write_end)
+            os.closerange(write_end + 1, os.sysconf("SC_OPEN_MAX"))
         if cwd is not None:
             # Mounts on the caller's root: the function starts where the caller is, as without them.
             with contextlib.suppress(OSError):
@@ -325,7 +353,24 @@ def _pipe() -> tuple[int, int]:
     return ends[0], ends[1]
 
 
-def _conclude(message: bytes | None, returncode: int | None, worker: int, name: str, oom_killed: bool) -> Any:
+#: What a sandboxed function may return or raise: plain data and the built-in exceptions, nothing whose unpickling
+#: could run code in the caller.
+_PLAIN = frozenset(
+    ["complex", "bytearray", "set", "frozenset", "range", "slice"]
+    + [name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)]
+)
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "builtins" and name in _PLAIN:
+            return getattr(builtins, name)
+        raise pickle.UnpicklingError(f"a sandboxed function returns plain data only, not {module}.{name}")
+
+
+def _conclude(
+    message: bytes | None, returncode: int | None, worker: int, name: str, oom_killed: bool, *, plain: bool = False
+) -> Any:
     __tracebackhide__ = True
     if message is None:
         if returncode is None:
@@ -351,7 +396,7 @@ def _conclude(message: bytes | None, returncode: int | None, worker: int, name: 
             oom_killed=oom_killed,
         )
     try:
-        kind, *rest = pickle.loads(message)
+        kind, *rest = _PlainUnpickler(io.BytesIO(message)).load() if plain else pickle.loads(message)
     except Exception as err:
         raise TypeError(f"cannot unpickle what {name} returned from the box: {type(err).__name__}: {err}") from err
     if kind == "ok":

@@ -233,6 +233,19 @@ SANDBOX_RLIMITS = {"core": 0, "nofile": 1024, "nproc": 512}
 SANDBOX_TMP_SIZE = "256M"
 
 
+def _hidden_sockets() -> list[Tmpfs]:
+    """Empty tmpfs over the host's runtime directories: a read-only mount does not stop ``connect()`` to a UNIX
+    socket in it (the session bus, an agent, a rootless ``docker.sock``), and a network namespace does not
+    cover filesystem sockets."""
+    dirs = ["/run"]
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        runtime = os.path.realpath(runtime)
+        if not any(runtime == d or runtime.startswith(d + "/") for d in ("/run", "/tmp", "/dev")):
+            dirs.append(runtime)
+    return [Tmpfs(d, size="16M", mode=0o755) for d in dirs if os.path.isdir(d)]
+
+
 def sandbox_parts(user: bool | None) -> tuple[dict[str, Any], bool | None]:
     """What ``sandbox=True`` stands for: the options (below those given explicitly) and the user namespace.
 
@@ -257,7 +270,7 @@ def sandbox_parts(user: bool | None) -> tuple[dict[str, Any], bool | None]:
         "cgroup": True,
         "mount_proc": True,
         "root": Bind("/", readonly=True),
-        "mounts": [Tmpfs("/tmp", size=SANDBOX_TMP_SIZE, mode=0o1777), Dev()],
+        "mounts": [Tmpfs("/tmp", size=SANDBOX_TMP_SIZE, mode=0o1777), Dev(), *_hidden_sockets()],
         "no_new_privs": True,
         "capabilities": (),
         "seccomp": "default",
@@ -282,8 +295,19 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
         raise TypeError(f"sandbox must be True or False, not {sandbox!r}")
     if sandbox and options.get("target") is not None:
         raise ValueError("sandbox makes new namespaces; it cannot be combined with target")
+    if sandbox and user is False and os.geteuid() == 0:
+        raise ValueError(
+            "sandbox=True with user=False would run the box as host root (uid 0 owns the host's files and "
+            "/proc/sys, capabilities or not): leave user to the sandbox, or give the options one by one"
+        )
     if sandbox:
         parts, user = sandbox_parts(user)
+        if options.get("root") is not None:
+            # Another root (an image): the host's runtime directories are not in it.
+            parts["mounts"] = parts["mounts"][:2]
+        if isinstance(options.get("rlimits"), Mapping):
+            # Limits given add to the sandbox's, one by one (-1 lifts one).
+            options = {**options, "rlimits": {**parts["rlimits"], **options["rlimits"]}}
         if user is False or getattr(options.get("network"), "private", False):
             # Maps are the caller's to give there (see the network rules below).
             parts = {name: value for name, value in parts.items() if name not in ("uid_map", "gid_map")}
