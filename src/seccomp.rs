@@ -91,6 +91,9 @@ const DENIED: &[&str] = &[
     "io_uring_register",
 ];
 
+/// `io_uring`'s calls (in [`DENIED`] too): every deny list denies them, or it could be bypassed.
+const IO_URING: [&str; 3] = ["io_uring_setup", "io_uring_enter", "io_uring_register"];
+
 /// Calls that read, write or compare another process named by its PID. A filter sees the PID, never the
 /// process: it cannot tell one in the box from one outside. In a PID namespace of its own the box can only
 /// name its own processes (PIDs resolve in the caller's namespace), so they are allowed there, and `gdb` or
@@ -305,6 +308,12 @@ impl SeccompOptions {
             };
             for name in &self.deny {
                 always(&mut denied, name);
+            }
+            if !self.deny.is_empty() {
+                // A ring would run the denied calls where no filter sees them.
+                for name in IO_URING {
+                    always(&mut denied, name);
+                }
             }
             programs.push(program(arch, &denied, &deny_errno, &allow));
             if !nosys.is_empty() {
