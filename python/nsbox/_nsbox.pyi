@@ -1,12 +1,13 @@
 """The compiled core of nsbox. Use :mod:`nsbox` instead: these are its low-level primitives."""
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import final
+from typing import ClassVar, final
 
 __all__ = [
     "HINTS",
     "NAMESPACE_KINDS",
     "STEPS",
+    "Egress",
     "Network",
     "Spec",
     "__version__",
@@ -63,6 +64,7 @@ def spawn(
     gid: int | None = None,
     uid: int | None = None,
     popen: object = None,
+    egress: Egress | None = None,
 ) -> int:
     """Start a process in the namespaces of ``config`` and return its PID in the caller's namespace.
 
@@ -161,3 +163,25 @@ def persist(pid: int, dir: str) -> list[str]:
 
 def release(dir: str) -> list[str]:
     """Unmount and remove what :func:`persist` made in ``dir``; return the kinds released."""
+
+@final
+class Egress:
+    """A box's egress engine (``slirp4netns``), started by :func:`spawn` while the box waits.
+
+    The engine attaches to the box's network namespace; then the ``publish`` rows, ``(udp, host_address,
+    host_port, box_port)``, are forwarded through the engine's API socket at ``api_socket`` (removed once they
+    are). Killed and reaped by :meth:`stop` or when the object goes; its parent-death signal ends it with the
+    caller.
+    """
+
+    BOX_ADDRESS: ClassVar[str]
+    HOST_ADDRESS: ClassVar[str]
+    DNS_ADDRESS: ClassVar[str]
+    def __new__(
+        cls, engine: bytes, publish: Sequence[tuple[bool, str, int, int]], api_socket: bytes | None = None
+    ) -> Egress: ...
+    @property
+    def pid(self) -> int | None:
+        """The engine's PID while it runs."""
+    def stop(self) -> None:
+        """Kill and reap the engine. Idempotent."""

@@ -181,6 +181,10 @@ class BoxOptions(NamespaceOptions, total=False):
     init: Annotated[bool, Option(False, _flag)]
     persist: Annotated[StrOrBytesPath | None, Option(None)]
     target: Annotated["int | StrOrBytesPath | Mapping[str, StrOrBytesPath] | None", Option(None)]
+    # Egress (python/nsbox/_egress.py): checked there, acted on by the spawn's engine, not the core's spec.
+    egress: Annotated[bool, Option(False)]
+    publish: Annotated["Mapping[int | str, int] | Sequence[tuple[str, int | str, int]] | None", Option(None)]
+    dns: Annotated[Sequence[str] | None, Option(None)]
 
 
 #: Every option by name, in the order of the declaration, with its metadata.
@@ -209,6 +213,8 @@ class Prepared:
     new_session: bool = False
     #: The confinement options given (or implied by ``sandbox``), which an exec into the box inherits.
     confinement: "dict[str, Any]" = field(default_factory=dict)
+    #: ``egress=True``: the engine and the files it needs (``_egress.Plan``), made before the spec.
+    egress: "Any" = None
 
 
 def check_names(options: Mapping[str, object], allowed: Iterable[str], caller: str) -> None:
@@ -304,6 +310,7 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
         values["net"] = True
     elif ip is not None:
         raise ValueError("ip is given without a network: pass network=nsbox.Network(...)")
+    egress = _egress_plan(values, network, target)
     joined: int | str | list[tuple[str, str]] | None = None
     if target is not None:
         joinable = ("target", "persist", *CONFINEMENT)
@@ -318,14 +325,41 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
             )
         else:
             joined = target if isinstance(target, int) else os.fsdecode(target)
-    core: dict[str, Any] = {"user": user, "joins": joined is not None}
-    for name, meta in OPTIONS.items():
-        if meta.core is not None:
-            core.update(meta.core(name, values[name]))
-    keeps_cwd = values["root"] is None and bool(values["mounts"])
-    confinement = {name: values[name] for name in CONFINEMENT if name in given}
-    spec = _nsbox.Spec(core)
-    return Prepared(spec, network, ip, values["persist"], joined, list(given), keeps_cwd, sandbox, confinement)
+    if egress is not None:
+        # Last, once every other check has passed: the files it makes are removed by the caller (Popen).
+        egress.make()
+        values["mounts"] = [*(values["mounts"] or ()), Bind(egress.resolv_conf, "/etc/resolv.conf", readonly=True)]
+    try:
+        core: dict[str, Any] = {"user": user, "joins": joined is not None}
+        for name, meta in OPTIONS.items():
+            if meta.core is not None:
+                core.update(meta.core(name, values[name]))
+        keeps_cwd = values["root"] is None and bool(values["mounts"])
+        confinement = {name: values[name] for name in CONFINEMENT if name in given}
+        spec = _nsbox.Spec(core)
+    except BaseException:
+        if egress is not None:
+            egress.stop()
+        raise
+    prepared = Prepared(spec, network, ip, values["persist"], joined, list(given), keeps_cwd, sandbox, confinement)
+    prepared.egress = egress
+    return prepared
+
+
+def _egress_plan(values: dict[str, Any], network: object, target: object) -> Any:
+    """``egress``, ``publish`` and ``dns`` checked (``egress`` implies ``net``); the plan or ``None``."""
+    if not (values["egress"] or values["publish"] is not None or values["dns"] is not None):
+        return None
+    from nsbox import _egress  # only for boxes that ask
+
+    plan = _egress.plan(values)
+    if plan is not None:
+        if network is not None:
+            raise ValueError("egress gives the box a network of its own; it cannot be combined with network")
+        if target is not None:
+            raise ValueError("target joins existing namespaces; it cannot be combined with egress")
+        values["net"] = True
+    return plan
 
 
 # The core sets up its reading of these names on first use, behind a lock that a fork() during it would leave

@@ -9,6 +9,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+use super::egress::PyEgress;
 use super::network::{ipv4, PyNetwork};
 use super::{cstrings, to_pyerr, PySpec};
 use crate::enter::{Join, Target};
@@ -67,7 +68,7 @@ impl PyTarget {
 #[pyfunction]
 #[pyo3(signature = (config, exec_paths, argv, env, cwd, stdio, pass_fds, new_session, process_group,
     program=None, cwd_for_errors=None, target=None, link=None,
-    umask=None, extra_groups=None, gid=None, uid=None, popen=None))]
+    umask=None, extra_groups=None, gid=None, uid=None, popen=None, egress=None))]
 #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
 pub(crate) fn spawn(
     py: Python<'_>,
@@ -89,6 +90,7 @@ pub(crate) fn spawn(
     gid: Option<u32>,
     uid: Option<u32>,
     popen: Option<Bound<'_, PyAny>>,
+    egress: Option<Bound<'_, PyEgress>>,
 ) -> PyResult<i32> {
     let command = Command {
         exec_paths: cstrings("executable", exec_paths)?,
@@ -107,14 +109,15 @@ pub(crate) fn spawn(
     let config = Arc::clone(&config.inner);
     let target = target.map(PyTarget::into_target).transpose()?;
     let network = link.as_ref().map(PyLink::parts).transpose()?;
+    let egress = egress.map(|e| Arc::clone(&e.get().inner));
     // The spawn itself runs on a spawner thread (see spawn::threads); this thread waits without the GIL.
     let job = move || {
         let Some((network, veth, address)) = network else {
             let join = target.as_ref().map(Join::open).transpose()?;
-            return crate::spawn::spawn(&config, &command, join.as_ref(), None);
+            return crate::spawn::spawn(&config, &command, join.as_ref(), None, egress.as_deref());
         };
         let (config, link) = network.link(&config, veth, address)?;
-        crate::spawn::spawn(&config, &command, None, Some(&link))
+        crate::spawn::spawn(&config, &command, None, Some(&link), egress.as_deref())
     };
     let pid = py
         .detach(move || threads::run(job).and_then(|r| r))

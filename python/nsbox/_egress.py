@@ -1,0 +1,258 @@
+"""A box that reaches out: ``egress=True`` (outbound NAT and DNS), ``publish=`` (host ports into the box).
+
+The engine is ``slirp4netns``, started by the core on the box's network namespace while the box waits
+(``src/net/egress.rs`` says why that engine, with figures). This module checks the options, finds the
+engine, writes the box's ``/etc/resolv.conf`` (bind-mounted in the box's mount namespace only, never the
+host's file) and describes what is in place (:class:`EgressInfo`, ``box.egress``).
+"""
+
+from __future__ import annotations
+
+import errno
+import html
+import ipaddress
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nsbox import _nsbox
+
+#: The addresses the engine gives the box (slirp4netns's plan): the box's own, the host's loopback, DNS.
+BOX_ADDRESS: str = _nsbox.Egress.BOX_ADDRESS
+HOST_ADDRESS: str = _nsbox.Egress.HOST_ADDRESS
+DNS_ADDRESS: str = _nsbox.Egress.DNS_ADDRESS
+
+#: What ``publish`` takes, as the README says.
+PublishSpec = Mapping[int | str, int] | Iterable[tuple[str, int | str, int]]
+
+
+@dataclass(frozen=True)
+class Published:
+    """A host port forwarded to a port in the box."""
+
+    host_address: str
+    host_port: int
+    box_port: int
+    protocol: str = "tcp"
+
+    def __str__(self) -> str:
+        return f"{self.host_address}:{self.host_port}/{self.protocol} -> {self.box_port}"
+
+
+def _port(what: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"publish: {what} must be a port number, not {value!r}")
+    if not 1 <= value <= 65535:
+        raise ValueError(f"publish: {what} {value} is not a port (1 to 65535)")
+    return value
+
+
+def _host_port(value: object) -> tuple[int, str]:
+    """``8080``, ``"8080"``, ``"8080/tcp"`` or ``"8053/udp"``: the port and the protocol."""
+    if isinstance(value, str):
+        number, _, protocol = value.partition("/")
+        protocol = protocol or "tcp"
+        if protocol not in ("tcp", "udp") or not number.isdigit():
+            raise ValueError(f"publish: {value!r} is not a host port such as 8080, '8080/tcp' or '8053/udp'")
+        return _port("host port", int(number)), protocol
+    return _port("host port", value), "tcp"
+
+
+def _host_address(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"publish: the host address must be a string such as '127.0.0.1', not {value!r}")
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise ValueError(f"publish: {value!r} is not an IPv4 address of the host") from None
+
+
+def parse_publish(value: object) -> list[Published]:
+    """``{8080: 80}``, ``{"8053/udp": 53}`` or ``[("127.0.0.1", 8080, 80), ...]``, checked."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        items = [("127.0.0.1", host, box) for host, box in value.items()]
+    elif isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"publish must be a dict {{8080: 80}} or a list of (address, host port, box port), not {value!r}"
+        )
+    else:
+        items = []
+        for item in value:
+            if not isinstance(item, tuple) or len(item) != 3:
+                raise TypeError(f"publish: each item must be an (address, host port, box port) tuple, not {item!r}")
+            items.append(item)
+    out: list[Published] = []
+    for address, host, box in items:
+        port, protocol = _host_port(host)
+        entry = Published(_host_address(address), port, _port("box port", box), protocol)
+        if any((p.host_address, p.host_port, p.protocol) == (entry.host_address, port, protocol) for p in out):
+            raise ValueError(f"publish: {entry.host_address}:{port}/{protocol} is given twice")
+        out.append(entry)
+    return out
+
+
+def parse_dns(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"dns must be a list of IPv4 addresses, not {value!r}")
+    out = []
+    for item in value:
+        try:
+            out.append(str(ipaddress.IPv4Address(item)))
+        except ValueError:
+            raise ValueError(f"dns: {item!r} is not an IPv4 address") from None
+    if not out:
+        raise ValueError("dns must name at least one resolver")
+    return out
+
+
+def check_free(published: list[Published]) -> None:
+    """A clear error for a host port already taken, before anything is forked (the engine says only 'failed')."""
+    for p in published:
+        kind = socket.SOCK_DGRAM if p.protocol == "udp" else socket.SOCK_STREAM
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind((p.host_address, p.host_port))
+            except OSError as exc:
+                reason = "in use" if exc.errno == errno.EADDRINUSE else os.strerror(exc.errno or errno.EINVAL)
+                err = OSError(exc.errno, f"publish: the host's {p.host_address}:{p.host_port}/{p.protocol} is {reason}")
+                err.step = "publish"  # type: ignore[attr-defined]
+                raise err from None
+
+
+def find_engine() -> str:
+    engine = shutil.which("slirp4netns", path=os.environ.get("PATH", os.defpath) + ":/usr/bin:/usr/sbin")
+    if engine is None:
+        raise FileNotFoundError(
+            errno.ENOENT, "egress needs slirp4netns (apt install slirp4netns, dnf install slirp4netns)", "slirp4netns"
+        )
+    return engine
+
+
+def check_tun() -> None:
+    """Without root the engine opens ``/dev/net/tun`` as the caller: say so before forking if it cannot."""
+    if os.geteuid() == 0 or os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        return
+    mode = ""
+    try:
+        mode = f" (it is {os.stat('/dev/net/tun').st_mode & 0o777:04o})"
+    except OSError:
+        pass
+    err = PermissionError(
+        errno.EACCES,
+        f"egress without root needs /dev/net/tun open to everyone{mode}: as root, chmod 0666 /dev/net/tun "
+        "(most distributions' default)",
+        "/dev/net/tun",
+    )
+    err.step, err.hint = "egress", "tun_not_open"  # type: ignore[attr-defined]
+    raise err
+
+
+@dataclass
+class Plan:
+    """A box's egress, checked: made into files and the core's engine object by :meth:`make`."""
+
+    publish: list[Published]
+    dns: list[str]
+    #: A directory of the caller's for the box's resolv.conf and the engine's API socket; removed after the spawn.
+    workdir: str | None = None
+    engine: _nsbox.Egress | None = field(default=None, repr=False)
+
+    @property
+    def resolv_conf(self) -> str:
+        assert self.workdir is not None
+        return os.path.join(self.workdir, "resolv.conf")
+
+    def make(self) -> None:
+        """The files the box and the engine need (before the spec is built), and the core's object."""
+        check_tun()
+        engine = find_engine()
+        check_free(self.publish)
+        self.workdir = tempfile.mkdtemp(prefix="nsbox-egress-")
+        # Traversable, so that a box whose root is another uid (uid_map) can still reach its resolv.conf.
+        os.chmod(self.workdir, 0o711)
+        with open(self.resolv_conf, "w") as conf:
+            conf.write("".join(f"nameserver {a}\n" for a in self.dns))
+        os.chmod(self.resolv_conf, 0o644)
+        api = os.path.join(self.workdir, "api.sock") if self.publish else None
+        rows = [(p.protocol == "udp", p.host_address, p.host_port, p.box_port) for p in self.publish]
+        self.engine = _nsbox.Egress(os.fsencode(engine), rows, None if api is None else os.fsencode(api))
+
+    def cleanup(self) -> None:
+        """Removes the files once the box has its mount (the mount keeps the file)."""
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def stop(self) -> None:
+        self.cleanup()
+        if self.engine is not None:
+            self.engine.stop()
+
+
+class EgressInfo:
+    """What is in place for a box with ``egress=True``: ``box.egress``."""
+
+    def __init__(self, plan: Plan) -> None:
+        self._plan = plan
+        #: The engine.
+        self.engine = "slirp4netns"
+        #: The box's address on the engine's network (``tap0``).
+        self.address = BOX_ADDRESS
+        #: The address inside the box that reaches the host's loopback (127.0.0.1).
+        self.host_address = HOST_ADDRESS
+        #: The resolvers in the box's ``/etc/resolv.conf``.
+        self.dns = list(plan.dns)
+        #: The host ports forwarded into the box.
+        self.published = list(plan.publish)
+
+    @property
+    def helper_pid(self) -> int | None:
+        """The engine's PID on the host while it runs, else ``None``."""
+        return None if self._plan.engine is None else self._plan.engine.pid
+
+    def __repr__(self) -> str:
+        ports = ", ".join(map(str, self.published)) or "none"
+        state = f"pid={self.helper_pid}" if self.helper_pid is not None else "stopped"
+        return (
+            f"<nsbox egress via {self.engine} ({state}): box {self.address}, host loopback at {self.host_address}, "
+            f"dns {', '.join(self.dns)}, published: {ports}>"
+        )
+
+    def _repr_html_(self) -> str:
+        rows = [
+            ("engine", f"{self.engine} ({'pid ' + str(self.helper_pid) if self.helper_pid else 'stopped'})"),
+            ("box address (tap0)", self.address),
+            ("host loopback, from the box", self.host_address),
+            ("DNS", ", ".join(self.dns)),
+            *(
+                (f"published {p.protocol}", f"{p.host_address}:{p.host_port} &rarr; box:{p.box_port}")
+                for p in self.published
+            ),
+        ]
+        body = "".join(
+            f"<tr><th>{html.escape(k)}</th><td>{v if '&rarr;' in v else html.escape(v)}</td></tr>" for k, v in rows
+        )
+        return f"<table>{body}</table>"
+
+
+def plan(values: Mapping[str, Any]) -> Plan | None:
+    """The egress plan of a box's options, or ``None``; ``TypeError``/``ValueError`` for bad input."""
+    egress, publish, dns = values["egress"], values["publish"], values["dns"]
+    if not isinstance(egress, bool):
+        raise TypeError(f"egress must be True or False, not {egress!r}")
+    published = parse_publish(publish)
+    resolvers = parse_dns(dns)
+    if not egress:
+        given = [name for name, v in (("publish", publish), ("dns", dns)) if v is not None]
+        if given:
+            raise ValueError(f"{given[0]} needs egress=True")
+        return None
+    return Plan(published, resolvers or [DNS_ADDRESS])

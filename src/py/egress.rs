@@ -1,0 +1,53 @@
+//! A box's egress engine from Python: what `nsbox._egress` prepared, and the engine once the box runs.
+
+use std::ffi::CString;
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::net::egress::{Egress, Publish, BOX_ADDRESS, DNS_ADDRESS, HOST_ADDRESS};
+
+/// The engine beside one box: see `nsbox._nsbox.pyi`.
+#[pyclass(frozen, name = "Egress", module = "nsbox._nsbox")]
+pub(crate) struct PyEgress {
+    pub(crate) inner: Arc<Egress>,
+}
+
+#[pymethods]
+impl PyEgress {
+    #[new]
+    #[pyo3(signature = (engine, publish, api_socket=None))]
+    fn new(engine: Vec<u8>, publish: Vec<(bool, String, u16, u16)>, api_socket: Option<Vec<u8>>) -> PyResult<Self> {
+        let c = |what: &str, b: Vec<u8>| {
+            CString::new(b).map_err(|_| PyValueError::new_err(format!("{what}: embedded null byte")))
+        };
+        let publish = publish
+            .into_iter()
+            .map(|(udp, host_address, host_port, box_port)| Publish { udp, host_address, host_port, box_port })
+            .collect::<Vec<_>>();
+        if !publish.is_empty() && api_socket.is_none() {
+            return Err(PyValueError::new_err("publishing ports needs an API socket path"));
+        }
+        let api_socket = api_socket.map(|p| c("api_socket", p)).transpose()?;
+        Ok(PyEgress { inner: Arc::new(Egress::new(c("engine", engine)?, publish, api_socket)) })
+    }
+
+    /// The engine's PID while it runs.
+    #[getter]
+    fn pid(&self) -> Option<i32> {
+        self.inner.pid()
+    }
+
+    /// Kill and reap the engine. Idempotent.
+    fn stop(&self, py: Python<'_>) {
+        py.detach(|| self.inner.stop());
+    }
+
+    #[classattr]
+    const BOX_ADDRESS: &'static str = BOX_ADDRESS;
+    #[classattr]
+    const HOST_ADDRESS: &'static str = HOST_ADDRESS;
+    #[classattr]
+    const DNS_ADDRESS: &'static str = DNS_ADDRESS;
+}
