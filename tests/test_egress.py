@@ -257,6 +257,124 @@ def test_a_host_port_in_use_is_a_clear_error_before_the_box_runs(tmp_path: os.Pa
     assert not [pid for pid in children_of(os.getpid()) if proc_comm(pid) == "slirp4netns"]
 
 
+# -- The leash -------------------------------------------------------------------------------------
+
+#: Run in a box: try each port of the host's loopback (10.0.2.2) by TCP, then try to lift the leash, then again.
+REACH = r"""
+import json, socket, subprocess, sys, time
+def reach(port):
+    start = time.monotonic()
+    try:
+        with socket.create_connection(("10.0.2.2", port), timeout=10) as c:
+            return c.recv(99).decode()
+    except OSError as e:
+        return [e.errno, round(time.monotonic() - start, 3)]
+ports = [int(p) for p in sys.argv[1:]]
+out = {"before": [reach(p) for p in ports], "lift": {}}
+for name, cmd in [("nft flush ruleset", ["nft", "flush", "ruleset"]), ("iptables -F", ["iptables", "-F"]),
+                  ("nft add rule", ["nft", "add", "rule", "inet", "nsbox_leash", "out", "accept"]),
+                  ("ip link set tap0 down", ["ip", "link", "set", "tap0", "down"])]:
+    out["lift"][name] = subprocess.run(cmd, capture_output=True).returncode
+out["after"] = [reach(p) for p in ports]
+out["uid"] = open("/proc/self/uid_map").read().split()
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture
+def two_outsides() -> Iterator[tuple[Outside, Outside]]:
+    a, b = Outside(), Outside()
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def check_leash(seen: dict[str, object], allowed: str) -> None:
+    before, after = seen["before"], seen["after"]
+    assert isinstance(before, list) and isinstance(after, list)
+    for tried in (before, after):
+        assert tried[0] == allowed
+        # Refused at once by the rule (a TCP reset), not left to time out.
+        assert tried[1][0] == errno.ECONNREFUSED and tried[1][1] < 1.0, tried
+    lift = seen["lift"]
+    assert isinstance(lift, dict) and len(lift) == 4 and all(code != 0 for code in lift.values()), lift
+
+
+@pytest.mark.parametrize("allow", ["127.0.0.1:{a}", "10.0.2.2:{a}", "localhost:{a}", "10.0.2.2/32:{a}"])
+def test_allow_lets_port_a_through_and_refuses_port_b_at_once(
+    two_outsides: tuple[Outside, Outside], allow: str
+) -> None:
+    a, b = two_outsides
+    box = nsbox.Popen(
+        [sys.executable, "-c", REACH, str(a.tcp_port), str(b.tcp_port)],
+        egress=True,
+        pid=True,
+        allow=[allow.format(a=a.tcp_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, _ = box.communicate(timeout=60)
+    seen = json.loads(out)
+    check_leash(seen, "seen 127.0.0.1")
+    assert b.peers == []  # port B never saw a connection
+    assert box.egress is not None and box.egress.allowed is not None
+    assert str(box.egress.allowed[0]).startswith("10.0.2.2")
+
+
+def test_a_rootless_box_on_a_leash_reaches_port_a_only_and_cannot_lift_it(
+    two_outsides: tuple[Outside, Outside], rootless: Rootless
+) -> None:
+    a, b = two_outsides
+    seen = rootless(
+        f"""
+        r = nsbox.run(["python3", "-c", {REACH!r}, "{a.tcp_port}", "{b.tcp_port}"], egress=True, pid=True,
+                      allow=["127.0.0.1:{a.tcp_port}"], capture_output=True, text=True, timeout=60)
+        emit(json.loads(r.stdout))
+        """
+    )
+    check_leash(seen, "seen 127.0.0.1")
+    assert b.peers == []
+
+
+def test_without_a_leash_the_box_root_can_change_its_own_rules(outside: Outside) -> None:
+    # The control: the same attempts succeed where the rules are the box's own (egress without allow).
+    r = nsbox.run(
+        [sys.executable, "-c", REACH, str(outside.tcp_port)],
+        egress=True,
+        pid=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    seen = json.loads(r.stdout)
+    assert seen["before"] == ["seen 127.0.0.1"]
+    assert seen["lift"]["nft flush ruleset"] == 0 and seen["lift"]["ip link set tap0 down"] == 0
+
+
+def test_a_published_port_still_answers_the_host_on_a_leash() -> None:
+    tcp = free_port()
+    box = nsbox.Popen(
+        [sys.executable, "-c", SERVER, "leashed"],
+        egress=True,
+        allow=[],
+        publish={tcp: 80},
+        pid=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert box.stdout is not None and box.stdout.readline() == "ready\n"
+        assert fetch(tcp) == "leashed tcp"
+    finally:
+        box.kill()
+        box.wait()
+        assert box.stdout is not None
+        box.stdout.close()
+
+
 # -- The caller's death ----------------------------------------------------------------------------
 
 
@@ -303,6 +421,12 @@ sys.stdin.read()
         ({"egress": True, "publish": "8080:80"}, TypeError, "publish must be a dict"),
         ({"egress": True, "dns": ["one.one"]}, ValueError, "dns: 'one.one' is not an IPv4 address"),
         ({"egress": True, "target": 1}, ValueError, "cannot be combined with egress"),
+        ({"allow": ["10.0.0.0/8"]}, ValueError, "allow needs egress=True"),
+        ({"egress": True, "allow": "10.0.0.0/8"}, TypeError, "allow must be a list"),
+        ({"egress": True, "allow": ["10.0.0.1:http"]}, ValueError, "has no valid port"),
+        ({"egress": True, "allow": ["10.0.0.0/33"]}, ValueError, "is not a CIDR, an address or a host name"),
+        ({"egress": True, "allow": ["no-such-host.invalid"]}, ValueError, "cannot resolve 'no-such-host.invalid'"),
+        ({"egress": True, "allow": [], "uid_map": [(0, 0, 1)]}, ValueError, "it cannot take uid_map"),
     ],
 )
 def test_bad_egress_options_are_refused_before_anything_is_made(

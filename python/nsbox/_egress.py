@@ -127,13 +127,104 @@ def check_free(published: list[Published]) -> None:
                 raise err from None
 
 
+@dataclass(frozen=True)
+class Allowed:
+    """A destination a box on a leash may reach: a network, and a port (TCP and UDP) or every port."""
+
+    network: ipaddress.IPv4Network
+    port: int | None = None
+    #: What was given, when it was a host name (resolved when the box starts).
+    name: str | None = None
+
+    def __str__(self) -> str:
+        where = str(self.network.network_address) if self.network.prefixlen == 32 else str(self.network)
+        named = f" ({self.name})" if self.name else ""
+        return f"{where}{named}" + ("" if self.port is None else f":{self.port}")
+
+    def rule(self) -> str:
+        port = "" if self.port is None else f"meta l4proto {{ tcp, udp }} th dport {self.port} "
+        return f"ip daddr {self.network} {port}accept"
+
+
+#: The host's loopback, which the engine maps to HOST_ADDRESS: an allowlist names either.
+_LOOPBACK = ipaddress.IPv4Network("127.0.0.1/32")
+
+
+def _allowed_networks(host: str, entry: str) -> list[tuple[ipaddress.IPv4Network, str | None]]:
+    try:
+        return [(ipaddress.IPv4Network(host), None)]
+    except ValueError:
+        pass
+    if not host or "/" in host:
+        raise ValueError(f"allow: {entry!r} is not a CIDR, an address or a host name")
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValueError(f"allow: cannot resolve {host!r} (names are resolved when the box starts): {exc}") from None
+    addresses = sorted({str(info[4][0]) for info in infos})
+    return [(ipaddress.IPv4Network(a), host) for a in addresses]
+
+
+def parse_allow(value: object) -> list[Allowed] | None:
+    """``["10.0.0.0/8", "127.0.0.1:8080", "10.1.0.0/16:443", "example.org:443"]``, checked; names resolved now."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"allow must be a list of CIDRs, host:port, cidr:port or host names, not {value!r}")
+    out: list[Allowed] = []
+    for entry in value:
+        if not isinstance(entry, str):
+            raise TypeError(f"allow: each entry must be a string such as '10.0.0.0/8' or 'host:443', not {entry!r}")
+        host, colon, port_text = entry.rpartition(":")
+        if not colon:
+            host, port = entry, None
+        elif port_text.isdigit() and 1 <= int(port_text) <= 65535:
+            port = int(port_text)
+        else:
+            raise ValueError(f"allow: {entry!r} has no valid port after ':' (1 to 65535)")
+        for network, name in _allowed_networks(host.strip(), entry):
+            if network == _LOOPBACK:
+                network = ipaddress.IPv4Network(f"{HOST_ADDRESS}/32")
+            out.append(Allowed(network, port, name))
+    return out
+
+
+def nft_rules(allowed: list[Allowed]) -> str:
+    """The leash: in the box's network namespace, which the box holds no capability over (see src/net/egress.rs).
+
+    Loopback and the replies of connections already allowed (published ports too) pass; the allowed destinations
+    pass; everything else is refused at once: TCP with a reset (connection refused), the rest with ICMP
+    administratively prohibited (unreachable).
+    """
+    lines = [
+        "table inet nsbox_leash {",
+        "  chain out {",
+        "    type filter hook output priority filter; policy accept;",
+        '    oif "lo" accept',
+        "    ct state established,related accept",
+        *(f"    {a.rule()}" for a in allowed),
+        "    meta l4proto tcp reject with tcp reset",
+        "    reject with icmpx type admin-prohibited",
+        "  }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+#: Before the rules, in the leash's network namespace: loopback up, and ports below 1024 open to the box (which is
+#: root in its own user namespace only, so it would otherwise need CAP_NET_BIND_SERVICE in nsbox's).
+_LEASH_SETUP = "ip link set lo up && echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start"
+
+
+def find_tool(name: str, package: str) -> str:
+    found = shutil.which(name, path=os.environ.get("PATH", os.defpath) + ":/usr/bin:/usr/sbin:/sbin")
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, f"{name} is needed here (apt install {package})", name)
+    return found
+
+
 def find_engine() -> str:
-    engine = shutil.which("slirp4netns", path=os.environ.get("PATH", os.defpath) + ":/usr/bin:/usr/sbin")
-    if engine is None:
-        raise FileNotFoundError(
-            errno.ENOENT, "egress needs slirp4netns (apt install slirp4netns, dnf install slirp4netns)", "slirp4netns"
-        )
-    return engine
+    return find_tool("slirp4netns", "slirp4netns")
 
 
 def check_tun() -> None:
@@ -161,6 +252,8 @@ class Plan:
 
     publish: list[Published]
     dns: list[str]
+    #: ``allow=``: the only destinations, or ``None`` for no leash.
+    allow: list[Allowed] | None = None
     #: A directory of the caller's for the box's resolv.conf and the engine's API socket; removed after the spawn.
     workdir: str | None = None
     engine: _nsbox.Egress | None = field(default=None, repr=False)
@@ -184,6 +277,40 @@ class Plan:
         api = os.path.join(self.workdir, "api.sock") if self.publish else None
         rows = [(p.protocol == "udp", p.host_address, p.host_port, p.box_port) for p in self.publish]
         self.engine = _nsbox.Egress(os.fsencode(engine), rows, None if api is None else os.fsencode(api))
+        if self.allow is not None:
+            try:
+                self._leash(self.engine)
+            except BaseException:
+                self.stop()
+                raise
+
+    def _leash(self, engine: _nsbox.Egress) -> None:
+        """The leash's namespaces, loopback up and the rules in them, then the engine there (before the box)."""
+        from nsbox._run import run
+
+        assert self.allow is not None
+        nft = find_tool("nft", "nftables")
+        engine.make_leash()
+        fds = [engine.leash_fd("user"), engine.leash_fd("net")]
+        try:
+            user, net = (f"/proc/self/fd/{fd}" for fd in fds)
+            r = run(
+                ["/bin/sh", "-c", f'{_LEASH_SETUP} && exec "{nft}" -f -'],
+                target={"user": user, "net": net},
+                input=nft_rules(self.allow),
+                capture_output=True,
+                text=True,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            )
+        finally:
+            for fd in fds:
+                if fd is not None:
+                    os.close(fd)
+        if r.returncode != 0:
+            err = OSError(errno.EPERM, f"allow: cannot set up the leash's rules: {r.stderr.strip() or r.returncode}")
+            err.step = "egress"  # type: ignore[attr-defined]
+            raise err
+        engine.attach_to_leash()
 
     def cleanup(self) -> None:
         """Removes the files once the box has its mount (the mount keeps the file)."""
@@ -212,6 +339,8 @@ class EgressInfo:
         self.dns = list(plan.dns)
         #: The host ports forwarded into the box.
         self.published = list(plan.publish)
+        #: ``allow=``: the only destinations the box may reach (names resolved when it started), or ``None``.
+        self.allowed = None if plan.allow is None else list(plan.allow)
 
     @property
     def helper_pid(self) -> int | None:
@@ -220,10 +349,11 @@ class EgressInfo:
 
     def __repr__(self) -> str:
         ports = ", ".join(map(str, self.published)) or "none"
+        leash = "" if self.allowed is None else f", allowed only: {', '.join(map(str, self.allowed)) or 'nothing'}"
         state = f"pid={self.helper_pid}" if self.helper_pid is not None else "stopped"
         return (
             f"<nsbox egress via {self.engine} ({state}): box {self.address}, host loopback at {self.host_address}, "
-            f"dns {', '.join(self.dns)}, published: {ports}>"
+            f"dns {', '.join(self.dns)}, published: {ports}{leash}>"
         )
 
     def _repr_html_(self) -> str:
@@ -245,14 +375,14 @@ class EgressInfo:
 
 def plan(values: Mapping[str, Any]) -> Plan | None:
     """The egress plan of a box's options, or ``None``; ``TypeError``/``ValueError`` for bad input."""
-    egress, publish, dns = values["egress"], values["publish"], values["dns"]
+    egress, publish, dns, allow = values["egress"], values["publish"], values["dns"], values["allow"]
     if not isinstance(egress, bool):
         raise TypeError(f"egress must be True or False, not {egress!r}")
     published = parse_publish(publish)
     resolvers = parse_dns(dns)
     if not egress:
-        given = [name for name, v in (("publish", publish), ("dns", dns)) if v is not None]
+        given = [name for name, v in (("publish", publish), ("dns", dns), ("allow", allow)) if v is not None]
         if given:
             raise ValueError(f"{given[0]} needs egress=True")
         return None
-    return Plan(published, resolvers or [DNS_ADDRESS])
+    return Plan(published, resolvers or [DNS_ADDRESS], parse_allow(allow))

@@ -183,5 +183,11 @@ class Egress:
     @property
     def pid(self) -> int | None:
         """The engine's PID while it runs."""
+    def make_leash(self) -> None:
+        """Make the leash's namespaces (``allow=``): the box will join them, below a user namespace of its own."""
+    def leash_fd(self, kind: str) -> int | None:
+        """A new fd of the leash's ``"user"`` or ``"net"`` namespace, to close after use (``None`` without one)."""
+    def attach_to_leash(self) -> None:
+        """Start the engine on the leash's network namespace and publish the ports (before the box)."""
     def stop(self) -> None:
-        """Kill and reap the engine. Idempotent."""
+        """Kill and reap the engine, and let go of the leash. Idempotent."""

@@ -185,6 +185,7 @@ class BoxOptions(NamespaceOptions, total=False):
     egress: Annotated[bool, Option(False)]
     publish: Annotated["Mapping[int | str, int] | Sequence[tuple[str, int | str, int]] | None", Option(None)]
     dns: Annotated[Sequence[str] | None, Option(None)]
+    allow: Annotated[Sequence[str] | None, Option(None)]
 
 
 #: Every option by name, in the order of the declaration, with its metadata.
@@ -311,6 +312,15 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
     elif ip is not None:
         raise ValueError("ip is given without a network: pass network=nsbox.Network(...)")
     egress = _egress_plan(values, network, target)
+    if egress is not None and egress.allow is not None:
+        # The box runs in a user namespace of its own below the leash's, where the caller is root.
+        maps = [k for k in ("uid_map", "gid_map", "setgroups") if values[k] is not None]
+        if maps or user is False:
+            raise ValueError(
+                "a box with allow lives in a user namespace below nsbox's own, where you are root: "
+                f"it cannot take {', '.join(maps) or 'user=False'}"
+            )
+        user = True
     joined: int | str | list[tuple[str, str]] | None = None
     if target is not None:
         joinable = ("target", "persist", *CONFINEMENT)
@@ -348,7 +358,7 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
 
 def _egress_plan(values: dict[str, Any], network: object, target: object) -> Any:
     """``egress``, ``publish`` and ``dns`` checked (``egress`` implies ``net``); the plan or ``None``."""
-    if not (values["egress"] or values["publish"] is not None or values["dns"] is not None):
+    if not (values["egress"] or any(values[name] is not None for name in ("publish", "dns", "allow"))):
         return None
     from nsbox import _egress  # only for boxes that ask
 

@@ -37,9 +37,12 @@ use std::time::{Duration, Instant};
 
 use libc::pid_t;
 
+use crate::enter::{Join, Joined};
 use crate::errors::{Error, Hint, Step};
+use crate::idmap::IdMap;
+use crate::namespace::{Namespace, Namespaces};
 use crate::spawn::Command;
-use crate::spec::Spec;
+use crate::spec::{Setgroups, Spec, UserNs};
 
 /// The engine's fixed address plan (slirp4netns's defaults).
 pub const BOX_ADDRESS: &str = "10.0.2.100";
@@ -66,6 +69,15 @@ impl Publish {
     }
 }
 
+/// `allow=`: the network namespace the box joins, owned by a user namespace of nsbox's (the caller is its
+/// root); the box runs in a user namespace of its own below that one. The engine's tap and the allowlist's
+/// nftables rules live in this network namespace, over which the box, root only in its own user namespace,
+/// holds no capability: it cannot change a rule, a route or an address there.
+struct Leash {
+    userns: OwnedFd,
+    netns: OwnedFd,
+}
+
 struct Running {
     pid: pid_t,
     pidfd: OwnedFd,
@@ -80,6 +92,7 @@ pub struct Egress {
     /// Where the engine's API socket goes (a directory of the caller's); needed only to publish.
     api_socket: Option<CString>,
     running: Mutex<Option<Running>>,
+    leash: Mutex<Option<Leash>>,
 }
 
 fn os_failure(step: Step, errno: i32, what: impl Into<String>) -> Error {
@@ -94,7 +107,63 @@ fn owned(fd: RawFd, what: &str) -> Result<OwnedFd, Error> {
 impl Egress {
     #[must_use]
     pub fn new(engine: CString, publish: Vec<Publish>, api_socket: Option<CString>) -> Egress {
-        Egress { engine, publish, api_socket, running: Mutex::new(None) }
+        Egress { engine, publish, api_socket, running: Mutex::new(None), leash: Mutex::new(None) }
+    }
+
+    fn leash(&self) -> std::sync::MutexGuard<'_, Option<Leash>> {
+        self.leash.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes the leash's namespaces (see [`Leash`]), before the box; the engine and the rules go there next.
+    pub fn make_leash(&self) -> Result<(), Error> {
+        let (userns, netns, socket) =
+            crate::spawn::threads::run(super::private::make_private_namespaces).and_then(|r| r)?;
+        drop(socket);
+        *self.leash() = Some(Leash { userns, netns });
+        Ok(())
+    }
+
+    /// A new fd of the leash's `"user"` or `"net"` namespace (to close after use), or `None` without a leash.
+    pub fn leash_fd(&self, kind: Namespace) -> Result<Option<OwnedFd>, Error> {
+        let leash = self.leash();
+        let Some(leash) = leash.as_ref() else { return Ok(None) };
+        let fd = if kind == Namespace::User { &leash.userns } else { &leash.netns };
+        fd.try_clone().map(Some).map_err(|e| os_failure(Step::Egress, e.raw_os_error().unwrap_or(libc::EIO), "dup"))
+    }
+
+    /// Whether the box joins the leash's namespaces rather than having the engine attached to its own.
+    pub fn is_leashed(&self) -> bool {
+        self.leash().is_some()
+    }
+
+    /// Starts the engine on the leash's network namespace (before the box), and publishes the ports.
+    pub fn attach_to_leash(&self) -> Result<(), Error> {
+        self.attach(0)
+    }
+
+    /// The spec and the namespaces to join for a box on the leash: the leash's user and network namespaces,
+    /// then a new user namespace (and the others `config` asks, but the network) in which the box is root:
+    /// uid and gid 0 of the leash's, which are the caller's own (so the child writes its maps itself).
+    pub fn leashed_box(&self, config: &Spec) -> Result<(Spec, Join), Error> {
+        let join = Join {
+            namespaces: vec![
+                Joined { fd: self.leash_fd(Namespace::User)?.ok_or_else(no_leash)?, kind: Namespace::User },
+                Joined { fd: self.leash_fd(Namespace::Net)?.ok_or_else(no_leash)?, kind: Namespace::Net },
+            ],
+            ..Join::default()
+        };
+        let mut kinds = Namespaces::empty();
+        for kind in config.kinds.iter().filter(|&k| k != Namespace::Net && k != Namespace::User) {
+            kinds.insert(kind);
+        }
+        let user = UserNs {
+            uid_map: IdMap::root_of(0),
+            gid_map: IdMap::root_of(0),
+            setgroups: Setgroups::Deny,
+            child_writes_maps: true,
+            drop_groups_first: false,
+        };
+        Ok((Spec { kinds, user: Some(user), ..config.clone() }, join))
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
@@ -108,6 +177,7 @@ impl Egress {
 
     /// Starts the engine on the network namespace of `box_pid` (which waits meanwhile), waits until it has
     /// configured the box's `tap0`, and publishes the ports. On failure nothing of it is left.
+    /// `box_pid` 0: on the leash's namespaces instead.
     pub fn attach(&self, box_pid: pid_t) -> Result<(), Error> {
         let started = self.start(box_pid)?;
         let pid = started.pid;
@@ -150,21 +220,35 @@ impl Egress {
             arg.extend_from_slice(sock.as_bytes());
             argv.push(CString::new(arg).expect("no NUL"));
         }
-        argv.extend([cs(&box_pid.to_string()), cs("tap0")]);
+        let mut pass_fds = vec![ready_w.as_raw_fd(), exit_r.as_raw_fd()];
+        // On the leash: its namespaces by path, through fds the engine inherits.
+        let leash = if box_pid == 0 {
+            let fds = (self.leash_fd(Namespace::User)?, self.leash_fd(Namespace::Net)?);
+            let (Some(userns), Some(netns)) = fds else { return Err(no_leash()) };
+            argv.push(cs(&format!("--userns-path=/proc/self/fd/{}", userns.as_raw_fd())));
+            argv.push(cs("--netns-type=path"));
+            argv.push(cs(&format!("/proc/self/fd/{}", netns.as_raw_fd())));
+            pass_fds.extend([userns.as_raw_fd(), netns.as_raw_fd()]);
+            Some((userns, netns))
+        } else {
+            argv.push(cs(&box_pid.to_string()));
+            None
+        };
+        argv.push(cs("tap0"));
         let command = Command {
             exec_paths: vec![self.engine.clone()],
             argv,
             env: Some(Vec::new()),
             cwd: Some(cs("/")),
             stdio: [null.as_raw_fd(), null.as_raw_fd(), log.as_raw_fd()],
-            pass_fds: vec![ready_w.as_raw_fd(), exit_r.as_raw_fd()],
+            pass_fds,
             ..Command::default()
         };
         // From a spawner thread, as a box: its parent-death signal is tied to a thread that outlives it.
         let pid = crate::spawn::threads::run(move || crate::spawn::spawn(&Spec::default(), &command, None, None, None))
             .and_then(|r| r)
             .map_err(|e| e.with_what(format!("start {}", self.engine.to_string_lossy())))?;
-        drop((ready_w, exit_r));
+        drop((ready_w, exit_r, leash));
         let pidfd = match crate::sys::pidfd_open(pid) {
             Ok(fd) => fd,
             Err(e) => {
@@ -205,11 +289,12 @@ impl Egress {
         Err(os_failure(Step::Publish, libc::EADDRINUSE, what).with_hint(Some(Hint::PortInUse)))
     }
 
-    /// Kills and reaps the engine, if it runs. Idempotent.
+    /// Kills and reaps the engine, if it runs, and lets go of the leash. Idempotent.
     pub fn stop(&self) {
         if let Some(running) = self.running().take() {
             crate::sys::kill_and_reap_pidfd(running.pidfd.as_raw_fd());
         }
+        drop(self.leash().take());
     }
 }
 
@@ -217,6 +302,10 @@ impl Drop for Egress {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn no_leash() -> Error {
+    Error::Internal("the egress has no leash namespaces".into())
 }
 
 /// Waits for the engine's "1" on the ready pipe; an errno (ETIMEDOUT, or EPIPE when it left first).

@@ -1,11 +1,14 @@
 //! A box's egress engine from Python: what `nsbox._egress` prepared, and the engine once the box runs.
 
 use std::ffi::CString;
+use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+use super::to_pyerr;
+use crate::namespace::Namespace;
 use crate::net::egress::{Egress, Publish, BOX_ADDRESS, DNS_ADDRESS, HOST_ADDRESS};
 
 /// The engine beside one box: see `nsbox._nsbox.pyi`.
@@ -37,6 +40,27 @@ impl PyEgress {
     #[getter]
     fn pid(&self) -> Option<i32> {
         self.inner.pid()
+    }
+
+    /// Make the leash's namespaces (``allow=``): the box will join them, below a user namespace of its own.
+    fn make_leash(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.make_leash()).map_err(|e| to_pyerr(e, None, None))
+    }
+
+    /// A new fd of the leash's ``"user"`` or ``"net"`` namespace, to close after use (``None`` without one).
+    fn leash_fd(&self, kind: &str) -> PyResult<Option<i32>> {
+        let kind = match kind {
+            "user" => Namespace::User,
+            "net" => Namespace::Net,
+            _ => return Err(PyValueError::new_err(format!("no {kind:?} namespace in the leash"))),
+        };
+        let fd = self.inner.leash_fd(kind).map_err(|e| to_pyerr(e, None, None))?;
+        Ok(fd.map(IntoRawFd::into_raw_fd))
+    }
+
+    /// Start the engine on the leash's network namespace and publish the ports (before the box).
+    fn attach_to_leash(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.attach_to_leash()).map_err(|e| to_pyerr(e, None, None))
     }
 
     /// Kill and reap the engine. Idempotent.

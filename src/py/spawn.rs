@@ -112,6 +112,11 @@ pub(crate) fn spawn(
     let egress = egress.map(|e| Arc::clone(&e.get().inner));
     // The spawn itself runs on a spawner thread (see spawn::threads); this thread waits without the GIL.
     let job = move || {
+        if let Some(egress) = egress.as_deref().filter(|e| e.is_leashed()) {
+            // allow=: the box joins the leash's namespaces, where the engine already runs.
+            let (config, join) = egress.leashed_box(&config)?;
+            return crate::spawn::spawn(&config, &command, Some(&join), None, None);
+        }
         let Some((network, veth, address)) = network else {
             let join = target.as_ref().map(Join::open).transpose()?;
             return crate::spawn::spawn(&config, &command, join.as_ref(), None, egress.as_deref());
