@@ -324,6 +324,19 @@ def test_allow_lets_port_a_through_and_refuses_port_b_at_once(
     assert str(box.egress.allowed[0]).startswith("10.0.2.2")
 
 
+def test_an_exec_into_a_box_on_a_leash_is_on_the_leash_too(two_outsides: tuple[Outside, Outside]) -> None:
+    a, b = two_outsides
+    with nsbox.Popen(["sleep", "60"], egress=True, allow=[f"127.0.0.1:{a.tcp_port}"], pid=True) as box:
+        try:
+            r = box.exec(
+                [sys.executable, "-c", REACH, str(a.tcp_port), str(b.tcp_port)], capture_output=True, text=True
+            )
+        finally:
+            box.kill()
+    check_leash(json.loads(r.stdout), "seen 127.0.0.1")
+    assert b.peers == []
+
+
 def test_a_rootless_box_on_a_leash_reaches_port_a_only_and_cannot_lift_it(
     two_outsides: tuple[Outside, Outside], rootless: Rootless
 ) -> None:
@@ -337,6 +350,35 @@ def test_a_rootless_box_on_a_leash_reaches_port_a_only_and_cannot_lift_it(
     )
     check_leash(seen, "seen 127.0.0.1")
     assert b.peers == []
+
+
+#: Run in a box: find the engine in /proc and try to open its memory for writing (to make it go anywhere).
+TAMPER = r"""
+import json, os, sys
+engine = int(sys.argv[1])
+try:
+    with open(f"/proc/{engine}/mem", "r+b"):
+        print(json.dumps("opened"))
+except OSError as e:
+    print(json.dumps(e.errno))
+"""
+
+
+def test_a_box_on_a_leash_cannot_tamper_with_its_engine(rootless: Rootless) -> None:
+    # The box sees the host's /proc here (no pid or mount_proc): the kernel still refuses, as the box's user
+    # namespace is below the engine's. The control: the caller itself, same uid, opens the engine's memory.
+    seen = rootless(
+        f"""
+        box = nsbox.Popen(["sleep", "60"], egress=True, allow=[])
+        engine = box.egress.helper_pid
+        with open(f"/proc/{{engine}}/mem", "r+b"):
+            caller = "opened"
+        r = box.exec(["python3", "-c", {TAMPER!r}, str(engine)], capture_output=True, text=True)
+        box.kill(); box.wait()
+        emit({{"caller": caller, "box": json.loads(r.stdout)}})
+        """
+    )
+    assert seen == {"caller": "opened", "box": errno.EACCES}
 
 
 def test_without_a_leash_the_box_root_can_change_its_own_rules(outside: Outside) -> None:
