@@ -152,6 +152,7 @@ def test_box_egress_describes_the_engine_and_it_goes_with_the_box() -> None:
         assert (info.host_address, info.address, info.dns) == ("10.0.2.2", "10.0.2.100", ["10.0.2.3"])
         assert [str(p) for p in info.published] == [f"127.0.0.1:{port}/tcp -> 80"]
         assert f"pid={info.helper_pid}" in repr(info) and "<table>" in info._repr_html_()
+        assert "host loopback, from the box" in box._repr_html_()
         with open(f"/proc/{info.helper_pid}/comm") as comm:
             assert comm.read() == "slirp4netns\n"
         assert not bindable(port)

@@ -376,6 +376,8 @@ class Popen(subprocess.Popen[Any]):
                 rows = {k: (box.get(k), host.get(k)) for k in sorted(set(box) | set(host))}
                 parts.append(_inspect.namespaces_html(rows))
                 parts.append(self.processes()._repr_html_())
+                if self.egress is not None:
+                    parts.append(self.egress._repr_html_())
             except OSError as exc:
                 parts.append(f"<p>{html.escape(str(exc))}</p>")
         return "".join(parts)

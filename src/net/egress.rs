@@ -22,6 +22,17 @@
 //!   plan (the box never sees the host's addresses), a ready fd, an exit fd, and an API that adds forwards
 //!   after start. Its cost, one user-space copy per packet, is pasta's too: ample for a box's outbound traffic.
 //!
+//! The leash (`allow=`). The rule must live where the box holds no capability, and be enforced by the kernel,
+//! not by the engine (slirp4netns and pasta filter nothing). nsbox makes a user namespace of its own (the
+//! caller is its root) and a network namespace it owns; loopback goes up there, the engine's tap goes there,
+//! and so do the nftables rules (an `output` chain: loopback and established flows pass, then the allowed
+//! destinations, then a TCP reset or an ICMP "prohibited" for the rest, so a refusal is immediate). The box
+//! joins that network namespace and runs as root of a user namespace of its own *below* nsbox's: it holds
+//! `CAP_NET_ADMIN` over nothing there, so `nft flush ruleset`, `iptables -F`, `ip link`/`ip route` fail with
+//! `EPERM`; nor may it ptrace or open the memory of the engine (its user namespace is above the box's, and
+//! the kernel grants that only with `CAP_SYS_PTRACE` there). An intermediate namespace between the box's and
+//! the engine's (veth, forwarding) would do the same with one more hop for every packet.
+//!
 //! Lifetime: the engine is spawned like a box, from a spawner thread, so its parent-death signal fires if
 //! the caller dies; it also holds the read end of an exit pipe whose write end only we hold. [`Egress::stop`]
 //! (when the box is reaped, or the `Egress` dropped) kills and reaps it. It makes nothing on the host but
