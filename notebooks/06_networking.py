@@ -27,10 +27,13 @@
 # network namespace like Docker's `docker0`; the last part shows what an ordinary user gets.
 
 # %%
+import http.server
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import urllib.request
 from collections.abc import Iterable, Sequence
 
@@ -243,12 +246,8 @@ assert links() == HOST_LINKS
 # never the box. `10.0.2.2` is the host's loopback as the box sees it. Here the "outside world" is a web
 # server on the host's `127.0.0.1` (this machine reaches nothing else).
 
+
 # %%
-import http.server  # noqa: E402 (the section's own imports)
-import socket  # noqa: E402
-import threading  # noqa: E402
-
-
 class Outside(http.server.BaseHTTPRequestHandler):
     """The host's page: it says where the request came from."""
 
