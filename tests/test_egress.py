@@ -490,3 +490,46 @@ def test_a_tun_device_closed_to_the_caller_is_named_with_its_fix(monkeypatch: py
         _egress.check_tun()
     assert "chmod 0666 /dev/net/tun" in str(caught.value)
     assert getattr(caught.value, "hint", None) == "tun_not_open"
+
+
+# -- A network with egress -------------------------------------------------------------------------
+
+
+def test_every_box_on_a_network_with_egress_reaches_the_host_through_its_nat(outside: Outside) -> None:
+    args = [sys.executable, "-c", CLIENT, "10.0.2.2", str(outside.tcp_port), str(outside.udp_port)]
+    with nsbox.Network("192.168.213.0/24", egress=True) as lan:
+        assert lan.private and lan.egress is not None and "with egress" in repr(lan)
+        engine = lan.egress.helper_pid
+        seen = [json.loads(nsbox.run(args, network=lan, capture_output=True, text=True, timeout=30).stdout)]
+        with nsbox.Popen(["sleep", "60"], network=lan) as box:
+            assert box.egress is not None and box.egress.helper_pid == engine
+            seen.append(json.loads(box.exec(args, capture_output=True, text=True).stdout))
+            box.kill()
+    # Each box's traffic left through the network's NAT and the engine: the server saw the host.
+    assert [(s["tcp"], s["udp"], s["resolv.conf"]) for s in seen] == [
+        ("seen 127.0.0.1", "seen 127.0.0.1", "nameserver 10.0.2.3\n")
+    ] * 2
+    assert not os.path.exists(f"/proc/{engine}")  # closed with the network
+
+
+def test_a_rootless_network_with_egress_gives_its_boxes_the_nat(outside: Outside, rootless: Rootless) -> None:
+    seen = rootless(
+        f"""
+        with nsbox.Network("192.168.213.0/24", egress=True) as lan:
+            r = nsbox.run(["python3", "-c", {CLIENT!r}, "10.0.2.2", "{outside.tcp_port}", "{outside.udp_port}"],
+                          network=lan, capture_output=True, text=True, timeout=30)
+            engine = lan.egress.helper_pid
+        emit({{"box": json.loads(r.stdout), "engine_left": os.path.exists(f"/proc/{{engine}}")}})
+        """
+    )
+    assert (seen["box"]["tcp"], seen["box"]["udp"], seen["engine_left"]) == ("seen 127.0.0.1", "seen 127.0.0.1", False)
+
+
+@pytest.mark.unit
+def test_a_network_with_egress_refuses_what_cannot_work() -> None:
+    with pytest.raises(ValueError, match="private=True"):
+        nsbox.Network("192.168.213.0/24", private=False, egress=True)
+    with pytest.raises(ValueError, match=r"overlaps the egress engine's 10\.0\.2\.0/24"):
+        nsbox.Network("10.0.0.0/16", egress=True)
+    with pytest.raises(TypeError, match="egress must be True or False"):
+        nsbox.Network("192.168.213.0/24", egress=1)  # type: ignore[arg-type]

@@ -216,6 +216,48 @@ def nft_rules(allowed: list[Allowed]) -> str:
 _LEASH_SETUP = "ip link set lo up && echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start"
 
 
+#: A private network's NAT: what its boxes send out through the engine's tap leaves with the tap's address.
+_NAT_RULES = """\
+table ip nsbox_nat {
+  chain post {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "tap0" masquerade
+  }
+}
+"""
+
+#: The engine's own network, which a network with egress must not overlap.
+ENGINE_NETWORK = ipaddress.IPv4Network("10.0.2.0/24")
+
+
+def network_plan(userns: int, netns: int) -> Plan:
+    """A private network's egress: the engine on the LAN's namespace, forwarding and a masquerade rule there.
+
+    ``userns`` and ``netns`` are fds of the network's namespaces (the caller closes them).
+    """
+    from nsbox._run import run
+
+    check_tun()
+    engine = _nsbox.Egress(os.fsencode(find_engine()), [], None)
+    nft = find_tool("nft", "nftables")
+    engine.use_namespaces(userns, netns)
+    r = run(
+        ["/bin/sh", "-c", f'echo 1 > /proc/sys/net/ipv4/ip_forward && exec "{nft}" -f -'],
+        target={"user": f"/proc/self/fd/{userns}", "net": f"/proc/self/fd/{netns}"},
+        input=_NAT_RULES,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    if r.returncode != 0:
+        engine.stop()
+        err = OSError(errno.EPERM, f"egress: cannot set up the network's NAT: {r.stderr.strip() or r.returncode}")
+        err.step = "egress"  # type: ignore[attr-defined]
+        raise err
+    engine.attach_to_leash()
+    return Plan([], [DNS_ADDRESS], engine=engine)
+
+
 def find_tool(name: str, package: str) -> str:
     found = shutil.which(name, path=os.environ.get("PATH", os.defpath) + ":/usr/bin:/usr/sbin:/sbin")
     if found is None:
@@ -254,6 +296,8 @@ class Plan:
     dns: list[str]
     #: ``allow=``: the only destinations, or ``None`` for no leash.
     allow: list[Allowed] | None = None
+    #: A box on a ``Network(egress=True)``: only its resolv.conf is its own; the engine is the network's.
+    on_network: bool = False
     #: A directory of the caller's for the box's resolv.conf and the engine's API socket; removed after the spawn.
     workdir: str | None = None
     engine: _nsbox.Egress | None = field(default=None, repr=False)
@@ -263,18 +307,21 @@ class Plan:
         assert self.workdir is not None
         return os.path.join(self.workdir, "resolv.conf")
 
+    @property
+    def box_engine(self) -> _nsbox.Egress | None:
+        """The engine the box's spawn starts (or joins, on a leash); ``None`` on a network (the network's runs)."""
+        return None if self.on_network else self.engine
+
     def make(self) -> None:
         """The files the box and the engine need (before the spec is built), and the core's object."""
+        if self.on_network:
+            self._make_files()
+            return
         check_tun()
         engine = find_engine()
         check_free(self.publish)
-        self.workdir = tempfile.mkdtemp(prefix="nsbox-egress-")
-        # Traversable, so that a box whose root is another uid (uid_map) can still reach its resolv.conf.
-        os.chmod(self.workdir, 0o711)
-        with open(self.resolv_conf, "w") as conf:
-            conf.write("".join(f"nameserver {a}\n" for a in self.dns))
-        os.chmod(self.resolv_conf, 0o644)
-        api = os.path.join(self.workdir, "api.sock") if self.publish else None
+        self._make_files()
+        api = os.path.join(self.workdir or "", "api.sock") if self.publish else None
         rows = [(p.protocol == "udp", p.host_address, p.host_port, p.box_port) for p in self.publish]
         self.engine = _nsbox.Egress(os.fsencode(engine), rows, None if api is None else os.fsencode(api))
         if self.allow is not None:
@@ -283,6 +330,14 @@ class Plan:
             except BaseException:
                 self.stop()
                 raise
+
+    def _make_files(self) -> None:
+        self.workdir = tempfile.mkdtemp(prefix="nsbox-egress-")
+        # Traversable, so that a box whose root is another uid (uid_map) can still reach its resolv.conf.
+        os.chmod(self.workdir, 0o711)
+        with open(self.resolv_conf, "w") as conf:
+            conf.write("".join(f"nameserver {a}\n" for a in self.dns))
+        os.chmod(self.resolv_conf, 0o644)
 
     def _leash(self, engine: _nsbox.Egress) -> None:
         """The leash's namespaces, loopback up and the rules in them, then the engine there (before the box)."""
@@ -320,7 +375,7 @@ class Plan:
 
     def stop(self) -> None:
         self.cleanup()
-        if self.engine is not None:
+        if self.engine is not None and not self.on_network:
             self.engine.stop()
 
 

@@ -187,6 +187,8 @@ class Egress:
         """Make the leash's namespaces (``allow=``): the box will join them, below a user namespace of its own."""
     def leash_fd(self, kind: str) -> int | None:
         """A new fd of the leash's ``"user"`` or ``"net"`` namespace, to close after use (``None`` without one)."""
+    def use_namespaces(self, userns: int, netns: int) -> None:
+        """Run the engine on a private network's namespaces (fds of the caller's, duplicated here)."""
     def attach_to_leash(self) -> None:
         """Start the engine on the leash's network namespace and publish the ports (before the box)."""
     def stop(self) -> None:

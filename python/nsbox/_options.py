@@ -358,7 +358,16 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
 
 def _egress_plan(values: dict[str, Any], network: object, target: object) -> Any:
     """``egress``, ``publish`` and ``dns`` checked (``egress`` implies ``net``); the plan or ``None``."""
-    if not (values["egress"] or any(values[name] is not None for name in ("publish", "dns", "allow"))):
+    asked = values["egress"] or any(values[name] is not None for name in ("publish", "dns", "allow"))
+    shared = getattr(network, "egress", None)
+    if shared is not None:
+        if asked:
+            raise ValueError("a box on a Network with egress shares the network's: it takes no egress of its own")
+        from nsbox import _egress
+
+        # Only the box's resolv.conf is its own; the network's engine carries its traffic.
+        return _egress.Plan([], list(shared.dns), on_network=True)
+    if not asked:
         return None
     from nsbox import _egress  # only for boxes that ask
 

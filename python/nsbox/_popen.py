@@ -201,6 +201,8 @@ class Popen(subprocess.Popen[Any]):
         plan = self._prepared.egress
         if plan is None:
             return None
+        if plan.on_network and self._prepared.network is not None:
+            return self._prepared.network.egress  # type: ignore[no-any-return]
         from nsbox._egress import EgressInfo
 
         return EgressInfo(plan)
@@ -463,7 +465,7 @@ class Popen(subprocess.Popen[Any]):
             gid=gid,
             uid=uid,
             popen=self,
-            egress=None if self._prepared.egress is None else self._prepared.egress.engine,
+            egress=None if self._prepared.egress is None else self._prepared.egress.box_engine,
         )
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]
 

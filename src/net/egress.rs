@@ -142,6 +142,12 @@ impl Egress {
         fd.try_clone().map(Some).map_err(|e| os_failure(Step::Egress, e.raw_os_error().unwrap_or(libc::EIO), "dup"))
     }
 
+    /// Runs the engine on namespaces made elsewhere (a private `Network`'s: `userns` owns `netns`) rather than a
+    /// box's: [`Egress::attach_to_leash`] then starts it there; no box is spawned with this `Egress`.
+    pub fn use_namespaces(&self, userns: OwnedFd, netns: OwnedFd) {
+        *self.leash() = Some(Leash { userns, netns });
+    }
+
     /// Whether the box joins the leash's namespaces rather than having the engine attached to its own.
     pub fn is_leashed(&self) -> bool {
         self.leash().is_some()

@@ -58,6 +58,17 @@ impl PyEgress {
         Ok(fd.map(IntoRawFd::into_raw_fd))
     }
 
+    /// Run the engine on a private network's namespaces (fds of the caller's, duplicated here).
+    fn use_namespaces(&self, userns: i32, netns: i32) -> PyResult<()> {
+        let dup = |fd: i32| {
+            // SAFETY: F_DUPFD_CLOEXEC on an fd the caller holds open; the new fd is then ours.
+            crate::sys::own_fd(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) })
+                .map_err(|e| PyValueError::new_err(format!("not a namespace fd: {e}")))
+        };
+        self.inner.use_namespaces(dup(userns)?, dup(netns)?);
+        Ok(())
+    }
+
     /// Start the engine on the leash's network namespace and publish the ports (before the box).
     fn attach_to_leash(&self, py: Python<'_>) -> PyResult<()> {
         py.detach(|| self.inner.attach_to_leash()).map_err(|e| to_pyerr(e, None, None))
