@@ -95,6 +95,8 @@ steps! {
     NoNewPrivs = 47, "no_new_privs", "set no_new_privs";
     /// Setting one of `rlimits` (the failure's `at` says which, plus one).
     Rlimits = 48, "rlimits", "set the resource limit";
+    /// Installing the seccomp filter (`seccomp=`), the last step before the exec.
+    Seccomp = 49, "seccomp", "install the seccomp filter";
     /// Starting the engine beside the box (`egress=True`) or configuring the box's network through it.
     Egress = 60, "egress", "start the box's network engine";
     /// Forwarding a host port into the box (`publish=`).

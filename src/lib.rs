@@ -25,6 +25,7 @@ mod persist;
 mod procfs;
 mod protocol;
 mod rlimits;
+mod seccomp;
 mod spawn;
 mod spec;
 mod sys;

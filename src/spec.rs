@@ -11,6 +11,7 @@ use crate::idmap::{IdMap, IdRange};
 use crate::mounts::{Filesystem, MountOption};
 use crate::namespace::{Namespace, Namespaces};
 use crate::rlimits::Rlimit;
+use crate::seccomp::{Filter, SeccompOptions};
 
 /// `HOST_NAME_MAX` on Linux.
 pub const HOSTNAME_MAX: usize = 64;
@@ -130,6 +131,8 @@ pub struct Options {
     pub rlimits: Vec<(String, u64, u64)>,
     /// The box joins existing namespaces (`target`), whose user namespace, if any, makes it root there.
     pub joins: bool,
+    /// A seccomp filter to install last, before the exec (`None`: none).
+    pub seccomp: Option<SeccompOptions>,
 }
 
 /// The caller's effective ids, which the defaults depend on.
@@ -187,6 +190,8 @@ pub struct Spec {
     /// The capabilities kept: every other one leaves every set, the bounding set included.
     pub capabilities: Option<CapSet>,
     pub rlimits: Vec<Rlimit>,
+    /// The seccomp filter, compiled for the box (its rules depend on its PID namespace).
+    pub seccomp: Option<Filter>,
 }
 
 /// A host name as the kernel takes it: not empty, at most 64 bytes, no NUL.
@@ -338,6 +343,8 @@ impl Options {
             time_offsets,
             proc_dir,
             filesystem,
+            // Compiled for the box: what it may trace depends on its PID namespace.
+            seccomp: self.seccomp.map(|s| s.compile(kinds.contains(Namespace::Pid))).transpose()?,
         })
     }
 }

@@ -51,8 +51,7 @@ def test_a_sandbox_refuses_the_attacks_a_bare_box_allows(side: str, body: Body, 
         ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"), ZERO
     )
     assert status["NoNewPrivs"] == "1"
-    if "seccomp" in nsbox._options.OPTIONS:  # until the seccomp option lands
-        assert status["Seccomp"] == "2"
+    assert status["Seccomp"] == "2"
     assert boxed["outlived_caller"] is False
 
 

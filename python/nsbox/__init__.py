@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from nsbox._persist import enter, persist, release
     from nsbox._popen import Popen
     from nsbox._run import run
+    from nsbox._seccomp import Seccomp
 
 _SUBMODULES = {
     "_call": ("BoxCrashed", "RemoteTraceback", "call"),
@@ -37,6 +38,7 @@ _SUBMODULES = {
     "_persist": ("enter", "persist", "release"),
     "_popen": ("Popen",),
     "_run": ("run",),
+    "_seccomp": ("Seccomp",),
 }
 _SUBMODULE_OF = {name: submodule for submodule, names in _SUBMODULES.items() for name in names}
 
@@ -58,6 +60,7 @@ __all__ = [
     "ProcessInfo",
     "ProcessTable",
     "RemoteTraceback",
+    "Seccomp",
     "Tmpfs",
     "__version__",
     "call",

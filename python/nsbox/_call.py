@@ -82,7 +82,7 @@ def call(
     namespace is added, with your uid and gid mapped to 0. With ``pid=True`` the function is PID 1 of the
     new PID namespace, so ``call(os.getpid, pid=True) == 1``, and every process it starts dies with it.
     ``network`` (an :class:`nsbox.Network`) and ``ip`` put the function on a network as they do a box
-    (implies ``net``).
+    (implies ``net``). With ``seccomp`` the function runs under that filter (see :class:`nsbox.Seccomp`).
 
     The function, its arguments and everything else are the forked copy's (nothing is pickled on the way
     in). The return value travels back pickled; so does an exception, which is re-raised here with its

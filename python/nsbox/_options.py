@@ -17,10 +17,11 @@ import os
 import sys
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Annotated, Any, TypedDict
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from nsbox import _nsbox
 from nsbox._mounts import Bind, Mount, Overlay, Tmpfs, mounts_core, root_core
+from nsbox._seccomp import Seccomp, seccomp_core
 
 if TYPE_CHECKING:
     import ipaddress
@@ -173,6 +174,7 @@ class NamespaceOptions(TypedDict, total=False):
     capabilities: Annotated[Collection[str] | None, Option(None, _capabilities)]
     rlimits: Annotated[Mapping[str, int | tuple[int, int]] | None, Option(None, _rlimits)]
     sandbox: Annotated[bool, Option(False)]
+    seccomp: Annotated[Seccomp | Literal["default"] | None, Option(None, seccomp_core)]
 
 
 class BoxOptions(NamespaceOptions, total=False):

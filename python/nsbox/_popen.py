@@ -67,6 +67,8 @@ class Popen(subprocess.Popen[Any]):
     - ``network``: an :class:`nsbox.Network` to join (implies ``net``): the box gets ``eth0`` with ``ip``
       (default: the next free address), up, with a default route through the network's gateway.
       ``box.ip`` is the address.
+    - ``seccomp``: a seccomp filter, installed as the box's last step before the exec: ``"default"`` (nsbox's
+      default profile) or an :class:`nsbox.Seccomp`; denied calls fail with ``EPERM`` (see ``Seccomp``).
 
     ``user`` does two jobs, told apart by type: ``None``, ``True`` or ``False`` is the user namespace
     (above); a user name or an ``int`` uid means what it means to :mod:`subprocess`: run the command as

@@ -12,6 +12,7 @@
 mod confine;
 mod mounts;
 mod net;
+mod seccomp;
 mod steps;
 pub(crate) mod sys;
 
@@ -26,6 +27,7 @@ use crate::net::Eth0;
 use crate::spec::Spec;
 
 pub(crate) use confine::{drop_bounding_set, keep_capabilities, set_no_new_privs, set_rlimits};
+pub(crate) use seccomp::install_seccomp;
 pub(crate) use steps::{
     become_root_inside, configure_namespaces, die_with_parent_from_now_on, drop_supplementary_groups, filesystem,
     set_parent_death_signal,
@@ -113,7 +115,7 @@ pub struct Plan<'a> {
 }
 
 /// The rest of the child's life once its namespaces are set up: files, root, proc, directory, session,
-/// stdio, signals, credentials, exec.
+/// stdio, signals, credentials, seccomp, exec.
 fn run(plan: &Plan<'_>) -> ! {
     let s = &plan.setup;
     // The caller's other fds go before any path is resolved: none of them, not even a directory fd
@@ -154,6 +156,7 @@ fn run(plan: &Plan<'_>) -> ! {
     set_no_new_privs(s);
     // Die with the spawning thread; spawner threads outlive their boxes (see spawner.rs).
     die_with_parent_from_now_on(s);
+    install_seccomp(s);
     exec(plan)
 }
 

@@ -176,6 +176,8 @@ impl<'a> Fork<'a> {
             // SAFETY: nobody is waiting for us.
             unsafe { libc::_exit(127) };
         }
+        // Last, as before an exec: the function runs under it.
+        child::install_seccomp(&s);
         child::send(&s, Message::Running);
     }
 
@@ -351,6 +353,17 @@ mod tests {
             Err(Error::Os(failure)) => assert_eq!((failure.step, failure.errno), (Step::MountProc, libc::EPERM)),
             other => panic!("expected an EPERM mounting proc, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_function_runs_under_the_seccomp_filter() {
+        let options = Options { seccomp: Some(crate::seccomp::SeccompOptions::default()), ..Options::default() };
+        let status = status_of(options, || {
+            // SAFETY: keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0): integers only.
+            let ret = unsafe { libc::syscall(libc::SYS_keyctl, 0, -3, 0) };
+            ret == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        });
+        assert_eq!(status, Ok(0));
     }
 
     #[test]

@@ -115,6 +115,13 @@ def _parser() -> Parser:
     )
     parser.add(opts, "--hostname", metavar="NAME", help="the box's hostname (implies -u)")
     parser.add(opts, "--init", action="store_true", help="PID 1 is an init that reaps orphans (implies -p)")
+    parser.add(
+        opts,
+        "--seccomp",
+        choices=("default", "none"),
+        metavar="default|none",
+        help="seccomp filter: nsbox's default profile, or none",
+    )
     parser.add_help_and_version(opts)
 
     fs = parser.add_argument_group(
@@ -322,6 +329,8 @@ def _box_options(args: argparse.Namespace) -> dict[str, Any]:
         options["hostname"] = args.hostname
     if args.init:
         options["init"] = True
+    if args.seccomp == "default":
+        options["seccomp"] = "default"
     if args.wd is not None:
         options["cwd"] = args.wd
     _confinement(args, options)
