@@ -382,6 +382,26 @@ def test_a_box_on_a_leash_cannot_tamper_with_its_engine(rootless: Rootless) -> N
     assert seen == {"caller": "opened", "box": errno.EACCES}
 
 
+def test_a_rootless_sandbox_on_a_leash_reaches_port_a_only(
+    two_outsides: tuple[Outside, Outside], rootless: Rootless
+) -> None:
+    a, b = two_outsides
+    seen = rootless(
+        f"""
+        r = nsbox.run(["python3", "-c", {REACH!r}, "{a.tcp_port}", "{b.tcp_port}"], sandbox=True, egress=True,
+                      allow=["127.0.0.1:{a.tcp_port}"], capture_output=True, text=True, timeout=60)
+        emit(json.loads(r.stdout))
+        """
+    )
+    check_leash(seen, "seen 127.0.0.1")
+
+
+def test_a_root_sandbox_on_a_leash_is_refused_with_why() -> None:
+    # sandbox=True as root maps the box's root to the host's nobody: a box below nsbox's user namespace cannot.
+    with pytest.raises(ValueError, match="sandbox=True as root makes the box's root the host's nobody"):
+        nsbox.run(["true"], sandbox=True, egress=True, allow=[])
+
+
 def test_without_a_leash_the_box_root_can_change_its_own_rules(outside: Outside) -> None:
     # The control: the same attempts succeed where the rules are the box's own (egress without allow).
     r = nsbox.run(

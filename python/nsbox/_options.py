@@ -286,6 +286,7 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
         raise TypeError(f"sandbox must be True or False, not {sandbox!r}")
     if sandbox and options.get("target") is not None:
         raise ValueError("sandbox makes new namespaces; it cannot be combined with target")
+    options_given = set(options)
     if sandbox:
         parts, user = sandbox_parts(user)
         if user is False or getattr(options.get("network"), "private", False):
@@ -317,6 +318,12 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
     if egress is not None and egress.allow is not None:
         # The box runs in a user namespace of its own below the leash's, where the caller is root.
         maps = [k for k in ("uid_map", "gid_map", "setgroups") if values[k] is not None]
+        if sandbox and maps and "uid_map" not in options_given:
+            raise ValueError(
+                "sandbox=True as root makes the box's root the host's nobody (a uid_map), which a box with allow "
+                "cannot have yet: its user namespace is below nsbox's, where you are root. Pass allow without "
+                "sandbox as root, or run as an ordinary user"
+            )
         if maps or user is False:
             raise ValueError(
                 "a box with allow lives in a user namespace below nsbox's own, where you are root: "
@@ -340,7 +347,10 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
     if egress is not None:
         # Last, once every other check has passed: the files it makes are removed by the caller (Popen).
         egress.make()
-        values["mounts"] = [*(values["mounts"] or ()), Bind(egress.resolv_conf, "/etc/resolv.conf", readonly=True)]
+        # On the caller's root, a resolv.conf that is a symlink (systemd-resolved's) is followed to its file: a
+        # mount point may not be a symlink. Either way the mount is in the box's mount namespace only.
+        conf = os.path.realpath("/etc/resolv.conf") if values["root"] is None else "/etc/resolv.conf"
+        values["mounts"] = [*(values["mounts"] or ()), Bind(egress.resolv_conf, conf, readonly=True)]
     try:
         core: dict[str, Any] = {"user": user, "joins": joined is not None}
         for name, meta in OPTIONS.items():
