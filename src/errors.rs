@@ -101,6 +101,10 @@ steps! {
     Cgroup = 50, "cgroup", "enter the box's cgroup";
     /// A cgroup namespace made after entering the box's cgroup (it is the namespace's root).
     CgroupNamespace = 51, "cgroup_namespace", "create the cgroup namespace";
+    /// Starting the engine beside the box (`egress=True`) or configuring the box's network through it.
+    Egress = 60, "egress", "start the box's network engine";
+    /// Forwarding a host port into the box (`publish=`).
+    Publish = 61, "publish", "publish a port";
 }
 
 impl Step {
@@ -187,6 +191,10 @@ hints! {
     OverlayLowerHasMounts, "overlay_lower_has_mounts",
         "without root, an overlay's lower directories must have nothing mounted under them: the kernel \
          locks the host's mounts in a user namespace";
+    TunNotOpen, "tun_not_open",
+        "without root, egress needs /dev/net/tun open to everyone (mode 0666, most distributions' default): \
+         as root, chmod 0666 /dev/net/tun";
+    PortInUse, "port_in_use", "the host's port is taken (or the address is not the host's): pick another";
     ParentNotWritable, "parent_not_writable", "the mount point's directory is not writable";
     NoMountPoint, "no_mount_point",
         "a missing mount point is made only on the box's own filesystems (a Tmpfs or Overlay root, or under \

@@ -1,13 +1,14 @@
 """The compiled core of nsbox. Use :mod:`nsbox` instead: these are its low-level primitives."""
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import final
+from typing import ClassVar, final
 
 __all__ = [
     "HINTS",
     "NAMESPACE_KINDS",
     "STEPS",
     "Cgroup",
+    "Egress",
     "Network",
     "Spec",
     "__version__",
@@ -65,6 +66,7 @@ def spawn(
     uid: int | None = None,
     popen: object = None,
     join_cgroup: Cgroup | None = None,
+    egress: Egress | None = None,
 ) -> int:
     """Start a process in the namespaces of ``config`` and return its PID in the caller's namespace.
 
@@ -181,3 +183,33 @@ def persist(pid: int, dir: str) -> list[str]:
 
 def release(dir: str) -> list[str]:
     """Unmount and remove what :func:`persist` made in ``dir``; return the kinds released."""
+
+@final
+class Egress:
+    """A box's egress engine (``slirp4netns``), started by :func:`spawn` while the box waits.
+
+    The engine attaches to the box's network namespace; then the ``publish`` rows, ``(udp, host_address,
+    host_port, box_port)``, are forwarded through the engine's API socket at ``api_socket`` (removed once they
+    are). Killed and reaped by :meth:`stop` or when the object goes; its parent-death signal ends it with the
+    caller.
+    """
+
+    BOX_ADDRESS: ClassVar[str]
+    HOST_ADDRESS: ClassVar[str]
+    DNS_ADDRESS: ClassVar[str]
+    def __new__(
+        cls, engine: bytes, publish: Sequence[tuple[bool, str, int, int]], api_socket: bytes | None = None
+    ) -> Egress: ...
+    @property
+    def pid(self) -> int | None:
+        """The engine's PID while it runs."""
+    def make_leash(self) -> None:
+        """Make the leash's namespaces (``allow=``): the box will join them, below a user namespace of its own."""
+    def leash_fd(self, kind: str) -> int | None:
+        """A new fd of the leash's ``"user"`` or ``"net"`` namespace, to close after use (``None`` without one)."""
+    def use_namespaces(self, userns: int, netns: int) -> None:
+        """Run the engine on a private network's namespaces (fds of the caller's, duplicated here)."""
+    def attach_to_leash(self) -> None:
+        """Start the engine on the leash's network namespace and publish the ports (before the box)."""
+    def stop(self) -> None:
+        """Kill and reap the engine, and let go of the leash. Idempotent."""

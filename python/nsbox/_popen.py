@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12
 
+    from nsbox import _egress
     from nsbox._network import Network  # a box's network is checked in _options, where it is loaded if need be
 
 from nsbox import _ids, _inspect, _nsbox
@@ -191,12 +192,16 @@ class Popen(subprocess.Popen[Any]):
             )
             if network is not None and self._nsbox_link is not None:
                 network._bind(self._nsbox_link[1], self)
+            if self._prepared.egress is not None:
+                self._prepared.egress.cleanup()  # the box has its resolv.conf mounted; the engine runs
             if self._prepared.persist is not None:
                 self.persist(self._prepared.persist)
         except BaseException:
             # First, and in one call that Python's signal handlers cannot interrupt: an interrupt raised
             # as the spawn returned (or later in __init__) must not leave a running box nobody knows of.
             _nsbox.kill_and_reap(self)
+            if self._prepared.egress is not None:
+                self._prepared.egress.stop()
             if network is not None and self._nsbox_link is not None:
                 network._bind(self._nsbox_link[1], None)
             for name in ("stdin", "stdout", "stderr"):  # unset when __init__ failed early
@@ -204,6 +209,32 @@ class Popen(subprocess.Popen[Any]):
                 if stream is not None:
                     stream.close()
             raise
+
+    @property
+    def egress(self) -> _egress.EgressInfo | None:
+        """What ``egress=True`` put in place (engine, addresses, published ports), or ``None``."""
+        plan = self._prepared.egress
+        if plan is None:
+            return None
+        if plan.on_network and self._prepared.network is not None:
+            return self._prepared.network.egress  # type: ignore[no-any-return]
+        from nsbox._egress import EgressInfo
+
+        return EgressInfo(plan)
+
+    @property
+    def returncode(self) -> int | Any:
+        """As :attr:`subprocess.Popen.returncode`; once it is known, the box's egress engine is stopped."""
+        return self.__dict__.get("_nsbox_returncode")
+
+    @returncode.setter
+    def returncode(self, value: int | Any) -> None:
+        # Every way subprocess (or the core's kill_and_reap) records the box's end goes through here.
+        self.__dict__["_nsbox_returncode"] = value
+        if value is not None:
+            plan = getattr(self.__dict__.get("_prepared"), "egress", None)
+            if plan is not None:
+                plan.stop()
 
     @property
     def ip(self) -> str | None:
@@ -407,6 +438,8 @@ class Popen(subprocess.Popen[Any]):
                 rows = {k: (box.get(k), host.get(k)) for k in sorted(set(box) | set(host))}
                 parts.append(_inspect.namespaces_html(rows))
                 parts.append(self.processes()._repr_html_())
+                if self.egress is not None:
+                    parts.append(self.egress._repr_html_())
             except OSError as exc:
                 parts.append(f"<p>{html.escape(str(exc))}</p>")
         return "".join(parts)
@@ -493,6 +526,7 @@ class Popen(subprocess.Popen[Any]):
             uid=uid,
             popen=self,
             join_cgroup=None if self._prepared.target is None else _exec_cgroup.get(),
+            egress=None if self._prepared.egress is None else self._prepared.egress.box_engine,
         )
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]
 

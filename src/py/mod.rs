@@ -2,6 +2,7 @@
 //! `Popen`, argument checking and docs) is Python, in `python/nsbox/`.
 
 mod cgroup;
+mod egress;
 mod inspect;
 mod network;
 mod spawn;
@@ -99,6 +100,7 @@ fn _nsbox(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySpec>()?;
     m.add_class::<network::PyNetwork>()?;
     m.add_class::<cgroup::PyCgroup>()?;
+    m.add_class::<egress::PyEgress>()?;
     m.add_function(wrap_pyfunction!(network::ipv4_routes, m)?)?;
     m.add_function(wrap_pyfunction!(spawn::spawn, m)?)?;
     m.add_function(wrap_pyfunction!(spawn::kill_and_reap, m)?)?;

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use super::cgroup::PyCgroup;
+use super::egress::PyEgress;
 use super::network::{ipv4, PyNetwork};
 use super::{cstrings, to_pyerr, PySpec};
 use crate::enter::{Join, Target};
@@ -68,7 +69,7 @@ impl PyTarget {
 #[pyfunction]
 #[pyo3(signature = (config, exec_paths, argv, env, cwd, stdio, pass_fds, new_session, process_group,
     program=None, cwd_for_errors=None, target=None, link=None,
-    umask=None, extra_groups=None, gid=None, uid=None, popen=None, join_cgroup=None))]
+    umask=None, extra_groups=None, gid=None, uid=None, popen=None, join_cgroup=None, egress=None))]
 #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
 pub(crate) fn spawn(
     py: Python<'_>,
@@ -91,6 +92,7 @@ pub(crate) fn spawn(
     uid: Option<u32>,
     popen: Option<Bound<'_, PyAny>>,
     join_cgroup: Option<Bound<'_, PyCgroup>>,
+    egress: Option<Bound<'_, PyEgress>>,
 ) -> PyResult<i32> {
     let command = Command {
         exec_paths: cstrings("executable", exec_paths)?,
@@ -116,6 +118,7 @@ pub(crate) fn spawn(
     let joined_cgroup = join_cgroup.map(|c| c.get().open_procs()).transpose().map_err(|e| to_pyerr(e, None, None))?;
     let target = target.map(PyTarget::into_target).transpose()?;
     let network = link.as_ref().map(PyLink::parts).transpose()?;
+    let egress = egress.map(|e| Arc::clone(&e.get().inner));
     // The spawn itself runs on a spawner thread (see spawn::threads); this thread waits without the GIL.
     let job = move || {
         // The box's cgroup, if it has limits: on a failed spawn it is removed as it is dropped.
@@ -126,15 +129,16 @@ pub(crate) fn spawn(
         } else if let Some(procs) = &joined_cgroup {
             command.cgroup_procs = procs.iter().map(AsRawFd::as_raw_fd).collect();
         }
-        let pid = match network {
-            None => {
-                let join = target.as_ref().map(Join::open).transpose()?;
-                crate::spawn::spawn(&config, &command, join.as_ref(), None)?
-            }
-            Some((network, veth, address)) => {
-                let (config, link) = network.link(&config, veth, address)?;
-                crate::spawn::spawn(&config, &command, None, Some(&link))?
-            }
+        let pid = if let Some(egress) = egress.as_deref().filter(|e| e.is_leashed()) {
+            // allow=: the box joins the leash's namespaces, where the engine already runs.
+            let (config, join) = egress.leashed_box(&config)?;
+            crate::spawn::spawn(&config, &command, Some(&join), None, None)?
+        } else if let Some((network, veth, address)) = network {
+            let (config, link) = network.link(&config, veth, address)?;
+            crate::spawn::spawn(&config, &command, None, Some(&link), egress.as_deref())?
+        } else {
+            let join = target.as_ref().map(Join::open).transpose()?;
+            crate::spawn::spawn(&config, &command, join.as_ref(), None, egress.as_deref())?
         };
         Ok((pid, cgroup.map(|(cgroup, _entry)| cgroup)))
     };

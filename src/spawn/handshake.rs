@@ -11,6 +11,7 @@ use super::pipe::{outcome_of, read_record, send_end_of_records, Channels, Read};
 use super::stack::ChildStack;
 use crate::child::{self, Plan};
 use crate::errors::{Error, Step};
+use crate::net::egress::Egress;
 use crate::net::Link;
 use crate::protocol::Message;
 use crate::spec::{Setgroups, Spec};
@@ -43,7 +44,7 @@ pub(crate) fn clone_child<'p>(
     channels: &Channels,
     namespaces: c_int,
     config: &Spec,
-    link: Option<&Link>,
+    (link, egress): (Option<&Link>, Option<&Egress>),
     pids: (&AtomicI32, &AtomicI32),
     into_cgroup: Option<(c_int, &'p [c_int])>,
 ) -> Result<(pid_t, Result<(), Error>), Error> {
@@ -62,7 +63,7 @@ pub(crate) fn clone_child<'p>(
             Some(go_w) => Some(
                 std::thread::Builder::new()
                     .name("nsbox-handshake".into())
-                    .spawn_scoped(scope, move || prepare_when_ready(config, link, waiting, err_r, go_w))
+                    .spawn_scoped(scope, move || prepare_when_ready(config, (link, egress), waiting, err_r, go_w))
                     .map_err(|e| {
                         Error::os(Step::Clone, e.raw_os_error().unwrap_or(libc::EAGAIN))
                             .with_what("start a thread for the child's id maps or network")
@@ -107,7 +108,7 @@ pub(crate) fn clone_child<'p>(
 /// `CLONE_VFORK`: wait for "ready", write the maps, connect the network, let the child go on.
 pub(crate) fn prepare_when_ready(
     config: &Spec,
-    link: Option<&Link>,
+    (link, egress): (Option<&Link>, Option<&Egress>),
     child: &AtomicI32,
     err_r: RawFd,
     go_w: RawFd,
@@ -128,7 +129,8 @@ pub(crate) fn prepare_when_ready(
         if config.parent_writes_maps() {
             write_maps_for(pid, config)?;
         }
-        link.map_or(Ok(()), |l| l.network.attach(&l.veth, pid))
+        link.map_or(Ok(()), |l| l.network.attach(&l.veth, pid))?;
+        egress.map_or(Ok(()), |e| e.attach(pid))
     });
     // 1: go on; 0: the maps failed, leave (the child is reaped later).
     let go = [u8::from(written.is_ok())];

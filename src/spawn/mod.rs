@@ -37,6 +37,7 @@ use crate::child::Plan;
 use crate::enter::Join;
 use crate::errors::{Error, Hint, OsFailure, Step};
 use crate::namespace::{Namespace, Namespaces};
+use crate::net::egress::Egress;
 use crate::net::Link;
 use crate::spec::Spec;
 pub(crate) use crate::sys::{kill_and_reap, last_errno, reap};
@@ -200,7 +201,15 @@ impl Route {
 ///
 /// The child's parent-death signal is tied to the calling thread: call this from a spawner thread (see
 /// [`crate::spawner`]), which then stays until the box has exited.
-pub fn spawn(config: &Spec, command: &Command, join: Option<&Join>, link: Option<&Link>) -> Result<pid_t, Error> {
+///
+/// With `egress`, the box waits likewise while its engine starts on its network namespace ([`Egress`]).
+pub fn spawn(
+    config: &Spec,
+    command: &Command,
+    join: Option<&Join>,
+    link: Option<&Link>,
+    egress: Option<&Egress>,
+) -> Result<pid_t, Error> {
     command.validate()?;
     let argv = c_array(&command.argv);
     let envp = command.env.as_deref().map(c_array);
@@ -224,7 +233,7 @@ pub fn spawn(config: &Spec, command: &Command, join: Option<&Join>, link: Option
     } else {
         None
     };
-    let channels = Channels::new(config, link.is_some(), helper_mode == Some("exec"))?;
+    let channels = Channels::new(config, link.is_some() || egress.is_some(), helper_mode == Some("exec"))?;
     let err_w = channels.err_w.as_raw_fd();
     let helper = helper_mode.map(|_| crate::helper::fd()).transpose()?;
     let helper_fd = helper.as_ref().map_or(-1, AsRawFd::as_raw_fd);
@@ -285,7 +294,7 @@ pub fn spawn(config: &Spec, command: &Command, join: Option<&Join>, link: Option
     let child_pid = AtomicI32::new(0);
     let pids = (&child_pid, &inner_pid);
     let into = into.map(|(dir, _)| (dir, every_procs.as_slice()));
-    let (pid, maps) = clone_child(&mut plan, &channels, route.clone_flags, config, link, pids, into)?;
+    let (pid, maps) = clone_child(&mut plan, &channels, route.clone_flags, config, (link, egress), pids, into)?;
     let err_r = channels.err_r.as_raw_fd();
     // `plan` (plain data the child may still read) and the map texts stay alive until we return.
     drop(channels.err_w);
