@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import contextvars
 import fcntl
 import functools
+import io
 import math
 import os
-import builtins
-import io
 import pickle
 import select
 import signal

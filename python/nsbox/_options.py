@@ -241,9 +241,11 @@ SANDBOX_TMP_SIZE = "256M"
 
 
 def _hidden_sockets() -> list[Tmpfs]:
-    """Empty tmpfs over the host's runtime directories: a read-only mount does not stop ``connect()`` to a UNIX
-    socket in it (the session bus, an agent, a rootless ``docker.sock``), and a network namespace does not
-    cover filesystem sockets."""
+    """Empty tmpfs over the host's runtime directories, for ``sandbox=True``.
+
+    A read-only mount does not stop ``connect()`` to a UNIX socket in it (the session bus, an agent, a rootless
+    ``docker.sock``), and a network namespace does not cover filesystem sockets.
+    """
     dirs = ["/run"]
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):

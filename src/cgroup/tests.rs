@@ -235,7 +235,7 @@ fn clone_into_cgroup_makes_every_shape_of_box() {
             cgroup_into: Some((dir_fd.as_raw_fd(), -1)),
             ..Command::default()
         };
-        let pid = threads::run(move || crate::spawn::spawn(&config, &command, None, None)).unwrap().unwrap();
+        let pid = threads::run(move || crate::spawn::spawn(&config, &command, None, None, None)).unwrap().unwrap();
         let mut status = -1;
         // SAFETY: waiting for our own child.
         assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
@@ -277,7 +277,7 @@ fn v2_for_real(clone_into: bool) {
         cgroup_into: clone_into.then_some((dir_fd.as_raw_fd(), -1)),
         ..Command::default()
     };
-    let pid = threads::run(move || crate::spawn::spawn(&config, &command, None, None)).unwrap().unwrap();
+    let pid = threads::run(move || crate::spawn::spawn(&config, &command, None, None, None)).unwrap().unwrap();
     drop((procs, dir_fd));
     let mut status = 0;
     // SAFETY: waiting for our own child.
