@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -142,17 +141,15 @@ def main() -> int:
         return lambda: nsbox.run([TRUE], **plain, **options).returncode  # type: ignore[arg-type]
 
     tools = {name: bench.timed(spawn(options), name) for name, options in cases.items()}
-    print(f"{rounds} rounds x {iterations} spawns, interleaved", file=sys.stderr)
-    result = bench.measure(tools, rounds, iterations)
-    if result["errors"]:
-        print(result["errors"], file=sys.stderr)
+    measured = bench.side_by_side(tools, rounds, iterations)
+    if measured is None:
         return 1
-    medians = {name: sorted(values)[len(values) // 2] for name, values in result["medians"].items()}
-    print(f"{platform.node()} · Linux {platform.release()} · {os.cpu_count()} CPUs · {rounds}x{iterations}\n")
+    medians = {name: bench.median_of(values) for name, values in measured.items()}
+    print(bench.ran_on(rounds, iterations))
     print("| case | hierarchies | median | min-max | x plain | + over plain |")
     print("|---|---|---|---|---|---|")
     made = {"plain": 0, "pids_limit=64": 2, "memory_limit='256M'": 2, "cpu_limit=1": 2, "all three": 4}
-    for name, values in result["medians"].items():
+    for name, values in measured.items():
         m = medians[name]
         extra = m - medians["plain"]
         print(

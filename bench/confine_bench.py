@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -87,19 +86,15 @@ def main() -> int:
     tools: dict[str, Callable[[int], list[float]]] = {}
     for name, options in cases().items():
         tools[name] = bench.timed(lambda options=options: nsbox.run([TRUE], **options).returncode, name)
-    print(f"{rounds} rounds x {iterations} spawns, interleaved", file=sys.stderr)
-    result = bench.measure(tools, rounds, iterations)
-    if result["errors"]:
-        print(result["errors"], file=sys.stderr)
+    rows = bench.side_by_side(tools, rounds, iterations)
+    if rows is None:
         return 1
-    medians = {name: sorted(values)[len(values) // 2] for name, values in result["medians"].items()}
-    base = medians["pid + mount_proc"]
-    who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()} (rootless)"
-    print(f"{platform.node()} · Linux {platform.release()} · {os.cpu_count()} CPUs · {who} · {rounds}x{iterations}\n")
+    base = bench.median_of(rows["pid + mount_proc"])
+    print(bench.ran_on(rounds, iterations))
     print("| case | median | min-max | x pid + mount_proc |")
     print("|---|---|---|---|")
-    for name, values in result["medians"].items():
-        m = medians[name]
+    for name, values in rows.items():
+        m = bench.median_of(values)
         print(f"| {name} | {m:.3f} ms | {min(values):.3f}-{max(values):.3f} | {m / base:.2f} |")
     return 0
 

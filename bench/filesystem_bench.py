@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -74,19 +73,16 @@ def main() -> int:
             argv = [bwrap, "--unshare-pid", "--bind", str(root), "/", "--ro-bind", "/usr", "/usr"]
             argv += ["--tmpfs", "/tmp", "--bind", str(data), "/data", TRUE]
             tools["bwrap, the same"] = bench.subprocess_tool(argv)
-        print(f"{rounds} rounds x {iterations} spawns, interleaved", file=sys.stderr)
-        result = bench.measure(tools, rounds, iterations)
-    if result["errors"]:
-        print(result["errors"], file=sys.stderr)
+        rows = bench.side_by_side(tools, rounds, iterations)
+    if rows is None:
         return 1
-    medians = {name: sorted(values)[len(values) // 2] for name, values in result["medians"].items()}
-    who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()} (rootless)"
-    print(f"{platform.node()} · Linux {platform.release()} · {os.cpu_count()} CPUs · {who} · {rounds}x{iterations}\n")
+    plain = bench.median_of(rows["plain"])
+    print(bench.ran_on(rounds, iterations))
     print("| case | median | min-max | x plain |")
     print("|---|---|---|---|")
-    for name, values in result["medians"].items():
-        m = medians[name]
-        print(f"| {name} | {m:.2f} ms | {min(values):.2f}-{max(values):.2f} | {m / medians['plain']:.2f} |")
+    for name, values in rows.items():
+        m = bench.median_of(values)
+        print(f"| {name} | {m:.2f} ms | {min(values):.2f}-{max(values):.2f} | {m / plain:.2f} |")
     return 0
 
 

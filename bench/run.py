@@ -168,6 +168,27 @@ def measure(
     return {"medians": medians, "errors": errors}
 
 
+def side_by_side(tools: dict[str, Tool], rounds: int, iterations: int) -> dict[str, list[float]] | None:
+    """:func:`measure` for the small benches: the round medians per tool, or ``None`` (said on stderr) on an error."""
+    print(f"{rounds} rounds x {iterations} spawns, interleaved", file=sys.stderr)
+    result = measure(tools, rounds, iterations)
+    if result["errors"]:
+        print(result["errors"], file=sys.stderr)
+        return None
+    return result["medians"]  # type: ignore[no-any-return]
+
+
+def median_of(values: list[float]) -> float:
+    """The median of round medians, as the benches' rows give it (the upper one of an even count)."""
+    return sorted(values)[len(values) // 2]
+
+
+def ran_on(rounds: int, iterations: int) -> str:
+    """The line that says where and as whom a small bench ran."""
+    who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()} (rootless)"
+    return f"{platform.node()} · Linux {platform.release()} · {os.cpu_count()} CPUs · {who} · {rounds}x{iterations}\n"
+
+
 def throughput(spawn: Callable[[], int], threads: int, per_thread: int) -> float:
     """Spawns per second with `threads` threads each doing `per_thread` spawns, released together."""
     barrier = threading.Barrier(threads + 1)
