@@ -200,11 +200,8 @@ def run_python(source: str, args: list[str]) -> None:
     subprocess.run([sys.executable, "-c", source, *args], check=True, timeout=60)
 
 
-#: Run inside a box by ``python3 -c``: tries what capabilities govern and prints, as JSON, each attempt's
-#: errno (0: it worked) and the capability lines of ``/proc/self/status``. ``argv[1]``: a file to chown.
-PRIVILEGE_PROBE = r"""
-import ctypes, json, os, socket, sys
-libc = ctypes.CDLL(None, use_errno=True)
+#: The start of the probes below: ``attempt(name, fn)`` records in ``out`` 0 when ``fn()`` worked, or its errno.
+ATTEMPT = """
 out = {}
 
 def attempt(name, fn):
@@ -213,7 +210,17 @@ def attempt(name, fn):
         out[name] = 0
     except OSError as e:
         out[name] = e.errno
+"""
 
+#: Run inside a box by ``python3 -c``: tries what capabilities govern and prints, as JSON, each attempt's
+#: errno (0: it worked) and the capability lines of ``/proc/self/status``. ``argv[1]``: a file to chown.
+PRIVILEGE_PROBE = (
+    r"""
+import ctypes, json, os, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+"""
+    + ATTEMPT
+    + r"""
 def c(ret):
     if ret < 0:
         e = ctypes.get_errno()
@@ -232,6 +239,7 @@ with open("/proc/self/status") as f:
 out["status"] = {k: status[k].strip() for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")}
 print(json.dumps(out))
 """
+)
 
 CAP_LINES = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")
 
@@ -370,17 +378,12 @@ def fork_bomb_under_nproc(limit: int, log: str) -> dict[str, Any]:
 
 #: Run inside a sandbox by ``python3 -c``: ``argv[1]`` a host directory, ``argv[2]`` a port listening on the host's
 #: loopback, ``argv[3]`` the caller's PID on the host. Prints what each attempt gave (0: it worked).
-SANDBOX_PROBE = r"""
+SANDBOX_PROBE = (
+    r"""
 import json, os, socket, sys
-out = {}
-
-def attempt(name, fn):
-    try:
-        fn()
-        out[name] = 0
-    except OSError as e:
-        out[name] = e.errno
-
+"""
+    + ATTEMPT
+    + r"""
 def write(path):
     with open(path, "w") as f:
         f.write("escaped")
@@ -396,6 +399,7 @@ keys = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp
 out["status"] = {k: status[k].strip() for k in keys}
 print(json.dumps(out))
 """
+)
 
 #: A caller that starts a sandboxed ``sleep``, prints its PID, and waits to be killed.
 SANDBOX_CALLER = """
