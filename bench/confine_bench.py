@@ -10,6 +10,8 @@ Every case starts ``/usr/bin/true`` and waits for it:
 - ``pid + mount_proc``: the baseline issue 16 compares with (a PID namespace, its own /proc).
 - ``+ no_new_privs``, ``+ capabilities=()``, ``+ rlimits (3)``, ``+ seccomp="default"``: the baseline with one
   confinement step (in a user namespace for the capabilities, which need one without root).
+- ``+ net``, ``+ user, uts, ipc, cgroup``, ``+ root=/ read-only, Tmpfs /tmp, Dev()``: the baseline with one of the
+  sandbox's other parts, to show where its cost goes.
 - ``sandbox=True``: every namespace, the host's root read-only with a tmpfs ``/tmp`` and ``Dev()``, no
   capabilities, ``no_new_privs``, the default seccomp filter and three limits.
 - ``sandbox=True`` broken down: the same namespaces and filesystem without the confinement steps (what the
@@ -53,6 +55,21 @@ def cases() -> dict[str, dict[str, Any]]:
     }
     if "seccomp" in OPTIONS:
         out['+ seccomp="default"'] = {**base, **user, "no_new_privs": True, "seccomp": "default"}
+    out["+ net"] = {**base, "net": True}
+    out["+ user, uts, ipc, cgroup (maps as a sandbox's)"] = {
+        **base,
+        "user": True,
+        "uts": True,
+        "ipc": True,
+        "cgroup": True,
+    }
+    if os.geteuid() == 0:
+        out["+ user, uts, ipc, cgroup (maps as a sandbox's)"].update(uid_map=[(0, 65534, 1)], gid_map=[(0, 65534, 1)])
+    out["+ root=/ read-only, Tmpfs /tmp, Dev()"] = {
+        **base,
+        "root": nsbox.Bind("/", readonly=True),
+        "mounts": [nsbox.Tmpfs("/tmp"), nsbox.Dev()],
+    }
     out["sandbox=True"] = {"sandbox": True}
     parts, _ = nsbox._options.sandbox_parts(None)
     bare = {k: v for k, v in parts.items() if k not in ("no_new_privs", "capabilities", "seccomp", "rlimits")}

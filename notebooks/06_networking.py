@@ -27,10 +27,13 @@
 # network namespace like Docker's `docker0`; the last part shows what an ordinary user gets.
 
 # %%
+import http.server
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import urllib.request
 from collections.abc import Iterable, Sequence
 
@@ -235,6 +238,108 @@ assert "hello from hidden" in page and "hidden" not in from_host and "nsbr" not 
 assert links() == HOST_LINKS
 
 # %% [markdown]
+# ## Reaching out: a NAT, a leash, and a published port
+#
+# The boxes above reach their LAN and nothing else. `egress=True` gives a box the host's networks: nsbox
+# starts `slirp4netns` beside the box, which puts a `tap0` in the box's network namespace and relays what
+# the box sends with sockets of its own on the host — a NAT by construction: the far end sees the host,
+# never the box. `10.0.2.2` is the host's loopback as the box sees it. Here the "outside world" is a web
+# server on the host's `127.0.0.1` (this machine reaches nothing else).
+
+
+# %%
+class Outside(http.server.BaseHTTPRequestHandler):
+    """The host's page: it says where the request came from."""
+
+    def do_GET(self) -> None:
+        """Answer with the peer's address."""
+        body = f"<h1>hello from the host</h1> you came from {self.client_address[0]}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Log nothing."""
+
+
+outside = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Outside)
+threading.Thread(target=outside.serve_forever, daemon=True).start()
+URL = f"http://10.0.2.2:{outside.server_port}/"
+TRY = textwrap.dedent("""
+    import sys, time, urllib.request
+    start = time.monotonic()
+    try:
+        print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())
+    except OSError as e:
+        print(f"refused after {time.monotonic() - start:.3f} s: {e}")
+""")
+
+out = nsbox.Popen(["sleep", "600"], egress=True, pid=True)
+leashed = nsbox.Popen(["sleep", "600"], egress=True, allow=["10.0.0.0/8:443"], pid=True)
+answers = {
+    name: box.exec([sys.executable, "-c", TRY, URL], capture_output=True, text=True).stdout
+    for name, box in (("egress=True", out), ('allow=["10.0.0.0/8:443"]', leashed))
+}
+display(table(["box", f"fetching {URL}"], answers.items()))
+assert (
+    "you came from 127.0.0.1" in answers["egress=True"] and "refused after 0.0" in answers['allow=["10.0.0.0/8:443"]']
+)
+
+# %% [markdown]
+# The first box's request reached the host from `127.0.0.1`: the engine's socket, not the box's `10.0.2.100`.
+# The second box may reach only HTTPS in `10.0.0.0/8`; everything else is refused at once (a TCP reset).
+# The rule is an nftables rule in a network namespace owned by nsbox, which the box joined as root of a user
+# namespace of its own below nsbox's: root in the box cannot touch it.
+
+# %%
+lift = leashed.exec(["sh", "-c", "nft flush ruleset; ip link set tap0 down"], capture_output=True, text=True)
+again = leashed.exec([sys.executable, "-c", TRY, URL], capture_output=True, text=True).stdout
+print(lift.stderr, "\nafter trying:", again)
+assert lift.returncode != 0 and "refused" in again
+
+# %% [markdown]
+# The other way round, `publish={host port: box port}` makes a port of the box a port of the host's
+# loopback. The server is the one from the start of the notebook, on the box's port 80:
+
+# %%
+with socket.socket() as probe:  # a free port on the host, for the example
+    probe.bind(("127.0.0.1", 0))
+    PORT = probe.getsockname()[1]
+published = nsbox.Popen(
+    [sys.executable, "-c", SERVER, "0.0.0.0", "80"],
+    egress=True,
+    publish={PORT: 80},
+    pid=True,
+    hostname="published",
+    stdout=subprocess.PIPE,
+    text=True,
+)
+assert published.stdout and published.stdout.readline() == "ready\n"
+page = fetch(f"http://127.0.0.1:{PORT}/")
+display(HTML(page))
+assert "hello from published" in page
+published
+
+# %% [markdown]
+# ## The picture
+
+# %%
+display(nettopo.draw_egress({out: "egress=True", leashed: "on a leash", published: f"publish={{{PORT}: 80}}"}))
+engines = [box.egress.helper_pid for box in (out, leashed, published) if box.egress]
+for box in (out, leashed, published):
+    box.kill()
+    box.wait()
+    if box.stdout:
+        box.stdout.close()
+outside.shutdown()
+outside.server_close()
+# Nothing to wait for: each engine was stopped when its box was reaped.
+assert not [pid for pid in engines if pid and os.path.exists(f"/proc/{pid}")]
+print("engines gone:", engines)
+
+# %% [markdown]
 # That is the whole trick behind container networking: a network namespace per container, a
-# virtual cable into it, and a switch outside. What Docker adds on top — NAT to the outside world,
-# published ports, DNS between containers — is routing and iptables in the host's namespace.
+# virtual cable into it, and a switch outside; and for the outside world, a NAT and published ports — which
+# Docker makes with routing and iptables in the host's namespace, and nsbox with an engine beside the box that
+# changes nothing on the host.

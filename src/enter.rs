@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -126,6 +126,7 @@ impl Join {
             return Err(Error::os(Step::Target, libc::ENOENT)
                 .with_what(format!("enter {}: it holds no namespace files", describe(target))));
         }
+        net_before_foreign_user(&mut join.namespaces);
         if let Target::Pid(pid) = target {
             let flags = libc::O_PATH | libc::O_DIRECTORY;
             join.root = Some(open(Path::new(&format!("/proc/{pid}/root")), flags).map_err(|e| open_error(target, &e))?);
@@ -133,4 +134,29 @@ impl Join {
         }
         Ok(join)
     }
+}
+
+/// A box on a leash (`allow=`) is in a network namespace that its own user namespace does not own (nsbox's
+/// does, the parent of the box's): join that owner and the network namespace first (`setns` to a network
+/// namespace needs `CAP_SYS_ADMIN` over its owner and in our own user namespace), then the box's user
+/// namespace, below; once in the box's we would hold no capability over the network namespace.
+fn net_before_foreign_user(namespaces: &mut Vec<Joined>) {
+    let at = |kind| namespaces.iter().position(|j: &Joined| j.kind == kind);
+    let (Some(user), Some(net)) = (at(Namespace::User), at(Namespace::Net)) else { return };
+    // SAFETY: NS_GET_USERNS on a namespace fd we own returns a new fd of its owner, which we then own.
+    let owner = unsafe { libc::ioctl(namespaces[net].fd.as_raw_fd(), libc::NS_GET_USERNS) };
+    let Ok(owner) = crate::sys::own_fd(owner) else { return };
+    let same = |a: &OwnedFd, b: &OwnedFd| match (fs::metadata(fd_path(a)), fs::metadata(fd_path(b))) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => true,
+    };
+    if net > user && !same(&owner, &namespaces[user].fd) {
+        let joined = namespaces.remove(net);
+        namespaces.insert(user, joined);
+        namespaces.insert(user, Joined { fd: owner, kind: Namespace::User });
+    }
+}
+
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }

@@ -97,6 +97,14 @@ steps! {
     Rlimits = 48, "rlimits", "set the resource limit";
     /// Installing the seccomp filter (`seccomp=`), the last step before the exec.
     Seccomp = 49, "seccomp", "install the seccomp filter";
+    /// Making the box's cgroup (parent), or entering it (the child's first step).
+    Cgroup = 50, "cgroup", "enter the box's cgroup";
+    /// A cgroup namespace made after entering the box's cgroup (it is the namespace's root).
+    CgroupNamespace = 51, "cgroup_namespace", "create the cgroup namespace";
+    /// Starting the engine beside the box (`egress=True`) or configuring the box's network through it.
+    Egress = 60, "egress", "start the box's network engine";
+    /// Forwarding a host port into the box (`publish=`).
+    Publish = 61, "publish", "publish a port";
 }
 
 impl Step {
@@ -183,11 +191,26 @@ hints! {
     OverlayLowerHasMounts, "overlay_lower_has_mounts",
         "without root, an overlay's lower directories must have nothing mounted under them: the kernel \
          locks the host's mounts in a user namespace";
+    TunNotOpen, "tun_not_open",
+        "without root, egress needs /dev/net/tun open to everyone (mode 0666, most distributions' default): \
+         as root, chmod 0666 /dev/net/tun";
+    PortInUse, "port_in_use", "the host's port is taken (or the address is not the host's): pick another";
     ParentNotWritable, "parent_not_writable", "the mount point's directory is not writable";
     NoMountPoint, "no_mount_point",
         "a missing mount point is made only on the box's own filesystems (a Tmpfs or Overlay root, or under \
          a Tmpfs, Overlay or Dev mount), never in the caller's files: make it, or mount a Tmpfs over its \
          directory first";
+    CgroupNeedsDelegation, "cgroup_needs_delegation",
+        "cgroup limits need root, or a cgroup v2 subtree delegated to you: run Python under \
+         `systemd-run --user --scope -p Delegate=yes python ...`; rlimits need no root";
+    CgroupHasProcesses, "cgroup_has_processes",
+        "cgroup v2 gives controllers to child cgroups only while no process is in the parent: run Python in a \
+         cgroup of its own, such as `systemd-run --user --scope -p Delegate=yes python ...` makes";
+    PidsLimitReached, "pids_limit_reached",
+        "pids_limit counts every process and thread of the box, nsbox's own short-lived setup process included";
+    ControllerNotDelegated, "controller_not_delegated",
+        "the parent cgroup does not give it to this one: systemd gives controllers to a unit with Delegate=yes \
+         (`systemd-run --user --scope -p Delegate=yes python ...`)";
 }
 
 /// A step that failed with an errno.

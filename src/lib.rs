@@ -11,6 +11,7 @@
 #![cfg_attr(not(feature = "python"), allow(dead_code, unused_imports))]
 
 mod capabilities;
+mod cgroup;
 mod child;
 mod enter;
 mod errors;

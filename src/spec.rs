@@ -6,6 +6,7 @@ use std::ffi::CString;
 use std::fmt::Write as _;
 
 use crate::capabilities::CapSet;
+use crate::cgroup::{Limits, SizeArg};
 use crate::errors::{quoted, Error};
 use crate::idmap::{IdMap, IdRange};
 use crate::mounts::{Filesystem, MountOption};
@@ -133,6 +134,10 @@ pub struct Options {
     pub joins: bool,
     /// A seccomp filter to install last, before the exec (`None`: none).
     pub seccomp: Option<SeccompOptions>,
+    /// cgroup limits: bytes of memory (or a size such as `"256M"`), processes, CPUs (see [`crate::cgroup`]).
+    pub memory_limit: Option<SizeArg>,
+    pub pids_limit: Option<i64>,
+    pub cpu_limit: Option<f64>,
 }
 
 /// The caller's effective ids, which the defaults depend on.
@@ -192,6 +197,8 @@ pub struct Spec {
     pub rlimits: Vec<Rlimit>,
     /// The seccomp filter, compiled for the box (its rules depend on its PID namespace).
     pub seccomp: Option<Filter>,
+    /// The limits of the box's own cgroup, if it gets one.
+    pub limits: Option<Limits>,
 }
 
 /// A host name as the kernel takes it: not empty, at most 64 bytes, no NUL.
@@ -236,11 +243,13 @@ fn confinement(
 impl Options {
     /// Applies the implications (`mount_proc` → mount, `hostname` → uts, maps → user) and defaults, and
     /// rejects what cannot work, before anything is forked.
+    #[allow(clippy::too_many_lines, reason = "one pass over every option, each after those it depends on")]
     pub fn resolve(self, caller: Caller) -> Result<Spec, Error> {
         if self.proc_dir.is_some() && !self.mount_proc {
             return Err(Error::rule("mount_proc", "a proc directory is given, but mount_proc is not set"));
         }
         let proc_dir = path("mount_proc", self.proc_dir.unwrap_or_else(|| b"/proc".to_vec()))?;
+        let limits = Limits::resolve(self.memory_limit, self.pids_limit, self.cpu_limit)?;
         let own_filesystem = self.root.is_some() || !self.mounts.is_empty();
         let kinds = Namespaces::empty()
             .with(Namespace::Pid, self.pid || self.init)
@@ -345,6 +354,7 @@ impl Options {
             filesystem,
             // Compiled for the box: what it may trace depends on its PID namespace.
             seccomp: self.seccomp.map(|s| s.compile(kinds.contains(Namespace::Pid))).transpose()?,
+            limits,
         })
     }
 }
@@ -366,7 +376,19 @@ impl Spec {
     /// [`Namespaces::clone_flags`]).
     #[must_use]
     pub fn clone_flags(&self) -> libc::c_int {
-        self.namespaces().clone_flags()
+        let flags = self.namespaces().clone_flags();
+        if self.cgroup_namespace_after_entry() {
+            flags & !libc::CLONE_NEWCGROUP
+        } else {
+            flags
+        }
+    }
+
+    /// Whether the cgroup namespace is made by the child once it is in the box's own cgroup (rather than by
+    /// the clone), so that this cgroup is the namespace's root.
+    #[must_use]
+    pub fn cgroup_namespace_after_entry(&self) -> bool {
+        self.limits.is_some() && self.kinds.contains(Namespace::Cgroup)
     }
 
     /// Whether the id maps need a privileged parent to write them while the child waits.
@@ -432,6 +454,20 @@ mod tests {
             let err = opts.resolve(ROOT).unwrap_err().to_string();
             assert!(err.contains(needle), "{err:?} should mention {needle:?}");
         }
+    }
+
+    #[test]
+    fn with_limits_the_cgroup_namespace_is_made_after_entering_the_boxs_cgroup() {
+        let opts = Options { cgroup: true, pid: true, ..Options::default() };
+        let plain = opts.clone().resolve(ROOT).unwrap();
+        assert_ne!(plain.clone_flags() & libc::CLONE_NEWCGROUP, 0);
+        assert!(!plain.cgroup_namespace_after_entry());
+        let limited = Options { pids_limit: Some(8), ..opts }.resolve(ROOT).unwrap();
+        assert_eq!(limited.clone_flags(), libc::CLONE_NEWPID);
+        assert!(limited.cgroup_namespace_after_entry() && limited.has(Namespace::Cgroup));
+        // Limits alone make no namespace.
+        let alone = Options { memory_limit: Some(SizeArg::Text("64M".into())), ..Options::default() };
+        assert_eq!(alone.resolve(USER).unwrap().namespaces(), Namespaces::empty());
     }
 
     #[test]

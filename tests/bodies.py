@@ -486,3 +486,49 @@ def exec_into_a_confined_box() -> dict[str, Any]:
             finally:
                 box.kill()
     return out
+
+
+#: Run in a box: connects to the UNIX socket ``argv[1]`` and prints what it read, or the errno.
+UNIX_CLIENT = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+    print(s.recv(100).decode())
+except OSError as e:
+    print(e.errno)
+"""
+
+
+def unix_socket_from_a_sandbox(directory: str) -> dict[str, Any]:
+    """A host service on a UNIX socket in ``directory`` (the host's runtime directory for the box): what a bare box
+    and a sandbox get connecting to it. ``XDG_RUNTIME_DIR`` names it, as a session's does."""
+    path = os.path.join(directory, "service.sock")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        server.listen(4)
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.sendall(b"hello from the host")
+
+        threading.Thread(target=serve, daemon=True).start()
+        out = {}
+        old = os.environ.get("XDG_RUNTIME_DIR")
+        os.environ["XDG_RUNTIME_DIR"] = directory
+        try:
+            for name, options in (("bare", {}), ("sandbox", {"sandbox": True})):
+                r = nsbox.run(["python3", "-c", UNIX_CLIENT, path], capture_output=True, text=True, **options)
+                out[name] = r.stdout.strip()
+        finally:
+            if old is None:
+                del os.environ["XDG_RUNTIME_DIR"]
+            else:
+                os.environ["XDG_RUNTIME_DIR"] = old
+            server.shutdown(socket.SHUT_RDWR)
+    return out

@@ -590,5 +590,10 @@ def test_an_image_runs_in_a_sandbox() -> None:
         # Without capabilities setting the hostname fails; control: the same image outside a sandbox may.
         assert r.returncode != 0 and "Operation not permitted" in r.stderr
         assert image.run(["/bin/sh", "-c", "hostname box"], uts=True).returncode == 0
+        # The sandbox keeps the image as it is; control: outside one the box writes to the image's files.
+        write = ["/bin/sh", "-c", "echo x > /work/written"]
+        r = image.run(write, sandbox=True, capture_output=True)
+        assert b"Read-only file system" in r.stderr and not (image.root / "work" / "written").exists()
+        assert image.run(write).returncode == 0 and (image.root / "work" / "written").exists()
     finally:
         shutil.rmtree(base)

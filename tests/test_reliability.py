@@ -374,6 +374,8 @@ if sys.argv[1] == "nproc":
 else:
     # Root ignores RLIMIT_NPROC. This driver is PID 1 of its own PID namespace, whose pid_max is its own
     # (Linux 6.14 on): set it to the minimum and take every PID with threads.
+    with open("/proc/sys/kernel/pid_max") as f:
+        pid_max = f.read()
     with open("/proc/sys/kernel/pid_max", "w") as f:
         f.write("301")
     threading.stack_size(64 * 1024)
@@ -397,6 +399,11 @@ if sys.argv[1] == "nproc":
 release.set()
 for t in fillers:
     t.join()
+if sys.argv[1] != "nproc":
+    # Past PID 300 the kernel allocates from 300 up again (RESERVED_PIDS), so at pid_max 301 one PID is left for
+    # ever, which a thread may hold: put pid_max back, as RLIMIT_NPROC is put back above.
+    with open("/proc/sys/kernel/pid_max", "w") as f:
+        f.write(pid_max)
 again = nsbox.run(["echo", "again"], pid=True, capture_output=True, text=True).stdout
 print(json.dumps({"outcomes": outcomes, "before": before, "during": during, "fillers": len(fillers), "again": again}))
 """

@@ -123,5 +123,64 @@ def test_the_pytest_marker_takes_it() -> None:
     assert os.getpid() == 1
     assert (status["NoNewPrivs"].strip(), status["CapEff"].strip()) == ("1", ZERO)
     with pytest.raises(OSError) as info:
-        open(os.path.join(os.path.dirname(__file__), "nsbox-escaped"), "w").close()
+        open("/var/nsbox-escaped", "w").close()  # the host's own files (/tmp is the box's)
     assert info.value.errno == errno.EROFS
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_the_hosts_unix_sockets_are_out_of_a_sandboxs_reach(side: str, body: Body, host_dir: Path) -> None:
+    # A read-only mount does not stop connect(): the session's runtime directory and /run are hidden.
+    result = body(side, "unix_socket_from_a_sandbox", directory=str(host_dir))
+    assert result == {"bare": "hello from the host", "sandbox": str(errno.ENOENT)}
+
+
+def test_the_hosts_run_directory_is_hidden() -> None:
+    r = nsbox.run(["sh", "-c", "ls -A /run | wc -l; touch /run/x && echo writable"], sandbox=True, capture_output=True)
+    assert r.stdout.split() == [b"0", b"writable"]
+    assert not os.path.exists("/run/x")
+
+
+def test_a_sandbox_as_host_root_is_refused() -> None:
+    with pytest.raises(ValueError, match="would run the box as host root"):
+        nsbox.run(["true"], sandbox=True, user=False)
+
+
+def test_limits_given_add_to_the_sandboxs() -> None:
+    r = nsbox.run(["sh", "-c", "ulimit -t; ulimit -n"], sandbox=True, rlimits={"cpu": 10}, capture_output=True)
+    assert r.stdout.split() == [b"10", b"1024"]
+
+
+class Gadget:
+    """Unpickled, it calls ``os.getpid`` where it is unpickled."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (os.getpid, ())
+
+
+def test_a_sandboxed_functions_result_cannot_run_code_in_the_caller() -> None:
+    # Control: outside a sandbox what the function returns is unpickled as it says (here: a call of the caller's).
+    assert nsbox.call(Gadget, pid=True) == os.getpid()
+    with pytest.raises(TypeError, match=r"plain data only, not posix\.getpid"):
+        nsbox.call(Gadget, sandbox=True)
+    # Plain data and built-in exceptions still come back.
+    assert nsbox.call(lambda: {"a": [1, 2.5, b"x", {3}], "b": complex(1, 2)}, sandbox=True) == {
+        "a": [1, 2.5, b"x", {3}],
+        "b": complex(1, 2),
+    }
+    with pytest.raises(KeyError):
+        nsbox.call(dict().__getitem__, ("missing",), sandbox=True)
+
+
+def test_a_sandboxed_function_has_none_of_the_callers_fds(tmp_path: Path) -> None:
+    with open(tmp_path / "caller's", "w") as f:
+
+        def write() -> str:
+            try:
+                os.write(f.fileno(), b"from the box")
+                return "written"
+            except OSError as e:
+                return errno.errorcode[e.errno]
+
+        assert nsbox.call(write, pid=True) == "written"  # control: a plain call has them
+        assert nsbox.call(write, sandbox=True) == "EBADF"
+    assert (tmp_path / "caller's").read_text() == "from the box"

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from nsbox._call import BoxCrashed, RemoteTraceback, call
     from nsbox._image import Image
     from nsbox._inspect import ProcessInfo, ProcessTable, namespaces, nspid, processes
+    from nsbox._limits import CompletedBox, Usage
     from nsbox._mounts import Bind, Dev, Overlay, Tmpfs
     from nsbox._network import Network
     from nsbox._nsbox import __version__
@@ -32,6 +33,7 @@ _SUBMODULES = {
     "_call": ("BoxCrashed", "RemoteTraceback", "call"),
     "_image": ("Image",),
     "_inspect": ("ProcessInfo", "ProcessTable", "namespaces", "nspid", "processes"),
+    "_limits": ("CompletedBox", "Usage"),
     "_mounts": ("Bind", "Dev", "Overlay", "Tmpfs"),
     "_network": ("Network",),
     "_nsbox": ("__version__",),
@@ -52,6 +54,7 @@ os.register_at_fork(before=_loading.acquire, after_in_parent=_loading.release, a
 __all__ = [
     "Bind",
     "BoxCrashed",
+    "CompletedBox",
     "Dev",
     "Image",
     "Network",
@@ -62,6 +65,7 @@ __all__ = [
     "RemoteTraceback",
     "Seccomp",
     "Tmpfs",
+    "Usage",
     "__version__",
     "call",
     "enter",

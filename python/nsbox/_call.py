@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import contextvars
 import fcntl
 import functools
+import io
 import math
 import os
 import pickle
@@ -50,20 +53,27 @@ class RemoteTraceback(Exception):
 class BoxCrashed(ChildProcessError):
     """The function's process ended without returning: killed by a signal (``os.abort()``, a segfault) or exited.
 
-    ``returncode`` is as in :mod:`subprocess` (``-N`` for signal N); ``signal`` names the signal, if any.
+    ``returncode`` is as in :mod:`subprocess` (``-N`` for signal N); ``signal`` names the signal, if any;
+    ``oom_killed`` tells whether the OOM killer of ``memory_limit`` killed a process of the box.
     """
 
     __module__ = "nsbox"
 
-    def __init__(self, message: str, *, returncode: int, pid: int) -> None:
+    def __init__(self, message: str, *, returncode: int, pid: int, oom_killed: bool = False) -> None:
         super().__init__(message)
         self.returncode = returncode
         self.pid = pid
+        self.oom_killed = oom_killed
 
     @property
     def signal(self) -> signal.Signals | None:
         """The signal that killed the function's process, or ``None`` if it exited."""
         return signal.Signals(-self.returncode) if self.returncode < 0 else None
+
+
+#: Set by the pytest plugin, whose boxed tests are the suite's own code: with ``sandbox=True`` such a test keeps its
+#: fds (pytest's capture) and may return pytest's own outcomes.
+TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("nsbox_trusted_call", default=False)
 
 
 def call(
@@ -91,6 +101,13 @@ def call(
     not flushed a second time (``sys.stdout`` and ``sys.stderr`` are flushed here before the fork, and in
     the box after the function, so its prints are kept).
 
+    With ``sandbox=True`` the function is taken for code you do not trust: in the box it has none of the
+    caller's fds but 0-2 (the caller's files, sockets and pipes are closed there), and what it returns or
+    raises is unpickled as plain data only (built-in types and exceptions: anything else is a
+    ``TypeError``), so that its result cannot run code here. It is still a copy of the caller: whatever the
+    caller holds in memory (keys, tokens) the function can read. Run code you do not trust with
+    :func:`nsbox.run` rather than in a copy of a process that holds secrets.
+
     >>> import socket
     >>> call(socket.gethostname, hostname="box")
     'box'
@@ -112,15 +129,17 @@ def call(
         raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
     check_names(options, CALL_OPTIONS, "call")
     prepared = prepare(options, user)
+    untrusted = prepared.new_session and not TRUSTED.get()
     network = prepared.network
     link = None if network is None else network._reserve(prepared.ip)
     name = _describe(fn)
     deadline = None if timeout is None else time.monotonic() + timeout
 
     _flush_std_streams()
-    # (PID, pidfd) of the box, put here by _nsbox.fork before it returns: known even if an interrupt is
+    # (PID, pidfd, cgroup) of the box, put here by _nsbox.fork before it returns: known even if an interrupt is
     # raised as it returns. Killing and reaping go through the pidfd, which cannot name a reused PID.
-    started: list[tuple[int, int]] = []
+    started: list[tuple[int, int, _nsbox.Cgroup | None]] = []
+    oom_killed = False
     read_end = write_end = -1
     try:
         read_end, write_end = _pipe()
@@ -128,7 +147,14 @@ def call(
             _nsbox.fork(
                 prepared.spec,
                 functools.partial(
-                    _run_in_box, fn, args, kwargs, read_end, write_end, os.getcwd() if prepared.keeps_cwd else None
+                    _run_in_box,
+                    fn,
+                    args,
+                    kwargs,
+                    read_end,
+                    write_end,
+                    os.getcwd() if prepared.keeps_cwd else None,
+                    untrusted,  # sandbox=True: the caller's other fds are closed first
                 ),
                 started,
                 link=None if network is None or link is None else (network._lan, *link),
@@ -147,15 +173,18 @@ def call(
     finally:
         if read_end >= 0:
             os.close(read_end)
-        for _, pidfd in started:
+        for _, pidfd, cgroup in started:
             if pidfd >= 0:
                 os.close(pidfd)
+            if cgroup is not None:
+                cgroup.finish()  # reaped: what the function left in its cgroup is killed, the cgroup removed
+                oom_killed = (cgroup.usage()[3] or 0) > 0
         if network is not None and link is not None:
             if started:
                 network._release(link[1], link[0])  # exited and reaped: its veth goes with its namespace
             else:
                 network._bind(link[1], None)
-    result: T = _conclude(message, returncode, started[0][0], name)
+    result: T = _conclude(message, returncode, started[0][0], name, oom_killed, plain=untrusted)
     return result
 
 
@@ -183,12 +212,17 @@ def _run_in_box(
     read_end: int,
     write_end: int,
     cwd: str | None,
+    sandboxed: bool = False,
 ) -> NoReturn:
     """Runs in the forked process: call, send the outcome, ``os._exit``. Never returns."""
     __tracebackhide__ = True
     code = 70
     try:
         os.close(read_end)
+        if sandboxed:
+            # The function is not trusted: it gets none of the caller's files, sockets or pipes.
+            os.closerange(3, write_end)
+            os.closerange(write_end + 1, os.sysconf("SC_OPEN_MAX"))
         if cwd is not None:
             # Mounts on the caller's root: the function starts where the caller is, as without them.
             with contextlib.suppress(OSError):
@@ -319,7 +353,24 @@ def _pipe() -> tuple[int, int]:
     return ends[0], ends[1]
 
 
-def _conclude(message: bytes | None, returncode: int | None, worker: int, name: str) -> Any:
+#: What a sandboxed function may return or raise: plain data and the built-in exceptions, nothing whose unpickling
+#: could run code in the caller.
+_PLAIN = frozenset(
+    ["complex", "bytearray", "set", "frozenset", "range", "slice"]
+    + [name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)]
+)
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "builtins" and name in _PLAIN:
+            return getattr(builtins, name)
+        raise pickle.UnpicklingError(f"a sandboxed function returns plain data only, not {module}.{name}")
+
+
+def _conclude(
+    message: bytes | None, returncode: int | None, worker: int, name: str, oom_killed: bool, *, plain: bool = False
+) -> Any:
     __tracebackhide__ = True
     if message is None:
         if returncode is None:
@@ -334,15 +385,18 @@ def _conclude(message: bytes | None, returncode: int | None, worker: int, name: 
                 what = f"was killed by {signal.Signals(-returncode).name}"
             except ValueError:
                 what = f"was killed by signal {-returncode}"
+            if oom_killed:
+                what += " (the OOM killer of memory_limit)"
         else:
             what = f"exited with status {returncode}"
         raise BoxCrashed(
             f"{name} did not return: its process in the box (host PID {worker}) {what}",
             returncode=returncode,
             pid=worker,
+            oom_killed=oom_killed,
         )
     try:
-        kind, *rest = pickle.loads(message)
+        kind, *rest = _PlainUnpickler(io.BytesIO(message)).load() if plain else pickle.loads(message)
     except Exception as err:
         raise TypeError(f"cannot unpickle what {name} returned from the box: {type(err).__name__}: {err}") from err
     if kind == "ok":

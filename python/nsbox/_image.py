@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from nsbox import _layers
+from nsbox._mounts import Bind
 from nsbox._popen import Popen as _Popen
 from nsbox._run import run as _run
 
@@ -333,7 +334,8 @@ class Image:
             if not self.cmd:
                 raise ValueError(f"the image in {self.root} has no command (Entrypoint, Cmd): give args")
             args = list(self.cmd)
-        options["root"] = self.root
+        # A sandbox keeps the image as it is (as the host's root is read-only in one).
+        options["root"] = Bind(self.root, readonly=True) if options.get("sandbox") else self.root
         options["env"] = {"PATH": DEFAULT_PATH, **self.env, **(options.get("env") or {})}
         if options.get("cwd") is None:
             options["cwd"] = self.workdir or "/"

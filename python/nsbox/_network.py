@@ -108,10 +108,29 @@ class Network:
         TimeoutError: another process kept nsbox's lock on claiming subnets for 20 s.
     """
 
-    def __init__(self, subnet: str | ipaddress.IPv4Network = "10.213.0.0/24", *, private: bool | None = None) -> None:
+    def __init__(
+        self,
+        subnet: str | ipaddress.IPv4Network = "10.213.0.0/24",
+        *,
+        private: bool | None = None,
+        egress: bool = False,
+    ) -> None:
         net = _subnet(subnet)
         if private is not None and not isinstance(private, bool):
             raise TypeError(f"private must be None, True or False, not {private!r}")
+        if not isinstance(egress, bool):
+            raise TypeError(f"egress must be True or False, not {egress!r}")
+        if egress:
+            from nsbox import _egress
+
+            if private is False:
+                raise ValueError(
+                    "egress on a Network needs the LAN in namespaces of its own (private=True): "
+                    "a NAT in the host's namespace would change the host"
+                )
+            if net.overlaps(_egress.ENGINE_NETWORK):
+                raise ValueError(f"subnet {str(net)!r} overlaps the egress engine's {_egress.ENGINE_NETWORK}")
+            private = True
         if private is None:
             private = not _has_net_admin()
         self.subnet: ipaddress.IPv4Network = net
@@ -126,7 +145,34 @@ class Network:
         self._closed = False
         # As root, refuses a subnet that overlaps a route of the host (see the class docstring).
         self._lan = _nsbox.Network(f"nsbr{secrets.token_hex(4)}", self.gateway, net.prefixlen, private)
+        self._egress: Any = None
+        if egress:
+            self._egress = self._start_egress()
         _networks.add(self)
+
+    def _start_egress(self) -> Any:
+        from nsbox import _egress
+
+        fds = [self._lan.namespace_fd("user"), self._lan.namespace_fd("net")]
+        try:
+            user, net = (fd for fd in fds if fd is not None)
+            return _egress.network_plan(user, net)
+        except BaseException:
+            self._lan.close()
+            raise
+        finally:
+            for fd in fds:
+                if fd is not None:
+                    os.close(fd)
+
+    @property
+    def egress(self) -> Any:
+        """With ``egress=True``: the engine and addresses every box on the network shares (``box.egress``'s kind)."""
+        if self._egress is None:
+            return None
+        from nsbox._egress import EgressInfo
+
+        return EgressInfo(self._egress)
 
     @property
     def private(self) -> bool:
@@ -185,6 +231,8 @@ class Network:
                 if self._lan.has_link(veth):
                     self._lan.detach(veth)
         finally:
+            if self._egress is not None:
+                self._egress.engine.stop()
             self._lan.close()
 
     def __enter__(self) -> Network:
@@ -220,6 +268,8 @@ class Network:
         if lan is None:
             return f"<nsbox.Network {subnet} gateway={getattr(self, 'gateway', None)}, not made>"
         where = "private namespaces" if lan.private else "host"
+        if getattr(self, "_egress", None) is not None:
+            where += " with egress"
         if getattr(self, "_closed", False):
             state = "closed"
         else:

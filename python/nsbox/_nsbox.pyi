@@ -1,12 +1,14 @@
 """The compiled core of nsbox. Use :mod:`nsbox` instead: these are its low-level primitives."""
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import final
+from typing import ClassVar, final
 
 __all__ = [
     "HINTS",
     "NAMESPACE_KINDS",
     "STEPS",
+    "Cgroup",
+    "Egress",
     "Network",
     "Spec",
     "__version__",
@@ -63,6 +65,8 @@ def spawn(
     gid: int | None = None,
     uid: int | None = None,
     popen: object = None,
+    join_cgroup: Cgroup | None = None,
+    egress: Egress | None = None,
 ) -> int:
     """Start a process in the namespaces of ``config`` and return its PID in the caller's namespace.
 
@@ -79,14 +83,31 @@ def spawn(
     :mod:`subprocess`'s, applied inside the box after its namespaces are set up (-1/``None``: unchanged). With
     ``popen``, the PID is also stored on it (``pid``, ``_child_created = True``) before this returns, so that an
     interrupt raised as it returns leaves a ``Popen`` that :func:`kill_and_reap` can clean up. The GIL is released
-    while spawning.
+    while spawning. A ``config`` with cgroup limits needs ``popen``: the box's :class:`Cgroup` is stored on it
+    (``_cgroup``; ``None`` without limits). With ``join_cgroup`` (an exec into a box with limits), the process
+    enters that cgroup instead, first thing.
     """
 
 def kill_and_reap(popen: object) -> None:
     """SIGKILL and reap a ``Popen``'s process if it started and has not been reaped; set its ``returncode``.
 
-    One call, which Python signal handlers cannot interrupt before the kill.
+    One call, which Python signal handlers cannot interrupt before the kill. Then finish its ``_cgroup``, if any.
     """
+
+@final
+class Cgroup:
+    """A box's own cgroup (with cgroup limits): one directory per hierarchy, beneath the caller's cgroups."""
+
+    def finish(self) -> None:
+        """Kill what is left in it, keep its final figures, and remove it; later calls do nothing.
+
+        Call it once the box is reaped. The GIL is released meanwhile.
+        """
+    def usage(self) -> tuple[int | None, float | None, int | None, int | None]:
+        """``(memory_peak, cpu_time, processes, oom_kills)`` now, or as they were when it was finished."""
+    @property
+    def paths(self) -> list[str]:
+        """Its directories, one per hierarchy."""
 
 def kill_and_reap_pidfd(pidfd: int) -> None:
     """SIGKILL and reap the child of ours behind ``pidfd`` (nothing if it was reaped already)."""
@@ -132,13 +153,14 @@ def ipv4_routes() -> list[tuple[str, int]]:
 def fork(
     config: Spec,
     child: Callable[[], object],
-    started: list[tuple[int, int]],
+    started: list[tuple[int, int, Cgroup | None]],
     link: tuple[Network, str, str] | None = None,
 ) -> None:
     """Fork this interpreter into the namespaces of ``config``, with CPython's fork hooks, as ``os.fork`` does.
 
-    In the caller, once the namespaces are ready, appends ``(pid, pidfd)`` to ``started``: the process that
-    runs ``child`` and a pidfd for it (the caller owns it). A list rather than a return value, so that the
+    In the caller, once the namespaces are ready, appends ``(pid, pidfd, cgroup)`` to ``started``: the process
+    that runs ``child``, a pidfd for it (the caller owns it), and its :class:`Cgroup` when ``config`` has cgroup
+    limits (the caller finishes it once the process is reaped). A list rather than a return value, so that the
     caller has them even if an interrupt is raised as this returns. With ``pid=True`` that process is PID 1
     of the new PID namespace and a child of the caller. In that process, calls ``child()`` and ends with
     ``_exit`` (status 0, or 70 if ``child`` raised): it never returns into the caller's code. Failures to
@@ -161,3 +183,33 @@ def persist(pid: int, dir: str) -> list[str]:
 
 def release(dir: str) -> list[str]:
     """Unmount and remove what :func:`persist` made in ``dir``; return the kinds released."""
+
+@final
+class Egress:
+    """A box's egress engine (``slirp4netns``), started by :func:`spawn` while the box waits.
+
+    The engine attaches to the box's network namespace; then the ``publish`` rows, ``(udp, host_address,
+    host_port, box_port)``, are forwarded through the engine's API socket at ``api_socket`` (removed once they
+    are). Killed and reaped by :meth:`stop` or when the object goes; its parent-death signal ends it with the
+    caller.
+    """
+
+    BOX_ADDRESS: ClassVar[str]
+    HOST_ADDRESS: ClassVar[str]
+    DNS_ADDRESS: ClassVar[str]
+    def __new__(
+        cls, engine: bytes, publish: Sequence[tuple[bool, str, int, int]], api_socket: bytes | None = None
+    ) -> Egress: ...
+    @property
+    def pid(self) -> int | None:
+        """The engine's PID while it runs."""
+    def make_leash(self) -> None:
+        """Make the leash's namespaces (``allow=``): the box will join them, below a user namespace of its own."""
+    def leash_fd(self, kind: str) -> int | None:
+        """A new fd of the leash's ``"user"`` or ``"net"`` namespace, to close after use (``None`` without one)."""
+    def use_namespaces(self, userns: int, netns: int) -> None:
+        """Run the engine on a private network's namespaces (fds of the caller's, duplicated here)."""
+    def attach_to_leash(self) -> None:
+        """Start the engine on the leash's network namespace and publish the ports (before the box)."""
+    def stop(self) -> None:
+        """Kill and reap the engine, and let go of the leash. Idempotent."""

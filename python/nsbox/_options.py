@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
-from nsbox import _nsbox
+from nsbox import _limits, _nsbox
 from nsbox._mounts import Bind, Mount, Overlay, Tmpfs, mounts_core, root_core
 from nsbox._seccomp import Seccomp, seccomp_core
 
@@ -175,6 +175,9 @@ class NamespaceOptions(TypedDict, total=False):
     rlimits: Annotated[Mapping[str, int | tuple[int, int]] | None, Option(None, _rlimits)]
     sandbox: Annotated[bool, Option(False)]
     seccomp: Annotated[Seccomp | Literal["default"] | None, Option(None, seccomp_core)]
+    memory_limit: Annotated[int | str | None, Option(None, _limits.memory_limit)]
+    pids_limit: Annotated[int | None, Option(None, _limits.pids_limit)]
+    cpu_limit: Annotated[float | None, Option(None, _limits.cpu_limit)]
 
 
 class BoxOptions(NamespaceOptions, total=False):
@@ -183,6 +186,11 @@ class BoxOptions(NamespaceOptions, total=False):
     init: Annotated[bool, Option(False, _flag)]
     persist: Annotated[StrOrBytesPath | None, Option(None)]
     target: Annotated["int | StrOrBytesPath | Mapping[str, StrOrBytesPath] | None", Option(None)]
+    # Egress (python/nsbox/_egress.py): checked there, acted on by the spawn's engine, not the core's spec.
+    egress: Annotated[bool, Option(False)]
+    publish: Annotated["Mapping[int | str, int] | Sequence[tuple[str, int | str, int]] | None", Option(None)]
+    dns: Annotated[Sequence[str] | None, Option(None)]
+    allow: Annotated[Sequence[str] | None, Option(None)]
 
 
 #: Every option by name, in the order of the declaration, with its metadata.
@@ -211,6 +219,8 @@ class Prepared:
     new_session: bool = False
     #: The confinement options given (or implied by ``sandbox``), which an exec into the box inherits.
     confinement: "dict[str, Any]" = field(default_factory=dict)
+    #: ``egress=True``: the engine and the files it needs (``_egress.Plan``), made before the spec.
+    egress: "Any" = None
 
 
 def check_names(options: Mapping[str, object], allowed: Iterable[str], caller: str) -> None:
@@ -228,6 +238,21 @@ CONFINEMENT = ("no_new_privs", "capabilities", "rlimits", "seccomp")
 SANDBOX_RLIMITS = {"core": 0, "nofile": 1024, "nproc": 512}
 #: The size of ``sandbox=True``'s private ``/tmp``.
 SANDBOX_TMP_SIZE = "256M"
+
+
+def _hidden_sockets() -> list[Tmpfs]:
+    """Empty tmpfs over the host's runtime directories, for ``sandbox=True``.
+
+    A read-only mount does not stop ``connect()`` to a UNIX socket in it (the session bus, an agent, a rootless
+    ``docker.sock``), and a network namespace does not cover filesystem sockets.
+    """
+    dirs = ["/run"]
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        runtime = os.path.realpath(runtime)
+        if not any(runtime == d or runtime.startswith(d + "/") for d in ("/run", "/tmp", "/dev")):
+            dirs.append(runtime)
+    return [Tmpfs(d, size="16M", mode=0o755) for d in dirs if os.path.isdir(d)]
 
 
 def sandbox_parts(user: bool | None) -> tuple[dict[str, Any], bool | None]:
@@ -254,7 +279,7 @@ def sandbox_parts(user: bool | None) -> tuple[dict[str, Any], bool | None]:
         "cgroup": True,
         "mount_proc": True,
         "root": Bind("/", readonly=True),
-        "mounts": [Tmpfs("/tmp", size=SANDBOX_TMP_SIZE, mode=0o1777), Dev()],
+        "mounts": [Tmpfs("/tmp", size=SANDBOX_TMP_SIZE, mode=0o1777), Dev(), *_hidden_sockets()],
         "no_new_privs": True,
         "capabilities": (),
         "seccomp": "default",
@@ -279,8 +304,20 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
         raise TypeError(f"sandbox must be True or False, not {sandbox!r}")
     if sandbox and options.get("target") is not None:
         raise ValueError("sandbox makes new namespaces; it cannot be combined with target")
+    if sandbox and user is False and os.geteuid() == 0:
+        raise ValueError(
+            "sandbox=True with user=False would run the box as host root (uid 0 owns the host's files and "
+            "/proc/sys, capabilities or not): leave user to the sandbox, or give the options one by one"
+        )
+    options_given = set(options)
     if sandbox:
         parts, user = sandbox_parts(user)
+        if options.get("root") is not None:
+            # Another root (an image): the host's runtime directories are not in it.
+            parts["mounts"] = parts["mounts"][:2]
+        if isinstance(options.get("rlimits"), Mapping):
+            # Limits given add to the sandbox's, one by one (-1 lifts one).
+            options = {**options, "rlimits": {**parts["rlimits"], **options["rlimits"]}}
         if user is False or getattr(options.get("network"), "private", False):
             # Maps are the caller's to give there (see the network rules below).
             parts = {name: value for name, value in parts.items() if name not in ("uid_map", "gid_map")}
@@ -306,6 +343,22 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
         values["net"] = True
     elif ip is not None:
         raise ValueError("ip is given without a network: pass network=nsbox.Network(...)")
+    egress = _egress_plan(values, network, target)
+    if egress is not None and egress.allow is not None:
+        # The box runs in a user namespace of its own below the leash's, where the caller is root.
+        maps = [k for k in ("uid_map", "gid_map", "setgroups") if values[k] is not None]
+        if sandbox and maps and "uid_map" not in options_given:
+            raise ValueError(
+                "sandbox=True as root makes the box's root the host's nobody (a uid_map), which a box with allow "
+                "cannot have yet: its user namespace is below nsbox's, where you are root. Pass allow without "
+                "sandbox as root, or run as an ordinary user"
+            )
+        if maps or user is False:
+            raise ValueError(
+                "a box with allow lives in a user namespace below nsbox's own, where you are root: "
+                f"it cannot take {', '.join(maps) or 'user=False'}"
+            )
+        user = True
     joined: int | str | list[tuple[str, str]] | None = None
     if target is not None:
         joinable = ("target", "persist", *CONFINEMENT)
@@ -320,14 +373,53 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
             )
         else:
             joined = target if isinstance(target, int) else os.fsdecode(target)
-    core: dict[str, Any] = {"user": user, "joins": joined is not None}
-    for name, meta in OPTIONS.items():
-        if meta.core is not None:
-            core.update(meta.core(name, values[name]))
-    keeps_cwd = values["root"] is None and bool(values["mounts"])
-    confinement = {name: values[name] for name in CONFINEMENT if name in given}
-    spec = _nsbox.Spec(core)
-    return Prepared(spec, network, ip, values["persist"], joined, list(given), keeps_cwd, sandbox, confinement)
+    if egress is not None:
+        # Last, once every other check has passed: the files it makes are removed by the caller (Popen).
+        egress.make()
+        # On the caller's root, a resolv.conf that is a symlink (systemd-resolved's) is followed to its file: a
+        # mount point may not be a symlink. Either way the mount is in the box's mount namespace only.
+        conf = os.path.realpath("/etc/resolv.conf") if values["root"] is None else "/etc/resolv.conf"
+        values["mounts"] = [*(values["mounts"] or ()), Bind(egress.resolv_conf, conf, readonly=True)]
+    try:
+        core: dict[str, Any] = {"user": user, "joins": joined is not None}
+        for name, meta in OPTIONS.items():
+            if meta.core is not None:
+                core.update(meta.core(name, values[name]))
+        keeps_cwd = values["root"] is None and bool(values["mounts"])
+        confinement = {name: values[name] for name in CONFINEMENT if name in given}
+        spec = _nsbox.Spec(core)
+    except BaseException:
+        if egress is not None:
+            egress.stop()
+        raise
+    prepared = Prepared(spec, network, ip, values["persist"], joined, list(given), keeps_cwd, sandbox, confinement)
+    prepared.egress = egress
+    return prepared
+
+
+def _egress_plan(values: dict[str, Any], network: object, target: object) -> Any:
+    """``egress``, ``publish`` and ``dns`` checked (``egress`` implies ``net``); the plan or ``None``."""
+    asked = values["egress"] or any(values[name] is not None for name in ("publish", "dns", "allow"))
+    shared = getattr(network, "egress", None)
+    if shared is not None:
+        if asked:
+            raise ValueError("a box on a Network with egress shares the network's: it takes no egress of its own")
+        from nsbox import _egress
+
+        # Only the box's resolv.conf is its own; the network's engine carries its traffic.
+        return _egress.Plan([], list(shared.dns), on_network=True)
+    if not asked:
+        return None
+    from nsbox import _egress  # only for boxes that ask
+
+    plan = _egress.plan(values)
+    if plan is not None:
+        if network is not None:
+            raise ValueError("egress gives the box a network of its own; it cannot be combined with network")
+        if target is not None:
+            raise ValueError("target joins existing namespaces; it cannot be combined with egress")
+        values["net"] = True
+    return plan
 
 
 # The core sets up its reading of these names on first use, behind a lock that a fork() during it would leave

@@ -9,14 +9,17 @@ import sys
 import time as _time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12
 
+    from nsbox import _egress
     from nsbox._network import Network  # a box's network is checked in _options, where it is loaded if need be
 
 from nsbox import _ids, _inspect, _nsbox
+from nsbox._limits import NOTHING_MEASURED, Usage
 from nsbox._options import (
     OPTIONS,
     Args,
@@ -28,6 +31,10 @@ from nsbox._options import (
     check_names,
     prepare,
 )
+
+#: The cgroup of the box that :meth:`Popen.exec` or :meth:`Popen.exec_popen` is running a command in, while they do:
+#: that command enters it (limited and counted with the box, as ``docker exec`` runs in the container's cgroup).
+_exec_cgroup: ContextVar[_nsbox.Cgroup | None] = ContextVar("nsbox_exec_cgroup", default=None)
 
 
 class Popen(subprocess.Popen[Any]):
@@ -68,6 +75,11 @@ class Popen(subprocess.Popen[Any]):
       ``box.ip`` is the address.
     - ``seccomp``: a seccomp filter, installed as the box's last step before the exec: ``"default"`` (nsbox's
       default profile) or an :class:`nsbox.Seccomp`; denied calls fail with ``EPERM`` (see ``Seccomp``).
+    - ``memory_limit`` (bytes, or a size such as ``"256M"``, ``"1.5G"``: binary units), ``pids_limit``
+      (processes at once), ``cpu_limit`` (CPUs, ``0.5`` for half of one): the box gets a cgroup of its own
+      beneath the caller's, entered before the command runs and removed when the box is reaped (what is
+      left in it is killed then). :attr:`oom_killed` and :meth:`usage` read its counters. Root, or a
+      delegated cgroup v2 subtree (see the README); otherwise ``PermissionError`` says what to do.
 
     ``user`` does two jobs, told apart by type: ``None``, ``True`` or ``False`` is the user namespace
     (above); a user name or an ``int`` uid means what it means to :mod:`subprocess`: run the command as
@@ -143,6 +155,8 @@ class Popen(subprocess.Popen[Any]):
         check_names(options, OPTIONS, "Popen")
         self._exec_children = []
         self._nsbox_link: tuple[str, str] | None = None
+        #: The box's cgroup when it has limits (set by the core as it starts the box).
+        self._cgroup: _nsbox.Cgroup | None = None
         # Checked before any pipe is made: bad options leave nothing behind.
         self._prepared = prepare(options, user_namespace)
         if cwd is None and self._prepared.keeps_cwd:
@@ -178,12 +192,16 @@ class Popen(subprocess.Popen[Any]):
             )
             if network is not None and self._nsbox_link is not None:
                 network._bind(self._nsbox_link[1], self)
+            if self._prepared.egress is not None:
+                self._prepared.egress.cleanup()  # the box has its resolv.conf mounted; the engine runs
             if self._prepared.persist is not None:
                 self.persist(self._prepared.persist)
         except BaseException:
             # First, and in one call that Python's signal handlers cannot interrupt: an interrupt raised
             # as the spawn returned (or later in __init__) must not leave a running box nobody knows of.
             _nsbox.kill_and_reap(self)
+            if self._prepared.egress is not None:
+                self._prepared.egress.stop()
             if network is not None and self._nsbox_link is not None:
                 network._bind(self._nsbox_link[1], None)
             for name in ("stdin", "stdout", "stderr"):  # unset when __init__ failed early
@@ -191,6 +209,32 @@ class Popen(subprocess.Popen[Any]):
                 if stream is not None:
                     stream.close()
             raise
+
+    @property
+    def egress(self) -> _egress.EgressInfo | None:
+        """What ``egress=True`` put in place (engine, addresses, published ports), or ``None``."""
+        plan = self._prepared.egress
+        if plan is None:
+            return None
+        if plan.on_network and self._prepared.network is not None:
+            return self._prepared.network.egress  # type: ignore[no-any-return]
+        from nsbox._egress import EgressInfo
+
+        return EgressInfo(plan)
+
+    @property
+    def returncode(self) -> int | Any:
+        """As :attr:`subprocess.Popen.returncode`; once it is known, the box's egress engine is stopped."""
+        return self.__dict__.get("_nsbox_returncode")
+
+    @returncode.setter
+    def returncode(self, value: int | Any) -> None:
+        # Every way subprocess (or the core's kill_and_reap) records the box's end goes through here.
+        self.__dict__["_nsbox_returncode"] = value
+        if value is not None:
+            plan = getattr(self.__dict__.get("_prepared"), "egress", None)
+            if plan is not None:
+                plan.stop()
 
     @property
     def ip(self) -> str | None:
@@ -250,7 +294,8 @@ class Popen(subprocess.Popen[Any]):
         """Run ``args`` inside all of the box's namespaces, like ``docker exec`` / ``nsenter --all``.
 
         The command is confined as the box is (``no_new_privs``, ``capabilities``, ``rlimits``, ``seccomp``,
-        given or implied by ``sandbox``), as ``docker exec`` runs with the container's.
+        given or implied by ``sandbox``), as ``docker exec`` runs with the container's; in a box with cgroup
+        limits it enters the box's cgroup, and counts against them.
 
         Takes :func:`nsbox.run`'s options (``capture_output``, ``text``, ``input``, ``timeout``,
         ``check``, ``env``, ``cwd`` ...). The command forks after joining, so it is in the box's PID
@@ -262,7 +307,11 @@ class Popen(subprocess.Popen[Any]):
         from nsbox import run  # by its public name: loaded under the lock a fork waits for (nsbox/__init__.py)
 
         self._require_running("exec into the box")
-        return run(args, target=self.pid, **self._prepared.confinement, **run_options)
+        entering = _exec_cgroup.set(self._cgroup)
+        try:
+            return run(args, target=self.pid, **self._prepared.confinement, **run_options)
+        finally:
+            _exec_cgroup.reset(entering)
 
     def exec_popen(self, args: Args, **popen_options: Unpack[PopenArgs]) -> Popen:
         """The :class:`Popen` form of :meth:`exec`: start ``args`` inside the box and return at once.
@@ -270,9 +319,43 @@ class Popen(subprocess.Popen[Any]):
         The box keeps track of it: :meth:`wait` and :meth:`poll` on the box reap it once it has exited.
         """
         self._require_running("exec into the box")
-        child = Popen(args, target=self.pid, **self._prepared.confinement, **popen_options)
+        entering = _exec_cgroup.set(self._cgroup)
+        try:
+            child = Popen(args, target=self.pid, **self._prepared.confinement, **popen_options)
+        finally:
+            _exec_cgroup.reset(entering)
         self._exec_children.append(child)
         return child
+
+    # -- Its cgroup -----------------------------------------------------------------------------
+
+    @property
+    def oom_killed(self) -> bool:
+        """Whether the OOM killer of ``memory_limit`` killed a process of the box (so far)."""
+        cgroup = getattr(self, "_cgroup", None)
+        return cgroup is not None and (cgroup.usage()[3] or 0) > 0
+
+    def usage(self) -> Usage:
+        """What the box has used, from its cgroup's counters: now, or as it was when the box was reaped.
+
+        Fields are ``None`` where nothing was counted: all of them for a box without cgroup limits.
+        """
+        cgroup = getattr(self, "_cgroup", None)
+        if cgroup is None:
+            return NOTHING_MEASURED
+        memory_peak, cpu_time, processes, _ = cgroup.usage()
+        return Usage(memory_peak, cpu_time, processes)
+
+    def _finish_cgroup(self) -> None:
+        # Once reaped: kill what is left in the cgroup (a box without pid=True may leave orphans), keep the
+        # final figures, remove it.
+        cgroup = getattr(self, "_cgroup", None)
+        if cgroup is not None and self.returncode is not None:
+            cgroup.finish()
+
+    def _handle_exitstatus(self, sts: int, *args: Any) -> None:  # subprocess's hook of every reaping path
+        super()._handle_exitstatus(sts, *args)  # type: ignore[misc]
+        self._finish_cgroup()
 
     # -- Waiting --------------------------------------------------------------------------------
 
@@ -285,7 +368,9 @@ class Popen(subprocess.Popen[Any]):
     def poll(self) -> int | None:
         """As :meth:`subprocess.Popen.poll`; also reaps the box's exited ``exec_popen`` processes."""
         self._reap_exec_children()
-        return super().poll()
+        code = super().poll()
+        self._finish_cgroup()  # also when someone else reaped it (subprocess then sets returncode alone)
+        return code
 
     def wait(self, timeout: float | None = None) -> int:
         """As :meth:`subprocess.Popen.wait`.
@@ -295,7 +380,9 @@ class Popen(subprocess.Popen[Any]):
         there are such processes, they are reaped as they die instead of blocking on PID 1 alone.
         """
         if not self._exec_children or self.returncode is not None:
-            return super().wait(timeout)
+            status = super().wait(timeout)
+            self._finish_cgroup()
+            return status
         deadline = None if timeout is None else _time.monotonic() + timeout
         delay = 0.0005
         while True:
@@ -303,7 +390,9 @@ class Popen(subprocess.Popen[Any]):
             if code is not None:
                 return code
             if not self._exec_children:
-                return super().wait(None if deadline is None else max(0.0, deadline - _time.monotonic()))
+                status = super().wait(None if deadline is None else max(0.0, deadline - _time.monotonic()))
+                self._finish_cgroup()
+                return status
             if timeout is not None and deadline is not None and _time.monotonic() >= deadline:
                 raise subprocess.TimeoutExpired(self.args, timeout)
             _time.sleep(delay)
@@ -349,6 +438,8 @@ class Popen(subprocess.Popen[Any]):
                 rows = {k: (box.get(k), host.get(k)) for k in sorted(set(box) | set(host))}
                 parts.append(_inspect.namespaces_html(rows))
                 parts.append(self.processes()._repr_html_())
+                if self.egress is not None:
+                    parts.append(self.egress._repr_html_())
             except OSError as exc:
                 parts.append(f"<p>{html.escape(str(exc))}</p>")
         return "".join(parts)
@@ -434,6 +525,8 @@ class Popen(subprocess.Popen[Any]):
             gid=gid,
             uid=uid,
             popen=self,
+            join_cgroup=None if self._prepared.target is None else _exec_cgroup.get(),
+            egress=None if self._prepared.egress is None else self._prepared.egress.box_engine,
         )
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]
 

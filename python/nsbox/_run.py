@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12
 
 from nsbox import _nsbox
+from nsbox._limits import CompletedBox
 from nsbox._options import Args, RunOptions
 from nsbox._popen import Popen
 
@@ -23,6 +24,9 @@ def run(
     **kwargs: Unpack[RunOptions],
 ) -> subprocess.CompletedProcess[Any]:
     """Run ``args`` in new namespaces, wait for it, and return a :class:`subprocess.CompletedProcess`.
+
+    With cgroup limits (``memory_limit``, ``pids_limit``, ``cpu_limit``) it is an :class:`nsbox.CompletedBox`,
+    a subclass that also has ``oom_killed`` and ``usage`` (an :class:`nsbox.Usage`).
 
     Takes every argument of :func:`subprocess.run` and the namespace options of :class:`nsbox.Popen`,
     with the same meaning and the same exceptions (``TimeoutExpired``, ``CalledProcessError``).
@@ -62,4 +66,7 @@ def run(
         raise
     if check and retcode:
         raise subprocess.CalledProcessError(retcode, process.args, output=stdout, stderr=stderr)
+    if process._cgroup is not None:
+        usage, oom_killed = process.usage(), process.oom_killed
+        return CompletedBox(process.args, retcode, stdout, stderr, oom_killed=oom_killed, usage=usage)
     return subprocess.CompletedProcess(process.args, retcode, stdout, stderr)

@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 import pytest
 from _pytest.unittest import TestCaseFunction
 
-from nsbox._call import RemoteTraceback, call
+from nsbox._call import TRUSTED, RemoteTraceback, call
 from nsbox._options import Args
 from nsbox._popen import Popen
 
@@ -161,7 +161,11 @@ def _call_in_box(
     function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
 ) -> Any:
     # The frame a failure report shows last, under the traceback from the box (its ``__cause__``).
-    return call(function, args, kwargs, **options)
+    token = TRUSTED.set(True)  # the suite's own test: it keeps pytest's fds and returns pytest's outcomes
+    try:
+        return call(function, args, kwargs, **options)
+    finally:
+        TRUSTED.reset(token)
 
 
 # -- In the box ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 //! [`Setup`] rather than the whole [`Plan`]: `nsbox.call` runs the same steps in a forked copy of the
 //! interpreter (see [`crate::fork`]).
 
+mod cgroup;
 mod confine;
 mod mounts;
 mod net;
@@ -26,6 +27,7 @@ use crate::errors::Step;
 use crate::net::Eth0;
 use crate::spec::Spec;
 
+pub(crate) use cgroup::enter_cgroup;
 pub(crate) use confine::{drop_bounding_set, keep_capabilities, set_no_new_privs, set_rlimits};
 pub(crate) use seccomp::install_seccomp;
 pub(crate) use steps::{
@@ -112,6 +114,8 @@ pub struct Plan<'a> {
     pub extra_groups: Option<&'a [libc::gid_t]>,
     pub gid: Option<libc::gid_t>,
     pub uid: Option<libc::uid_t>,
+    /// The box's `cgroup.procs` files (one per hierarchy), entered first and closed ([`enter_cgroup`]).
+    pub cgroup_procs: &'a [c_int],
 }
 
 /// The rest of the child's life once its namespaces are set up: files, root, proc, directory, session,
@@ -172,6 +176,8 @@ pub extern "C" fn entry(arg: *mut c_void) -> c_int {
     // Our own copy of the parent's read end (the fd table is a copy, not shared).
     sys::close(s.err_read_fd);
     set_parent_death_signal(s);
+    // First, so that every process of the box (a second clone, the helper) starts in its cgroup.
+    enter_cgroup(s, plan.cgroup_procs);
     if plan.drop_groups {
         drop_supplementary_groups(s);
     }

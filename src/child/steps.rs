@@ -91,6 +91,11 @@ pub fn configure_namespaces(s: &Setup<'_>) {
     if let Some(user) = &cfg.user {
         become_root_inside(s, user.setgroups == Setgroups::Allow);
     }
+    if cfg.cgroup_namespace_after_entry() {
+        // Now that we are in the box's cgroup (the first step), it becomes the namespace's root.
+        // SAFETY: unshare(2) takes flags only.
+        check(s, Step::CgroupNamespace, unsafe { libc::unshare(libc::CLONE_NEWCGROUP) });
+    }
     if cfg.has(Namespace::Time) {
         // SAFETY: unshare(2) takes flags only.
         check(s, Step::TimeNamespace, unsafe { libc::unshare(libc::CLONE_NEWTIME) });

@@ -71,6 +71,8 @@ pub struct Fork<'a> {
     /// Drop the caller's supplementary groups before making or joining a user namespace.
     drop_groups: bool,
     rseq: Option<Rseq>,
+    /// The box's `cgroup.procs` files (see [`crate::cgroup`]), entered first.
+    cgroup_procs: Vec<RawFd>,
 }
 
 impl<'a> Fork<'a> {
@@ -93,7 +95,15 @@ impl<'a> Fork<'a> {
             link,
             drop_groups,
             rseq: config.has(Namespace::Pid).then(Rseq::of_this_thread).flatten(),
+            cgroup_procs: Vec::new(),
         })
+    }
+
+    /// The child enters the cgroup of these `cgroup.procs` files (which must stay open until the fork)
+    /// first thing.
+    #[must_use]
+    pub fn into_cgroup(self, procs: Vec<RawFd>) -> Fork<'a> {
+        Fork { cgroup_procs: procs, ..self }
     }
 
     /// Forks. The parent gets [`Forked::Parent`] at once. The child makes and enters the namespaces and
@@ -140,6 +150,7 @@ impl<'a> Fork<'a> {
             // The caller died before the death signal was set: nobody is waiting for us.
             child::sys::exit(127);
         }
+        child::enter_cgroup(&s, &self.cgroup_procs);
         if self.drop_groups {
             child::drop_supplementary_groups(&s);
         }

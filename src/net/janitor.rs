@@ -38,7 +38,7 @@ pub(crate) fn start_janitor(delete: &[u8]) -> Result<(pid_t, OwnedFd), Error> {
         pass_fds: vec![theirs.as_raw_fd(), helper],
         ..Command::default()
     };
-    let pid = crate::spawn::threads::run(move || crate::spawn::spawn(&Spec::default(), &command, None, None))
+    let pid = crate::spawn::threads::run(move || crate::spawn::spawn(&Spec::default(), &command, None, None, None))
         .and_then(|r| r)?;
     drop(theirs);
     let mut armed = [0u8; 1];

@@ -21,6 +21,7 @@
 //! no box (the netlink socket is the original's too: their answers would mix).
 
 mod claim;
+pub(crate) mod egress;
 mod janitor;
 mod netlink;
 mod network;

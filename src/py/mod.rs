@@ -1,6 +1,8 @@
 //! The pyo3 module `nsbox._nsbox`: the core's types with plain arguments. The friendly API (`run`,
 //! `Popen`, argument checking and docs) is Python, in `python/nsbox/`.
 
+mod cgroup;
+mod egress;
 mod inspect;
 mod network;
 mod spawn;
@@ -97,6 +99,8 @@ impl PySpec {
 fn _nsbox(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySpec>()?;
     m.add_class::<network::PyNetwork>()?;
+    m.add_class::<cgroup::PyCgroup>()?;
+    m.add_class::<egress::PyEgress>()?;
     m.add_function(wrap_pyfunction!(network::ipv4_routes, m)?)?;
     m.add_function(wrap_pyfunction!(spawn::spawn, m)?)?;
     m.add_function(wrap_pyfunction!(spawn::kill_and_reap, m)?)?;

@@ -9,6 +9,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+use super::cgroup::PyCgroup;
+use super::egress::PyEgress;
 use super::network::{ipv4, PyNetwork};
 use super::{cstrings, to_pyerr, PySpec};
 use crate::enter::{Join, Target};
@@ -67,7 +69,7 @@ impl PyTarget {
 #[pyfunction]
 #[pyo3(signature = (config, exec_paths, argv, env, cwd, stdio, pass_fds, new_session, process_group,
     program=None, cwd_for_errors=None, target=None, link=None,
-    umask=None, extra_groups=None, gid=None, uid=None, popen=None))]
+    umask=None, extra_groups=None, gid=None, uid=None, popen=None, join_cgroup=None, egress=None))]
 #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
 pub(crate) fn spawn(
     py: Python<'_>,
@@ -89,6 +91,8 @@ pub(crate) fn spawn(
     gid: Option<u32>,
     uid: Option<u32>,
     popen: Option<Bound<'_, PyAny>>,
+    join_cgroup: Option<Bound<'_, PyCgroup>>,
+    egress: Option<Bound<'_, PyEgress>>,
 ) -> PyResult<i32> {
     let command = Command {
         exec_paths: cstrings("executable", exec_paths)?,
@@ -103,26 +107,53 @@ pub(crate) fn spawn(
         extra_groups,
         gid,
         uid,
+        cgroup_procs: Vec::new(),
+        cgroup_into: None,
     };
     let config = Arc::clone(&config.inner);
+    if config.limits.is_some() && popen.is_none() {
+        return Err(PyValueError::new_err("a box with cgroup limits needs popen= to keep its cgroup"));
+    }
+    // An exec into a box with limits enters the box's cgroup (its files stay open until the spawn is done).
+    let joined_cgroup = join_cgroup.map(|c| c.get().open_procs()).transpose().map_err(|e| to_pyerr(e, None, None))?;
     let target = target.map(PyTarget::into_target).transpose()?;
     let network = link.as_ref().map(PyLink::parts).transpose()?;
+    let egress = egress.map(|e| Arc::clone(&e.get().inner));
     // The spawn itself runs on a spawner thread (see spawn::threads); this thread waits without the GIL.
     let job = move || {
-        let Some((network, veth, address)) = network else {
+        // The box's cgroup, if it has limits: on a failed spawn it is removed as it is dropped.
+        let cgroup = config.limits.as_ref().map(crate::cgroup::create).transpose()?;
+        let mut command = command;
+        if let Some((_, entry)) = &cgroup {
+            (command.cgroup_procs, command.cgroup_into) = entry.split();
+        } else if let Some(procs) = &joined_cgroup {
+            command.cgroup_procs = procs.iter().map(AsRawFd::as_raw_fd).collect();
+        }
+        let pid = if let Some(egress) = egress.as_deref().filter(|e| e.is_leashed()) {
+            // allow=: the box joins the leash's namespaces, where the engine already runs.
+            let (config, join) = egress.leashed_box(&config)?;
+            crate::spawn::spawn(&config, &command, Some(&join), None, None)?
+        } else if let Some((network, veth, address)) = network {
+            let (config, link) = network.link(&config, veth, address)?;
+            crate::spawn::spawn(&config, &command, None, Some(&link), egress.as_deref())?
+        } else {
             let join = target.as_ref().map(Join::open).transpose()?;
-            return crate::spawn::spawn(&config, &command, join.as_ref(), None);
+            crate::spawn::spawn(&config, &command, join.as_ref(), None, egress.as_deref())?
         };
-        let (config, link) = network.link(&config, veth, address)?;
-        crate::spawn::spawn(&config, &command, None, Some(&link))
+        Ok((pid, cgroup.map(|(cgroup, _entry)| cgroup)))
     };
-    let pid = py
+    let (pid, cgroup) = py
         .detach(move || threads::run(job).and_then(|r| r))
         .map_err(|e| to_pyerr(e, program.as_ref(), cwd_for_errors.as_ref()))?;
     if let Some(popen) = popen {
-        let recorded = popen.setattr("pid", pid).and_then(|()| popen.setattr("_child_created", true));
+        let cgroup = cgroup.map(PyCgroup::new);
+        let recorded = popen
+            .setattr("_cgroup", cgroup)
+            .and_then(|()| popen.setattr("pid", pid))
+            .and_then(|()| popen.setattr("_child_created", true));
         if let Err(err) = recorded {
             crate::sys::kill_and_reap(pid);
+            super::cgroup::finish_of(py, &popen);
             return Err(err);
         }
     }
@@ -132,8 +163,15 @@ pub(crate) fn spawn(
 /// Kills and reaps a `Popen`'s process, if it started and has not been reaped, and sets its
 /// `returncode` (as `subprocess` would: `-9`; 0 when someone else reaped it). One call, which Python
 /// signal handlers cannot interrupt: the cleanup path of an interrupted spawn or wait.
+/// Then its cgroup, if it has one, is emptied and removed.
 #[pyfunction]
 pub(crate) fn kill_and_reap(py: Python<'_>, popen: &Bound<'_, PyAny>) -> PyResult<()> {
+    let outcome = kill_and_reap_process(py, popen);
+    super::cgroup::finish_of(py, popen);
+    outcome
+}
+
+fn kill_and_reap_process(py: Python<'_>, popen: &Bound<'_, PyAny>) -> PyResult<()> {
     // A Popen interrupted early in __init__ may lack these attributes: then nothing was started.
     let started = popen.getattr("_child_created").and_then(|c| c.is_truthy()).unwrap_or(false);
     let reaped = popen.getattr("returncode").is_ok_and(|r| !r.is_none());
@@ -199,7 +237,10 @@ pub(crate) fn fork(
         }
         None => (Arc::clone(&config.inner), None),
     };
-    let fork = Fork::new(&config, link).map_err(|e| to_pyerr(e, None, None))?;
+    // The box's cgroup, if it has limits: on a failure it is removed as it is dropped.
+    let cgroup = config.limits.as_ref().map(crate::cgroup::create).transpose().map_err(|e| to_pyerr(e, None, None))?;
+    let procs = cgroup.as_ref().map(|(_, entry)| entry.fds()).unwrap_or_default();
+    let fork = Fork::new(&config, link).map_err(|e| to_pyerr(e, None, None))?.into_cgroup(procs);
     // CPython's fork protocol, as os.fork() follows it; we hold the GIL, as the hooks require.
     // SAFETY: called with the GIL held, before a fork.
     unsafe { pyo3::ffi::PyOS_BeforeFork() };
@@ -219,7 +260,8 @@ pub(crate) fn fork(
             // A list rather than a return value: the caller learns the PID even if an interrupt that came
             // meanwhile is raised as we return, and can kill and reap the box.
             let pidfd = box_.pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
-            if let Err(err) = started.append((box_.pid, pidfd)) {
+            let cgroup = cgroup.map(|(cgroup, _entry)| PyCgroup::new(cgroup));
+            if let Err(err) = started.append((box_.pid, pidfd, cgroup)) {
                 crate::sys::kill_and_reap(box_.pid);
                 return Err(err);
             }
@@ -227,6 +269,8 @@ pub(crate) fn fork(
             Ok(())
         }
         Forked::Child => {
+            // The parent's to remove, not ours: dropping it here would kill this very process.
+            std::mem::forget(cgroup);
             // `child` ends with os._exit(); an exception escaping it (an interrupt before its first line)
             // is shown, and the process still ends here: never in the caller's code, never through the
             // interpreter's exit (atexit, flushing the caller's buffers).

@@ -20,6 +20,10 @@ fn hint(config: &Spec, step: Step, errno: i32, at: u16) -> Option<Hint> {
         (Step::Clone, libc::EINVAL) => Some(Hint::UnsupportedCombination),
         (Step::UidMap | Step::GidMap | Step::Setgroups, libc::EPERM) => Some(Hint::MapsNeedPrivilege),
         (Step::MountProc, libc::EPERM) if !config.has(Namespace::Pid) => Some(Hint::ProcNeedsPidNamespace),
+        (Step::Cgroup, libc::EACCES | libc::EPERM) => Some(Hint::CgroupNeedsDelegation),
+        (Step::Clone | Step::Init, libc::EAGAIN) if config.limits.is_some_and(|l| l.pids.is_some()) => {
+            Some(Hint::PidsLimitReached)
+        }
         _ => None,
     }
 }

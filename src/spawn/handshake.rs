@@ -11,6 +11,7 @@ use super::pipe::{outcome_of, read_record, send_end_of_records, Channels, Read};
 use super::stack::ChildStack;
 use crate::child::{self, Plan};
 use crate::errors::{Error, Step};
+use crate::net::egress::Egress;
 use crate::net::Link;
 use crate::protocol::Message;
 use crate::spec::{Setgroups, Spec};
@@ -34,14 +35,18 @@ pub(crate) fn write_maps_for(pid: pid_t, config: &Spec) -> Result<(), Error> {
 /// Clones the child on this thread's child stack and, when the parent must write the id maps or make
 /// the network, runs the handshake on a scoped thread meanwhile (this thread sleeps in `CLONE_VFORK`
 /// until the child has exec'd or exited). `pids` are where the kernel stores the first and second
-/// child's PIDs (`CLONE_PARENT_SETTID`). Returns the child's PID and the handshake's outcome.
-pub(crate) fn clone_child(
-    plan: &mut Plan<'_>,
+/// child's PIDs (`CLONE_PARENT_SETTID`). With `into_cgroup`, `(cgroup v2 directory, cgroup.procs files)`, the
+/// child starts in that cgroup (`clone3` with `CLONE_INTO_CGROUP`), or, where the kernel cannot, writes itself
+/// into those files instead of the plan's. Returns the child's PID and the handshake's outcome.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+pub(crate) fn clone_child<'p>(
+    plan: &mut Plan<'p>,
     channels: &Channels,
     namespaces: c_int,
     config: &Spec,
-    link: Option<&Link>,
+    (link, egress): (Option<&Link>, Option<&Egress>),
     pids: (&AtomicI32, &AtomicI32),
+    into_cgroup: Option<(c_int, &'p [c_int])>,
 ) -> Result<(pid_t, Result<(), Error>), Error> {
     let (child_pid, inner_pid) = pids;
     let mut flags = namespaces | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
@@ -58,7 +63,7 @@ pub(crate) fn clone_child(
             Some(go_w) => Some(
                 std::thread::Builder::new()
                     .name("nsbox-handshake".into())
-                    .spawn_scoped(scope, move || prepare_when_ready(config, link, waiting, err_r, go_w))
+                    .spawn_scoped(scope, move || prepare_when_ready(config, (link, egress), waiting, err_r, go_w))
                     .map_err(|e| {
                         Error::os(Step::Clone, e.raw_os_error().unwrap_or(libc::EAGAIN))
                             .with_what("start a thread for the child's id maps or network")
@@ -67,6 +72,20 @@ pub(crate) fn clone_child(
         };
         let pid = ChildStack::with(|stack, inner_stack| {
             plan.inner_stack = inner_stack;
+            #[cfg(target_arch = "x86_64")]
+            if let Some((dir, entered_by_writing)) = into_cgroup {
+                let arg = std::ptr::from_ref(&*plan).cast_mut().cast();
+                let size = stack as usize - inner_stack as usize;
+                // SAFETY: as below; the child's stack is the upper half, [inner_stack, stack).
+                let pid = unsafe {
+                    child::sys::clone_into_cgroup(child::entry, inner_stack, size, flags, arg, child_pid.as_ptr(), dir)
+                };
+                if pid >= 0 {
+                    return pid;
+                }
+                // No clone3 or no CLONE_INTO_CGROUP here (or a refusal the write will name): the child writes.
+                plan.cgroup_procs = entered_by_writing;
+            }
             let arg = std::ptr::from_ref(&*plan).cast_mut().cast();
             // SAFETY: the child runs `child::entry` on its own stack and only reads `plan`, which lives
             // until the child has exec'd or exited: CLONE_VFORK returns only then.
@@ -89,7 +108,7 @@ pub(crate) fn clone_child(
 /// `CLONE_VFORK`: wait for "ready", write the maps, connect the network, let the child go on.
 pub(crate) fn prepare_when_ready(
     config: &Spec,
-    link: Option<&Link>,
+    (link, egress): (Option<&Link>, Option<&Egress>),
     child: &AtomicI32,
     err_r: RawFd,
     go_w: RawFd,
@@ -110,7 +129,8 @@ pub(crate) fn prepare_when_ready(
         if config.parent_writes_maps() {
             write_maps_for(pid, config)?;
         }
-        link.map_or(Ok(()), |l| l.network.attach(&l.veth, pid))
+        link.map_or(Ok(()), |l| l.network.attach(&l.veth, pid))?;
+        egress.map_or(Ok(()), |e| e.attach(pid))
     });
     // 1: go on; 0: the maps failed, leave (the child is reaped later).
     let go = [u8::from(written.is_ok())];

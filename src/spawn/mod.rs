@@ -37,6 +37,7 @@ use crate::child::Plan;
 use crate::enter::Join;
 use crate::errors::{Error, Hint, OsFailure, Step};
 use crate::namespace::{Namespace, Namespaces};
+use crate::net::egress::Egress;
 use crate::net::Link;
 use crate::spec::Spec;
 pub(crate) use crate::sys::{kill_and_reap, last_errno, reap};
@@ -67,6 +68,11 @@ pub struct Command {
     pub extra_groups: Option<Vec<libc::gid_t>>,
     pub gid: Option<libc::gid_t>,
     pub uid: Option<libc::uid_t>,
+    /// The box's `cgroup.procs` files, open (see [`crate::cgroup`]): the child enters them first.
+    pub cgroup_procs: Vec<RawFd>,
+    /// The box's cgroup v2 directory and its `cgroup.procs`: the clone starts the child there where it can,
+    /// else the child enters that `cgroup.procs` too.
+    pub cgroup_into: Option<(RawFd, RawFd)>,
 }
 
 impl Default for Command {
@@ -84,6 +90,8 @@ impl Default for Command {
             extra_groups: None,
             gid: None,
             uid: None,
+            cgroup_procs: Vec::new(),
+            cgroup_into: None,
         }
     }
 }
@@ -193,7 +201,15 @@ impl Route {
 ///
 /// The child's parent-death signal is tied to the calling thread: call this from a spawner thread (see
 /// [`crate::spawner`]), which then stays until the box has exited.
-pub fn spawn(config: &Spec, command: &Command, join: Option<&Join>, link: Option<&Link>) -> Result<pid_t, Error> {
+///
+/// With `egress`, the box waits likewise while its engine starts on its network namespace ([`Egress`]).
+pub fn spawn(
+    config: &Spec,
+    command: &Command,
+    join: Option<&Join>,
+    link: Option<&Link>,
+    egress: Option<&Egress>,
+) -> Result<pid_t, Error> {
     command.validate()?;
     let argv = c_array(&command.argv);
     let envp = command.env.as_deref().map(c_array);
@@ -217,7 +233,7 @@ pub fn spawn(config: &Spec, command: &Command, join: Option<&Join>, link: Option
     } else {
         None
     };
-    let channels = Channels::new(config, link.is_some(), helper_mode == Some("exec"))?;
+    let channels = Channels::new(config, link.is_some() || egress.is_some(), helper_mode == Some("exec"))?;
     let err_w = channels.err_w.as_raw_fd();
     let helper = helper_mode.map(|_| crate::helper::fd()).transpose()?;
     let helper_fd = helper.as_ref().map_or(-1, AsRawFd::as_raw_fd);
@@ -239,6 +255,11 @@ pub fn spawn(config: &Spec, command: &Command, join: Option<&Join>, link: Option
     let go_fds = channels.go.as_ref().map_or([-1, -1], |(r, w)| [r.as_raw_fd(), w.as_raw_fd()]);
     let dir_fds = join.map_or([-1, -1], |j| [fd_of(j.root.as_ref()), fd_of(j.cwd.as_ref())]);
     let keep_fds = fds_at_or_above_3(&[&pass_fds, &stdio, &[err_w, helper_fd, time_fd], &go_fds, &dir_fds]);
+    // The cgroup files the child writes itself into: all of them, or, when the clone can start it in the v2
+    // cgroup, the others (those all with the v2 one are the fallback).
+    let into = command.cgroup_into.filter(|_| crate::child::sys::CLONE_INTO_CGROUP);
+    let every_procs: Vec<c_int> =
+        command.cgroup_procs.iter().copied().chain(command.cgroup_into.map(|(_, p)| p)).collect();
 
     let mut plan = Plan {
         setup: channels.setup(config, link.map(|l| &l.eth0)),
@@ -267,10 +288,13 @@ pub fn spawn(config: &Spec, command: &Command, join: Option<&Join>, link: Option
         extra_groups: command.extra_groups.as_deref(),
         gid: command.gid,
         uid: command.uid,
+        cgroup_procs: if into.is_some() { &command.cgroup_procs } else { &every_procs },
     };
 
     let child_pid = AtomicI32::new(0);
-    let (pid, maps) = clone_child(&mut plan, &channels, route.clone_flags, config, link, (&child_pid, &inner_pid))?;
+    let pids = (&child_pid, &inner_pid);
+    let into = into.map(|(dir, _)| (dir, every_procs.as_slice()));
+    let (pid, maps) = clone_child(&mut plan, &channels, route.clone_flags, config, (link, egress), pids, into)?;
     let err_r = channels.err_r.as_raw_fd();
     // `plan` (plain data the child may still read) and the map texts stay alive until we return.
     drop(channels.err_w);

@@ -124,6 +124,11 @@ def _parser() -> Parser:
     )
     parser.add_help_and_version(opts)
 
+    limits = parser.add_argument_group("limits (a cgroup of the box's own: root, or delegated cgroup v2)")
+    parser.add(limits, "--memory", metavar="SIZE", help="at most SIZE of memory (bytes, 256M, 1.5G ...)")
+    parser.add(limits, "--pids", type=int, metavar="N", help="at most N processes (and threads) at once")
+    parser.add(limits, "--cpus", type=float, metavar="X", help="at most X CPUs' time (0.5: half of one)")
+
     fs = parser.add_argument_group(
         "the box's filesystem (bubblewrap's spelling; made in order; DST / makes the box's root)"
     )
@@ -334,6 +339,9 @@ def _box_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.wd is not None:
         options["cwd"] = args.wd
     _confinement(args, options)
+    for name, option in (("memory", "memory_limit"), ("pids", "pids_limit"), ("cpus", "cpu_limit")):
+        if getattr(args, name) is not None:
+            options[option] = getattr(args, name)
     return options
 
 

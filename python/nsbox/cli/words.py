@@ -39,6 +39,14 @@ HINTS = {
         "other maps need CAP_SETUID and CAP_SETGID"
     ),
     "proc_needs_pid_namespace": "a new proc can only be mounted for a PID namespace this box owns: add -p",
+    "cgroup_needs_delegation": (
+        "--memory, --pids and --cpus need root, or a cgroup v2 subtree delegated to you: "
+        "run nsbox under `systemd-run --user --scope -p Delegate=yes nsbox ...`"
+    ),
+    "cgroup_has_processes": (
+        "cgroup v2 gives controllers to child cgroups only while no process is in the parent: run nsbox in a "
+        "cgroup of its own, such as `systemd-run --user --scope -p Delegate=yes nsbox ...` makes"
+    ),
 }
 
 #: The core's options that the command line gives a value (``ValueError.option``), as the command line names
@@ -53,6 +61,9 @@ OPTIONS = {
     "boottime_offset": "--boottime: the offset",
     "capabilities": "--caps:",
     "rlimits": "--rlimit:",
+    "memory_limit": "--memory: the size",
+    "pids_limit": "--pids: the number",
+    "cpu_limit": "--cpus: the number",
 }
 
 
