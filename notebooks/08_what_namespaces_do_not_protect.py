@@ -223,9 +223,14 @@ out["opened"] = n
 """
 written = {"bare box": write_big(), 'rlimits={"fsize": 1 << 20}': write_big(rlimits={"fsize": 1 << 20})}
 opened = compare(OPEN, {"bare box": {}, 'rlimits={"nofile": 64}': {"rlimits": {"nofile": 64}}})
-rows = [(k, f"exit status {status}", f"{size >> 20} MiB on the host") for k, (status, size) in written.items()]
-rows += [(k, f"{o['opened']} files opened", outcome(o.get("errno", 0))) for k, o in opened.items()]
-display(table(["", "", ""], rows))
+rows = [
+    (k, "write 3 MiB", f"exit status {status}, {size >> 20} MiB on the host") for k, (status, size) in written.items()
+]
+for k, o in opened.items():
+    rows.append(
+        (k, "open files", f"{o['opened']} opened, then " + (outcome(o["errno"]) if "errno" in o else "stopped"))
+    )
+display(table(["", "attempt", "result"], rows))
 assert list(written.values()) == [("0", 3 << 20), (str(128 + 25), 1 << 20)]  # 25: SIGXFSZ
 assert opened["bare box"]["opened"] > 64 and opened['rlimits={"nofile": 64}'] == {"errno": errno.EMFILE, "opened": 61}
 
@@ -296,7 +301,7 @@ def fork_bomb(**options: Any) -> tuple[dict[str, Any], nsbox.Popen]:
     while in_pid_namespace(inode) and time.monotonic() < deadline:
         time.sleep(0.02)
     log.unlink()
-    errnos = sorted({errno.errorcode[int(e)] for e in refused})
+    errnos = ", ".join(sorted({errno.errorcode[int(e)] for e in refused})) or "none"
     left = in_pid_namespace(inode)
     return {"processes": running, "forks refused": errnos, "the host's fork": host, "left after the kill": left}, box
 
@@ -306,10 +311,10 @@ if ROOT:
     NPROC |= {"uid_map": [(0, 65534, 1)], "gid_map": [(0, 65534, 1)]}
 bombs = {"bare box": fork_bomb()[0], 'rlimits={"nproc": 16}': fork_bomb(**NPROC)[0]}
 display(table(["", *bombs["bare box"]], [(k, *b.values()) for k, b in bombs.items()]))
-assert bombs["bare box"] == {"processes": 40, "forks refused": [], "the host's fork": 0, "left after the kill": 0}
+assert bombs["bare box"] == {"processes": 40, "forks refused": "none", "the host's fork": 0, "left after the kill": 0}
 limited = bombs['rlimits={"nproc": 16}']
 assert 1 <= limited.pop("processes") <= 16
-assert limited == {"forks refused": ["EAGAIN"], "the host's fork": 0, "left after the kill": 0}
+assert limited == {"forks refused": "EAGAIN", "the host's fork": 0, "left after the kill": 0}
 
 # %% [markdown]
 # ## 4 · System calls: `seccomp="default"`
@@ -385,12 +390,60 @@ assert pushed['seccomp="default"'] == {
 }
 
 # %% [markdown]
-# ## 5 · `sandbox=True`: all of it at once
+# ## 5 · Memory and processes: cgroup limits
+#
+# A box shares the host's memory: one that takes it all makes the kernel's OOM killer pick a victim
+# anywhere on the host. With `memory_limit="64M"` the box gets a cgroup of its own, and the OOM killer
+# picks in the box; `box.oom_killed` says it did, `box.usage()` reads the cgroup's counters. The hog below
+# would take 512 MiB.
+#
+# The box's cgroup is made beneath the caller's own, which takes root, or a cgroup v2 subtree delegated to
+# the caller (as systemd gives each user on most distributions). This machine mounts the v1 controllers and
+# delegates nothing: without root, asking for a limit is a `PermissionError` that says what to do.
+
+# %%
+HOG = """
+chunks = [bytearray(b"x") * (16 << 20) for _ in range(32)]
+print("survived")
+"""
+try:
+    with nsbox.Popen([PY, "-c", HOG], **BARE, memory_limit="64M", stdout=subprocess.PIPE, text=True) as box:
+        said, _ = box.communicate(timeout=60)
+except PermissionError as e:
+    print(f"without root: {type(e).__name__}: {e}")
+    assert not ROOT
+else:
+    usage = box.usage()
+    print(f"exit status {box.returncode} · box.oom_killed: {box.oom_killed} · box.usage(): {usage}")
+    assert box.returncode == -9 and box.oom_killed and said == ""
+    assert usage.memory_peak is not None and usage.memory_peak <= 64 << 20
+
+# %% [markdown]
+# The fork bomb again, with its box's root left as it is — the host's root, in the root run, whom `nproc`
+# would not hold: `pids_limit=16` does. (Host root in a box could still raise the limit in the cgroup's files,
+# which it owns; a box whose root is not the host's, as in the sandbox, cannot.)
+
+# %%
+try:
+    bomb, box = fork_bomb(pids_limit=16)
+except PermissionError as e:
+    print(f"without root: {type(e).__name__}: {e}")
+    assert not ROOT
+else:
+    display(table(["", *bomb], [("pids_limit=16", *bomb.values())]))
+    print(f"box.usage(): {box.usage()}")
+    processes = bomb.pop("processes")
+    assert 1 <= processes <= 16 and box.usage().processes == processes
+    assert bomb == {"forks refused": "EAGAIN", "the host's fork": 0, "left after the kill": 0}
+
+# %% [markdown]
+# ## 6 · `sandbox=True`: all of it at once
 #
 # `sandbox=True` is one switch for code you do not trust: every namespace, a `/proc` of its own, loopback
-# only, the host's root read-only with a private `/tmp` and a minimal `/dev`, a new session, no capabilities,
-# `no_new_privs`, `seccomp="default"`, and modest limits (`nproc`, `nofile`, `core`); as root, the box's
-# root is the host's `nobody`. It works without root, and an option given explicitly replaces its part.
+# only, the host's root read-only with a private `/tmp`, an empty `/run` and a minimal `/dev`, a new session,
+# no capabilities, `no_new_privs`, `seccomp="default"`, and modest limits (`nproc`, `nofile`, `core`); as
+# root, the box's root is the host's `nobody`. It works without root. An option given explicitly replaces its
+# part (limits given add to its own).
 #
 # A process's `/proc/self/status` says what holds: its capability sets (inheritable, permitted, effective,
 # bounding, ambient; bit masks in hex), `NoNewPrivs`, and `Seccomp` (2: a filter). Here those of the notebook
@@ -446,13 +499,16 @@ assert held == {"write outside /tmp": errno.EROFS, "mount a tmpfs": errno.EPERM,
 # ## What `sandbox=True` does not do
 #
 # - **Bound the memory, CPU time and processes of the box as a whole**: its limits are rlimits, per process
-#   (`nproc`: per user). Cgroup limits (`memory_limit=`, `pids_limit=`, `cpu_limit=`) are options
+#   (`nproc`: per user). Cgroup limits (section 5: `memory_limit=`, `pids_limit=`, `cpu_limit=`) are options
 #   of their own, and take root or a delegated cgroup.
-# - **Filter a network**: a sandbox has loopback only; a box given a network (`network=`, or `net=False`)
-#   reaches whatever its routes reach — nsbox has no egress control yet.
-# - **Hide files by path**: the sandbox reads every file the host's `nobody` (without root: the caller) may
-#   read. Landlock would narrow that, but it is not compiled into this machine's kernel, so nsbox does not
-#   use it (an untested path would not be shipped).
+# - **Hide the host's files**: its root is the host's, read-only, not hidden (only `/run` and
+#   `$XDG_RUNTIME_DIR` are, for their UNIX sockets): it reads every file the host's `nobody` (without root:
+#   the caller) may read. Landlock would narrow that by path, but it is not compiled into this machine's
+#   kernel, so nsbox does not use it (an untested path would not be shipped). Where it matters, give the box a
+#   root of its own (`root=nsbox.Tmpfs()` with what the code needs bound in, or an image).
+# - **Filter a network it is given**: a sandbox has loopback only. `net=False` shares the host's network,
+#   unfiltered; `egress=True` reaches out through a NAT of the box's own, and `allow=` keeps it to the
+#   destinations listed (the README's Egress section).
 # - **Remove the kernel's bugs**: the box still calls into the host's kernel; the filter narrows the calls.
 
 # %%
