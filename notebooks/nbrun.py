@@ -13,8 +13,8 @@ that the committed notebooks have exactly the cells of their sources and that th
 :func:`execute`.
 
 Notebook 5 is about running without root, so it runs in a kernel started with
-``setpriv --reuid=65534 --regid=65534 --clear-groups``; notebook 7 runs both ways (the test suite runs it as
-root and as that user; the committed outputs are root's). That user cannot read ``/root`` (where pyenv and the
+``setpriv --reuid=65534 --regid=65534 --clear-groups``; notebooks 7 and 8 run both ways (the test suite runs
+them as root and as that user; the committed outputs are root's). That user cannot read ``/root`` (where pyenv and the
 checkout may live), so :func:`unprivileged_kernel` copies nsbox, ipykernel and matplotlib with everything they
 need, and the notebooks' helper modules (``nettopo.py`` ...), into a world-readable directory and starts the
 system's Python (same major.minor version as this one, so compiled modules load) on it.
@@ -58,6 +58,7 @@ NOTEBOOKS = {
     "05_rootless.ipynb": "unprivileged",
     "06_networking.ipynb": "root",
     "07_container_from_scratch.ipynb": "both",
+    "08_what_namespaces_do_not_protect.ipynb": "both",
 }
 
 #: The unprivileged user (``nobody`` on Debian) and the interpreter it runs.

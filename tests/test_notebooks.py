@@ -5,8 +5,8 @@ Each notebook's cells live in ``notebooks/NN_name.py`` (jupytext's percent forma
 
 Each notebook runs top to bottom in a fresh kernel; its cells ``assert`` what they show, so a notebook
 that runs but shows the wrong thing fails here. Notebooks 1-4 and 6 are written for root; notebook 5 runs as
-an unprivileged user (uid 65534 when the suite runs as root, the current user otherwise); notebook 7 runs both
-ways (``"both"`` in ``nbrun.NOTEBOOKS``: as root, and as uid 65534, when the suite runs as root).
+an unprivileged user (uid 65534 when the suite runs as root, the current user otherwise); notebooks 7 and 8 run
+both ways (``"both"`` in ``nbrun.NOTEBOOKS``: as root, and as uid 65534, when the suite runs as root).
 
 Each run has a temporary directory of its own (``TMPDIR``), where the notebook makes its directories and must
 remove them. Notebooks 4 and 6 compare a table of the whole host before and after (the mounts, the network
@@ -52,6 +52,7 @@ TEMP_PREFIXES = (
     "nsbox-user-",
     "nsbox-nb5-",
     "nsbox-nb7-",
+    "nsbox-nb8-",
 )
 #: How long a notebook may take, kernel start included.
 BUDGET = 60.0
@@ -187,7 +188,7 @@ def test_the_notebook_runs_top_to_bottom_and_leaves_nothing_behind(
     name: str, unprivileged: bool, run_tmp: Path, tmp_path: Path
 ) -> None:
     if not unprivileged and not ROOT:
-        pytest.skip("this run is as root (notebooks 5 and 7 run unprivileged)")
+        pytest.skip("this run is as root (notebooks 5, 7 and 8 run unprivileged)")
     hostname = socket.gethostname()
     marker = f"NSBOX_NOTEBOOK_RUN={uuid.uuid4().hex}"
     # A reader's environment: without the COLUMNS and LINES that pytest-xdist gives its workers (ps -ef in a cell
