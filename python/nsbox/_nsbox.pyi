@@ -82,7 +82,8 @@ def spawn(
     ``Network`` is started inside its user namespace. ``umask``, ``extra_groups``, ``gid`` and ``uid`` are
     :mod:`subprocess`'s, applied inside the box after its namespaces are set up (-1/``None``: unchanged). With
     ``popen``, the PID is also stored on it (``pid``, ``_child_created = True``) before this returns, so that an
-    interrupt raised as it returns leaves a ``Popen`` that :func:`kill_and_reap` can clean up. The GIL is released
+    interrupt raised as it returns leaves a ``Popen`` that :func:`kill_and_reap` can clean up; then a pidfd of the
+    process (at 3 or above, CLOEXEC; ``None`` if it was reaped already) is stored as ``_pidfd``. The GIL is released
     while spawning. A ``config`` with cgroup limits needs ``popen``: the box's :class:`Cgroup` is stored on it
     (``_cgroup``; ``None`` without limits). With ``join_cgroup`` (an exec into a box with limits), the process
     enters that cgroup instead, first thing.

@@ -10,6 +10,7 @@ import time as _time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextvars import ContextVar
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -200,6 +201,7 @@ class Popen(subprocess.Popen[Any]):
             # First, and in one call that Python's signal handlers cannot interrupt: an interrupt raised
             # as the spawn returned (or later in __init__) must not leave a running box nobody knows of.
             _nsbox.kill_and_reap(self)
+            self.close_pidfd()
             if self._prepared.egress is not None:
                 self._prepared.egress.stop()
             if network is not None and self._nsbox_link is not None:
@@ -209,6 +211,46 @@ class Popen(subprocess.Popen[Any]):
                 if stream is not None:
                     stream.close()
             raise
+
+    @property
+    def pidfd(self) -> int:
+        """A pidfd of the box's first process (``pidfd_open(2)``), opened as it started, closed with this object.
+
+        It becomes readable when that process exits, so it serves ``select``/``poll``, event loops
+        (``loop.add_reader``) and ``os.waitid(os.P_PIDFD, ...)``; it names that process for good, so
+        ``signal.pidfd_send_signal`` through it can never reach a process that took over the PID.
+        Reaping through it yourself leaves :meth:`wait` to find the process gone (``returncode`` 0, as
+        :mod:`subprocess` says when someone else reaped it).
+
+        Raises:
+            ValueError: the ``Popen`` is closed (its ``with`` block ended, or :meth:`close_pidfd` was called),
+                or the process was reaped by someone else before it could be watched.
+        """
+        fd = self.__dict__.get("_pidfd")
+        if fd is None:
+            raise ValueError("no pidfd: the Popen is closed (or its process was reaped before it could be watched)")
+        return fd  # type: ignore[no-any-return]
+
+    def close_pidfd(self) -> None:
+        """Close :attr:`pidfd` (done by the ``with`` block and when this object is collected). Idempotent."""
+        fd = self.__dict__.pop("_pidfd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            super().__exit__(exc_type, exc, tb)
+        finally:
+            self.close_pidfd()
+
+    def __del__(self, *args: Any, **kwargs: Any) -> None:
+        # subprocess keeps a still running child for later reaping; that needs the PID, not the pidfd.
+        try:
+            super().__del__(*args, **kwargs)
+        finally:
+            self.close_pidfd()
 
     @property
     def egress(self) -> _egress.EgressInfo | None:

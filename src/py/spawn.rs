@@ -147,12 +147,20 @@ pub(crate) fn spawn(
         .map_err(|e| to_pyerr(e, program.as_ref(), cwd_for_errors.as_ref()))?;
     if let Some(popen) = popen {
         let cgroup = cgroup.map(PyCgroup::new);
+        // The pidfd is opened while the box is our unreaped child, so it cannot name another process; at 3 or
+        // above and CLOEXEC. `None` only if someone else reaped it already (it exited at once).
+        let pidfd = crate::sys::pidfd_open(pid).ok().map(IntoRawFd::into_raw_fd);
         let recorded = popen
             .setattr("_cgroup", cgroup)
             .and_then(|()| popen.setattr("pid", pid))
-            .and_then(|()| popen.setattr("_child_created", true));
+            .and_then(|()| popen.setattr("_child_created", true))
+            .and_then(|()| popen.setattr("_pidfd", pidfd));
         if let Err(err) = recorded {
             crate::sys::kill_and_reap(pid);
+            if let Some(fd) = pidfd {
+                // SAFETY: ours: recording it was the last step, and it failed.
+                unsafe { libc::close(fd) };
+            }
             super::cgroup::finish_of(py, &popen);
             return Err(err);
         }
