@@ -489,6 +489,7 @@ finally:
     if box is not None:
         box.kill()
         box.wait()
+        box.close_pidfd()  # the box's own fd, closed with it: what is compared is what the failed exec left
 print(json.dumps({"outcome": outcome, "children": children(), "fds_same": sorted(fds()) == before}))
 """
 
