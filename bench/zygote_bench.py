@@ -14,7 +14,9 @@ time, with the spread of the round medians. Every case runs ``os.getpid`` in a f
 
 - ``zygote.call(os.getpid)`` on a ``nsbox.Zygote(pid=True)`` the caller started (warm: started before measuring);
 - ``nsbox.call(os.getpid, pid=True)``: a fork of the caller;
-- ``multiprocessing`` (``get_context("fork")``): a ``Process`` whose target sends the result on a ``Pipe``.
+- ``multiprocessing`` (``get_context("fork")``): a ``Process`` whose target sends the result on a ``Pipe``;
+- for reference, ``nsbox.call`` from inside a zygote's box (a fork of the zygote, as big as it is): what the
+  zygote pays per call to fork itself, of which the rest of ``zygote.call`` is the travel to and from it.
 
 The targets (issue 19): the zygote call from the 4 GiB caller at most 5 ms, and at most 1.5x the same call
 from the 20 MiB caller. Not a test: progress on stderr, a Markdown table on stdout.
@@ -80,9 +82,22 @@ def hold(mib: float) -> list[bytearray]:
     return hoard
 
 
+def fork_times(n: int) -> list[float]:
+    """``n`` times ``nsbox.call(os.getpid, pid=True)`` from where this runs (a zygote's box: a fork of the zygote)."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        nsbox.call(os.getpid, pid=True)
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+    return times
+
+
 def worker(mib: float) -> int:
     """A caller: holds ``mib`` MiB, then runs the cases the driver asks for, one JSON line each way."""
     hoard = hold(mib)
+    # This script runs as __main__, which the zygote does not have: its functions travel under the module's name.
+    from zygote_bench import fork_times
+
     with nsbox.Zygote(pid=True) as zygote:
         cases: dict[str, Callable[[], int]] = {
             "zygote": lambda: zygote.call(os.getpid),
@@ -92,6 +107,9 @@ def worker(mib: float) -> int:
         print(json.dumps({"rss_mib": rss_mib(), "objects": len(hoard)}), flush=True)
         for line in sys.stdin:
             request = json.loads(line)
+            if request["case"] == "inside":
+                print(json.dumps(zygote.call(fork_times, request["n"])), flush=True)
+                continue
             fn = cases[request["case"]]
             times = []
             for _ in range(request["n"]):
@@ -169,6 +187,9 @@ def main() -> int:
         f"`nsbox.call(os.getpid, pid=True)`, {big_label}": big.tool("call"),
         f"multiprocessing (fork), {big_label}": big.tool("multiprocessing"),
         f"`nsbox.call(os.getpid, pid=True)`, {small_label}": small.tool("call"),
+        "`nsbox.call(os.getpid, pid=True)` from inside a zygote's box (what forking the zygote costs)": small.tool(
+            "inside"
+        ),
     }
     try:
         measured = bench.side_by_side(rows, rounds, iterations)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -431,3 +432,17 @@ def test_rootless_zygote_boxes_are_pid_1_and_root_in_fresh_namespaces(rootless: 
     assert [t.split(":")[0] for t in out["fds"]] == ["pipe"]
     assert "a sandboxed function returns plain data only, not helpers.zygote_work.Point" in out["plain"]
     assert out["zygote_gone"] and out["children"] is False
+
+
+# -- The README --------------------------------------------------------------------------------------------------
+
+
+def test_the_readme_example_returns_what_its_comments_say() -> None:
+    readme = (TESTS.parent / "README.md").read_text()
+    [example] = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "nsbox.Zygote(" in b]
+    # Each `zygote.call(...)   # value: explanation` line becomes an assertion on that value.
+    claim = re.compile(r"^(\s+)(zygote\.call\(.*?\))\s+# (.+?)(?:[:;] .*)?$", flags=re.M)
+    checked = claim.sub(lambda m: f"{m[1]}assert repr({m[2]}) == {m[3]!r}, repr({m[2]})", example)
+    assert checked.count("assert repr(") == 3
+    r = subprocess.run([sys.executable, "-c", checked], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr

@@ -116,8 +116,8 @@ class Zygote:
 
     Raises:
         TypeError, ValueError: ``preload`` or an option is wrong (before anything is started).
-        ImportError: a module of ``preload`` cannot be imported in the zygote (its traceback there as the
-            ``__cause__``); so does any other exception raised there while it starts.
+        ImportError: a module of ``preload`` cannot be imported in the zygote, with its traceback there as the
+            ``__cause__`` (any other exception raised there as it starts is raised the same way).
         OSError: the zygote cannot be started.
     """
 
