@@ -67,6 +67,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, Self, TypeVar
@@ -455,8 +456,11 @@ def serve() -> NoReturn:
             handlers.append(handler)
         handlers = [h for h in handlers if h.is_alive()]
     os.write(stop_w, b"x")  # every handler cancels its call: its box is killed and reaped
+    # Each does so at once. One still reading a request or sending a reply has no box: it is not waited for long
+    # (its peer may be a copy of the caller's end, kept by a fork of the caller that outlives it).
+    deadline = time.monotonic() + _CLOSE_WAIT / 2
     for handler in handlers:
-        handler.join()  # each kills and reaps its box, at once
+        handler.join(max(0.0, deadline - time.monotonic()))
     os._exit(0)
 
 
