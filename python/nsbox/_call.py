@@ -404,7 +404,7 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 def _conclude(
-    message: bytes | None,
+    message: bytes | bytearray | None,
     returncode: int | None,
     worker: int,
     oom_killed: bool,

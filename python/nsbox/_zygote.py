@@ -389,7 +389,7 @@ def _send(sock: socket.socket, data: bytes) -> None:
     sock.sendall(data)
 
 
-def _recv(sock: socket.socket) -> bytes | None:
+def _recv(sock: socket.socket) -> bytearray | None:
     """One frame, or ``None`` at the end of the connection."""
     header = _recv_exactly(sock, _HEADER.size)
     if header is None:
@@ -397,7 +397,7 @@ def _recv(sock: socket.socket) -> bytes | None:
     return _recv_exactly(sock, _HEADER.unpack(header)[0])
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
+def _recv_exactly(sock: socket.socket, size: int) -> bytearray | None:
     data = bytearray(size)
     view = memoryview(data)
     while view:
@@ -405,7 +405,7 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
         if got == 0:
             return None
         view = view[got:]
-    return bytes(data)
+    return data  # not copied: pickle reads a bytearray as well
 
 
 # -- In the zygote -------------------------------------------------------------------------------------------
@@ -491,7 +491,7 @@ def _handle(fd: int, prepared: Any, stop: int) -> None:
             _send(connection, message or b"")
 
 
-def _unpickled_call(qualname: str | None, path: list[str], cwd: str | None, payload: bytes) -> Callable[[], Any]:
+def _unpickled_call(qualname: str | None, path: list[str], cwd: str | None, payload: bytearray) -> Callable[[], Any]:
     """The function the box runs: the caller's sys.path and directory, then the call it sent."""
 
     def run() -> Any:
