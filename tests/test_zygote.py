@@ -285,6 +285,8 @@ def test_an_interrupted_call_kills_its_box_and_the_zygote_serves_on(world_tmp: P
         assert len(boxes) == 1
         assert wait_until(lambda: proc_state(boxes[0]) is None)  # killed and reaped by the zygote
         assert zygote.call(os.getpid) == 1
+        # A terminal's Ctrl-C goes to its foreground process group: the caller's, not the zygote's own.
+        assert os.getpgid(zygote.pid) == zygote.pid != os.getpgid(0)
 
 
 KILLED_CALLER = """\
