@@ -186,7 +186,7 @@ def call_in_box(
                     read_end,
                     write_end,
                     os.getcwd() if prepared.keeps_cwd else None,
-                    close_fds,  # sandbox=True: the caller's other fds are closed first
+                    close_fds,  # sandbox=True, a zygote's box: the caller's other fds are closed first
                 ),
                 started,
                 link=None if network is None or link is None else (network._lan, *link),
