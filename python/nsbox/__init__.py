@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from nsbox._popen import Popen
     from nsbox._run import run
     from nsbox._seccomp import Seccomp
+    from nsbox._zygote import Zygote
 
 _SUBMODULES = {
     "_call": ("BoxCrashed", "RemoteTraceback", "call"),
@@ -41,6 +42,7 @@ _SUBMODULES = {
     "_popen": ("Popen",),
     "_run": ("run",),
     "_seccomp": ("Seccomp",),
+    "_zygote": ("Zygote",),
 }
 _SUBMODULE_OF = {name: submodule for submodule, names in _SUBMODULES.items() for name in names}
 
@@ -66,6 +68,7 @@ __all__ = [
     "Seccomp",
     "Tmpfs",
     "Usage",
+    "Zygote",
     "__version__",
     "call",
     "enter",

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from nsbox import _nsbox
-from nsbox._options import CALL_OPTIONS, NamespaceOptions, check_names, prepare
+from nsbox._options import CALL_OPTIONS, NamespaceOptions, Prepared, check_names, prepare
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.12
@@ -130,6 +130,38 @@ def call(
     check_names(options, CALL_OPTIONS, "call")
     prepared = prepare(options, user)
     untrusted = prepared.new_session and not TRUSTED.get()
+    name = _describe(fn)
+    outcome = call_in_box(fn, args, kwargs, prepared, timeout=timeout, close_fds=untrusted)
+    result: T = _conclude(*outcome, name, plain=untrusted)
+    return result
+
+
+#: What :func:`call_in_box` collects: the box's message (``None`` if it sent none), its exit status, its host PID,
+#: and whether the OOM killer of ``memory_limit`` struck; :func:`_conclude` makes the result or the error of it.
+Outcome = tuple[bytes | None, int | None, int, bool]
+
+
+class Cancelled(Exception):
+    """One of the ``cancel`` fds of :func:`call_in_box` became readable (or hung up): the box was killed."""
+
+
+def call_in_box(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    prepared: Prepared,
+    *,
+    timeout: float | None = None,
+    close_fds: bool = False,
+    cancel: Iterable[int] = (),
+) -> Outcome:
+    """Forks into the box of ``prepared``, runs ``fn`` there and collects its outcome, without unpickling it.
+
+    The part of :func:`call` that :class:`nsbox.Zygote`'s server shares: it hands the outcome to its caller,
+    which concludes it. ``close_fds``: the box keeps only fds 0-2. ``cancel``: fds whose readiness ends the
+    wait (``Cancelled``), the box killed and reaped.
+    """
+    __tracebackhide__ = True
     network = prepared.network
     link = None if network is None else network._reserve(prepared.ip)
     name = _describe(fn)
@@ -154,14 +186,14 @@ def call(
                     read_end,
                     write_end,
                     os.getcwd() if prepared.keeps_cwd else None,
-                    untrusted,  # sandbox=True: the caller's other fds are closed first
+                    close_fds,  # sandbox=True, a zygote's box: the caller's other fds are closed first
                 ),
                 started,
                 link=None if network is None or link is None else (network._lan, *link),
             )
         finally:
             os.close(write_end)
-        message = _read_message(started[0][1], read_end, deadline)
+        message = _read_message(started[0][1], read_end, deadline, tuple(cancel))
         returncode = _reap(started[0][1])
     except BaseException as exc:
         if started:
@@ -184,8 +216,7 @@ def call(
                 network._release(link[1], link[0])  # exited and reaped: its veth goes with its namespace
             else:
                 network._bind(link[1], None)
-    result: T = _conclude(message, returncode, started[0][0], name, oom_killed, plain=untrusted)
-    return result
+    return message, returncode, started[0][0], oom_killed
 
 
 def _describe(fn: Callable[..., Any]) -> str:
@@ -283,7 +314,7 @@ class _Timeout(Exception):
     """The deadline passed while waiting for the box."""
 
 
-def _read_message(pidfd: int, fd: int, deadline: float | None) -> bytes | None:
+def _read_message(pidfd: int, fd: int, deadline: float | None, cancel: tuple[int, ...] = ()) -> bytes | None:
     """The box's message, or ``None`` when it died without sending a whole one.
 
     Waits (without the GIL) on the pipe and on a pidfd, so that a box that died is noticed even when a
@@ -293,6 +324,8 @@ def _read_message(pidfd: int, fd: int, deadline: float | None) -> bytes | None:
     poller.register(fd, select.POLLIN)
     if pidfd >= 0:
         poller.register(pidfd, select.POLLIN)
+    for other in cancel:
+        poller.register(other, select.POLLIN)
     data = bytearray()
     while True:
         if len(data) >= _HEADER.size and len(data) >= _HEADER.size + _HEADER.unpack_from(data)[0]:
@@ -305,6 +338,8 @@ def _read_message(pidfd: int, fd: int, deadline: float | None) -> bytes | None:
             wait_ms = math.ceil(remaining * 1000)
         # Without a pidfd the box has exited already (and was reaped elsewhere): read what is there.
         ready = {ready_fd for ready_fd, _ in poller.poll(wait_ms)} if pidfd >= 0 else {pidfd}
+        if not ready.isdisjoint(cancel):
+            raise Cancelled
         if fd in ready:
             chunk = os.read(fd, 1 << 20)
             if not chunk:
@@ -369,7 +404,13 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 def _conclude(
-    message: bytes | None, returncode: int | None, worker: int, name: str, oom_killed: bool, *, plain: bool = False
+    message: bytes | bytearray | None,
+    returncode: int | None,
+    worker: int,
+    oom_killed: bool,
+    name: str,
+    *,
+    plain: bool = False,
 ) -> Any:
     __tracebackhide__ = True
     if message is None:
