@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from nsbox import _nsbox
-from nsbox._options import CALL_OPTIONS, NamespaceOptions, check_names, prepare
+from nsbox._options import CALL_OPTIONS, POOL, NamespaceOptions, check_names, prepare
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.12
@@ -158,6 +158,7 @@ def call(
                 ),
                 started,
                 link=None if network is None or link is None else (network._lan, *link),
+                pool=POOL.get(),
             )
         finally:
             os.close(write_end)
