@@ -170,16 +170,16 @@ impl Pool {
         if config.user != self.shape.user {
             let message = match (&config.user, &self.shape.user) {
                 (None, Some(_)) => {
-                    "the pool's boxes get a user namespace (the pool's options ask for one, or you \
-                                    are not root); this box asks for none (user=False)"
+                    "the pool's boxes get a user namespace (its options ask for one, or you are not root); this box \
+                     asks for none (user=False): give a Pool the options of its boxes (uid_map, gid_map, user)"
                 }
                 (Some(_), None) => {
-                    "the pool's boxes share the caller's user namespace (user=False, or root without \
-                                    id maps); this box asks for one: make the pool with the same options"
+                    "the pool's boxes share the caller's user namespace; this box asks for one (uid_map, gid_map \
+                     or user=True): give a Pool the options of its boxes"
                 }
                 _ => {
                     "the pool's user namespace maps ids as the pool's options say (uid_map, gid_map, setgroups); \
-                      this box asks for other maps: give them to the Pool, or use nsbox.run"
+                     this box asks for other maps: give them to the Pool, or use nsbox.run"
                 }
             };
             return Err(Error::rule("uid_map", message));
@@ -195,7 +195,8 @@ impl Pool {
             }
             set
         };
-        state.shared.wake.notify_one();
+        // The filler is woken by `refill`, once the spawn is done: a set made meanwhile would compete with the
+        // box for the CPUs and the kernel's network locks, and slow it down more than the set saves.
         let Some(set) = set else { return Ok(None) };
         // The set's kinds the box does not ask for are left out (and freed as the set goes).
         let namespaces =
@@ -203,6 +204,17 @@ impl Pool {
         let kinds: Namespaces = config.kinds.iter().filter(|&k| !joined.contains(k)).collect();
         let own = Spec { kinds, user: None, ..config.clone() };
         Ok(Some((own, Join { namespaces, time: None, root: None, cwd: None })))
+    }
+
+    /// Wakes the filler to replace the sets taken: call it once the spawn that took one is done.
+    pub fn refill(&self) {
+        let current = self.state.load(Ordering::Acquire);
+        // SAFETY: as in `state`.
+        if let Some(state) =
+            unsafe { current.as_ref() }.filter(|s| s.generation == crate::fork_id::process_generation())
+        {
+            state.shared.wake.notify_one();
+        }
     }
 
     /// Counters of this generation (a forked child's start from zero).

@@ -124,6 +124,7 @@ pub(crate) fn spawn(
     // A box with a target, a network or egress makes (or joins) its namespaces as without a pool.
     let pool =
         pool.filter(|_| target.is_none() && network.is_none() && egress.is_none()).map(|p| Arc::clone(&p.get().inner));
+    let refill = pool.clone();
     // The spawn itself runs on a spawner thread (see spawn::threads); this thread waits without the GIL.
     let job = move || {
         // The box's cgroup, if it has limits: on a failed spawn it is removed as it is dropped.
@@ -150,9 +151,11 @@ pub(crate) fn spawn(
         };
         Ok((pid, cgroup.map(|(cgroup, _entry)| cgroup)))
     };
-    let (pid, cgroup) = py
-        .detach(move || threads::run(job).and_then(|r| r))
-        .map_err(|e| to_pyerr(e, program.as_ref(), cwd_for_errors.as_ref()))?;
+    let spawned = py.detach(move || threads::run(job).and_then(|r| r));
+    if let Some(pool) = refill {
+        pool.refill();
+    }
+    let (pid, cgroup) = spawned.map_err(|e| to_pyerr(e, program.as_ref(), cwd_for_errors.as_ref()))?;
     if let Some(popen) = popen {
         let cgroup = cgroup.map(PyCgroup::new);
         // The pidfd is opened while the box is our unreaped child, so it cannot name another process; at 3 or
@@ -247,8 +250,9 @@ pub(crate) fn fork(
 ) -> PyResult<()> {
     let network = link.as_ref().map(PyLink::parts).transpose()?;
     // A set from the pool (not for a box on a network): joined first; the box makes the rest.
-    let taken = match pool.filter(|_| network.is_none()) {
-        Some(pool) => pool.get().inner.take(&config.inner).map_err(|e| to_pyerr(e, None, None))?,
+    let pool = pool.filter(|_| network.is_none()).map(|p| Arc::clone(&p.get().inner));
+    let taken = match &pool {
+        Some(pool) => pool.take(&config.inner).map_err(|e| to_pyerr(e, None, None))?,
         None => None,
     };
     let (own, set) = taken.map_or((None, None), |(own, set)| (Some(Arc::new(own)), Some(set)));
@@ -279,7 +283,11 @@ pub(crate) fn fork(
     }
     match forked.map_err(|e| to_pyerr(e, None, None))? {
         Forked::Parent(fork, first) => {
-            let box_ = py.detach(move || fork.finish(first)).map_err(|e| to_pyerr(e, None, None))?;
+            let finished = py.detach(move || fork.finish(first));
+            if let Some(pool) = &pool {
+                pool.refill();
+            }
+            let box_ = finished.map_err(|e| to_pyerr(e, None, None))?;
             // A list rather than a return value: the caller learns the PID even if an interrupt that came
             // meanwhile is raised as we return, and can kill and reap the box.
             let pidfd = box_.pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
