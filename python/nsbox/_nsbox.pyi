@@ -10,6 +10,7 @@ __all__ = [
     "Cgroup",
     "Egress",
     "Network",
+    "Pool",
     "Spec",
     "__version__",
     "fork",

@@ -75,7 +75,7 @@ class Pool:
         self.size = size
         self._core = _nsbox.Pool(prepared.spec, size)
 
-    def Popen(self, args: Args, **options: Unpack[RunOptions]) -> Popen:  # noqa: N802 (named as nsbox.Popen)
+    def Popen(self, args: Args, **options: Unpack[RunOptions]) -> Popen:
         """Start ``args`` as :class:`nsbox.Popen` does, in a set of this pool's namespaces when one is ready."""
         token = POOL.set(self._core)
         try:

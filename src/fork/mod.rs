@@ -115,7 +115,7 @@ impl<'a> Fork<'a> {
     pub fn joining(self, set: Option<Join>) -> Fork<'a> {
         let joins_user = set.as_ref().is_some_and(|j| j.namespaces.iter().any(|n| n.kind == Namespace::User));
         let drop_groups = self.drop_groups || (joins_user && crate::sys::may_drop_groups());
-        Fork { set, drop_groups, ..self }
+        Fork { drop_groups, set, ..self }
     }
 
     /// Forks. The parent gets [`Forked::Parent`] at once. The child makes and enters the namespaces and

@@ -25,12 +25,13 @@ use crate::spec::Spec;
 /// time) and returns them open, in joining order.
 pub(crate) fn make_set(shape: &Spec) -> Result<Set, Error> {
     let channels = Channels::new(shape, false, false)?;
-    let setup = channels.setup(shape, None);
+    // SAFETY: getpid has no preconditions.
+    let holder_of = Holder { setup: channels.setup(shape, None), parent: unsafe { libc::getpid() } };
     let flags = shape.clone_flags() | libc::CLONE_VM | libc::SIGCHLD;
     let pid = ChildStack::with(|stack, _| {
-        let arg = std::ptr::from_ref(&setup).cast_mut().cast();
-        // SAFETY: the child runs `holder` on its own stack and reads `setup`, which lives until it is reaped
-        // below (every path kills and reaps it before `setup` goes).
+        let arg = std::ptr::from_ref(&holder_of).cast_mut().cast();
+        // SAFETY: the child runs `holder` on its own stack and reads `holder_of`, which lives until it is reaped
+        // below (every path kills and reaps it before `holder_of` goes).
         unsafe { child::sys::clone(holder, stack, flags, arg, std::ptr::null_mut(), std::ptr::null_mut()) }
     })?;
     if pid < 0 {
@@ -76,19 +77,52 @@ fn open_when_ready(shape: &Spec, channels: &Channels, pid: pid_t) -> Result<Set,
     Ok(set)
 }
 
+/// What the holder reads: its setup, and the PID of the process it must die with.
+struct Holder<'a> {
+    setup: Setup<'a>,
+    parent: pid_t,
+}
+
 /// The child: raw system calls only (it shares our memory). Sets the namespaces up as a box would, says
 /// "running", and waits (all signals blocked, as on the thread that cloned it) to be killed.
 extern "C" fn holder(arg: *mut c_void) -> c_int {
-    // SAFETY: `make_set` passes a `Setup` that outlives us.
-    let s = unsafe { &*arg.cast::<Setup<'_>>() };
+    // SAFETY: `make_set` passes a `Holder` that outlives us.
+    let h = unsafe { &*arg.cast::<Holder<'_>>() };
+    let s = &h.setup;
     child::sys::close(s.err_read_fd);
     child::set_parent_death_signal(s);
+    // Our copy of the caller's fd table: only the error and go pipes are ours to keep (a caller's pipe must
+    // not wait for us to see its EOF).
+    close_all_but([s.err_fd, s.go_fd]);
     child::configure_namespaces(s);
     // After the last change of ids (which clears it): we die with the filling thread, and so with the caller.
     child::die_with_parent_from_now_on(s);
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != h.parent {
+        // Our maker died before the signal was set again (the error pipe may have readers elsewhere: copies
+        // in processes forked meanwhile).
+        child::sys::exit(127);
+    }
     child::send(s, Message::Running);
     loop {
         // SAFETY: pause(2) takes nothing; only SIGKILL ends it here.
         unsafe { libc::pause() };
     }
+}
+
+/// Closes every fd from 3 up but `keep` (-1 for none).
+fn close_all_but(keep: [c_int; 2]) {
+    let (a, b) = (keep[0].min(keep[1]), keep[0].max(keep[1]));
+    let mut from: libc::c_uint = 3;
+    for fd in [a, b] {
+        if let Ok(fd) = libc::c_uint::try_from(fd) {
+            if fd > from {
+                // SAFETY: close_range(2) takes integers.
+                unsafe { libc::syscall(libc::SYS_close_range, from, fd - 1, 0) };
+            }
+            from = from.max(fd + 1);
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, libc::c_uint::MAX, 0) };
 }

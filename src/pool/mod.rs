@@ -145,17 +145,15 @@ impl Pool {
         });
         let filler = start_filler(Arc::clone(&shared), Arc::clone(&self.shape), self.size)?;
         let fresh = Box::into_raw(Box::new(State { generation, shared, filler: Mutex::new(Some(filler)) }));
-        match self.state.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        if self.state.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             // SAFETY: just published; freed only by Drop.
-            Ok(_) => Ok(unsafe { &*fresh }),
-            Err(_) => {
-                // Another thread of this generation published one first: stop ours, use theirs.
-                // SAFETY: `fresh` came from Box::into_raw above and nobody else saw it.
-                let ours = unsafe { Box::from_raw(fresh) };
-                ours.close();
-                self.state()
-            }
+            return Ok(unsafe { &*fresh });
         }
+        // Another thread of this generation published one first: stop ours, use theirs.
+        // SAFETY: `fresh` came from Box::into_raw above and nobody else saw it.
+        let ours = unsafe { Box::from_raw(fresh) };
+        ours.close();
+        self.state()
     }
 
     /// A set for a box of `config`, and the box's own part of the config (the namespaces it still makes), or
@@ -210,9 +208,8 @@ impl Pool {
     pub fn refill(&self) {
         let current = self.state.load(Ordering::Acquire);
         // SAFETY: as in `state`.
-        if let Some(state) =
-            unsafe { current.as_ref() }.filter(|s| s.generation == crate::fork_id::process_generation())
-        {
+        let state = unsafe { current.as_ref() };
+        if let Some(state) = state.filter(|s| s.generation == crate::fork_id::process_generation()) {
             state.shared.wake.notify_one();
         }
     }

@@ -219,7 +219,6 @@ def caller_killed_with_a_full_pool(tests_dir: str, python: str) -> dict[str, Any
     """Starts ``CALLER_KILLED``, SIGKILLs it once its pool is full and busy, and waits (a deadline) until no
     process of its is left. The control: the caller itself is found by the same search while it lives."""
     import json
-    import signal
     import uuid
 
     mark = f"NSBOX_POOL_TEST_MARK={uuid.uuid4().hex}"
@@ -243,21 +242,24 @@ def caller_killed_with_a_full_pool(tests_dir: str, python: str) -> dict[str, Any
     return {"sets": sets, "caller": caller.pid, "alive": alive, "left": left, "status": caller.returncode}
 
 
-#: A thread-busy caller with a pool forks: the child uses the pool (a box, a call) and reports which network
-#: namespaces it inherited (its copies of the parent's sets, kept open so that their ids are not reused).
+#: A thread-busy caller with two pools forks: ``pool`` full (its sets are inherited), ``busy`` taken from and
+#: refilled all the time by two threads (its filler may hold its lock at the fork). The child uses both (a box,
+#: a call) and reports which network namespaces it inherited (its copies of the parent's sets, kept open so that
+#: their ids are not reused meanwhile).
 FORKED = """
 import json, os, sys, threading, warnings, nsbox
 from helpers.pool_bodies import namespace_fds, wait_full
 warnings.simplefilter("ignore", DeprecationWarning)  # fork() in a threaded process: the point of the test
 pool = nsbox.Pool(size=3, net=True, uts=True)
-wait_full(pool)
+busy = nsbox.Pool(size=2, net=True, ipc=True)
 stop = threading.Event()
-def busy():
+def spawn():
     while not stop.is_set():
-        pool.run(["true"])
-threads = [threading.Thread(target=busy) for _ in range(2)]
+        busy.run(["true"])
+threads = [threading.Thread(target=spawn) for _ in range(2)]
 for t in threads:
     t.start()
+wait_full(pool)
 r, w = os.pipe()
 pid = os.fork()
 if pid == 0:
@@ -266,9 +268,9 @@ if pid == 0:
         inherited = namespace_fds()
         kept = [os.dup(fd) for fd in inherited]
         box = pool.run(["readlink", "/proc/self/ns/net"], capture_output=True, text=True)
-        called = pool.call(lambda: os.readlink("/proc/self/ns/net"))
+        called = busy.call(lambda: os.readlink("/proc/self/ns/net"))
         report = {"inherited": sorted(set(inherited.values())), "box": [box.returncode, box.stdout.strip()],
-                  "call": called, "stats": pool.stats()._asdict()}
+                  "call": called, "stats": pool.stats()._asdict(), "busy_stats": busy.stats()._asdict()}
         os.write(w, json.dumps(report).encode())
         code = 0
     finally:
@@ -283,6 +285,7 @@ for t in threads:
 after = pool.run(["readlink", "/proc/self/ns/net"], capture_output=True, text=True)
 stats = pool.stats()._asdict()
 pool.close()
+busy.close()
 print(json.dumps({"child": child, "status": status, "parent_after": [after.returncode, after.stdout.strip()],
                   "parent_stats": stats}))
 """
