@@ -69,9 +69,9 @@ def main() -> int:
     rounds, iterations = (3, 5) if args.quick else (15, 20)
     sat_rounds, sat_seconds = (1, 0.3) if args.quick else (5, 1.0)
 
-    with nsbox.Pool(size=8, **OPTIONS) as pool:  # type: ignore[arg-type]
+    with nsbox.Pool(size=8, **OPTIONS) as pool:
         tools = {
-            "nsbox.run": paced(lambda: nsbox.run([TRUE], **OPTIONS).returncode, args.pace, "run"),  # type: ignore[arg-type]
+            "nsbox.run": paced(lambda: nsbox.run([TRUE], **OPTIONS).returncode, args.pace, "run"),
             "pool.run": paced(lambda: pool.run([TRUE]).returncode, args.pace, "pool.run"),
             "nsbox.run, pid + mount_proc only": paced(
                 lambda: nsbox.run([TRUE], pid=True, mount_proc=True).returncode, args.pace, "run"
@@ -92,7 +92,7 @@ def main() -> int:
             after = pool.stats()
             missed[threads] = (after.missed - before.missed, after.taken - before.taken + after.missed - before.missed)
             sat.setdefault("nsbox.run", {})[threads] = saturation(
-                lambda: nsbox.run([TRUE], **OPTIONS).returncode,  # type: ignore[arg-type]
+                lambda: nsbox.run([TRUE], **OPTIONS).returncode,
                 threads,
                 sat_seconds,
                 sat_rounds,
