@@ -152,12 +152,15 @@ def test_a_forked_child_of_a_thread_busy_caller_never_takes_its_parents_sets(
         report = rootless(pool_bodies.FORKED)
     child = report["child"]
     assert report["status"] == 0 and child is not None
-    # The child's box and call ran, each in a network namespace that none of the parent's sets was.
+    assert len(report["parent_sets"]) == 3, report["parent_sets"]  # the control: the parent holds them
+    # The child holds none of them (closed as it was forked), nor does the function process of its call.
+    assert child["inherited"] == [] and child["call"][1] == []
+    # Its box and call ran, each in a network namespace that none of the parent's sets was.
     assert child["box"][0] == 0
-    assert child["inherited"], "the child inherited no set: the test could not tell"
-    assert child["box"][1] not in child["inherited"] and child["call"] not in child["inherited"]
-    assert child["box"][1] != child["call"]
-    # The child's sets were its own: made by its own filler, or made by the box itself.
-    assert child["stats"]["taken"] + child["stats"]["missed"] == 1, child["stats"]
+    assert child["box"][1] not in report["parent_sets"] and child["call"][0] not in report["parent_sets"]
+    assert child["box"][1] != child["call"][0]
+    assert child["ipc"][0] == 0 and child["ipc"][1] != report["host_ipc"]
+    # Its sets were its own: made by its own fillers, or made by the box itself.
+    assert child["stats"]["taken"] + child["stats"]["missed"] == 2, child["stats"]
     assert child["busy_stats"]["taken"] + child["busy_stats"]["missed"] == 1, child["busy_stats"]
     assert report["parent_after"][0] == 0

@@ -56,8 +56,8 @@ class Pool:
     other CPUs.
 
     :meth:`close` (and the ``with`` block's end, and the process's death) frees every unused set: sets are
-    open namespace fds (close-on-exec, never 0-2), and no process is kept. In a forked child the pool makes
-    sets of its own; the parent's are never used there.
+    open namespace fds (close-on-exec, never 0-2), and no process is kept. A forked child has its copies of
+    them closed as it is forked (so the function of :meth:`call` holds none), and its pool makes sets of its own.
     """
 
     def __init__(self, size: int = 8, *, user: bool | None = None, **options: Unpack[NamespaceOptions]) -> None:

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 
 use libc::{c_int, c_void, pid_t};
 
-use super::Set;
+use super::{registry, Set};
 use crate::child::{self, Setup};
 use crate::enter::Joined;
 use crate::errors::{Error, Step};
@@ -63,18 +63,22 @@ fn open_when_ready(shape: &Spec, channels: &Channels, pid: pid_t) -> Result<Set,
             _ => return Err(Error::Internal("the pool's namespace maker died before its namespaces were made".into())),
         }
     }
-    let mut set = Set { namespaces: Vec::new() };
-    for kind in Namespace::JOIN_ORDER.into_iter().filter(|&k| shape.has(k)) {
-        let path = format!("/proc/{pid}/ns/{}", kind.proc_name());
-        let file = std::fs::File::open(&path).map_err(|e| {
-            Error::os(Step::Pool, e.raw_os_error().unwrap_or(libc::EIO)).with_what(format!("open {path}"))
-        })?;
-        // std opens with O_CLOEXEC; `own_fd` keeps the fd off 0-2 (the box's dup2s there must not clobber it).
-        let fd = crate::sys::own_fd(std::os::fd::IntoRawFd::into_raw_fd(file))
-            .map_err(|e| Error::os(Step::Pool, crate::sys::errno_of(&e)).with_what("keep a namespace fd"))?;
-        set.namespaces.push(Joined { fd, kind });
-    }
-    Ok(set)
+    // Opened and recorded with no fork in between (see `registry`).
+    registry::opening(|| {
+        let mut set = Set { namespaces: Vec::new() };
+        for kind in Namespace::JOIN_ORDER.into_iter().filter(|&k| shape.has(k)) {
+            let path = format!("/proc/{pid}/ns/{}", kind.proc_name());
+            let file = std::fs::File::open(&path).map_err(|e| {
+                Error::os(Step::Pool, e.raw_os_error().unwrap_or(libc::EIO)).with_what(format!("open {path}"))
+            })?;
+            // std opens with O_CLOEXEC; `own_fd` keeps the fd off 0-2 (the box's dup2s there must not clobber it).
+            let fd = crate::sys::own_fd(std::os::fd::IntoRawFd::into_raw_fd(file))
+                .map_err(|e| Error::os(Step::Pool, crate::sys::errno_of(&e)).with_what("keep a namespace fd"))?;
+            registry::record(fd.as_raw_fd());
+            set.namespaces.push(Joined { fd, kind });
+        }
+        Ok(set)
+    })
 }
 
 /// What the holder reads: its setup, and the PID of the process it must die with.

@@ -16,11 +16,13 @@
 //! filling thread's one child (while a set is made) dies with that thread. After `fork()` the child has no
 //! filling thread, and the lock may be held by the parent's: each process generation
 //! ([`crate::fork_id::process_generation`]) has a state of its own, so a forked child never takes a set
-//! of its parent's (its copies of them are closed when it next touches the pool, if the lock is free).
+//! of its parent's, and its copies of them are closed as it is forked ([`registry`]).
 
 mod make;
+mod registry;
 
 use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
@@ -50,6 +52,21 @@ const RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Set {
     pub namespaces: Vec<Joined>,
+}
+
+impl Set {
+    /// Its namespaces, for a box (their fds forgotten by the registry first).
+    fn release(mut self) -> Vec<Joined> {
+        self.namespaces.iter().for_each(|j| registry::forget(j.fd.as_raw_fd()));
+        std::mem::take(&mut self.namespaces)
+    }
+}
+
+impl Drop for Set {
+    fn drop(&mut self) {
+        // Before the fds close: a forked child must never close a number that is something else by then.
+        self.namespaces.iter().for_each(|j| registry::forget(j.fd.as_raw_fd()));
+    }
 }
 
 /// A pool's counters, for tests and benchmarks.
@@ -130,15 +147,16 @@ impl Pool {
             if state.generation == generation {
                 return Ok(state);
             }
-            // A copy of the parent's: let go of our copies of its sets if nobody holds the lock (a lock
-            // held at the fork is held for ever here); never use them.
+            // A copy of the parent's: its sets' fds were closed here at the fork (`registry`), so the copy of its
+            // queue is forgotten, never dropped, if nobody holds the lock (a lock held at the fork is held for
+            // ever here); never used.
             let inner = match state.shared.inner.try_lock() {
                 Ok(guard) => Some(guard),
                 Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
                 Err(TryLockError::WouldBlock) => None,
             };
             if let Some(mut inner) = inner {
-                inner.ready.clear();
+                std::mem::forget(std::mem::take(&mut inner.ready));
                 inner.closed = true;
             }
         }
@@ -207,7 +225,7 @@ impl Pool {
         let Some(set) = set else { return Ok(None) };
         // The set's kinds the box does not ask for are left out (and freed as the set goes).
         let namespaces =
-            set.namespaces.into_iter().filter(|j| j.kind == Namespace::User || joined.contains(j.kind)).collect();
+            set.release().into_iter().filter(|j| j.kind == Namespace::User || joined.contains(j.kind)).collect();
         let kinds: Namespaces = config.kinds.iter().filter(|&k| !joined.contains(k)).collect();
         let own = Spec { kinds, user: None, ..config.clone() };
         Ok(Some((own, Join { namespaces, time: None, root: None, cwd: None })))
@@ -240,8 +258,8 @@ impl Pool {
         if state.generation == crate::fork_id::process_generation() {
             state.close();
         } else if let Ok(mut inner) = state.shared.inner.try_lock() {
-            // A forked copy: only our copies of the parent's sets, and only if the lock is free.
-            inner.ready.clear();
+            // A forked copy: the parent's sets were closed here at the fork (`registry`): forget the queue.
+            std::mem::forget(std::mem::take(&mut inner.ready));
             inner.closed = true;
         }
     }

@@ -242,16 +242,17 @@ def caller_killed_with_a_full_pool(tests_dir: str, python: str) -> dict[str, Any
     return {"sets": sets, "caller": caller.pid, "alive": alive, "left": left, "status": caller.returncode}
 
 
-#: A thread-busy caller with two pools forks: ``pool`` full (its sets are inherited), ``busy`` taken from and
-#: refilled all the time by two threads (its filler may hold its lock at the fork). The child uses both (a box,
-#: a call) and reports which network namespaces it inherited (its copies of the parent's sets, kept open so that
-#: their ids are not reused meanwhile).
+#: A thread-busy caller with two pools forks: ``pool`` (network and UTS) full and idle, ``busy`` (IPC only) taken
+#: from and refilled all the time by two threads (its filler may hold its lock at the fork). The child reports
+#: the network namespaces it holds fds of (none: the parent's sets are closed as it is forked), and uses both
+#: pools. The parent's network namespace fds are ``pool``'s sets, alive until the child is done (their ids
+#: cannot be reused meanwhile).
 FORKED = """
 import json, os, sys, threading, warnings, nsbox
 from helpers.pool_bodies import namespace_fds, wait_full
 warnings.simplefilter("ignore", DeprecationWarning)  # fork() in a threaded process: the point of the test
 pool = nsbox.Pool(size=3, net=True, uts=True)
-busy = nsbox.Pool(size=2, net=True, ipc=True)
+busy = nsbox.Pool(size=2, ipc=True)
 stop = threading.Event()
 def spawn():
     while not stop.is_set():
@@ -260,17 +261,21 @@ threads = [threading.Thread(target=spawn) for _ in range(2)]
 for t in threads:
     t.start()
 wait_full(pool)
+def nets():
+    return sorted(link for link in namespace_fds().values() if link.startswith("net:"))
 r, w = os.pipe()
+parent_sets = nets()
 pid = os.fork()
 if pid == 0:
     code = 1
     try:
-        inherited = namespace_fds()
-        kept = [os.dup(fd) for fd in inherited]
+        inherited = nets()
         box = pool.run(["readlink", "/proc/self/ns/net"], capture_output=True, text=True)
-        called = busy.call(lambda: os.readlink("/proc/self/ns/net"))
-        report = {"inherited": sorted(set(inherited.values())), "box": [box.returncode, box.stdout.strip()],
-                  "call": called, "stats": pool.stats()._asdict(), "busy_stats": busy.stats()._asdict()}
+        called = pool.call(lambda: [os.readlink("/proc/self/ns/net"), nets()])
+        ipc = busy.run(["readlink", "/proc/self/ns/ipc"], capture_output=True, text=True)
+        report = {"inherited": inherited, "box": [box.returncode, box.stdout.strip()], "call": called,
+                  "ipc": [ipc.returncode, ipc.stdout.strip()], "stats": pool.stats()._asdict(),
+                  "busy_stats": busy.stats()._asdict()}
         os.write(w, json.dumps(report).encode())
         code = 0
     finally:
@@ -286,6 +291,7 @@ after = pool.run(["readlink", "/proc/self/ns/net"], capture_output=True, text=Tr
 stats = pool.stats()._asdict()
 pool.close()
 busy.close()
-print(json.dumps({"child": child, "status": status, "parent_after": [after.returncode, after.stdout.strip()],
-                  "parent_stats": stats}))
+print(json.dumps({"child": child, "status": status, "parent_sets": parent_sets,
+                  "parent_after": [after.returncode, after.stdout.strip()], "parent_stats": stats,
+                  "host_ipc": os.readlink("/proc/self/ns/ipc")}))
 """
