@@ -20,7 +20,8 @@ static OPENING: AtomicBool = AtomicBool::new(false);
 
 fn lock() {
     while OPENING.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        std::hint::spin_loop();
+        // The holder may be off the CPU (two CPUs, busy): let it run rather than spin against it.
+        std::thread::yield_now();
     }
 }
 
