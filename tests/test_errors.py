@@ -205,3 +205,25 @@ def test_clock_offset_the_kernel_refuses_names_the_offsets_file(clock: str) -> N
     assert info.value.errno == errno.ERANGE
     assert "cannot write the clock offsets" in str(info.value)
     assert children_of(os.getpid()) == []
+
+
+@pytest.mark.unit
+def test_each_options_converter_writes_keys_of_its_own_so_defaults_are_converted_once() -> None:
+    # prepare() starts from DEFAULT_CORE and converts only the options not left at their default: that is the
+    # same spec only while no two converters write the same key.
+    from nsbox._options import DEFAULT_CORE, OPTIONS
+
+    owner: dict[str, str] = {}
+    for name, meta in OPTIONS.items():
+        if meta.core is not None:
+            for key in meta.core(name, meta.default):
+                assert key not in owner, f"{name} and {owner[key]} both give the core {key!r}"
+                owner[key] = name
+    assert set(owner) == set(DEFAULT_CORE)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("option", ["pid", "mount_proc", "init", "no_new_privs"])
+def test_a_value_equal_to_the_default_but_not_it_is_still_checked(option: str) -> None:
+    with pytest.raises(TypeError, match=option):
+        nsbox.Popen(["true"], **{option: 0})  # type: ignore[misc]

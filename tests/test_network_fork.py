@@ -58,10 +58,13 @@ def fork_and_close(lan: nsbox.Network, close: Callable[[nsbox.Network], object])
     return exited_within(pid, CHILD_DEADLINE)
 
 
-#: Connects to ADDRESS:PORT and sends the box's hostname.
+#: Connects to ADDRESS:PORT, sends the box's hostname and waits for the server to close. Leaving at once would
+#: race the delivery: the box's exit destroys its network namespace, and with it whatever its socket had not
+#: sent yet (no FIN, no RST: the server would wait for ever, as it once did on a busy machine).
 CLIENT = (
     "import socket, sys; "
-    "socket.create_connection((sys.argv[1], int(sys.argv[2])), 60).sendall(socket.gethostname().encode())"
+    "c = socket.create_connection((sys.argv[1], int(sys.argv[2])), 60); c.settimeout(90); "
+    "c.sendall(socket.gethostname().encode()); c.shutdown(socket.SHUT_WR); c.recv(1)"
 )
 
 
@@ -85,7 +88,7 @@ def talk_to_the_host(lan: nsbox.Network, hostname: str) -> tuple[str, str, str]:
                 pytest.fail(f"the box on {lan!r} did not connect to the host: {box.communicate()[1]}")
             with conn:
                 conn.settimeout(90)
-                said = conn.recv(100).decode()
+                said = b"".join(iter(lambda: conn.recv(100), b"")).decode()  # to the box's end of stream
         finally:
             kill_and_reap(box)
     assert box.ip is not None
