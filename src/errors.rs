@@ -105,6 +105,8 @@ steps! {
     Egress = 60, "egress", "start the box's network engine";
     /// Forwarding a host port into the box (`publish=`).
     Publish = 61, "publish", "publish a port";
+    /// Making a pool's namespace set (`nsbox.Pool`), in the background: opening its namespace files.
+    Pool = 64, "pool", "make a pooled namespace set";
 }
 
 impl Step {

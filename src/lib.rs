@@ -23,6 +23,7 @@ mod mounts;
 mod namespace;
 mod net;
 mod persist;
+mod pool;
 mod procfs;
 mod protocol;
 mod rlimits;

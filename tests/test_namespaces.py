@@ -11,21 +11,30 @@ import subprocess
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import nsbox
 from helpers.mounts import host_mounts, mountinfo, root_mount_optional_fields
 from helpers.namespaces import NAMESPACES, OPTION_FOR, box_ns_links, host_ns
+from helpers.pooling import RUNS
 from helpers.procs import children_of, kill_and_reap, kill_pid, proc_comm, proc_status, wait_gone, wait_until
+
+
+@pytest.fixture(params=list(RUNS))
+def box_run(request: pytest.FixtureRequest) -> Any:
+    """``nsbox.run``, or the same box with its namespaces from a pool (``helpers.pooling``): both must pass."""
+    return RUNS[request.param]
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Namespace identity: /proc/self/ns/X inside vs on the host
 
 
 @pytest.mark.parametrize("ns", NAMESPACES)
-def test_namespace_option_creates_exactly_that_namespace(ns: str) -> None:
-    inside = box_ns_links(**{OPTION_FOR[ns]: True})
+def test_namespace_option_creates_exactly_that_namespace(ns: str, box_run: Any) -> None:
+    inside = box_ns_links(box_run, **{OPTION_FOR[ns]: True})
     for name in NAMESPACES:
         if name == ns:
             assert inside[name] != host_ns(name), f"{ns}=True did not create a new {name} namespace"
@@ -40,9 +49,9 @@ def test_no_namespace_option_keeps_every_host_namespace() -> None:
     assert inside == {name: host_ns(name) for name in (*NAMESPACES, "time_for_children")}
 
 
-def test_all_namespace_options_together_create_all_namespaces() -> None:
+def test_all_namespace_options_together_create_all_namespaces(box_run: Any) -> None:
     options = {OPTION_FOR[ns]: True for ns in NAMESPACES}
-    inside = box_ns_links(**options)
+    inside = box_ns_links(box_run, **options)
     assert all(inside[ns] != host_ns(ns) for ns in NAMESPACES), inside
     with nsbox.Popen(["true"], **options) as p:
         assert sorted(p.namespaces_created) == sorted(NAMESPACES)
@@ -140,10 +149,10 @@ def test_without_pid_namespace_background_processes_outlive_the_command() -> Non
 # UTS
 
 
-def test_hostname_is_set_inside_and_host_hostname_unchanged() -> None:
+def test_hostname_is_set_inside_and_host_hostname_unchanged(box_run: Any) -> None:
     before = socket.gethostname()
     assert before != "nsbox-box"
-    r = nsbox.run(
+    r = box_run(
         ["sh", "-c", "hostname; uname -n; cat /proc/sys/kernel/hostname"],
         hostname="nsbox-box",
         capture_output=True,
@@ -156,9 +165,9 @@ def test_hostname_is_set_inside_and_host_hostname_unchanged() -> None:
         assert f.read().strip() == before
 
 
-def test_uts_box_starts_with_host_hostname_and_can_change_only_its_own() -> None:
+def test_uts_box_starts_with_host_hostname_and_can_change_only_its_own(box_run: Any) -> None:
     before = socket.gethostname()
-    r = nsbox.run(
+    r = box_run(
         ["sh", "-c", "hostname; hostname renamed-in-box && hostname"],
         uts=True,
         capture_output=True,
@@ -189,8 +198,8 @@ def _host_msg_queues() -> str:
         return f.read()
 
 
-def test_ipc_message_queue_made_in_box_is_invisible_on_host() -> None:
-    r = nsbox.run(["sh", "-c", "ipcmk -Q && echo @@ && ipcs -q"], ipc=True, capture_output=True, text=True)
+def test_ipc_message_queue_made_in_box_is_invisible_on_host(box_run: Any) -> None:
+    r = box_run(["sh", "-c", "ipcmk -Q && echo @@ && ipcs -q"], ipc=True, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     made, listing = r.stdout.split("@@\n")
     msqid = re.search(r"Message queue id: (\d+)", made)
@@ -244,10 +253,10 @@ def _own(names: list[str]) -> list[str]:
     return [name for name in names if not name.startswith(("nsbr", "nsv"))]
 
 
-def test_net_namespace_has_only_loopback_and_it_is_up() -> None:
+def test_net_namespace_has_only_loopback_and_it_is_up(box_run: Any) -> None:
     host_before = _net_dev_names(_host_net_dev())
     host_links_before = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    r = nsbox.run(["sh", "-c", "ip -o link && echo --- && cat /proc/net/dev"], net=True, capture_output=True, text=True)
+    r = box_run(["sh", "-c", "ip -o link && echo --- && cat /proc/net/dev"], net=True, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     links, dev = r.stdout.split("---\n")
     (lo,) = links.splitlines()
@@ -280,13 +289,13 @@ def test_net_namespace_loopback_flags_in_its_own_sysfs() -> None:
     assert b"nsbox-sysfs" not in mountinfo()
 
 
-def test_net_namespace_loopback_carries_traffic(python: str) -> None:
+def test_net_namespace_loopback_carries_traffic(python: str, box_run: Any) -> None:
     code = (
         "import socket; s = socket.create_server(('127.0.0.1', 0)); "
         "c = socket.create_connection(s.getsockname(), timeout=5); a, _ = s.accept(); "
         "c.sendall(b'ping'); print(a.recv(4).decode())"
     )
-    r = nsbox.run([python, "-c", code], net=True, capture_output=True, text=True)
+    r = box_run([python, "-c", code], net=True, capture_output=True, text=True)
     assert (r.returncode, r.stdout.strip()) == (0, "ping"), r.stderr
 
 
@@ -481,10 +490,10 @@ def _cgroup_lines(text: str) -> list[tuple[str, str, str]]:
     return [tuple(line.split(":", 2)) for line in text.strip().splitlines()]  # type: ignore[misc]
 
 
-def test_cgroup_namespace_puts_the_box_at_the_root_of_every_hierarchy() -> None:
+def test_cgroup_namespace_puts_the_box_at_the_root_of_every_hierarchy(box_run: Any) -> None:
     with open("/proc/self/cgroup") as f:
         host = _cgroup_lines(f.read())
-    r = nsbox.run(["cat", "/proc/self/cgroup"], cgroup=True, capture_output=True, text=True, check=True)
+    r = box_run(["cat", "/proc/self/cgroup"], cgroup=True, capture_output=True, text=True, check=True)
     inside = _cgroup_lines(r.stdout)
     assert ("0", "", "/") in inside, r.stdout
     assert [(h, c) for h, c, _ in inside] == [(h, c) for h, c, _ in host]

@@ -673,3 +673,74 @@ def test_the_pytest_marker_takes_root_and_mounts(pytester: pytest.Pytester) -> N
     result.assert_outcomes(passed=2)
     # Host side: the test's writes stayed in its box.
     assert not Path("/mnt/from-the-test").exists() and not Path("/etc/nsbox-from-the-test").exists()
+
+
+#: Six boxed tests of one marker, each noting its network namespace and its default TTL (a setting of the
+#: namespace, which each then changes: a namespace used twice would show the change); the session notes its
+#: pools' counters.
+POOLED = """\
+import os
+import pytest
+
+TTL = "/proc/sys/net/ipv4/ip_default_ttl"
+
+
+@pytest.mark.nsbox(net=True, pid=True)
+@pytest.mark.parametrize("i", range(6))
+def test_boxed(i):
+    assert os.getpid() == 1
+    with open(TTL) as f:
+        ttl = f.read().strip()
+    with open(TTL, "w") as f:
+        f.write(str(100 + i))
+    with open(f"net-{i}.txt", "w") as f:
+        f.write(f"{os.readlink('/proc/self/ns/net')} {ttl}")
+    # The box holds no fd of the pool's other sets (closed as the box was forked).
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass  # the listing's own fd
+    assert not [link for link in links if link.startswith("net:")], links
+"""
+POOL_COUNTERS = """\
+def pytest_sessionfinish(session):
+    from nsbox.pytest_plugin import _POOLS
+
+    pools = session.config.stash.get(_POOLS, {})
+    with open("pools.txt", "w") as f:
+        f.write(repr([None if p is None else p.stats()[:4] for p in pools.values()]))
+"""
+
+
+def _check_pooled(result: pytest.RunResult, workdir: Path, pooled: bool) -> None:
+    result.assert_outcomes(passed=6)
+    seen = [(workdir / f"net-{i}.txt").read_text().split() for i in range(6)]
+    # Six fresh network namespaces: none the host's, each with the default TTL (none had been changed before).
+    # Their ids may repeat: the kernel reuses the id of a namespace freed by an earlier test.
+    with open("/proc/sys/net/ipv4/ip_default_ttl") as f:
+        host_ttl = f.read().strip()
+    assert all(net != host_ns("net") and ttl == host_ttl for net, ttl in seen), (seen, host_ttl)
+    pools = eval((workdir / "pools.txt").read_text())  # a list of tuples the session wrote
+    if not pooled:
+        assert pools == []  # the control: without the option, no pool
+        return
+    ((_ready, _made, taken, missed),) = pools  # one pool for the one marker
+    assert taken + missed == 6 and taken >= 1, pools
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_nsbox_pool_option_gives_boxed_tests_fresh_namespaces_from_a_pool(
+    pytester: pytest.Pytester, pooled: bool
+) -> None:
+    pytester.makepyfile(test_pooled=POOLED)
+    pytester.makeconftest(POOL_COUNTERS)
+    args = ["--nsbox-pool=4"] if pooled else []
+    result = pytester.runpytest_subprocess("-rA", "-p", "no:cacheprovider", *args)
+    _check_pooled(result, pytester.path, pooled)
+
+
+def test_nsbox_pool_option_rootless(run_rootless: Callable[..., pytest.RunResult], world_tmp: Path) -> None:
+    result = run_rootless("--nsbox-pool=4", test_pooled=POOLED, conftest=POOL_COUNTERS)
+    _check_pooled(result, world_tmp, pooled=True)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from nsbox._network import Network
     from nsbox._nsbox import __version__
     from nsbox._persist import enter, persist, release
+    from nsbox._pool import Pool, PoolStats
     from nsbox._popen import Popen
     from nsbox._run import run
     from nsbox._seccomp import Seccomp
@@ -39,6 +40,7 @@ _SUBMODULES = {
     "_network": ("Network",),
     "_nsbox": ("__version__",),
     "_persist": ("enter", "persist", "release"),
+    "_pool": ("Pool", "PoolStats"),
     "_popen": ("Popen",),
     "_run": ("run",),
     "_seccomp": ("Seccomp",),
@@ -61,6 +63,8 @@ __all__ = [
     "Image",
     "Network",
     "Overlay",
+    "Pool",
+    "PoolStats",
     "Popen",
     "ProcessInfo",
     "ProcessTable",

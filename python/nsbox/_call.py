@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from nsbox import _nsbox
-from nsbox._options import CALL_OPTIONS, NamespaceOptions, Prepared, check_names, prepare
+from nsbox._options import CALL_OPTIONS, POOL, NamespaceOptions, Prepared, check_names, prepare
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.12
@@ -190,6 +190,7 @@ def call_in_box(
                 ),
                 started,
                 link=None if network is None or link is None else (network._lan, *link),
+                pool=POOL.get(),
             )
         finally:
             os.close(write_end)

@@ -10,6 +10,7 @@ __all__ = [
     "Cgroup",
     "Egress",
     "Network",
+    "Pool",
     "Spec",
     "__version__",
     "fork",
@@ -67,6 +68,7 @@ def spawn(
     popen: object = None,
     join_cgroup: Cgroup | None = None,
     egress: Egress | None = None,
+    pool: Pool | None = None,
 ) -> int:
     """Start a process in the namespaces of ``config`` and return its PID in the caller's namespace.
 
@@ -86,7 +88,8 @@ def spawn(
     process (at 3 or above, CLOEXEC; ``None`` if it was reaped already) is stored as ``_pidfd``. The GIL is released
     while spawning. A ``config`` with cgroup limits needs ``popen``: the box's :class:`Cgroup` is stored on it
     (``_cgroup``; ``None`` without limits). With ``join_cgroup`` (an exec into a box with limits), the process
-    enters that cgroup instead, first thing.
+    enters that cgroup instead, first thing. With ``pool`` (and no ``target``, ``link`` or ``egress``), the process
+    joins one of the pool's sets of namespaces, when one is ready, and makes only the rest.
     """
 
 def kill_and_reap(popen: object) -> None:
@@ -156,6 +159,7 @@ def fork(
     child: Callable[[], object],
     started: list[tuple[int, int, Cgroup | None]],
     link: tuple[Network, str, str] | None = None,
+    pool: Pool | None = None,
 ) -> None:
     """Fork this interpreter into the namespaces of ``config``, with CPython's fork hooks, as ``os.fork`` does.
 
@@ -167,7 +171,7 @@ def fork(
     ``_exit`` (status 0, or 70 if ``child`` raised): it never returns into the caller's code. Failures to
     make the namespaces raise the errno's ``OSError`` naming the step, as :func:`spawn` does, after reaping
     what was started; the GIL is released while waiting.
-    ``link`` puts the process on a network, as for :func:`spawn`.
+    ``link`` puts the process on a network, as for :func:`spawn`; ``pool`` gives it a set of namespaces, as there.
     """
 
 def namespaces(pid: int | None = None) -> list[tuple[str, int]]:
@@ -214,3 +218,20 @@ class Egress:
         """Start the engine on the leash's network namespace and publish the ports (before the box)."""
     def stop(self) -> None:
         """Kill and reap the engine, and let go of the leash. Idempotent."""
+
+@final
+class Pool:
+    """Warm sets of a box's network, IPC, UTS and cgroup namespaces (with its user namespace), made by a thread.
+
+    ``spec`` is a box's checked options: a set holds the kinds of those that it asks for, and its user
+    namespace. Up to ``size`` sets are kept ready. Raises ``ValueError`` when ``spec`` asks for none of them.
+    """
+
+    def __new__(cls, spec: Spec, size: int) -> Pool: ...
+    def counts(self) -> tuple[int, int, int, int, str | None]:
+        """``(ready, made, taken, missed, failure)`` of this process: see :meth:`nsbox.Pool.stats`."""
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds a set holds besides the user namespace, by their ``/proc/PID/ns`` names."""
+    def close(self) -> None:
+        """Free every unused set and stop filling (waits for a set being made). Idempotent."""

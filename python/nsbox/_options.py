@@ -16,6 +16,7 @@ that join options to a network or a target are here too, once.
 import os
 import sys
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
@@ -487,3 +488,7 @@ class ExecArgs(PopenArgs, total=False):
     capture_output: bool
     timeout: float | None
     check: bool
+
+
+#: The :class:`nsbox.Pool` whose sets the spawns made here take (set by the pool around the spawn it makes).
+POOL: "ContextVar[_nsbox.Pool | None]" = ContextVar("nsbox_pool", default=None)

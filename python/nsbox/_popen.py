@@ -23,6 +23,7 @@ from nsbox import _ids, _inspect, _nsbox
 from nsbox._limits import NOTHING_MEASURED, Usage
 from nsbox._options import (
     OPTIONS,
+    POOL,
     Args,
     BoxOptions,
     ExecArgs,
@@ -569,6 +570,7 @@ class Popen(subprocess.Popen[Any]):
             popen=self,
             join_cgroup=None if self._prepared.target is None else _exec_cgroup.get(),
             egress=None if self._prepared.egress is None else self._prepared.egress.box_engine,
+            pool=POOL.get(),
         )
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]
 

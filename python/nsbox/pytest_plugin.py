@@ -12,6 +12,9 @@ loads it where entry points are not seen, e.g. from a plain ``PYTHONPATH``).
   warnings summary. A test whose namespaces cannot be made on this machine (or whose options are wrong),
   or a marked item that is not a test function or method (a doctest, another plugin's item, an async
   function), is an error, with the reason: never run outside its box, silently passed or skipped.
+- ``--nsbox-pool=N``: boxed tests take their expensive namespaces (network, IPC, UTS, cgroup, with the user
+  namespace) from warm :class:`nsbox.Pool` s of ``N`` sets, one pool per set of marker options, made on first
+  use and closed when the session ends. Each test still gets namespaces no other test had.
 - The ``nsbox_box`` fixture is a factory: ``nsbox_box(["sleep", "100"], pid=True)`` starts and returns an
   :class:`nsbox.Popen`, killed and reaped when the test ends, however it ends.
 """
@@ -39,8 +42,47 @@ from nsbox._options import Args
 from nsbox._popen import Popen
 
 _PROBES = pytest.StashKey[dict[str, str | None]]()
+#: ``--nsbox-pool``'s pools by marker options (``None``: those options have nothing to pool).
+_POOLS = pytest.StashKey[dict[str, Any]]()
 #: What the box writes to the channel: this length header (native byte order), then a pickle.
 _HEADER = struct.Struct("=Q")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--nsbox-pool=N``."""
+    parser.getgroup("nsbox").addoption(
+        "--nsbox-pool",
+        type=int,
+        default=0,
+        metavar="N",
+        help="boxed tests (@pytest.mark.nsbox) take their network, IPC, UTS and cgroup namespaces from warm pools of "
+        "N sets, one per set of marker options (default 0: no pools)",
+    )
+
+
+def _pool_for(config: pytest.Config, options: dict[str, Any]) -> Any:
+    """The pool of ``--nsbox-pool`` for a test of these marker options, or ``None``."""
+    size = config.getoption("nsbox_pool", 0) or 0
+    if size <= 0:
+        return None
+    pools = config.stash.setdefault(_POOLS, {})
+    key = repr(sorted(options.items()))
+    if key not in pools:
+        from nsbox._pool import Pool
+
+        shape = {name: value for name, value in options.items() if name != "timeout"}
+        try:
+            pools[key] = Pool(size, **shape)
+        except ValueError:
+            pools[key] = None  # nothing to pool (a box of pid=True alone), or options the box itself reports
+    return pools[key]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Close ``--nsbox-pool``'s pools."""
+    for pool in config.stash.get(_POOLS, {}).values():
+        if pool is not None:
+            pool.close()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -128,7 +170,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         pytest.fail(f"@pytest.mark.nsbox cannot run {item.nodeid} in a box: {reason}", pytrace=False)
     function = item.obj
     testcase = item.instance if isinstance(item, TestCaseFunction) else None
-    item.obj = _boxed(function, testcase, options)
+    item.obj = _boxed(function, testcase, options, _pool_for(item.config, options))
     try:
         return (yield)
     finally:
@@ -136,7 +178,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 
 def _boxed(
-    function: Callable[..., Any], testcase: unittest.TestCase | None, options: dict[str, Any]
+    function: Callable[..., Any], testcase: unittest.TestCase | None, options: dict[str, Any], pool: Any = None
 ) -> Callable[..., Any]:
     """``function`` made to run in a box, then to report here what it left (warnings, subtests ...)."""
 
@@ -148,7 +190,7 @@ def _boxed(
         channel = os.memfd_create("nsbox-pytest", os.MFD_CLOEXEC)
         try:
             try:
-                return _call_in_box(_in_box(function, testcase, channel), args, kwargs, options)
+                return _call_in_box(_in_box(function, testcase, channel), args, kwargs, options, pool)
             finally:
                 _report(_receive(channel), testcase)
         finally:
@@ -158,12 +200,16 @@ def _boxed(
 
 
 def _call_in_box(
-    function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+    function: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    options: dict[str, Any],
+    pool: Any = None,
 ) -> Any:
     # The frame a failure report shows last, under the traceback from the box (its ``__cause__``).
     token = TRUSTED.set(True)  # the suite's own test: it keeps pytest's fds and returns pytest's outcomes
     try:
-        return call(function, args, kwargs, **options)
+        return (call if pool is None else pool.call)(function, args, kwargs, **options)
     finally:
         TRUSTED.reset(token)
 

@@ -41,6 +41,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use libc::pid_t;
 
 use crate::child::{self, Setup};
+use crate::enter::Join;
 use crate::errors::{Error, Step};
 use crate::namespace::Namespace;
 use crate::net::Link;
@@ -73,6 +74,8 @@ pub struct Fork<'a> {
     rseq: Option<Rseq>,
     /// The box's `cgroup.procs` files (see [`crate::cgroup`]), entered first.
     cgroup_procs: Vec<RawFd>,
+    /// A pool's set of namespaces to join before making the config's own (see [`crate::pool`]).
+    set: Option<Join>,
 }
 
 impl<'a> Fork<'a> {
@@ -96,6 +99,7 @@ impl<'a> Fork<'a> {
             drop_groups,
             rseq: config.has(Namespace::Pid).then(Rseq::of_this_thread).flatten(),
             cgroup_procs: Vec::new(),
+            set: None,
         })
     }
 
@@ -104,6 +108,14 @@ impl<'a> Fork<'a> {
     #[must_use]
     pub fn into_cgroup(self, procs: Vec<RawFd>) -> Fork<'a> {
         Fork { cgroup_procs: procs, ..self }
+    }
+
+    /// The child joins `set` (a pool's namespaces, user first) before it makes the config's own.
+    #[must_use]
+    pub fn joining(self, set: Option<Join>) -> Fork<'a> {
+        let joins_user = set.as_ref().is_some_and(|j| j.namespaces.iter().any(|n| n.kind == Namespace::User));
+        let drop_groups = self.drop_groups || (joins_user && crate::sys::may_drop_groups());
+        Fork { drop_groups, set, ..self }
     }
 
     /// Forks. The parent gets [`Forked::Parent`] at once. The child makes and enters the namespaces and
@@ -159,6 +171,15 @@ impl<'a> Fork<'a> {
             // SAFETY: setns(2) on a namespace fd we own.
             child::check(&s, Step::JoinUser, unsafe { libc::setns(userns.as_raw_fd(), libc::CLONE_NEWUSER) });
             child::become_root_inside(&s, false);
+        }
+        for joined in self.set.iter().flat_map(|set| &set.namespaces) {
+            // SAFETY: setns(2) on a namespace fd we own.
+            child::check(&s, Step::join(joined.kind), unsafe {
+                libc::setns(joined.fd.as_raw_fd(), joined.kind.flag())
+            });
+            if joined.kind == Namespace::User {
+                child::become_root_inside(&s, false);
+            }
         }
         let flags = cfg.clone_flags();
         if flags != 0 {

@@ -5,6 +5,7 @@ mod cgroup;
 mod egress;
 mod inspect;
 mod network;
+mod pool;
 mod spawn;
 
 use std::ffi::CString;
@@ -101,6 +102,7 @@ fn _nsbox(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<network::PyNetwork>()?;
     m.add_class::<cgroup::PyCgroup>()?;
     m.add_class::<egress::PyEgress>()?;
+    m.add_class::<pool::PyPool>()?;
     m.add_function(wrap_pyfunction!(network::ipv4_routes, m)?)?;
     m.add_function(wrap_pyfunction!(spawn::spawn, m)?)?;
     m.add_function(wrap_pyfunction!(spawn::kill_and_reap, m)?)?;

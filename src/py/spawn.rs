@@ -12,6 +12,7 @@ use pyo3::types::PyList;
 use super::cgroup::PyCgroup;
 use super::egress::PyEgress;
 use super::network::{ipv4, PyNetwork};
+use super::pool::PyPool;
 use super::{cstrings, to_pyerr, PySpec};
 use crate::enter::{Join, Target};
 use crate::errors::quoted;
@@ -69,7 +70,7 @@ impl PyTarget {
 #[pyfunction]
 #[pyo3(signature = (config, exec_paths, argv, env, cwd, stdio, pass_fds, new_session, process_group,
     program=None, cwd_for_errors=None, target=None, link=None,
-    umask=None, extra_groups=None, gid=None, uid=None, popen=None, join_cgroup=None, egress=None))]
+    umask=None, extra_groups=None, gid=None, uid=None, popen=None, join_cgroup=None, egress=None, pool=None))]
 #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
 pub(crate) fn spawn(
     py: Python<'_>,
@@ -93,6 +94,7 @@ pub(crate) fn spawn(
     popen: Option<Bound<'_, PyAny>>,
     join_cgroup: Option<Bound<'_, PyCgroup>>,
     egress: Option<Bound<'_, PyEgress>>,
+    pool: Option<Bound<'_, PyPool>>,
 ) -> PyResult<i32> {
     let command = Command {
         exec_paths: cstrings("executable", exec_paths)?,
@@ -119,6 +121,10 @@ pub(crate) fn spawn(
     let target = target.map(PyTarget::into_target).transpose()?;
     let network = link.as_ref().map(PyLink::parts).transpose()?;
     let egress = egress.map(|e| Arc::clone(&e.get().inner));
+    // A box with a target, a network or egress makes (or joins) its namespaces as without a pool.
+    let pool =
+        pool.filter(|_| target.is_none() && network.is_none() && egress.is_none()).map(|p| Arc::clone(&p.get().inner));
+    let refill = pool.clone();
     // The spawn itself runs on a spawner thread (see spawn::threads); this thread waits without the GIL.
     let job = move || {
         // The box's cgroup, if it has limits: on a failed spawn it is removed as it is dropped.
@@ -136,15 +142,20 @@ pub(crate) fn spawn(
         } else if let Some((network, veth, address)) = network {
             let (config, link) = network.link(&config, veth, address)?;
             crate::spawn::spawn(&config, &command, None, Some(&link), egress.as_deref())?
+        } else if let Some((own, set)) = pool.as_deref().map(|p| p.take(&config)).transpose()?.flatten() {
+            // A set from the pool: joined as a target's namespaces are; the box makes the rest.
+            crate::spawn::spawn(&own, &command, Some(&set), None, None)?
         } else {
             let join = target.as_ref().map(Join::open).transpose()?;
             crate::spawn::spawn(&config, &command, join.as_ref(), None, egress.as_deref())?
         };
         Ok((pid, cgroup.map(|(cgroup, _entry)| cgroup)))
     };
-    let (pid, cgroup) = py
-        .detach(move || threads::run(job).and_then(|r| r))
-        .map_err(|e| to_pyerr(e, program.as_ref(), cwd_for_errors.as_ref()))?;
+    let spawned = py.detach(move || threads::run(job).and_then(|r| r));
+    if let Some(pool) = refill {
+        pool.refill();
+    }
+    let (pid, cgroup) = spawned.map_err(|e| to_pyerr(e, program.as_ref(), cwd_for_errors.as_ref()))?;
     if let Some(popen) = popen {
         let cgroup = cgroup.map(PyCgroup::new);
         // The pidfd is opened while the box is our unreaped child, so it cannot name another process; at 3 or
@@ -228,27 +239,35 @@ pub(crate) fn kill_and_reap_pidfd(py: Python<'_>, pidfd: i32) {
 /// process that runs `child` to `started`; in that process, calls `child()` and exits. See `_nsbox.pyi`.
 #[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments by value
 #[pyfunction]
-#[pyo3(signature = (config, child, started, link=None))]
+#[pyo3(signature = (config, child, started, link=None, pool=None))]
 pub(crate) fn fork(
     py: Python<'_>,
     config: &PySpec,
     child: &Bound<'_, PyAny>,
     started: &Bound<'_, PyList>,
     link: Option<PyLink<'_>>,
+    pool: Option<Bound<'_, PyPool>>,
 ) -> PyResult<()> {
     let network = link.as_ref().map(PyLink::parts).transpose()?;
+    // A set from the pool (not for a box on a network): joined first; the box makes the rest.
+    let pool = pool.filter(|_| network.is_none()).map(|p| Arc::clone(&p.get().inner));
+    let taken = match &pool {
+        Some(pool) => pool.take(&config.inner).map_err(|e| to_pyerr(e, None, None))?,
+        None => None,
+    };
+    let (own, set) = taken.map_or((None, None), |(own, set)| (Some(Arc::new(own)), Some(set)));
     let (config, link) = match &network {
         Some((network, veth, address)) => {
             let (config, link) =
                 network.link(&config.inner, veth.clone(), *address).map_err(|e| to_pyerr(e, None, None))?;
             (Arc::new(config), Some(link))
         }
-        None => (Arc::clone(&config.inner), None),
+        None => (own.unwrap_or_else(|| Arc::clone(&config.inner)), None),
     };
     // The box's cgroup, if it has limits: on a failure it is removed as it is dropped.
     let cgroup = config.limits.as_ref().map(crate::cgroup::create).transpose().map_err(|e| to_pyerr(e, None, None))?;
     let procs = cgroup.as_ref().map(|(_, entry)| entry.fds()).unwrap_or_default();
-    let fork = Fork::new(&config, link).map_err(|e| to_pyerr(e, None, None))?.into_cgroup(procs);
+    let fork = Fork::new(&config, link).map_err(|e| to_pyerr(e, None, None))?.into_cgroup(procs).joining(set);
     // CPython's fork protocol, as os.fork() follows it; we hold the GIL, as the hooks require.
     // SAFETY: called with the GIL held, before a fork.
     unsafe { pyo3::ffi::PyOS_BeforeFork() };
@@ -264,7 +283,11 @@ pub(crate) fn fork(
     }
     match forked.map_err(|e| to_pyerr(e, None, None))? {
         Forked::Parent(fork, first) => {
-            let box_ = py.detach(move || fork.finish(first)).map_err(|e| to_pyerr(e, None, None))?;
+            let finished = py.detach(move || fork.finish(first));
+            if let Some(pool) = &pool {
+                pool.refill();
+            }
+            let box_ = finished.map_err(|e| to_pyerr(e, None, None))?;
             // A list rather than a return value: the caller learns the PID even if an interrupt that came
             // meanwhile is raised as we return, and can kill and reap the box.
             let pidfd = box_.pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd);

@@ -172,6 +172,18 @@ impl Route {
     /// `joins`: the kinds of the namespaces joined first, if any are.
     fn new(config: &Spec, joins: Option<Namespaces>) -> Route {
         let flags = config.clone_flags();
+        let after_clone = [Namespace::User, Namespace::Pid, Namespace::Mount];
+        if joins.is_some_and(|j| !after_clone.iter().any(|&k| j.contains(k))) {
+            // Namespaces joinable from the caller's user namespace (a pool's set, as root): the clone makes
+            // the box's own namespaces, as without joining, and the child joins the others. One clone.
+            return Route {
+                clone_flags: flags,
+                unshare_flags: 0,
+                drop_groups: false,
+                fork_again: false,
+                inner_flags: 0,
+            };
+        }
         if let Some(joins) = joins {
             // Joining: the namespaces that are new (a box on a private network) are made by the second clone.
             return Route {

@@ -129,7 +129,7 @@ fn start(pool: &'static Pool) -> Result<Worker, Error> {
     Ok(Worker { id, jobs })
 }
 
-fn block_all_signals() {
+pub(crate) fn block_all_signals() {
     // SAFETY: all-zero bytes are a valid sigset_t, which sigfillset then fills.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: fills our own set.

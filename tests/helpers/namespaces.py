@@ -20,12 +20,13 @@ def host_ns(name: str) -> str:
     return os.readlink(f"/proc/self/ns/{name}")
 
 
-def box_ns_links(**options: Any) -> dict[str, str]:
-    """The box's own command (``readlink``, PID 1 with ``pid=True``) reads every ``/proc/self/ns/X``."""
+def box_ns_links(run: Any = nsbox.run, **options: Any) -> dict[str, str]:
+    """The box's own command (``readlink``, PID 1 with ``pid=True``) reads every ``/proc/self/ns/X``.
+
+    ``run`` makes the box: ``nsbox.run``, or another way with its signature (``helpers.pooling.pooled_run``).
+    """
     names = (*NAMESPACES, "time_for_children")
-    r = nsbox.run(
-        ["readlink", *(f"/proc/self/ns/{n}" for n in names)], capture_output=True, text=True, check=True, **options
-    )
+    r = run(["readlink", *(f"/proc/self/ns/{n}" for n in names)], capture_output=True, text=True, check=True, **options)
     links = r.stdout.split()
     assert len(links) == len(names), r.stdout
     return dict(zip(names, links, strict=True))

@@ -1,0 +1,152 @@
+"""``nsbox.Pool``: warm sets of the expensive namespaces, made off the caller's thread."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12
+
+from nsbox import _nsbox
+from nsbox._call import call
+from nsbox._options import CALL_OPTIONS, POOL, Args, NamespaceOptions, RunOptions, check_names, prepare
+from nsbox._popen import Popen
+from nsbox._run import run
+
+T = TypeVar("T")
+
+
+class PoolStats(NamedTuple):
+    """What a :class:`Pool` has done in this process (a forked child counts from zero)."""
+
+    #: Sets ready now.
+    ready: int
+    #: Sets made, sets taken by boxes, and spawns that found the pool empty (and made their own namespaces).
+    made: int
+    taken: int
+    missed: int
+    #: Why the last attempt to make a set failed, until one is made (spawns then make their own, and fail
+    #: with the full error if the namespaces cannot be made at all).
+    failure: str | None
+
+
+class Pool:
+    """Warm sets of a box's expensive namespaces, made by a thread of the pool's own before boxes need them.
+
+    ``Pool(size=8, **options)`` takes the namespace options of :func:`nsbox.call` (``net``, ``ipc``, ``uts``,
+    ``cgroup``, ``pid``, ``mount_proc``, ``hostname``, ``user`` and the id maps, ``sandbox`` ...). They are
+    the defaults of the pool's boxes, and they shape its sets: a set is a fresh network (``lo`` up), IPC, UTS
+    and cgroup namespace, as many of those as the options ask for, in a fresh user namespace when the boxes
+    get one (always without root), with the maps the options give. Up to ``size`` sets are kept ready.
+
+    :meth:`run`, :meth:`Popen` and :meth:`call` take what :func:`nsbox.run`, :class:`nsbox.Popen` and
+    :func:`nsbox.call` take (given options add to the pool's, or replace them). The box joins one ready set
+    and makes the rest itself (PID and mount namespaces, ``/proc``, ``root``, mounts, a time namespace, its
+    hostname); a set is used by exactly one box and never again, so the box is as fresh as one from
+    :func:`nsbox.run`. When no set is ready the box makes its own namespaces rather than wait. A box on a
+    ``network``, with ``egress`` or a ``target`` is made as without a pool.
+
+    A set's user namespace is fixed when it is made: a box that asks for another (other ``uid_map``,
+    ``gid_map`` or ``setgroups``, or ``user`` otherwise than the pool) raises ``ValueError`` before anything is
+    started. The pool can only move the kernel's work off the caller's path, not remove it: a burst larger
+    than ``size`` runs at the unpooled speed once the pool is empty, and the sets are made on the machine's
+    other CPUs.
+
+    :meth:`close` (and the ``with`` block's end, and the process's death) frees every unused set: sets are
+    open namespace fds (close-on-exec, never 0-2), and no process is kept. A forked child has its copies of
+    them closed as it is forked (so the function of :meth:`call` holds none), and its pool makes sets of its own.
+    """
+
+    def __init__(self, size: int = 8, *, user: bool | None = None, **options: Unpack[NamespaceOptions]) -> None:
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"size must be an int, not {type(size).__name__}")
+        if size < 1:
+            raise ValueError(f"size must be at least 1, not {size}")
+        check_names(options, CALL_OPTIONS, "Pool")
+        if options.get("network") is not None or options.get("ip") is not None:
+            raise ValueError("a Pool does not keep boxes on a Network yet: pass network= to nsbox.run")
+        # Checked as a box's options are: the pool's boxes start from them.
+        prepared = prepare(options, user)
+        self._options: dict[str, Any] = dict(options)
+        self._user = user
+        self.size = size
+        self._core = _nsbox.Pool(prepared.spec, size)
+
+    def Popen(self, args: Args, **options: Unpack[RunOptions]) -> Popen:
+        """Start ``args`` as :class:`nsbox.Popen` does, in a set of this pool's namespaces when one is ready."""
+        token = POOL.set(self._core)
+        try:
+            return Popen(args, **self._merged(options))
+        finally:
+            POOL.reset(token)
+
+    def run(
+        self,
+        args: Args,
+        *,
+        input: Any = None,
+        capture_output: bool = False,
+        timeout: float | None = None,
+        check: bool = False,
+        **options: Unpack[RunOptions],
+    ) -> subprocess.CompletedProcess[Any]:
+        """Run ``args`` as :func:`nsbox.run` does, in a set of this pool's namespaces when one is ready."""
+        token = POOL.set(self._core)
+        try:
+            merged = self._merged(options)
+            return run(args, input=input, capture_output=capture_output, timeout=timeout, check=check, **merged)
+        finally:
+            POOL.reset(token)
+
+    def call(
+        self,
+        fn: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        user: bool | None = None,
+        **options: Unpack[NamespaceOptions],
+    ) -> T:
+        """Call ``fn`` as :func:`nsbox.call` does, in a set of this pool's namespaces when one is ready."""
+        __tracebackhide__ = True  # pytest: show the caller's frames, not these
+        token = POOL.set(self._core)
+        try:
+            merged: Any = {**self._options, **options}
+            return call(fn, args, kwargs, timeout=timeout, user=self._user if user is None else user, **merged)
+        finally:
+            POOL.reset(token)
+
+    def _merged(self, options: Mapping[str, Any]) -> Any:
+        merged = {**self._options, **options}
+        if "user" not in options and self._user is not None:
+            merged["user"] = self._user
+        return merged
+
+    def stats(self) -> PoolStats:
+        """Sets ready, made, taken and missed so far in this process, and the last failure to make one."""
+        return PoolStats(*self._core.counts())
+
+    @property
+    def kinds(self) -> list[str]:
+        """The namespaces a set holds besides the user namespace (``"net"``, ``"ipc"`` ...)."""
+        return self._core.kinds
+
+    def close(self) -> None:
+        """Free every unused set and stop making them; later spawns make their own namespaces. Idempotent."""
+        self._core.close()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        stats = self.stats()
+        return f"<nsbox.Pool size={self.size} kinds=[{', '.join(self.kinds)}] ready={stats.ready}>"

@@ -1,0 +1,297 @@
+"""``nsbox.Pool`` test bodies that run alike as root and as 65534 (nsbox and the standard library only).
+
+Each takes JSON-able keyword arguments and returns what ``tests/test_pool.py`` checks, JSON-able too. The
+drivers (``CALLER_KILLED``, ``FORKED``) are programs of their own, for the cases that kill or fork the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from typing import Any
+
+import nsbox
+
+#: The namespace kinds a pooled box's command reports, in this order.
+KINDS = ["net", "uts", "ipc", "user", "pid", "mnt"]
+#: The kinds a set may hold (what a pool's fds point to).
+SET_KINDS = ("net:", "uts:", "ipc:", "cgroup:", "user:")
+
+
+def namespace_fds() -> dict[int, str]:
+    """fd -> namespace link, for this process's fds that point to a namespace of a kind a set holds."""
+    found = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue  # the listing's own fd
+        if link.startswith(SET_KINDS):
+            found[int(name)] = link
+    return found
+
+
+def children() -> list[int]:
+    """PIDs whose parent is this process (zombies included)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def thread_names() -> list[str]:
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass
+    return sorted(names)
+
+
+def wait_full(pool: nsbox.Pool, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while pool.stats().ready < pool.size:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the pool did not fill within {timeout} s: {pool.stats()}")
+        time.sleep(0.005)
+
+
+def fresh_boxes(size: int, boxes: int) -> dict[str, Any]:
+    """``boxes`` boxes from a full pool of ``size`` sets, all running at once (a burst when ``boxes > size``).
+
+    Each box's command reads its namespace links, lo's line of ``ip -o link`` and its hostname; the host reads
+    the same box's namespaces from outside. The control: an exec into the first box, a process that does share
+    its namespaces, which the comparison must see as shared.
+    """
+    script = "readlink " + " ".join(f"/proc/self/ns/{k}" for k in KINDS) + "; ip -o link show lo; hostname; exec cat"
+    with nsbox.Pool(size=size, net=True, uts=True, ipc=True, pid=True, mount_proc=True) as pool:
+        wait_full(pool)
+        procs = []
+        try:
+            for i in range(boxes):
+                procs.append(
+                    pool.Popen(
+                        ["sh", "-c", script],
+                        hostname=f"pooled-{i}",
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )
+                )
+            inside, outside, lo, names = [], [], [], []
+            for p in procs:
+                assert p.stdout is not None
+                lines = [p.stdout.readline().strip() for _ in range(len(KINDS) + 2)]
+                inside.append(dict(zip(KINDS, lines, strict=False)))
+                lo.append(lines[len(KINDS)])
+                names.append(lines[-1])
+                outside.append({k: f"{k}:[{v}]" for k, v in p.namespaces().items() if k in KINDS})
+            shared = procs[0].exec(["readlink", "/proc/self/ns/net"], capture_output=True, text=True).stdout.strip()
+        finally:
+            for p in procs:
+                if p.stdin is not None:
+                    p.stdin.close()
+                p.wait()
+                if p.stdout is not None:
+                    p.stdout.close()
+        stats = pool.stats()._asdict()
+    host = {k: os.readlink(f"/proc/self/ns/{k}") for k in KINDS}
+    codes = [p.returncode for p in procs]
+    return {"inside": inside, "outside": outside, "lo": lo, "names": names, "host": host, "exec_net": shared,
+            "codes": codes, "stats": stats}  # fmt: skip
+
+
+def calls_in_a_pool() -> dict[str, Any]:
+    """``pool.call`` twice: the function's PID, hostname and network namespace, beside the caller's."""
+    import socket
+
+    def inside() -> list[Any]:
+        return [os.getpid(), socket.gethostname(), os.readlink("/proc/self/ns/net")]
+
+    with nsbox.Pool(size=2, net=True, pid=True, hostname="pool-call") as pool:
+        wait_full(pool)
+        first = pool.call(inside)
+        second = pool.call(inside, hostname="other")
+        stats = pool.stats()._asdict()
+    return {"first": first, "second": second, "host_net": os.readlink("/proc/self/ns/net"), "stats": stats}
+
+
+def what_a_pool_holds_and_leaves(size: int) -> dict[str, Any]:
+    """This process's namespace fds, threads and children before a pool, with it full, and after ``close()``."""
+
+    def snapshot() -> dict[str, Any]:
+        return {"fds": namespace_fds(), "threads": thread_names(), "children": children()}
+
+    before = snapshot()
+    pool = nsbox.Pool(size=size, net=True, ipc=True, uts=True, cgroup=True)
+    wait_full(pool)
+    full = snapshot()
+    set_fds = {fd: link for fd, link in full["fds"].items() if fd not in before["fds"]}
+    flags = {fd: os.get_inheritable(fd) for fd in set_fds}
+    box = pool.run(["readlink", "/proc/self/ns/net"], capture_output=True, text=True)
+    pool.close()
+    closed = snapshot()
+    pool.close()  # idempotent
+    after = pool.run(["readlink", "/proc/self/ns/net"], capture_output=True, text=True)  # its own namespaces now
+    return {
+        "before": before,
+        "full": full,
+        "set_fds": set_fds,
+        "inheritable": flags,
+        "box": [box.returncode, box.stdout.strip()],
+        "closed": closed,
+        "after_close": [after.returncode, after.stdout.strip()],
+        "stats": pool.stats()._asdict(),
+    }
+
+
+def refusals() -> dict[str, Any]:
+    """What ``Pool`` refuses, with the type and message, and what the process holds after each."""
+    out: dict[str, Any] = {}
+    cases: dict[str, Any] = {
+        "size 0": lambda: nsbox.Pool(size=0, net=True),
+        "size text": lambda: nsbox.Pool(size="8", net=True),  # type: ignore[arg-type]
+        "nothing to pool": lambda: nsbox.Pool(pid=True, mount_proc=True),
+        "unknown option": lambda: nsbox.Pool(nett=True),  # type: ignore[call-arg]
+        "bad hostname": lambda: nsbox.Pool(net=True, hostname="x" * 65),
+    }
+    for name, make in cases.items():
+        try:
+            make().close()
+            out[name] = None
+        except (TypeError, ValueError) as e:
+            out[name] = [type(e).__name__, str(e)]
+    with nsbox.Pool(size=1, net=True) as pool:
+        wait_full(pool)
+        try:
+            pool.run(["true"], uid_map=[(0, os.geteuid(), 1), (1, 100000, 10)])
+            out["other maps"] = None
+        except (ValueError, OSError) as e:
+            out["other maps"] = [type(e).__name__, str(e)]
+        out["left after the refusal"] = pool.stats()._asdict()
+    out["fds"] = namespace_fds()
+    out["threads"] = thread_names()
+    out["children"] = children()
+    return out
+
+
+#: The caller that is killed: a full pool whose filler is kept busy (a set is being made when the kill comes).
+#: Prints the namespace links of its sets, then spawns until killed. ``MARK`` is in its environment, and so in
+#: that of every process it makes (the maker shares its memory; the boxes inherit it).
+CALLER_KILLED = """
+import json, os, sys, threading, time, nsbox
+from helpers.pool_bodies import namespace_fds, wait_full
+pool = nsbox.Pool(size=4, net=True, uts=True, ipc=True, pid=True)
+wait_full(pool)
+sets = sorted(set(namespace_fds().values()))
+def churn():
+    while True:
+        pool.run(["true"])
+threading.Thread(target=churn, daemon=True).start()
+print(json.dumps({"sets": sets}), flush=True)
+time.sleep(600)
+"""
+
+
+def marked_processes(mark: str) -> list[int]:
+    """PIDs of the processes whose environment holds ``mark`` (those this user may read)."""
+    found = []
+    needle = mark.encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if needle in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def caller_killed_with_a_full_pool(tests_dir: str, python: str) -> dict[str, Any]:
+    """Starts ``CALLER_KILLED``, SIGKILLs it once its pool is full and busy, and waits (a deadline) until no
+    process of its is left. The control: the caller itself is found by the same search while it lives."""
+    import json
+    import uuid
+
+    mark = f"NSBOX_POOL_TEST_MARK={uuid.uuid4().hex}"
+    env = {**os.environ, "PYTHONPATH": tests_dir + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env[mark.split("=")[0]] = mark.split("=")[1]
+    caller = subprocess.Popen([python, "-c", CALLER_KILLED], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert caller.stdout is not None
+        sets = json.loads(caller.stdout.readline())["sets"]
+        alive = marked_processes(mark)
+    finally:
+        caller.kill()
+        caller.wait()
+        if caller.stdout is not None:
+            caller.stdout.close()
+    deadline = time.monotonic() + 10
+    left = marked_processes(mark)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.01)
+        left = marked_processes(mark)
+    return {"sets": sets, "caller": caller.pid, "alive": alive, "left": left, "status": caller.returncode}
+
+
+#: A thread-busy caller with two pools forks: ``pool`` (network and UTS) full and idle, ``busy`` (IPC only) taken
+#: from and refilled all the time by two threads (its filler may hold its lock at the fork). The child reports
+#: the network namespaces it holds fds of (none: the parent's sets are closed as it is forked), and uses both
+#: pools. The parent's network namespace fds are ``pool``'s sets, alive until the child is done (their ids
+#: cannot be reused meanwhile).
+FORKED = """
+import json, os, sys, threading, warnings, nsbox
+from helpers.pool_bodies import namespace_fds, wait_full
+warnings.simplefilter("ignore", DeprecationWarning)  # fork() in a threaded process: the point of the test
+pool = nsbox.Pool(size=3, net=True, uts=True)
+busy = nsbox.Pool(size=2, ipc=True)
+stop = threading.Event()
+def spawn():
+    while not stop.is_set():
+        busy.run(["true"])
+threads = [threading.Thread(target=spawn) for _ in range(2)]
+for t in threads:
+    t.start()
+wait_full(pool)
+def nets():
+    return sorted(link for link in namespace_fds().values() if link.startswith("net:"))
+r, w = os.pipe()
+parent_sets = nets()
+pid = os.fork()
+if pid == 0:
+    code = 1
+    try:
+        inherited = nets()
+        box = pool.run(["readlink", "/proc/self/ns/net"], capture_output=True, text=True)
+        called = pool.call(lambda: [os.readlink("/proc/self/ns/net"), nets()])
+        ipc = busy.run(["readlink", "/proc/self/ns/ipc"], capture_output=True, text=True)
+        report = {"inherited": inherited, "box": [box.returncode, box.stdout.strip()], "call": called,
+                  "ipc": [ipc.returncode, ipc.stdout.strip()], "stats": pool.stats()._asdict(),
+                  "busy_stats": busy.stats()._asdict()}
+        os.write(w, json.dumps(report).encode())
+        code = 0
+    finally:
+        os._exit(code)
+os.close(w)
+with os.fdopen(r) as f:
+    child = json.loads(f.read() or "null")
+_, status = os.waitpid(pid, 0)
+stop.set()
+for t in threads:
+    t.join()
+after = pool.run(["readlink", "/proc/self/ns/net"], capture_output=True, text=True)
+stats = pool.stats()._asdict()
+pool.close()
+busy.close()
+print(json.dumps({"child": child, "status": status, "parent_sets": parent_sets,
+                  "parent_after": [after.returncode, after.stdout.strip()], "parent_stats": stats,
+                  "host_ipc": os.readlink("/proc/self/ns/ipc")}))
+"""
