@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -46,6 +47,18 @@ def nothing_left() -> Iterator[None]:
     assert set(our_pty_children()) <= children
 
 
+@contextlib.contextmanager
+def tty_box(args: list[str], **options: Any) -> Iterator[nsbox.Popen]:
+    """``nsbox.Popen(args, tty=True, ...)``, killed if the test fails inside: the ``with`` block's hang-up would
+    not end a shell that is PID 1 (it ignores ``SIGHUP``) waiting for a foreground job."""
+    with nsbox.Popen(args, **options) as box:
+        try:
+            yield box
+        except BaseException:
+            box.kill()
+            raise
+
+
 def shell(box: nsbox.Popen) -> Any:
     """pexpect on the box's terminal, at the shell's first prompt."""
     assert box.pty is not None
@@ -70,7 +83,7 @@ def leave(box: nsbox.Popen, term: Any) -> None:
 @pytest.mark.parametrize("pid", [True, False], ids=["pid", "no-pid"])
 def test_an_interactive_shell_runs_on_its_own_terminal(pid: bool, nothing_left: None) -> None:
     sid, pgrp = os.getsid(0), os.getpgrp()
-    with nsbox.Popen(SHELL, tty=True, pid=pid, mount_proc=pid, env=ENV) as box:
+    with tty_box(SHELL, tty=True, pid=pid, mount_proc=pid, env=ENV) as box:
         term = shell(box)
         name = run_line(term, "tty").strip()
         assert re.fullmatch(r"/dev/pts/\d+", name), name
@@ -93,7 +106,7 @@ def test_an_interactive_shell_runs_on_its_own_terminal(pid: bool, nothing_left: 
 
 @pytest.mark.parametrize("pid", [True, False], ids=["pid", "no-pid"])
 def test_resize_sets_the_size_and_the_box_gets_sigwinch(pid: bool, nothing_left: None) -> None:
-    with nsbox.Popen(SHELL, tty=True, pid=pid, env=ENV) as box:
+    with tty_box(SHELL, tty=True, pid=pid, env=ENV) as box:
         term = shell(box)
         assert run_line(term, "stty size").strip() == "24 80"  # a new terminal's size
         run_line(term, "trap 'echo WINCH-SEEN' WINCH")
@@ -110,16 +123,17 @@ def test_job_control_and_ctrl_c_reach_the_boxs_foreground_job_never_the_caller(n
     caught: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
-        with nsbox.Popen(SHELL, tty=True, pid=True, mount_proc=True, env=ENV) as box:
+        with tty_box(SHELL, tty=True, pid=True, mount_proc=True, env=ENV) as box:
             term = shell(box)
             run_line(term, "sleep 100 &")
             assert "sleep 100" in run_line(term, "jobs")
             term.sendline("fg")
             term.expect_exact("sleep 100")  # fg names the job it brings to the foreground
             # The terminal's foreground process group is now the job's: wait for it, then type Ctrl-C.
+            # (`&` gives the prompt back as soon as the job is forked, maybe before it has exec'd sleep.)
+            assert _wait_for(lambda: any(p.command == "sleep 100" for p in box.processes()))
             sleeper = next(p for p in box.processes() if p.command == "sleep 100")
-            deadline_reached = _wait_for(lambda: int(stat_fields(box.pid)[5]) == sleeper.host_pid)
-            assert deadline_reached, "the job never became the terminal's foreground"
+            assert _wait_for(lambda: int(stat_fields(box.pid)[5]) == sleeper.host_pid), "the job never came forward"
             box.pty.write(b"\x03")  # type: ignore[union-attr]
             term.expect_exact(PROMPT)  # the shell survived the interrupt
             assert run_line(term, "echo status $?").strip() == "status 130"  # 128 + SIGINT: the job was interrupted
@@ -143,7 +157,7 @@ def _wait_for(condition: Any, timeout: float = 20) -> bool:
 
 def test_a_box_with_its_own_devpts_gets_its_terminal_there(nothing_left: None) -> None:
     host_pts = os.stat("/dev/pts")
-    with nsbox.Popen(SHELL, tty=True, pid=True, mount_proc=True, env=ENV, **OWN_DEVPTS) as box:
+    with tty_box(SHELL, tty=True, pid=True, mount_proc=True, env=ENV, **OWN_DEVPTS) as box:
         term = shell(box)
         assert run_line(term, "tty").strip() == "/dev/pts/0"  # the first terminal of a new devpts instance
         assert run_line(term, "ls /dev/pts").split() == ["0", "ptmx"]
@@ -157,7 +171,7 @@ def test_a_box_with_its_own_devpts_gets_its_terminal_there(nothing_left: None) -
 
 def test_control_without_its_own_devpts_the_terminal_is_the_hosts(nothing_left: None) -> None:
     host_pts = os.stat("/dev/pts")
-    with nsbox.Popen(SHELL, tty=True, pid=True, mount_proc=True, env=ENV) as box:
+    with tty_box(SHELL, tty=True, pid=True, mount_proc=True, env=ENV) as box:
         term = shell(box)
         name = run_line(term, "tty").strip()
         slave = os.stat(f"/proc/{box.pid}/fd/0")
@@ -313,3 +327,24 @@ def test_rootless_shell_terminal_and_resize(rootless: Rootless) -> None:
     )
     assert seen["plain"]["tty"] and seen["plain"]["size"] and seen["plain"]["code"] == 0
     assert seen["devpts"] == {"tty": ["/dev/pts/0"], "size": True, "code": 0}
+
+
+@pytest.mark.parametrize("init", [True, False], ids=["init", "control-pid-1-shell"])
+def test_closing_the_terminal_hangs_up_the_box(init: bool, nothing_left: None) -> None:
+    box = nsbox.Popen(SHELL, tty=True, pid=True, mount_proc=True, init=init, env=ENV)
+    try:
+        term = shell(box)
+        term.sendline("sleep 100")
+        assert _wait_for(lambda: any(p.command == "sleep 100" for p in box.processes()))
+        assert box.pty is not None
+        box.pty.close()  # a hang-up: the kernel sends SIGHUP to the session's leader
+        if init:
+            assert box.wait(timeout=20) == 128 + signal.SIGHUP  # the init forwarded it to the shell
+        else:
+            # PID 1 ignores a signal it has no handler for: the shell goes on waiting for its job.
+            with pytest.raises(subprocess.TimeoutExpired):
+                box.wait(timeout=0.5)
+    finally:
+        box.kill()
+        box.wait()
+        box.close_pidfd()
