@@ -212,9 +212,10 @@ def test_call_takes_the_namespace_options_of_run_but_init() -> None:
     from nsbox._options import CALL_OPTIONS, OPTIONS
 
     # Those of a box that runs a command, but what only a command can have (an init, a target to join,
-    # namespaces to persist, an egress engine started while the command waits); `user` is a parameter of both.
-    # A root and mounts it takes (issue 15).
-    assert CALL_OPTIONS == OPTIONS.keys() - {"init", "persist", "target", "egress", "publish", "dns", "allow"}
+    # namespaces to persist, an egress engine started while the command waits, a terminal of its own); `user` is a
+    # parameter of both. A root and mounts it takes (issue 15).
+    only_commands = {"init", "persist", "target", "egress", "publish", "dns", "allow", "tty"}
+    assert CALL_OPTIONS == OPTIONS.keys() - only_commands
 
 
 @pytest.mark.unit

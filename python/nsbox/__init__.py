@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from nsbox._persist import enter, persist, release
     from nsbox._pool import Pool, PoolStats
     from nsbox._popen import Popen
+    from nsbox._pty import Pty
     from nsbox._run import run
     from nsbox._seccomp import Seccomp
     from nsbox._zygote import Zygote
@@ -42,6 +43,7 @@ _SUBMODULES = {
     "_persist": ("enter", "persist", "release"),
     "_pool": ("Pool", "PoolStats"),
     "_popen": ("Popen",),
+    "_pty": ("Pty",),
     "_run": ("run",),
     "_seccomp": ("Seccomp",),
     "_zygote": ("Zygote",),
@@ -68,6 +70,7 @@ __all__ = [
     "Popen",
     "ProcessInfo",
     "ProcessTable",
+    "Pty",
     "RemoteTraceback",
     "Seccomp",
     "Tmpfs",

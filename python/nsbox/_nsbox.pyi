@@ -89,7 +89,10 @@ def spawn(
     while spawning. A ``config`` with cgroup limits needs ``popen``: the box's :class:`Cgroup` is stored on it
     (``_cgroup``; ``None`` without limits). With ``join_cgroup`` (an exec into a box with limits), the process
     enters that cgroup instead, first thing. With ``pool`` (and no ``target``, ``link`` or ``egress``), the process
-    joins one of the pool's sets of namespaces, when one is ready, and makes only the rest.
+    joins one of the pool's sets of namespaces, when one is ready, and makes only the rest. A ``config`` with ``tty``
+    starts a new session whose controlling terminal is a new pseudo-terminal, its slave on 0-2 where ``stdio`` has
+    -1; the master (at 3 or above, CLOEXEC) is stored on ``popen`` as ``_pty_fd`` (``None`` without ``tty``), or
+    closed without ``popen``.
     """
 
 def kill_and_reap(popen: object) -> None:
