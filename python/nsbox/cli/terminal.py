@@ -1,4 +1,4 @@
-"""``nsbox -t``: the box's own pty relayed to the caller's terminal, as ``docker run -it`` and ``script`` do.
+r"""``nsbox -t``: the box's own pty relayed to the caller's terminal, as ``docker run -it`` and ``script`` do.
 
 While the box runs, the caller's terminal (nsbox's stdin, if it is one) is in raw mode, so that every key,
 Ctrl-C included, goes to the box's pty, whose line discipline then does what a terminal does (echo, line
@@ -7,7 +7,7 @@ SIGWINCH. What nsbox reads on stdin is written to the pty and what the box write
 until the box's first process exits; then the terminal's settings are put back, whatever ended the relay.
 
 When stdin is not a terminal (a pipe, a file, ``/dev/null``), it is relayed all the same, as ``script`` does,
-and its end becomes the pty's end-of-file character (Ctrl-D), so ``printf 'ls\\nexit\\n' | nsbox -t sh`` works;
+and its end becomes the pty's end-of-file character (Ctrl-D), so ``printf 'ls\nexit\n' | nsbox -t sh`` works;
 the box's terminal echoes that input as any terminal would. A SIGINT or SIGQUIT that reaches nsbox itself
 (Ctrl-C on a terminal nsbox is not reading, ``kill -INT``) is typed into the pty as its interrupt or quit
 character: the box's foreground job gets it, as it would from its own terminal.
@@ -39,14 +39,18 @@ class Box(Protocol):
     """What the relay needs of a box started with ``tty=True`` (:class:`nsbox.Popen`)."""
 
     @property
-    def pty(self) -> Any: ...  # the master, a binary file object
+    def pty(self) -> Any:
+        """The pty's master, a binary file object."""
 
     @property
-    def pidfd(self) -> int: ...
+    def pidfd(self) -> int:
+        """A pidfd of the box's first process: readable once it exits."""
 
-    def resize(self, rows: int, cols: int) -> None: ...
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the pty's window size."""
 
-    def wait(self, timeout: float | None = None) -> int: ...
+    def wait(self, timeout: float | None = None) -> int:
+        """Reap the box's first process; its return code."""
 
 
 def window_size(fds: tuple[int, ...] = (0, 1, 2)) -> tuple[int, int] | None:
@@ -70,13 +74,19 @@ def raw_mode(fd: int) -> Iterator[None]:
         tty.setraw(fd, termios.TCSANOW)
         yield
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        try:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        except termios.error as exc:
+            if exc.args[0] != errno.EIO:  # EIO: the terminal hung up, there is nothing left to put back
+                raise
 
 
 @contextmanager
 def _signals_to_pipe() -> Iterator[int]:
-    """A pipe that gets a byte (the number) for each of :data:`_SIGNALS` that arrives, and for any other signal
-    that has a Python handler; the numbers are read from the returned fd."""
+    """A pipe (its read end) that gets the number of each of :data:`_SIGNALS` that arrives, as a byte.
+
+    Other signals with a Python handler (those :mod:`nsbox.cli.run` forwards) write theirs too; they are skipped.
+    """
     read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     with ExitStack() as stack:
         stack.callback(os.close, read_end)
@@ -168,8 +178,11 @@ class _Relay:
         if self.stdout is not None:
             try:
                 _write_all(self.stdout, data)
-            except BrokenPipeError:
-                self.stdout = None  # nobody reads any more: the box's output goes nowhere, as with a closed terminal
+            except OSError as exc:
+                # Nobody reads any more (EPIPE), or the terminal hung up (EIO): the rest goes nowhere.
+                if exc.errno not in (errno.EPIPE, errno.EIO):
+                    raise
+                self.stdout = None
         return True
 
     def copy_input(self) -> None:
@@ -199,8 +212,11 @@ class _Relay:
             self.to_box += eof if self.last_input == b"\n" else eof + eof
 
     def drain(self) -> None:
-        """After the box's first process exited: copy what is left, up to the pty's close (EIO), or until it has
-        been quiet for :data:`_LINGER` while something else in the box still holds it open."""
+        """After the box's first process exited: copy what is left.
+
+        Up to the pty's close (EIO), or until it has been quiet for :data:`_LINGER` while something else in the
+        box still holds it open.
+        """
         while select.select([self.master], [], [], _LINGER)[0] and self.copy_output():
             pass
 
