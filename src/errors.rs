@@ -105,6 +105,11 @@ steps! {
     Egress = 60, "egress", "start the box's network engine";
     /// Forwarding a host port into the box (`publish=`).
     Publish = 61, "publish", "publish a port";
+    /// `tty=True`: making the box's pseudo-terminal its controlling terminal (`TIOCSCTTY`).
+    Terminal = 62, "terminal", "make the terminal the box's controlling terminal";
+    /// `tty=True`: opening the pseudo-terminal (the caller's `/dev/ptmx`, or the box's own devpts), or handing
+    /// its master to the caller.
+    Pty = 63, "pty", "open the box's pseudo-terminal";
 }
 
 impl Step {

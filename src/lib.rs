@@ -30,6 +30,7 @@ mod seccomp;
 mod spawn;
 mod spec;
 mod sys;
+mod tty;
 
 #[cfg(feature = "python")]
 mod py;

@@ -13,6 +13,7 @@ use crate::mounts::{Filesystem, MountOption};
 use crate::namespace::{Namespace, Namespaces};
 use crate::rlimits::Rlimit;
 use crate::seccomp::{Filter, SeccompOptions};
+use crate::tty::Terminal;
 
 /// `HOST_NAME_MAX` on Linux.
 pub const HOSTNAME_MAX: usize = 64;
@@ -138,6 +139,8 @@ pub struct Options {
     pub memory_limit: Option<SizeArg>,
     pub pids_limit: Option<i64>,
     pub cpu_limit: Option<f64>,
+    /// A new session with a pseudo-terminal of its own as its controlling terminal (see [`crate::tty`]).
+    pub tty: bool,
 }
 
 /// The caller's effective ids, which the defaults depend on.
@@ -199,6 +202,8 @@ pub struct Spec {
     pub seccomp: Option<Filter>,
     /// The limits of the box's own cgroup, if it gets one.
     pub limits: Option<Limits>,
+    /// `tty=True`: where the box's pseudo-terminal comes from.
+    pub tty: Option<Terminal>,
 }
 
 /// A host name as the kernel takes it: not empty, at most 64 bytes, no NUL.
@@ -355,6 +360,7 @@ impl Options {
             // Compiled for the box: what it may trace depends on its PID namespace.
             seccomp: self.seccomp.map(|s| s.compile(kinds.contains(Namespace::Pid))).transpose()?,
             limits,
+            tty: self.tty.then(|| Terminal::for_mounts(&self.mounts)),
         })
     }
 }

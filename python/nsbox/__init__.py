@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from nsbox._nsbox import __version__
     from nsbox._persist import enter, persist, release
     from nsbox._popen import Popen
+    from nsbox._pty import Pty
     from nsbox._run import run
     from nsbox._seccomp import Seccomp
 
@@ -39,6 +40,7 @@ _SUBMODULES = {
     "_nsbox": ("__version__",),
     "_persist": ("enter", "persist", "release"),
     "_popen": ("Popen",),
+    "_pty": ("Pty",),
     "_run": ("run",),
     "_seccomp": ("Seccomp",),
 }
@@ -62,6 +64,7 @@ __all__ = [
     "Popen",
     "ProcessInfo",
     "ProcessTable",
+    "Pty",
     "RemoteTraceback",
     "Seccomp",
     "Tmpfs",

@@ -86,7 +86,9 @@ def spawn(
     process (at 3 or above, CLOEXEC; ``None`` if it was reaped already) is stored as ``_pidfd``. The GIL is released
     while spawning. A ``config`` with cgroup limits needs ``popen``: the box's :class:`Cgroup` is stored on it
     (``_cgroup``; ``None`` without limits). With ``join_cgroup`` (an exec into a box with limits), the process
-    enters that cgroup instead, first thing.
+    enters that cgroup instead, first thing. A ``config`` with ``tty`` starts a new session whose controlling
+    terminal is a new pseudo-terminal, its slave on 0-2 where ``stdio`` has -1; the master (at 3 or above,
+    CLOEXEC) is stored on ``popen`` as ``_pty_fd`` (``None`` without ``tty``), or closed without ``popen``.
     """
 
 def kill_and_reap(popen: object) -> None:

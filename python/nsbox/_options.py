@@ -191,6 +191,8 @@ class BoxOptions(NamespaceOptions, total=False):
     publish: Annotated["Mapping[int | str, int] | Sequence[tuple[str, int | str, int]] | None", Option(None)]
     dns: Annotated[Sequence[str] | None, Option(None)]
     allow: Annotated[Sequence[str] | None, Option(None)]
+    # A new session whose controlling terminal is a new pseudo-terminal (python/nsbox/_pty.py, src/tty.rs).
+    tty: Annotated[bool, Option(False, _flag)]
 
 
 #: Every option by name, in the order of the declaration, with its metadata.

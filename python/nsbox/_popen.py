@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12
 
-    from nsbox import _egress
+    from nsbox import _egress, _pty
     from nsbox._network import Network  # a box's network is checked in _options, where it is loaded if need be
 
 from nsbox import _ids, _inspect, _nsbox
@@ -39,7 +39,7 @@ _exec_cgroup: ContextVar[_nsbox.Cgroup | None] = ContextVar("nsbox_exec_cgroup",
 
 
 class Popen(subprocess.Popen[Any]):
-    """Start ``args`` in new namespaces; otherwise exactly :class:`subprocess.Popen`.
+    r"""Start ``args`` in new namespaces; otherwise exactly :class:`subprocess.Popen`.
 
     All of ``subprocess.Popen``'s pipes, ``communicate``, ``wait``, ``poll``, ``send_signal``,
     ``terminate``, ``kill``, ``returncode`` and context-manager behaviour are inherited unchanged.
@@ -81,6 +81,17 @@ class Popen(subprocess.Popen[Any]):
       beneath the caller's, entered before the command runs and removed when the box is reaped (what is
       left in it is killed then). :attr:`oom_killed` and :meth:`usage` read its counters. Root, or a
       delegated cgroup v2 subtree (see the README); otherwise ``PermissionError`` says what to do.
+    - ``tty``: the box's first process starts a new session whose controlling terminal is a new
+      pseudo-terminal (``setsid`` and ``TIOCSCTTY``), on its 0, 1 and 2 except where ``stdin``, ``stdout`` or
+      ``stderr`` redirect them. :attr:`pty` is the terminal's master, an unbuffered binary file (reads end with
+      ``b""`` once the box no longer holds the terminal: see :class:`nsbox.Pty`); :meth:`resize` sets its size
+      (24x80 to start with). In a box with a :class:`nsbox.Dev` mount the terminal is one of the box's own
+      devpts (``tty`` prints ``/dev/pts/0`` inside, and the host's ``/dev/pts`` does not show it); otherwise it
+      comes from the caller's ``/dev/ptmx``. Being in another session, the caller never gets the terminal's
+      signals: Ctrl-C (``box.pty.write(b"\x03")``) interrupts the box's foreground job only (with ``pid=True``,
+      PID 1 ignores it unless it handles SIGINT, as any signal). ``start_new_session=False`` and
+      ``process_group`` contradict it and are refused. The ``with`` block closes :attr:`pty` before it waits,
+      as it closes ``stdin``: a program reading the terminal then reads EOF.
 
     ``user`` does two jobs, told apart by type: ``None``, ``True`` or ``False`` is the user namespace
     (above); a user name or an ``int`` uid means what it means to :mod:`subprocess`: run the command as
@@ -115,7 +126,7 @@ class Popen(subprocess.Popen[Any]):
         startupinfo: Any = None,
         creationflags: int = 0,
         restore_signals: bool = True,
-        start_new_session: bool = False,
+        start_new_session: bool | None = None,
         pass_fds: Collection[int] = (),
         *,
         user: bool | str | int | None = None,
@@ -154,6 +165,21 @@ class Popen(subprocess.Popen[Any]):
             None if user is None or isinstance(user, bool) else user, group, extra_groups
         )
         check_names(options, OPTIONS, "Popen")
+        #: ``tty=True``: the master of the box's terminal (see :mod:`nsbox._pty`).
+        self.pty: _pty.Pty | None = None
+        if options.get("tty") is True:
+            # A new session is how the terminal becomes the box's: refuse what says otherwise, before anything is made.
+            if start_new_session is False:
+                raise ValueError(
+                    "tty=True starts a new session (the terminal's): it cannot take start_new_session=False"
+                )
+            if process_group is not None:
+                raise ValueError(
+                    "tty=True makes the box the leader of a new session and of its process group: "
+                    "it cannot take process_group"
+                )
+            if stderr == subprocess.STDOUT and stdout is None:
+                stderr = None  # both on the terminal
         self._exec_children = []
         self._nsbox_link: tuple[str, str] | None = None
         #: The box's cgroup when it has limits (set by the core as it starts the box).
@@ -180,7 +206,7 @@ class Popen(subprocess.Popen[Any]):
                 env=env,
                 universal_newlines=universal_newlines,
                 pass_fds=pass_fds,
-                start_new_session=start_new_session or self._prepared.new_session,
+                start_new_session=bool(start_new_session) or self._prepared.new_session,
                 process_group=process_group,
                 text=text,
                 encoding=encoding,
@@ -202,6 +228,7 @@ class Popen(subprocess.Popen[Any]):
             # as the spawn returned (or later in __init__) must not leave a running box nobody knows of.
             _nsbox.kill_and_reap(self)
             self.close_pidfd()
+            self._close_pty()
             if self._prepared.egress is not None:
                 self._prepared.egress.stop()
             if network is not None and self._nsbox_link is not None:
@@ -237,10 +264,35 @@ class Popen(subprocess.Popen[Any]):
         if fd is not None:
             os.close(fd)
 
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the size of the box's terminal (``tty=True``): the box's foreground process group gets ``SIGWINCH``.
+
+        A new terminal starts at 24 rows and 80 columns. Programs read the size with ``TIOCGWINSZ``
+        (``stty size``, ``os.get_terminal_size``).
+
+        Raises:
+            ValueError: the box has no terminal (or it is closed), or a size is not from 1 to 65535.
+        """
+        if self.pty is None or self.pty.closed:
+            raise ValueError("the box has no terminal: pass tty=True" if self.pty is None else "the terminal is closed")
+        from nsbox import _pty  # loaded by boxes with a terminal only
+
+        _pty.set_size(self.pty.fileno(), rows, cols)
+
+    def _close_pty(self) -> None:
+        pty = self.__dict__.get("pty")
+        fd = self.__dict__.pop("_pty_fd", None)
+        if pty is not None:
+            pty.close()
+        elif fd is not None:
+            os.close(fd)  # recorded by the core, not yet wrapped
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
+            # First, as subprocess closes stdin before it waits: a box reading its terminal reads EOF (a hang-up).
+            self._close_pty()
             super().__exit__(exc_type, exc, tb)
         finally:
             self.close_pidfd()
@@ -251,6 +303,7 @@ class Popen(subprocess.Popen[Any]):
             super().__del__(*args, **kwargs)
         finally:
             self.close_pidfd()
+            self._close_pty()
 
     @property
     def egress(self) -> _egress.EgressInfo | None:
@@ -570,6 +623,12 @@ class Popen(subprocess.Popen[Any]):
             join_cgroup=None if self._prepared.target is None else _exec_cgroup.get(),
             egress=None if self._prepared.egress is None else self._prepared.egress.box_engine,
         )
+        fd = self.__dict__.get("_pty_fd")
+        if fd is not None:
+            from nsbox import _pty  # loaded by boxes with a terminal only: termios, fcntl
+
+            self.pty = _pty.Pty(fd, "r+")
+            del self.__dict__["_pty_fd"]
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]
 
 

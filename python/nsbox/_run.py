@@ -23,7 +23,7 @@ def run(
     check: bool = False,
     **kwargs: Unpack[RunOptions],
 ) -> subprocess.CompletedProcess[Any]:
-    """Run ``args`` in new namespaces, wait for it, and return a :class:`subprocess.CompletedProcess`.
+    r"""Run ``args`` in new namespaces, wait for it, and return a :class:`subprocess.CompletedProcess`.
 
     With cgroup limits (``memory_limit``, ``pids_limit``, ``cpu_limit``) it is an :class:`nsbox.CompletedBox`,
     a subclass that also has ``oom_killed`` and ``usage`` (an :class:`nsbox.Usage`).
@@ -33,19 +33,30 @@ def run(
     On a timeout, ``KeyboardInterrupt`` or any other exception while waiting, the box is killed and
     reaped before the exception propagates; with ``pid=True`` that ends every process in it.
 
+    With ``tty=True`` the program runs on a terminal of its own (see :class:`nsbox.Popen`), and the terminal
+    takes the places of the pipes: ``input`` is typed on it, followed by an end of file (Ctrl-D; twice if the
+    last line has no newline); ``capture_output`` gives what the terminal showed as ``stdout`` (the program's
+    output and errors as they were interleaved, with the terminal's echo of the input and its ``\r\n`` line
+    ends; ``text=True`` makes them ``\n``), and ``stderr`` is ``None``; without it, what the terminal shows is
+    copied to the caller's stdout (fd 1) as it comes. ``run`` returns once the box has exited and nothing holds
+    its terminal any more (with ``pid=True``, when the box exits). On a timeout the whole box is killed, as above.
+
     >>> r = run(["hostname"], hostname="box", capture_output=True, text=True)
     >>> r.stdout.strip()
     'box'
     """
+    tty = kwargs.get("tty") is True
     if input is not None:
         if kwargs.get("stdin") is not None:
             raise ValueError("stdin and input arguments may not both be used.")
-        kwargs["stdin"] = subprocess.PIPE
+        if not tty:
+            kwargs["stdin"] = subprocess.PIPE
     if capture_output:
         if kwargs.get("stdout") is not None or kwargs.get("stderr") is not None:
             raise ValueError("stdout and stderr arguments may not be used with capture_output.")
-        kwargs["stdout"] = subprocess.PIPE
-        kwargs["stderr"] = subprocess.PIPE
+        if not tty:
+            kwargs["stdout"] = subprocess.PIPE
+            kwargs["stderr"] = subprocess.PIPE
 
     # Made before it is started, so that an interrupt raised as __init__ returns (before a `with` or an
     # assignment could hold the object) still finds the box here.
@@ -54,7 +65,12 @@ def run(
         process.__init__(args, **kwargs)  # type: ignore[misc]
         with process:
             try:
-                stdout, stderr = process.communicate(input, timeout=timeout)
+                if tty:
+                    from nsbox import _pty  # loaded by boxes with a terminal only
+
+                    stdout, stderr = _pty.drive(process, input, timeout, capture_output)
+                else:
+                    stdout, stderr = process.communicate(input, timeout=timeout)
             except BaseException:
                 # Unlike subprocess.run, also on KeyboardInterrupt: kill and reap (before __exit__ would
                 # wait), leave no zombie behind, in one call that a second interrupt cannot cut short.

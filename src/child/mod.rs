@@ -16,6 +16,7 @@ mod net;
 mod seccomp;
 mod steps;
 pub(crate) mod sys;
+mod tty;
 
 use std::ffi::{c_void, CStr};
 use std::ptr;
@@ -37,6 +38,8 @@ pub(crate) use steps::{
 use steps::{exec, reset_signals, setup_fds, switch_credentials};
 pub(crate) use sys::{check, report, send, send_to};
 use sys::{close_all_but, fail};
+use tty::take_terminal;
+pub(crate) use tty::TerminalPlan;
 
 /// What the namespace steps need, prepared by the parent: the config, the error pipe, the id-map
 /// handshake and the map texts (pointers into `CString`s the parent keeps alive).
@@ -116,6 +119,9 @@ pub struct Plan<'a> {
     pub uid: Option<libc::uid_t>,
     /// The box's `cgroup.procs` files (one per hierarchy), entered first and closed ([`enter_cgroup`]).
     pub cgroup_procs: &'a [c_int],
+    /// `tty=True`: the pseudo-terminal that becomes the controlling terminal of a new session, and 0-2 where
+    /// `stdio` has -1.
+    pub terminal: Option<TerminalPlan<'a>>,
 }
 
 /// The rest of the child's life once its namespaces are set up: files, root, proc, directory, session,
@@ -139,7 +145,12 @@ fn run(plan: &Plan<'_>) -> ! {
         // SAFETY: fchdir(2) to a directory fd the parent opened.
         check(s, Step::Chdir, unsafe { libc::fchdir(plan.cwd_fd) });
     }
-    if plan.new_session {
+    // The terminal's slave, or -1. Taken here, where the session starts: after the filesystem step (a box's
+    // own devpts is in it), before the stdio step puts the slave on 0-2.
+    let mut terminal = -1;
+    if let Some(plan_terminal) = &plan.terminal {
+        terminal = take_terminal(s, plan_terminal);
+    } else if plan.new_session {
         // SAFETY: setsid(2) has no arguments.
         check(s, Step::Session, unsafe { libc::setsid() });
     }
@@ -151,7 +162,7 @@ fn run(plan: &Plan<'_>) -> ! {
         // SAFETY: umask(2) takes an integer.
         unsafe { libc::umask(plan.umask as libc::mode_t) };
     }
-    setup_fds(plan);
+    setup_fds(plan, terminal);
     reset_signals(plan);
     set_rlimits(s);
     drop_bounding_set(s, plan.uid.is_some());

@@ -194,8 +194,10 @@ fn mount_proc(s: &Setup<'_>) {
     check(s, Step::MountProc, mount(Some(c"proc"), dir, Some(c"proc"), flags));
 }
 
-pub(crate) fn setup_fds(plan: &Plan<'_>) {
+/// Puts the stdio fds on 0-2; where `stdio` has -1, `terminal` (the box's terminal's slave) if it is one.
+pub(crate) fn setup_fds(plan: &Plan<'_>, terminal: c_int) {
     for (target, &src) in (0..).zip(plan.stdio.iter()) {
+        let src = if src < 0 { terminal } else { src };
         if src < 0 {
             continue;
         }

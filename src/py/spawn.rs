@@ -129,22 +129,25 @@ pub(crate) fn spawn(
         } else if let Some(procs) = &joined_cgroup {
             command.cgroup_procs = procs.iter().map(AsRawFd::as_raw_fd).collect();
         }
-        let pid = if let Some(egress) = egress.as_deref().filter(|e| e.is_leashed()) {
+        let spawned = if let Some(egress) = egress.as_deref().filter(|e| e.is_leashed()) {
             // allow=: the box joins the leash's namespaces, where the engine already runs.
             let (config, join) = egress.leashed_box(&config)?;
-            crate::spawn::spawn(&config, &command, Some(&join), None, None)?
+            crate::spawn::spawn_box(&config, &command, Some(&join), None, None)?
         } else if let Some((network, veth, address)) = network {
             let (config, link) = network.link(&config, veth, address)?;
-            crate::spawn::spawn(&config, &command, None, Some(&link), egress.as_deref())?
+            crate::spawn::spawn_box(&config, &command, None, Some(&link), egress.as_deref())?
         } else {
             let join = target.as_ref().map(Join::open).transpose()?;
-            crate::spawn::spawn(&config, &command, join.as_ref(), None, egress.as_deref())?
+            crate::spawn::spawn_box(&config, &command, join.as_ref(), None, egress.as_deref())?
         };
-        Ok((pid, cgroup.map(|(cgroup, _entry)| cgroup)))
+        Ok((spawned, cgroup.map(|(cgroup, _entry)| cgroup)))
     };
-    let (pid, cgroup) = py
+    let (spawned, cgroup) = py
         .detach(move || threads::run(job).and_then(|r| r))
         .map_err(|e| to_pyerr(e, program.as_ref(), cwd_for_errors.as_ref()))?;
+    let pid = spawned.pid;
+    // tty=True: the master, recorded as `_pty_fd` (closed here when there is no Popen to keep it).
+    let pty = spawned.pty.map(IntoRawFd::into_raw_fd);
     if let Some(popen) = popen {
         let cgroup = cgroup.map(PyCgroup::new);
         // The pidfd is opened while the box is our unreaped child, so it cannot name another process; at 3 or
@@ -154,16 +157,20 @@ pub(crate) fn spawn(
             .setattr("_cgroup", cgroup)
             .and_then(|()| popen.setattr("pid", pid))
             .and_then(|()| popen.setattr("_child_created", true))
-            .and_then(|()| popen.setattr("_pidfd", pidfd));
+            .and_then(|()| popen.setattr("_pidfd", pidfd))
+            .and_then(|()| popen.setattr("_pty_fd", pty));
         if let Err(err) = recorded {
             crate::sys::kill_and_reap(pid);
-            if let Some(fd) = pidfd {
-                // SAFETY: ours: recording it was the last step, and it failed.
+            for fd in [pidfd, pty].into_iter().flatten() {
+                // SAFETY: ours: recording them was the last step, and it failed.
                 unsafe { libc::close(fd) };
             }
             super::cgroup::finish_of(py, &popen);
             return Err(err);
         }
+    } else if let Some(fd) = pty {
+        // SAFETY: ours, and nobody asked to keep it.
+        unsafe { libc::close(fd) };
     }
     Ok(pid)
 }

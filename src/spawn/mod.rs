@@ -45,7 +45,7 @@ pub(crate) use failure::failure;
 use handshake::clone_child;
 pub(crate) use handshake::write_maps_for;
 use pipe::{await_exec_handoff, await_init, next_record, outcome_of, receive_record};
-pub(crate) use pipe::{read_record, wait_or_read_what_is_there, watch, Channels, Read};
+pub(crate) use pipe::{read_record, receive_fd, wait_or_read_what_is_there, watch, Channels, Read};
 
 /// The command and the process-level settings of a spawn (the namespaces are in [`Config`]).
 #[derive(Debug, Clone)]
@@ -210,7 +210,31 @@ pub fn spawn(
     link: Option<&Link>,
     egress: Option<&Egress>,
 ) -> Result<pid_t, Error> {
+    spawn_box(config, command, join, link, egress).map(|spawned| spawned.pid)
+}
+
+/// A started box: its PID, and with `tty=True` the master of its pseudo-terminal.
+pub struct Spawned {
+    pub pid: pid_t,
+    /// CLOEXEC, at 3 or above.
+    pub pty: Option<OwnedFd>,
+}
+
+/// [`spawn`], which also gives the master of the box's terminal (`tty=True`, see [`crate::tty`]).
+#[allow(clippy::too_many_lines, reason = "one pass over what the child needs, each made before the clone")]
+pub fn spawn_box(
+    config: &Spec,
+    command: &Command,
+    join: Option<&Join>,
+    link: Option<&Link>,
+    egress: Option<&Egress>,
+) -> Result<Spawned, Error> {
     command.validate()?;
+    // Made first: the parent's pair, or the socket the child sends the box's own pty on (dropped at the end,
+    // so that the master sees EOF once the box's last holder of the slave is gone).
+    let terminal = config.tty.as_ref().map(|t| crate::tty::prepare(t, command.process_group)).transpose()?;
+    let terminal_plan = terminal.as_ref().zip(config.tty.as_ref()).map(|(prepared, t)| prepared.plan(t));
+    let terminal_fds = terminal_plan.map_or([-1, -1], |t| [t.slave, t.sock]);
     let argv = c_array(&command.argv);
     let envp = command.env.as_deref().map(c_array);
     let exec_paths: Vec<*const c_char> = command.exec_paths.iter().map(|p| p.as_ptr()).collect();
@@ -254,7 +278,8 @@ pub fn spawn(
 
     let go_fds = channels.go.as_ref().map_or([-1, -1], |(r, w)| [r.as_raw_fd(), w.as_raw_fd()]);
     let dir_fds = join.map_or([-1, -1], |j| [fd_of(j.root.as_ref()), fd_of(j.cwd.as_ref())]);
-    let keep_fds = fds_at_or_above_3(&[&pass_fds, &stdio, &[err_w, helper_fd, time_fd], &go_fds, &dir_fds]);
+    let keep_fds =
+        fds_at_or_above_3(&[&pass_fds, &stdio, &[err_w, helper_fd, time_fd], &go_fds, &dir_fds, &terminal_fds]);
     // The cgroup files the child writes itself into: all of them, or, when the clone can start it in the v2
     // cgroup, the others (those all with the v2 one are the fallback).
     let into = command.cgroup_into.filter(|_| crate::child::sys::CLONE_INTO_CGROUP);
@@ -289,6 +314,7 @@ pub fn spawn(
         gid: command.gid,
         uid: command.uid,
         cgroup_procs: if into.is_some() { &command.cgroup_procs } else { &every_procs },
+        terminal: terminal_plan,
     };
 
     let child_pid = AtomicI32::new(0);
@@ -323,8 +349,9 @@ pub fn spawn(
         }
     };
     let pid = conclude(outcome, pid, inner).map_err(|e| name_credentials(e, command))?;
+    let pty = terminal.map(crate::tty::Prepared::master).transpose().inspect_err(|_| kill_and_reap(pid))?;
     threads::adopt(pid);
-    Ok(pid)
+    Ok(Spawned { pid, pty })
 }
 
 /// Names the user, group or groups a credential step failed to switch to.

@@ -78,6 +78,37 @@ pub(crate) fn receive_record(sock: RawFd) -> Result<(Read, Option<OwnedFd>), Err
     }
 }
 
+/// Receives an fd sent on `sock` (`tty=True`'s master, see [`crate::tty`]), without waiting: `None` when
+/// nothing was sent. CLOEXEC, at 3 or above.
+pub(crate) fn receive_fd(sock: RawFd) -> Result<Option<OwnedFd>, Error> {
+    let mut byte = [0u8; 1];
+    // Room for one fd, aligned as a cmsghdr.
+    let mut control = [0u64; 4];
+    loop {
+        let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: byte.len() };
+        // SAFETY: a zeroed msghdr is valid; it points at our stack buffers.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: recvmsg into the buffers above.
+        let n = unsafe { libc::recvmsg(sock, &raw mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
+        if n < 0 {
+            match last_errno() {
+                libc::EINTR => continue,
+                libc::EAGAIN => return Ok(None),
+                e => return Err(Error::Internal(format!("cannot receive the box's terminal: errno {e}"))),
+            }
+        }
+        return passed_fd(&msg)
+            .map(|fd| {
+                crate::sys::own_fd(fd).map_err(|e| Error::Internal(format!("cannot keep the box's terminal: {e}")))
+            })
+            .transpose();
+    }
+}
+
 /// The fd an `SCM_RIGHTS` control message of `msg` carries. The helper sends at most one.
 #[allow(
     clippy::multiple_unsafe_ops_per_block,
