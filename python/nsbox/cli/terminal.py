@@ -54,11 +54,15 @@ class Box(Protocol):
 
 
 def window_size(fds: tuple[int, ...] = (0, 1, 2)) -> tuple[int, int] | None:
-    """(rows, cols) of the first of ``fds`` that is a terminal, or None if none is."""
+    """(rows, cols) of the first of ``fds`` that is a terminal with a size, or None if none is.
+
+    A terminal nobody sized (a serial line, a bare pty) says 0 by 0: the box's keeps its own.
+    """
     for fd in fds:
         with suppress(OSError):
             columns, lines = os.get_terminal_size(fd)
-            return lines, columns
+            if lines and columns:
+                return lines, columns
     return None
 
 
