@@ -269,3 +269,10 @@ def test_raw_mode_is_undone_when_the_relay_fails() -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+@pytest.mark.unit
+def test_help_describes_tty(root: Runner) -> None:
+    r = root.nsbox("--help", env=root.env | {"COLUMNS": "80"})
+    assert re.search(r"^  -t, --tty +a new pty for PROGRAM, relayed to your terminal$", r.stdout, flags=re.M)
+    assert "docker run -it" in r.stdout and "raw mode" in r.stdout

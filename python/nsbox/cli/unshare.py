@@ -32,11 +32,11 @@ Without root, any namespace option also makes a user namespace where you are roo
 (as with -r). Unlike unshare, nsbox always forks, brings loopback up in a new
 network namespace, and kills the box when it dies itself.
 
-With -t, PROGRAM gets a terminal of its own, as with 'docker run -it': it is the
-session leader of a new pty, your terminal is in raw mode while it runs (keys, Ctrl-C
-too, go to the box) and the window size follows yours; your terminal's settings are
-put back when it ends. Input that is not a terminal is relayed too, its end typed
-as Ctrl-D; a SIGINT or SIGQUIT sent to nsbox is typed into the pty as ^C or ^\\.
+With -t, PROGRAM gets a terminal of its own, as with 'docker run -it': it leads a
+session on a new pty; your terminal is in raw mode meanwhile (every key, Ctrl-C
+too, goes to the box), the window size follows yours, and your terminal's settings
+are put back when it ends. Input that is not a terminal is relayed too, its end
+typed as Ctrl-D; a SIGINT or SIGQUIT sent to nsbox is typed into the pty (^C, ^\\).
 
 Exit status: PROGRAM's, or 128+N if signal N killed it; 126 or 127 if it cannot be
 executed or found; 1 if nsbox fails; 2 for a command line that cannot work.
