@@ -41,7 +41,8 @@ class Pane:
         env = [f"{name}={value}" for name, value in runner.env.items()]
         shell = runner.argv(["env", "-i", *env, f"PS1={OUTER_PROMPT}", "TERM=screen", "sh"])
         self.tmux("new-session", "-d", "-x", "100", "-y", "30", "-c", "/tmp", *shell)
-        self.shell = int(self.tmux("display-message", "-p", "#{pane_pid}").strip())
+        shell, self.socket = self.tmux("display-message", "-p", "#{pane_pid} #{socket_path}").split()
+        self.shell = int(shell)
         self.wait_for(re.escape(OUTER_PROMPT.strip()))
 
     def tmux(self, *args: str) -> str:
@@ -95,6 +96,8 @@ class Pane:
         ran = [self.shell, *descendants(self.shell)]
         with suppress(AssertionError):
             self.tmux("kill-server")
+        with suppress(FileNotFoundError):
+            os.unlink(self.socket)  # tmux leaves it behind
         if not wait_until(lambda: all(is_gone(pid) for pid in ran), timeout=10):
             left = [pid for pid in ran if not is_gone(pid)]
             for pid in left:
