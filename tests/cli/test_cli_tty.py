@@ -133,7 +133,7 @@ def nsbox_command(runner: Runner, *args: str) -> str:
     return shlex.join(runner.nsbox_argv(*args))
 
 
-@pytest.mark.parametrize("pid", [False, True], ids=["", "pid"])
+@pytest.mark.parametrize("pid", [False, True], ids=["no-pid-ns", "pid-ns"])
 def test_a_shell_on_its_own_pty_follows_the_window_and_gives_the_terminal_back(pane: Pane, pid: bool) -> None:
     before = outer_terminal(pane)
     flags = ["-t", "-p"] if pid else ["--tty"]

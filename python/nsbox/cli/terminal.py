@@ -164,8 +164,8 @@ class _Relay:
             for signum in os.read(wakeup, 256):
                 if signum == signal.SIGWINCH:
                     self.resize()
-                elif signum in _KEYS:
-                    self.to_box += self.key(_KEYS[signum])
+                elif signum in _KEYS and (key := self.key(_KEYS[signum])) != b"\0":  # 0: the box disabled it
+                    self.to_box += key
 
     def copy_output(self) -> bool:
         """Copy what the box wrote; False once the pty is closed on the box's side (EIO)."""
@@ -221,7 +221,9 @@ class _Relay:
         Up to the pty's close (EIO), or until it has been quiet for :data:`_LINGER` while something else in the
         box still holds it open.
         """
-        while select.select([self.master], [], [], _LINGER)[0] and self.copy_output():
+        poller = select.poll()
+        poller.register(self.master, select.POLLIN)
+        while poller.poll(_LINGER * 1000) and self.copy_output():
             pass
 
 
