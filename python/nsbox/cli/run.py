@@ -11,6 +11,7 @@ from types import FrameType
 from typing import Any
 
 import nsbox
+from nsbox.cli import terminal
 from nsbox.cli.words import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, Failure, UsageError, invalid, os_failure
 
 #: Signals the terminal sends to the whole foreground process group, box included: nsbox ignores them.
@@ -107,4 +108,6 @@ def run_box(program: Sequence[str], options: dict[str, Any]) -> int:
     with _ForwardSignals() as forward:
         box = _start(program, options)
         forward.to(box)
+        if options.get("tty"):
+            return _exit_status(terminal.relay(box))
         return _exit_status(box.wait())

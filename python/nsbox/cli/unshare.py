@@ -32,6 +32,12 @@ Without root, any namespace option also makes a user namespace where you are roo
 (as with -r). Unlike unshare, nsbox always forks, brings loopback up in a new
 network namespace, and kills the box when it dies itself.
 
+With -t, PROGRAM gets a terminal of its own, as with 'docker run -it': it leads a
+session on a new pty; your terminal is in raw mode meanwhile (every key, Ctrl-C
+too, goes to the box), the window size follows yours, and your terminal's settings
+are put back when it ends. Input that is not a terminal is relayed too, its end
+typed as Ctrl-D; a SIGINT or SIGQUIT sent to nsbox is typed into the pty (^C, ^\\).
+
 Exit status: PROGRAM's, or 128+N if signal N killed it; 126 or 127 if it cannot be
 executed or found; 1 if nsbox fails; 2 for a command line that cannot work.
 'nsbox exec --help' shows the options of exec."""
@@ -122,6 +128,7 @@ def _parser() -> Parser:
         metavar="default|none",
         help="seccomp filter: nsbox's default profile, or none",
     )
+    parser.add(opts, "-t", "--tty", action="store_true", help="a new pty for PROGRAM, relayed to your terminal")
     parser.add_help_and_version(opts)
 
     limits = parser.add_argument_group("limits (a cgroup of the box's own: root, or delegated cgroup v2)")
@@ -339,6 +346,8 @@ def _box_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.wd is not None:
         options["cwd"] = args.wd
     _confinement(args, options)
+    if args.tty:
+        options["tty"] = True
     for name, option in (("memory", "memory_limit"), ("pids", "pids_limit"), ("cpus", "cpu_limit")):
         if getattr(args, name) is not None:
             options[option] = getattr(args, name)
