@@ -14,11 +14,20 @@ from __future__ import annotations
 import asyncio
 import signal as _signal  # send_signal's parameter is `signal`, as in asyncio
 import warnings
+import weakref
 from asyncio import base_subprocess
 from typing import Any
 
 from nsbox import _nsbox
 from nsbox._popen import Popen
+
+#: Boxes running per loop, from the start of their transport until they are reaped.
+_running: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+
+
+def boxes_running(loop: asyncio.AbstractEventLoop) -> int:
+    """How many boxes started through a :class:`PidfdTransport` on ``loop`` have not been reaped yet."""
+    return _running.get(loop, 0)
 
 
 class PidfdTransport(base_subprocess.BaseSubprocessTransport):
@@ -32,19 +41,12 @@ class PidfdTransport(base_subprocess.BaseSubprocessTransport):
     _proc: Popen | None
 
     def _start(self, args: Any, shell: bool, stdin: Any, stdout: Any, stderr: Any, bufsize: int, **kwargs: Any) -> None:
-        # Byte pipes, unbuffered (bufsize is 0): the loop's pipe transports read and write the fds.
-        self._proc = Popen(
-            args,
-            shell=shell,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            universal_newlines=False,
-            bufsize=bufsize,
-            **kwargs,
-        )
+        # The box is started already (`popen`, by nsbox.asyncio): byte pipes, unbuffered, as the loop's pipes need.
+        popen: Popen = kwargs["popen"]
+        self._proc = popen
+        _running[self._loop] = _running.get(self._loop, 0) + 1
         try:
-            self._loop.add_reader(self._proc.pidfd, self._box_exited)
+            self._loop.add_reader(popen.pidfd, self._box_exited)
         except ValueError:  # no pidfd: reaped by someone else already (SIGCHLD ignored); poll() says 0
             self._loop.call_soon(self._box_exited)
 
@@ -64,6 +66,7 @@ class PidfdTransport(base_subprocess.BaseSubprocessTransport):
         if fd is not None and not self._loop.is_closed():
             self._loop.remove_reader(fd)
         proc.close_pidfd()  # after remove_reader: a closed fd cannot be taken off an epoll set
+        _running[self._loop] = _running.get(self._loop, 1) - 1
         if self._loop.is_closed():
             self._returncode = code  # nobody is left to tell
         else:
@@ -124,9 +127,14 @@ class PidfdTransport(base_subprocess.BaseSubprocessTransport):
             if self._lost_waiter is not None and not self._lost_waiter.done():
                 self._lost_waiter.set_result(None)
 
-    async def finished(self) -> None:
-        """Wait until the box is reaped and every pipe is closed (then the protocol's ``connection_lost`` ran)."""
-        if not self._lost:
-            if self._lost_waiter is None or self._lost_waiter.done():
-                self._lost_waiter = asyncio.get_running_loop().create_future()
-            await self._lost_waiter
+    def is_finished(self) -> bool:
+        """Whether the box is reaped and every pipe closed (the protocol's ``connection_lost`` has run)."""
+        return self._lost
+
+    def finished(self) -> asyncio.Future[None]:
+        """A future done once :meth:`is_finished`."""
+        if self._lost_waiter is None or self._lost_waiter.cancelled():
+            self._lost_waiter = asyncio.get_running_loop().create_future()
+            if self._lost:
+                self._lost_waiter.set_result(None)
+        return self._lost_waiter

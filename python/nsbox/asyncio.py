@@ -27,9 +27,12 @@ from __future__ import annotations
 
 # Absolute imports: `asyncio` here is the standard library's, not this module.
 import asyncio
+import contextlib
+import functools
 import io
 import os
 import subprocess
+import weakref
 from asyncio.subprocess import Process, SubprocessStreamProtocol
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,7 +40,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from nsbox import _call, _nsbox
 from nsbox._limits import CompletedBox
 from nsbox._options import CALL_OPTIONS, Args, BoxOptions, File, StrOrBytesPath, check_names, prepare
-from nsbox._pidfd_transport import PidfdTransport
+from nsbox._pidfd_transport import PidfdTransport, boxes_running
+from nsbox._popen import Popen
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12
@@ -144,11 +148,14 @@ async def _process(
     if options.pop("errors", None) is not None:
         raise ValueError("errors must be None")
     loop = asyncio.get_running_loop()
+    start = functools.partial(
+        Popen, args, shell=shell, stdin=stdin, stdout=stdout, stderr=stderr, universal_newlines=False, bufsize=0
+    )
+    popen = await _spawn(loop, functools.partial(start, **options))
     protocol = SubprocessStreamProtocol(limit=limit, loop=loop)
     waiter = loop.create_future()
-    # Options are checked, and the box started, as the transport is made (nsbox.Popen); it raises what Popen does.
     how: Any = args  # typeshed's transport takes str | bytes | their sequences; Popen also takes paths
-    transport = PidfdTransport(loop, protocol, how, shell, stdin, stdout, stderr, 0, waiter=waiter, **options)
+    transport = PidfdTransport(loop, protocol, how, shell, stdin, stdout, stderr, 0, waiter=waiter, popen=popen)
     try:
         await waiter  # the pipes are connected to the loop
     except BaseException:
@@ -158,12 +165,57 @@ async def _process(
     return Process(transport, protocol, loop)
 
 
+#: Spawns in the executor, per loop.
+_spawning: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+
+
+async def _spawn(loop: asyncio.AbstractEventLoop, start: Callable[[], Popen]) -> Popen:
+    """Start a box: at once when it is the loop's only one, else in the loop's executor (asyncio's getaddrinfo's).
+
+    A spawn is a blocking call of about a millisecond, mostly the kernel's work. A box started alone is started
+    at once, as asyncio forks its subprocesses. When other boxes of the loop are starting or running (``gather``),
+    spawning in the executor lets the loop go on, and the spawns run side by side on the CPUs there are: a bounded
+    pool, not a thread per box; the boxes are still waited for on the loop. Either way, ``Popen`` checks the options
+    first and raises as it does. Only asyncio's own loops spawn in the executor (see below).
+    """
+    if not isinstance(loop, asyncio.BaseEventLoop) or (not boxes_running(loop) and not _spawning.get(loop)):
+        # Other loops (uvloop) close a pipe's fd twice (libuv's close, then the file object's, which expects EBADF):
+        # a pidfd or pipe another thread opened in between would be closed too. Their spawns stay on the loop.
+        return start()
+    _spawning[loop] = _spawning.get(loop, 0) + 1
+    try:
+        future = loop.run_in_executor(None, start)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # It is being started all the same: wait for it (a millisecond, whatever else is cancelled meanwhile),
+            # then kill and reap it, before the cancellation goes on.
+            while not future.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(future)
+            if not future.cancelled() and future.exception() is None:
+                _discard(future.result())
+            raise
+    finally:
+        _spawning[loop] -= 1
+
+
+def _discard(popen: Popen) -> None:
+    """Kill and reap a box nobody will use, and close its pipes and pidfd."""
+    _nsbox.kill_and_reap(popen)
+    for stream in (popen.stdin, popen.stdout, popen.stderr):
+        if stream is not None:
+            stream.close()
+    popen.close_pidfd()
+
+
 async def _finished(transport: PidfdTransport) -> None:
     """Wait until the transport has closed its pipes (its box is reaped already).
 
     Shielded: a cancellation meanwhile is raised here, and the pipes close on the loop's next turns all the same.
     """
-    await asyncio.shield(transport.finished())
+    if not transport.is_finished():
+        await asyncio.shield(transport.finished())
 
 
 async def run(
@@ -216,10 +268,14 @@ async def run(
             process.stdin.close()  # as subprocess's communicate does (asyncio's of 3.11 would leave it open)
         try:
             async with asyncio.timeout(timeout):
-                out, err = await process.communicate(data)
+                if process.stdin is None and process.stdout is None and process.stderr is None:
+                    out = err = None  # nothing to read or write: just wait (communicate makes three tasks)
+                    retcode = await process.wait()
+                else:
+                    out, err = await process.communicate(data)
+                    retcode = await process.wait()
         except TimeoutError:
             raise subprocess.TimeoutExpired(popen.args, timeout or 0.0) from None
-        retcode = await process.wait()
     except BaseException:
         transport.close()  # kills and reaps the box
         await _finished(transport)
