@@ -147,7 +147,8 @@ def test_50_boxes_cancelled_mid_run_are_killed_and_reaped(loop: str) -> None:
         shells = [pid for i in range(50) for pid in host_pids_with(f"{tag}-{i}")]
         sleeps = [child for pid in shells for child in children_of(pid)]
         assert len(shells) == 50 and len(sleeps) == 50
-        assert {proc_comm(pid) for pid in sleeps} == {"sleep"}
+        # `$!` is known as soon as sh has forked, before the child has exec'd sleep.
+        assert wait_until(lambda: {proc_comm(pid) for pid in sleeps} == {"sleep"})
         for task in tasks:
             task.cancel()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
@@ -169,18 +170,22 @@ def test_wait_for_communicate_times_out_then_kill_ends_the_grandchild_too(loop: 
         proc = await nsbox.asyncio.create_subprocess_exec(
             "sh", "-c", "sleep 100 & echo $!; wait", pid=True, mount_proc=True, stdout=asyncio.subprocess.PIPE
         )
-        assert proc.stdout is not None
-        inner = int(await proc.stdout.readline())
-        box = proc._transport.get_extra_info("subprocess")  # type: ignore[attr-defined]
-        grandchild = box.host_pid(inner)
-        assert proc_comm(grandchild) == "sleep" and grandchild in children_of(proc.pid)
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(proc.communicate(), 0.1)
-        assert proc.returncode is None
-        proc.kill()
-        assert await proc.wait() == -signal.SIGKILL
-        assert proc.returncode == -signal.SIGKILL
-        assert gone(grandchild, "sleep") and gone(proc.pid, "sh")
+        try:
+            assert proc.stdout is not None
+            inner = int(await proc.stdout.readline())
+            box = proc._transport.get_extra_info("subprocess")  # type: ignore[attr-defined]
+            grandchild = box.host_pid(inner)
+            assert grandchild in children_of(proc.pid)
+            assert wait_until(lambda: proc_comm(grandchild) == "sleep")  # `$!` is known before the exec
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(proc.communicate(), 0.1)
+            assert proc.returncode is None
+            proc.kill()
+            assert await proc.wait() == -signal.SIGKILL
+            assert proc.returncode == -signal.SIGKILL
+            assert gone(grandchild, "sleep") and gone(proc.pid, "sh")
+        finally:
+            proc._transport.close()  # type: ignore[attr-defined]  # a failed assert leaves nothing running
 
     run_on(loop, main)
 
@@ -319,6 +324,7 @@ def test_a_transport_closed_or_collected_while_the_box_runs_kills_and_reaps_it(l
         assert proc.stdout is not None
         await proc.stdout.readline()
         sleeps = children_of(proc.pid)
+        assert sleeps and wait_until(lambda: {proc_comm(pid) for pid in sleeps} == {"sleep"})
         proc._transport.close()  # type: ignore[attr-defined]
         assert gone(proc.pid, "sh") and all(gone(pid, "sleep") for pid in sleeps)
         assert proc.returncode == -signal.SIGKILL and await proc.wait() == -signal.SIGKILL
