@@ -481,3 +481,33 @@ def test_the_module_is_nsbox_asyncio_and_imports_the_standard_asyncio() -> None:
     code = "import nsbox.asyncio, asyncio; assert asyncio is not nsbox.asyncio; print(asyncio.run.__module__)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout == "asyncio.runners\n"
+
+
+def test_type_checkers_see_every_keyword(tmp_path: Path) -> None:
+    from mypy import api as mypy_api
+
+    good = """
+import asyncio
+import nsbox.asyncio
+
+async def main() -> None:
+    p = await nsbox.asyncio.create_subprocess_exec("true", pid=True, stdout=asyncio.subprocess.PIPE, hostname="b")
+    q: asyncio.subprocess.Process = await nsbox.asyncio.create_subprocess_shell("true", net=True, cwd="/")
+    r = await nsbox.asyncio.run(["true"], pid=True, capture_output=True, text=True, timeout=1.5)
+    n: int = await nsbox.asyncio.call(len, "ab", pid=True, timeout=1)
+"""
+    bad = {
+        "run": 'await nsbox.asyncio.run(["true"], pdi=True)',
+        "exec": 'await nsbox.asyncio.create_subprocess_exec("true", hostnme="box")',
+        "call": "await nsbox.asyncio.call(len, 'ab', pid='yes')",
+        "call-init": "await nsbox.asyncio.call(len, 'ab', init=True)",
+    }
+    cases = {
+        "good": good,
+        **{name: f"import nsbox.asyncio\nasync def main() -> None:\n    {line}\n" for name, line in bad.items()},
+    }
+    for name, code in cases.items():
+        source = tmp_path / f"client_{name.replace('-', '_')}.py"
+        source.write_text(code)
+        out, err, status = mypy_api.run(["--strict", "--no-incremental", "--cache-dir", str(tmp_path), str(source)])
+        assert (status == 0) == (name == "good"), (name, out + err)

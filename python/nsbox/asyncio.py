@@ -13,8 +13,8 @@ r"""Boxes for asyncio programs: ``await`` a box as you would a subprocess, on th
 
 The loop learns that a box has ended from the box's pidfd (``loop.add_reader``): no thread per box, no
 ``SIGCHLD`` handler, no child watcher, so any number of boxes can run from one loop, with asyncio's own loop or
-uvloop. Starting a box is a short blocking call (the spawn itself, about a millisecond), as
-:func:`asyncio.create_subprocess_exec`'s fork is.
+uvloop. Starting a box is a blocking call of about a millisecond, made on the loop as asyncio's own fork is,
+or, while other boxes of the loop are starting or running, in the loop's default executor (see ``_spawn``).
 
 Cancelling the task that awaits :func:`run` or :func:`call` (or an ``asyncio.timeout`` around it) kills the box
 and reaps it before the ``CancelledError`` goes on: with ``pid=True`` every process in it ends, and a box with
