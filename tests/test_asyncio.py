@@ -394,6 +394,9 @@ def test_call_returns_raises_and_cancelling_it_kills_the_forked_box(loop: str) -
         assert isinstance(raised.value.__cause__, nsbox.RemoteTraceback)
         with pytest.raises(subprocess.TimeoutExpired):
             await nsbox.asyncio.call(signal.pause, pid=True, timeout=0.2)
+        with pytest.raises(nsbox.BoxCrashed, match=r"^_exit\(\) did not return: .* exited with status 3") as crashed:
+            await nsbox.asyncio.call(os._exit, 3)  # the same message as nsbox.call's
+        assert (crashed.value.returncode, crashed.value.oom_killed) == (3, False)
         assert children_of(os.getpid()) == []
 
         read_end, write_end = os.pipe()
