@@ -301,8 +301,17 @@ m, s = os.openpty()
 with open("/dev/null", "w") as f:
     f.write("x")
 blocks = [n for n in os.listdir("/dev") if stat.S_ISBLK(os.stat("/dev/" + n, follow_symlinks=False).st_mode)]
-print(json.dumps({"pty": os.ttyname(s), "blocks": blocks, "names": sorted(os.listdir("/dev"))}))
+devices = {n: [stat.S_ISCHR(os.stat("/dev/" + n).st_mode), os.stat("/dev/" + n).st_rdev] for n in DEVICES}
+print(json.dumps({"pty": os.ttyname(s), "blocks": blocks, "names": sorted(os.listdir("/dev")), "devices": devices}))
 """
+#: The devices Dev() binds from the caller's /dev.
+DEVICES = ["full", "null", "random", "tty", "urandom", "zero"]
+DEV_PROBE = f"DEVICES = {DEVICES!r}\n" + DEV_PROBE
+
+
+def host_devices() -> dict[str, list[object]]:
+    """What the probe reports for the host's own devices (the control: character devices, their numbers)."""
+    return {n: [stat.S_ISCHR(os.stat("/dev/" + n).st_mode), os.stat("/dev/" + n).st_rdev] for n in DEVICES}
 
 
 def test_dev_has_null_a_private_pty_and_no_disks(python: str) -> None:
@@ -317,6 +326,8 @@ def test_dev_has_null_a_private_pty_and_no_disks(python: str) -> None:
     assert seen["names"] == sorted(
         ["full", "null", "random", "tty", "urandom", "zero", "pts", "ptmx", "shm", "fd", "stdin", "stdout", "stderr"]
     )
+    # The host's very devices (on the caller's root too, where the box's tmpfs covers the caller's /dev).
+    assert seen["devices"] == host_devices() and all(is_chr for is_chr, _ in seen["devices"].values())
     # The host's mount table has no devpts (or tmpfs on /dev) of the box's.
     assert host_mount_lines("devpts") == host_devpts
 
@@ -330,6 +341,7 @@ def test_rootless_dev(rootless: Rootless) -> None:
     )
     assert seen[0] == 0, seen
     assert seen[2]["pty"] == "/dev/pts/0" and seen[2]["blocks"] == []
+    assert seen[2]["devices"] == host_devices()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -268,7 +268,12 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert!(!fs.staging && sources.contains(&"/dev/null".to_owned()) && sources.contains(&"devpts".to_owned()));
+        // Staged: the devices are bound from the caller's /dev, reached under the old root, never from the
+        // new /dev that the tmpfs covers.
+        assert!(
+            fs.staging && sources.contains(&"/oldroot/dev/null".to_owned()) && sources.contains(&"devpts".to_owned())
+        );
+        assert!(!sources.contains(&"/dev/null".to_owned()));
         assert!(!sources.iter().any(|s| s.contains("sda")));
         assert_eq!(fs.steps.iter().filter(|s| matches!(s.action, Action::Symlink { .. })).count(), 5);
     }

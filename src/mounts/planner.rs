@@ -243,8 +243,9 @@ impl Filesystem {
             ..MountOption::default()
         };
         // A root of new files, or an overlay's private changes, need the staging tmpfs; so does a bind of the
-        // caller's `/` (a mount on `/` is not where `/` leads).
-        let private = |m: &MountOption| m.kind == "overlay" && m.upper.is_none();
+        // caller's `/` (a mount on `/` is not where `/` leads), and a `Dev()`: its devices are bound from the
+        // caller's `/dev`, which in place its own tmpfs would already cover (empty files, not devices).
+        let private = |m: &MountOption| (m.kind == "overlay" && m.upper.is_none()) || m.kind == "dev";
         let staging = root.is_some_and(|r| r.kind != "bind" || r.source == b"/") || mounts.iter().any(private);
         let pivot = root.is_some() || staging;
         let root_owned = root.is_some_and(|r| r.kind == "tmpfs" || r.kind == "overlay");
