@@ -141,6 +141,8 @@ pub struct Options {
     pub cpu_limit: Option<f64>,
     /// A new session with a pseudo-terminal of its own as its controlling terminal (see [`crate::tty`]).
     pub tty: bool,
+    /// The terminal's size from the start, `(rows, columns)` (`tty=(rows, cols)`); `None`: 24x80.
+    pub tty_size: Option<(u16, u16)>,
 }
 
 /// The caller's effective ids, which the defaults depend on.
@@ -360,7 +362,9 @@ impl Options {
             // Compiled for the box: what it may trace depends on its PID namespace.
             seccomp: self.seccomp.map(|s| s.compile(kinds.contains(Namespace::Pid))).transpose()?,
             limits,
-            tty: self.tty.then(|| Terminal::for_mounts(&self.mounts)),
+            tty: self
+                .tty
+                .then(|| Terminal::for_mounts(&self.mounts, self.tty_size.unwrap_or(crate::tty::DEFAULT_SIZE))),
         })
     }
 }

@@ -25,8 +25,15 @@ use crate::errors::{Error, Step};
 use crate::mounts::MountOption;
 use crate::sys::{last_errno, own_fd};
 
-/// The size a new terminal starts with, until `Popen.resize` (a VT100's, as terminals default to).
-pub const INITIAL_SIZE: libc::winsize = libc::winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
+/// The size (rows, columns) a new terminal starts with unless `tty=(rows, cols)` gives one: a VT100's, as
+/// terminals default to.
+pub const DEFAULT_SIZE: (u16, u16) = (24, 80);
+
+/// `size` as `TIOCSWINSZ` takes it.
+#[must_use]
+pub const fn winsize((rows, cols): (u16, u16)) -> libc::winsize {
+    libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 }
+}
 
 /// Where a box's pseudo-terminal comes from (the resolved form of `tty=True`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,13 +41,16 @@ pub struct Terminal {
     /// The box's own `ptmx` (in the devpts of its last `Dev()` mount), opened by the child; `None`: the
     /// caller's `/dev/ptmx`, opened by the parent.
     pub box_ptmx: Option<CString>,
+    /// Its size (rows, columns) from the start: a one-shot program (`stty size`, `ls`) sees it before any
+    /// `resize` could come.
+    pub size: (u16, u16),
 }
 
 impl Terminal {
     /// The terminal of a box with `mounts`: from the devpts of the last `Dev()` among them (it covers earlier
     /// ones at the same place), else the caller's.
     #[must_use]
-    pub fn for_mounts(mounts: &[MountOption]) -> Terminal {
+    pub fn for_mounts(mounts: &[MountOption], size: (u16, u16)) -> Terminal {
         let dev = mounts.iter().rev().find(|m| m.kind == "dev");
         let box_ptmx = dev.and_then(|m| {
             let mut path = m.target.clone();
@@ -50,7 +60,7 @@ impl Terminal {
             path.extend_from_slice(b"pts/ptmx");
             CString::new(path).ok()
         });
-        Terminal { box_ptmx }
+        Terminal { box_ptmx, size }
     }
 }
 
@@ -77,7 +87,7 @@ pub(crate) fn set_size(master: RawFd, size: &libc::winsize) -> Result<(), Error>
 
 /// Opens a pseudo-terminal pair from the caller's `/dev/ptmx` (both ends CLOEXEC, at 3 or above, neither
 /// becoming our controlling terminal), unlocked and sized.
-pub(crate) fn open_pair() -> Result<(OwnedFd, OwnedFd), Error> {
+pub(crate) fn open_pair(size: (u16, u16)) -> Result<(OwnedFd, OwnedFd), Error> {
     let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
     // SAFETY: open(2) of a static path.
     let master = own_fd(unsafe { libc::open(c"/dev/ptmx".as_ptr(), flags) })
@@ -90,7 +100,7 @@ pub(crate) fn open_pair() -> Result<(OwnedFd, OwnedFd), Error> {
     // SAFETY: TIOCGPTPEER takes open flags and returns a new fd for the slave.
     let slave = own_fd(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) })
         .map_err(|_| pty_error("open the pseudo-terminal's slave"))?;
-    set_size(master.as_raw_fd(), &INITIAL_SIZE)?;
+    set_size(master.as_raw_fd(), &winsize(size))?;
     Ok((master, slave))
 }
 
@@ -105,7 +115,7 @@ pub(crate) fn prepare(terminal: &Terminal, process_group: Option<libc::pid_t>) -
         let (ours, childs) = crate::sys::socketpair(libc::SOCK_SEQPACKET)?;
         return Ok(Prepared::Handover { ours, childs });
     }
-    let (master, slave) = open_pair()?;
+    let (master, slave) = open_pair(terminal.size)?;
     Ok(Prepared::Pair { master, slave })
 }
 
@@ -113,10 +123,15 @@ impl Prepared {
     /// What the child is given: the slave, or the box's `ptmx` and the socket for its master.
     pub(crate) fn plan<'a>(&'a self, terminal: &'a Terminal) -> TerminalPlan<'a> {
         match self {
-            Prepared::Pair { slave, .. } => TerminalPlan { slave: slave.as_raw_fd(), ptmx: None, sock: -1 },
-            Prepared::Handover { childs, .. } => {
-                TerminalPlan { slave: -1, ptmx: terminal.box_ptmx.as_deref(), sock: childs.as_raw_fd() }
+            Prepared::Pair { slave, .. } => {
+                TerminalPlan { slave: slave.as_raw_fd(), ptmx: None, sock: -1, size: winsize(terminal.size) }
             }
+            Prepared::Handover { childs, .. } => TerminalPlan {
+                slave: -1,
+                ptmx: terminal.box_ptmx.as_deref(),
+                sock: childs.as_raw_fd(),
+                size: winsize(terminal.size),
+            },
         }
     }
 
@@ -144,16 +159,16 @@ mod tests {
 
     #[test]
     fn the_last_dev_mount_gives_the_box_its_terminal() {
-        assert_eq!(Terminal::for_mounts(&[]).box_ptmx, None);
+        assert_eq!(Terminal::for_mounts(&[], DEFAULT_SIZE).box_ptmx, None);
         let tmp = MountOption { kind: "tmpfs".into(), target: b"/tmp".to_vec(), ..MountOption::default() };
-        assert_eq!(Terminal::for_mounts(std::slice::from_ref(&tmp)).box_ptmx, None);
-        let ptmx = Terminal::for_mounts(&[dev(b"/dev"), tmp, dev(b"/box/dev")]).box_ptmx.unwrap();
+        assert_eq!(Terminal::for_mounts(std::slice::from_ref(&tmp), DEFAULT_SIZE).box_ptmx, None);
+        let ptmx = Terminal::for_mounts(&[dev(b"/dev"), tmp, dev(b"/box/dev")], DEFAULT_SIZE).box_ptmx.unwrap();
         assert_eq!(ptmx.as_bytes(), b"/box/dev/pts/ptmx");
     }
 
     #[test]
     fn a_pair_is_unlocked_sized_and_cloexec() {
-        let (master, slave) = open_pair().unwrap();
+        let (master, slave) = open_pair((50, 132)).unwrap();
         for fd in [&master, &slave] {
             assert!(fd.as_raw_fd() >= 3);
             // SAFETY: F_GETFD on our own fd.
@@ -162,6 +177,6 @@ mod tests {
         let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
         // SAFETY: TIOCGWINSZ writes a winsize.
         assert_eq!(unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCGWINSZ, &raw mut size) }, 0);
-        assert_eq!((size.ws_row, size.ws_col), (24, 80));
+        assert_eq!((size.ws_row, size.ws_col), (50, 132));
     }
 }

@@ -269,7 +269,9 @@ def test_with_init_the_command_gets_the_terminal(nothing_left: None) -> None:
     [
         ({"start_new_session": False}, ValueError, "start_new_session=False"),
         ({"process_group": 0}, ValueError, "process_group"),
-        ({"tty": "yes"}, TypeError, "tty must be True or False"),
+        ({"tty": "yes"}, TypeError, "tty must be True, False or a size (rows, cols)"),
+        ({"tty": (24, 80.0)}, TypeError, "tty must be True, False or a size (rows, cols)"),
+        ({"tty": (0, 80)}, ValueError, "rows and columns are 1 to 65535"),
     ],
 )
 def test_contradictions_are_refused_before_anything_is_made(
@@ -348,3 +350,14 @@ def test_closing_the_terminal_hangs_up_the_box(init: bool, nothing_left: None) -
         box.kill()
         box.wait()
         box.close_pidfd()
+
+
+@pytest.mark.parametrize("dev", [False, True], ids=["callers-ptmx", "own-devpts"])
+def test_a_size_given_is_the_terminals_from_the_start(dev: bool, nothing_left: None) -> None:
+    # A one-shot program reads the size once, before any resize could reach it.
+    mounts = {"mounts": [nsbox.Dev()]} if dev else {}
+    shown = nsbox.run(["stty", "size"], tty=(50, 132), capture_output=True, text=True, **mounts)  # type: ignore[arg-type]
+    assert (shown.returncode, shown.stdout.split()) == (0, ["50", "132"])
+    # Control: without a size, a new terminal's.
+    shown = nsbox.run(["stty", "size"], tty=True, capture_output=True, text=True, **mounts)  # type: ignore[arg-type]
+    assert shown.stdout.split() == ["24", "80"]

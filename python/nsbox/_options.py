@@ -39,6 +39,22 @@ def _flag(name: str, value: object) -> dict[str, Any]:
     return {name: value}
 
 
+def _tty(name: str, value: object) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {name: value, "tty_size": None}
+    if isinstance(value, tuple) and len(value) == 2 and all(type(n) is int for n in value):
+        if all(1 <= n <= 0xFFFF for n in value):
+            return {name: True, "tty_size": value}
+        raise ValueError(f"{name}: a terminal's rows and columns are 1 to 65535, not {value!r}")
+    raise TypeError(f"{name} must be True, False or a size (rows, cols), not {value!r}")
+
+
+def wants_tty(options: Mapping[str, object]) -> bool:
+    """Whether ``options`` ask for a terminal (``tty=True`` or a size), before they are checked."""
+    value = options.get("tty", False)
+    return value is True or isinstance(value, tuple)
+
+
 def _text(name: str, value: object) -> dict[str, Any]:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"{name} must be a string, not {type(value).__name__}")
@@ -193,7 +209,7 @@ class BoxOptions(NamespaceOptions, total=False):
     dns: Annotated[Sequence[str] | None, Option(None)]
     allow: Annotated[Sequence[str] | None, Option(None)]
     # A new session whose controlling terminal is a new pseudo-terminal (python/nsbox/_pty.py, src/tty.rs).
-    tty: Annotated[bool, Option(False, _flag)]
+    tty: Annotated[bool | tuple[int, int], Option(False, _tty)]
 
 
 #: Every option by name, in the order of the declaration, with its metadata.

@@ -32,6 +32,7 @@ from nsbox._options import (
     StrOrBytesPath,
     check_names,
     prepare,
+    wants_tty,
 )
 
 #: The cgroup of the box that :meth:`Popen.exec` or :meth:`Popen.exec_popen` is running a command in, while they do:
@@ -86,7 +87,8 @@ class Popen(subprocess.Popen[Any]):
       pseudo-terminal (``setsid`` and ``TIOCSCTTY``), on its 0, 1 and 2 except where ``stdin``, ``stdout`` or
       ``stderr`` redirect them. :attr:`pty` is the terminal's master, an unbuffered binary file (reads end with
       ``b""`` once the box no longer holds the terminal: see :class:`nsbox.Pty`); :meth:`resize` sets its size
-      (24x80 to start with). In a box with a :class:`nsbox.Dev` mount the terminal is one of the box's own
+      (24x80 to start with, or ``tty=(rows, cols)``: a one-shot program such as ``stty size`` or ``ls`` runs
+      before any resize could reach it). In a box with a :class:`nsbox.Dev` mount the terminal is one of the box's own
       devpts (``tty`` prints ``/dev/pts/0`` inside, and the host's ``/dev/pts`` does not show it); otherwise it
       comes from the caller's ``/dev/ptmx``. Being in another session, the caller never gets the terminal's
       signals: Ctrl-C (``box.pty.write(b"\x03")``) interrupts the box's foreground job only (with ``pid=True``,
@@ -168,7 +170,7 @@ class Popen(subprocess.Popen[Any]):
         check_names(options, OPTIONS, "Popen")
         #: ``tty=True``: the master of the box's terminal (see :mod:`nsbox._pty`).
         self.pty: _pty.Pty | None = None
-        if options.get("tty") is True:
+        if wants_tty(options):
             # A new session is how the terminal becomes the box's: refuse what says otherwise, before anything is made.
             if start_new_session is False:
                 raise ValueError(

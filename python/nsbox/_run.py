@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 from nsbox import _nsbox
 from nsbox._limits import CompletedBox
-from nsbox._options import Args, RunOptions
+from nsbox._options import Args, RunOptions, wants_tty
 from nsbox._popen import Popen
 
 
@@ -45,7 +45,7 @@ def run(
     >>> r.stdout.strip()
     'box'
     """
-    tty = kwargs.get("tty") is True
+    tty = wants_tty(kwargs)
     if input is not None:
         if kwargs.get("stdin") is not None:
             raise ValueError("stdin and input arguments may not both be used.")

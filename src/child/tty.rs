@@ -18,13 +18,15 @@ pub struct TerminalPlan<'a> {
     /// the parent (-1 without).
     pub ptmx: Option<&'a CStr>,
     pub sock: c_int,
+    /// The size the terminal starts with.
+    pub size: libc::winsize,
 }
 
 /// Starts a new session with the box's terminal as its controlling terminal; returns the slave's fd (CLOEXEC,
 /// at 3 or above: the stdio step puts it on 0-2).
 pub(crate) fn take_terminal(s: &Setup<'_>, terminal: &TerminalPlan<'_>) -> c_int {
     let slave = match terminal.ptmx {
-        Some(ptmx) => open_box_pty(s, ptmx, terminal.sock),
+        Some(ptmx) => open_box_pty(s, ptmx, terminal),
         None => terminal.slave,
     };
     // SAFETY: setsid(2) has no arguments.
@@ -36,13 +38,13 @@ pub(crate) fn take_terminal(s: &Setup<'_>, terminal: &TerminalPlan<'_>) -> c_int
 }
 
 /// Opens a pty in the box's own devpts, sends its master to the parent and returns the slave.
-fn open_box_pty(s: &Setup<'_>, ptmx: &CStr, sock: c_int) -> c_int {
+fn open_box_pty(s: &Setup<'_>, ptmx: &CStr, terminal: &TerminalPlan<'_>) -> c_int {
     let master = open(ptmx, libc::O_RDWR | libc::O_NOCTTY);
     check(s, Step::Pty, master);
     let unlock: c_int = 0;
     // SAFETY: TIOCSPTLCK reads an int from a stack variable (unlockpt).
     check(s, Step::Pty, unsafe { libc::ioctl(master, libc::TIOCSPTLCK, &raw const unlock) });
-    let size = crate::tty::INITIAL_SIZE;
+    let size = terminal.size;
     // SAFETY: TIOCSWINSZ reads a winsize from a stack variable.
     check(s, Step::Pty, unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &raw const size) });
     // SAFETY: TIOCGPTPEER takes open flags and returns a new fd for the slave of this very master.
@@ -57,7 +59,7 @@ fn open_box_pty(s: &Setup<'_>, ptmx: &CStr, sock: c_int) -> c_int {
     } else {
         slave
     };
-    if send_fd(sock, master) < 0 {
+    if send_fd(terminal.sock, master) < 0 {
         fail(s, Step::Pty);
     }
     close(master);

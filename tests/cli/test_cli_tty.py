@@ -143,7 +143,8 @@ def test_a_shell_on_its_own_pty_follows_the_window_and_gives_the_terminal_back(p
     assert re.fullmatch(r"/dev/pts/\d+", box_tty := pane.value("tty", "tty")) and box_tty != before[0]
     assert pane.value("size", "stty size") == "30 100"
     pane.tmux("resize-window", "-x", "90", "-y", "25")
-    assert pane.value("size", "stty size") == "25 90"
+    # The new size travels tmux -> SIGWINCH to nsbox -> the box's terminal: asked until it has arrived.
+    assert wait_until(lambda: pane.value("size", "stty size") == "25 90", timeout=WAIT)
     shell_pid = pane.value("pid", "echo $$")
     assert shell_pid == "1" if pid else int(shell_pid) > 1
     if not pid:  # (ps reads the host's /proc: with -p, $$ is not the shell's PID there)

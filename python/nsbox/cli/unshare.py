@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import nsbox
-from nsbox.cli import getopt
+from nsbox.cli import getopt, terminal
 from nsbox.cli.getopt import NAMESPACE_FLAGS, Parser
 from nsbox.cli.run import run_box
 from nsbox.cli.words import UsageError
@@ -347,7 +347,8 @@ def _box_options(args: argparse.Namespace) -> dict[str, Any]:
         options["cwd"] = args.wd
     _confinement(args, options)
     if args.tty:
-        options["tty"] = True
+        # The caller's window size from the start: a one-shot program (stty size, ls) runs before any resize.
+        options["tty"] = terminal.window_size() or True
     for name, option in (("memory", "memory_limit"), ("pids", "pids_limit"), ("cpus", "cpu_limit")):
         if getattr(args, name) is not None:
             options[option] = getattr(args, name)
