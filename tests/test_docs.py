@@ -58,9 +58,11 @@ def test_second_command_is_what_ci_runs() -> None:
 @pytest.mark.parametrize("index", range(len(_blocks("python"))))
 def test_python_examples_run(index: int, tmp_path: Path) -> None:
     code = _blocks("python")[index].replace("/run/nsbox/kept", str(tmp_path / "kept"))
-    # The LAN example's fixed subnet would clash with anyone else's on the host (a second copy of this suite,
-    # a reader's notebook): it runs in a network namespace of its own, which is then the host it talks about.
-    run = functools.partial(nsbox.run, net=True) if "nsbox.Network(" in code else subprocess.run
+    # The LAN example's fixed subnet, and the egress example's published port 8080, would clash with anyone
+    # else's on the host (a second copy of this suite, a test publishing a port): they run in a network namespace
+    # of their own, which is then the host they talk about.
+    own_network = "nsbox.Network(" in code or "publish=" in code
+    run = functools.partial(nsbox.run, net=True) if own_network else subprocess.run
     result = run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     # Nothing the examples persisted stays mounted.

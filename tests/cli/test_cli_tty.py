@@ -77,7 +77,8 @@ class Pane:
         """Run ``echo name=$(command)`` (with a fresh ``name``) and read the value off the screen."""
         marker = f"{name}{uuid.uuid4().hex[:6]}"
         self.type(f'echo "{marker}""=$({command})"')
-        return self.wait_for(rf"{marker}=(.*)").group(1)
+        # Typed ahead of a prompt (right after a Ctrl-C), the answer follows that prompt on its line.
+        return self.wait_for(rf"(?:\S*\$ )?{marker}=(.*)").group(1)
 
     def process(self, comm: str) -> int:
         """A process running ``comm`` under the pane's shell, once there is one."""
