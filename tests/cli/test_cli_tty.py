@@ -281,3 +281,17 @@ def test_help_describes_tty(root: Runner) -> None:
     r = root.nsbox("--help", env=root.env | {"COLUMNS": "80"})
     assert re.search(r"^  -t, --tty +a new pty for PROGRAM, relayed to your terminal$", r.stdout, flags=re.M)
     assert "docker run -it" in r.stdout and "raw mode" in r.stdout
+
+
+@pytest.mark.parametrize("pid", [False, True], ids=["no-pid-ns", "pid-ns"])
+def test_a_box_does_not_outlive_the_terminal_it_was_given(pane: Pane, pid: bool) -> None:
+    # The window closes (tmux killed, as a dropped ssh): the box's shell, PID 1 with -p (which ignores a SIGHUP it
+    # has no handler for), must not stay behind with nsbox, unreachable (before the relay hung the box up, both
+    # stayed for good).
+    flags = ["-t", "-p"] if pid else ["-t"]
+    pane.type(nsbox_command(pane.runner, *flags, "env", f"PS1={BOX_PROMPT}", "sh"))
+    pane.wait_for(re.escape(BOX_PROMPT.strip()))
+    ran = descendants(pane.shell)
+    assert any(proc_comm(p) == "sh" for p in ran)  # the box's shell, below nsbox
+    pane.close()  # kills the tmux server; fails if anything that ran in the pane outlives it (10 s)
+    assert all(is_gone(p) for p in ran)

@@ -20,6 +20,7 @@ import os
 import select
 import signal
 import termios
+import time
 import tty
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -33,6 +34,9 @@ _KEYS: dict[int, int] = {signal.SIGINT: termios.VINTR, signal.SIGQUIT: termios.V
 #: the pty open (a background job of a box without -p): what it wrote before is copied, then nsbox ends.
 _LINGER = 0.1
 _CHUNK = 65536
+#: How long a box has to end after the caller's terminal hung up (it got SIGHUP, as a login session does), before
+#: it is killed: a box's PID 1 ignores a signal it has no handler for, and nobody can reach the box any more.
+_HANGUP_GRACE = 1.0
 
 
 class Box(Protocol):
@@ -48,6 +52,12 @@ class Box(Protocol):
 
     def resize(self, rows: int, cols: int) -> None:
         """Set the pty's window size."""
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the box's first process."""
+
+    def kill(self) -> None:
+        """SIGKILL the box's first process."""
 
     def wait(self, timeout: float | None = None) -> int:
         """Reap the box's first process; its return code."""
@@ -119,6 +129,8 @@ class _Relay:
         self.to_box = b""
         #: The last byte read from stdin: after an unfinished line its end takes two end-of-file characters.
         self.last_input = b"\n"
+        #: When the box is killed, once the caller's terminal hung up.
+        self.kill_at: float | None = None
 
     def resize(self) -> None:
         size = window_size(self.size_from)
@@ -141,7 +153,8 @@ class _Relay:
                 poller.register(self.master, master_events)
             if self.stdin is not None and not self.to_box:  # read more only once the box took the last
                 poller.register(self.stdin, select.POLLIN)
-            ready = dict(poller.poll())
+            timeout = None if self.kill_at is None else max(0.0, self.kill_at - time.monotonic()) * 1000
+            ready = dict(poller.poll(timeout))
             for fd in (self.master, self.stdin):
                 if fd is not None:
                     with suppress(KeyError):
@@ -156,6 +169,8 @@ class _Relay:
                 self.read_input()
             if self.box.pidfd in ready:
                 break
+            if self.kill_at is not None and time.monotonic() >= self.kill_at:
+                self.box.kill()  # its first process: with a PID namespace, the whole box
         if master_open:
             self.drain()
 
@@ -209,11 +224,23 @@ class _Relay:
             self.last_input = data[-1:]
             return
         self.stdin = None
-        if not self.stdin_is_terminal:
+        if self.stdin_is_terminal:
+            # A terminal in raw mode reads nothing only once it has hung up (a closed window, a dropped ssh): the
+            # box's terminal hangs up too, and the box is killed if it is still there after a grace period.
+            self.hang_up()
+        else:
             # The end of the input is the end of a line of the box's terminal: Ctrl-D there, twice after an
             # unfinished line (the first ends the line, the second is the end of file).
             eof = self.key(termios.VEOF)
             self.to_box += eof if self.last_input == b"\n" else eof + eof
+
+    def hang_up(self) -> None:
+        """``SIGHUP`` to the box's session leader and its terminal's foreground job, as the kernel's hang-up."""
+        with suppress(OSError):
+            os.killpg(os.tcgetpgrp(self.master), signal.SIGHUP)
+        with suppress(OSError):
+            self.box.send_signal(signal.SIGHUP)
+        self.kill_at = time.monotonic() + _HANGUP_GRACE
 
     def drain(self) -> None:
         """After the box's first process exited: copy what is left.
