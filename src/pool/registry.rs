@@ -6,7 +6,10 @@
 //! at once: `close(2)` on fds read from atomics, all it may do there. The child's copy of the pool's queue
 //! then names closed fds, and is never dropped (see `Pool::state`).
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use crate::enter::Joined;
 
 /// Room for the fds of this many ready sets' namespaces (up to five each); beyond it a set is not recorded,
 /// and a forked child keeps its copy until it exits or execs (they are CLOEXEC).
@@ -33,7 +36,8 @@ extern "C" fn before_fork() {
     lock();
 }
 
-/// Runs `open` (which opens a set's fds and records them) so that no fork comes in between.
+/// Runs `open` (which opens a set's fds and records them, or forgets and closes them) so that no fork comes in
+/// between.
 pub(crate) fn opening<R>(open: impl FnOnce() -> R) -> R {
     struct Held;
     impl Drop for Held {
@@ -48,12 +52,30 @@ pub(crate) fn opening<R>(open: impl FnOnce() -> R) -> R {
 
 /// Records `fd`, an fd of a ready set.
 pub(crate) fn record(fd: i32) {
-    let _ = FDS.iter().find(|slot| slot.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok());
+    let _ = FDS.iter().find(|slot| {
+        slot.load(Ordering::Relaxed) == -1 && slot.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    });
 }
 
 /// Forgets `fd`, before it is closed or handed to a box.
 pub(crate) fn forget(fd: i32) {
-    let _ = FDS.iter().find(|slot| slot.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed).is_ok());
+    let _ = FDS.iter().find(|slot| {
+        slot.load(Ordering::Relaxed) == fd && slot.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    });
+}
+
+/// Forgets the fds of `namespaces` and closes them, with no fork in between: a child forked after the forget
+/// and before the close would keep copies that nothing closes (and could join them).
+pub(crate) fn close(namespaces: Vec<Joined>) {
+    if namespaces.is_empty() {
+        return;
+    }
+    opening(|| {
+        for joined in &namespaces {
+            forget(joined.fd.as_raw_fd());
+        }
+        drop(namespaces);
+    });
 }
 
 extern "C" fn forked_child() {

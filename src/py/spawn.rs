@@ -144,7 +144,7 @@ pub(crate) fn spawn(
             crate::spawn::spawn(&config, &command, None, Some(&link), egress.as_deref())?
         } else if let Some((own, set)) = pool.as_deref().map(|p| p.take(&config)).transpose()?.flatten() {
             // A set from the pool: joined as a target's namespaces are; the box makes the rest.
-            crate::spawn::spawn(&own, &command, Some(&set), None, None)?
+            crate::spawn::spawn(&own, &command, Some(set.join()), None, None)?
         } else {
             let join = target.as_ref().map(Join::open).transpose()?;
             crate::spawn::spawn(&config, &command, join.as_ref(), None, egress.as_deref())?
@@ -255,7 +255,9 @@ pub(crate) fn fork(
         Some(pool) => pool.take(&config.inner).map_err(|e| to_pyerr(e, None, None))?,
         None => None,
     };
-    let (own, set) = taken.map_or((None, None), |(own, set)| (Some(Arc::new(own)), Some(set)));
+    // Forgotten by the pool's registry now (our fork's child must keep them), with the GIL held: no other
+    // thread of ours forks before ours.
+    let (own, set) = taken.map_or((None, None), |(own, set)| (Some(Arc::new(own)), Some(set.into_join())));
     let (config, link) = match &network {
         Some((network, veth, address)) => {
             let (config, link) =

@@ -6,8 +6,10 @@ drivers (``CALLER_KILLED``, ``FORKED``) are programs of their own, for the cases
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -150,6 +152,50 @@ def what_a_pool_holds_and_leaves(size: int) -> dict[str, Any]:
         "closed": closed,
         "after_close": [after.returncode, after.stdout.strip()],
         "stats": pool.stats()._asdict(),
+    }
+
+
+def forks_while_boxes_take_sets(forks: int) -> dict[str, Any]:
+    """``forks`` forks of this process while two threads start pooled boxes back to back: what each child holds.
+
+    A box joins its set while another thread may fork: the child must hold none of the set's fds (it could
+    join the box's namespaces, and keeps them alive). The control: an fd of a namespace opened here by hand,
+    not a pool's, which every child does hold.
+    """
+    control = os.open("/proc/self/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
+    stop = threading.Event()
+    with nsbox.Pool(size=2, net=True, ipc=True, uts=True) as pool:
+
+        def spawn() -> None:
+            while not stop.is_set():
+                pool.run(["true"])
+
+        threads = [threading.Thread(target=spawn) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        held: list[list[str]] = []
+        try:
+            for _ in range(forks):
+                r, w = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    os.write(w, json.dumps(sorted(namespace_fds().values())).encode())
+                    os._exit(0)
+                os.close(w)
+                with os.fdopen(r, "rb") as f:
+                    held.append(json.loads(f.read()))
+                os.waitpid(pid, 0)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        stats = pool.stats()._asdict()
+    mine = os.readlink(f"/proc/self/fd/{control}")
+    os.close(control)
+    return {
+        "control_held": sum(mine in links for links in held),
+        "set_fds_held": [links for links in held if [link for link in links if link != mine]],
+        "stats": stats,
     }
 
 
