@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::enter::Joined;
 
-/// Room for the fds of this many ready sets' namespaces (up to five each); beyond it a set is not recorded,
-/// and a forked child keeps its copy until it exits or execs (they are CLOEXEC).
-const SLOTS: usize = 2048;
+/// Room for this many fds of ready sets' namespaces (up to five a set), in all of this process's pools; beyond it
+/// no set is made (a forked child would keep an unrecorded one) until some go.
+pub(crate) const SLOTS: usize = 2048;
 
 static FDS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
 
@@ -50,11 +50,12 @@ pub(crate) fn opening<R>(open: impl FnOnce() -> R) -> R {
     open()
 }
 
-/// Records `fd`, an fd of a ready set.
-pub(crate) fn record(fd: i32) {
-    let _ = FDS.iter().find(|slot| {
+/// Records `fd`, an fd of a ready set; `false` when every slot is taken.
+#[must_use]
+pub(crate) fn record(fd: i32) -> bool {
+    FDS.iter().any(|slot| {
         slot.load(Ordering::Relaxed) == -1 && slot.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-    });
+    })
 }
 
 /// Forgets `fd`, before it is closed or handed to a box.
@@ -116,7 +117,7 @@ mod tests {
         // SAFETY: as above.
         assert_eq!(unsafe { libc::pipe2(other.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
         // The recorded fd stands for a set's; `other[0]` is not recorded.
-        record(other[1]);
+        assert!(record(other[1]));
         // SAFETY: the child only checks fds with fcntl, writes to the pipe and _exits.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);

@@ -11,6 +11,7 @@ import os
 import subprocess
 import threading
 import time
+import warnings
 from typing import Any
 
 import nsbox
@@ -177,7 +178,9 @@ def forks_while_boxes_take_sets(forks: int) -> dict[str, Any]:
         try:
             for _ in range(forks):
                 r, w = os.pipe()
-                pid = os.fork()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)  # fork() in a threaded process: the point
+                    pid = os.fork()
                 if pid == 0:
                     os.write(w, json.dumps(sorted(namespace_fds().values())).encode())
                     os._exit(0)
@@ -340,4 +343,56 @@ busy.close()
 print(json.dumps({"child": child, "status": status, "parent_sets": parent_sets,
                   "parent_after": [after.returncode, after.stdout.strip()], "parent_stats": stats,
                   "host_ipc": os.readlink("/proc/self/ns/ipc")}))
+"""
+
+
+#: A pool at the limits of this process (stdout: one JSON line). More sets than the registry of set fds holds
+#: (sets beyond it would be kept by forked children): the pool stops there and says why. Then fds run out in the
+#: middle of a set: the set made so far is freed. Either way the process still forks and the pool closes.
+LIMITS = """
+import json, os, resource, sys, time, nsbox
+from helpers.pool_bodies import namespace_fds
+def wait_failure(pool):
+    deadline = time.monotonic() + 60
+    while pool.stats().failure is None:
+        assert time.monotonic() < deadline, pool.stats()
+        time.sleep(0.01)
+    return pool.stats()
+def forked_child_holds():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        os.write(w, str(len(namespace_fds())).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        held = int(f.read())
+    os.waitpid(pid, 0)
+    return held
+out = {}
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+pool = nsbox.Pool(size=600, net=True, ipc=True, uts=True, cgroup=True)
+stats = wait_failure(pool)
+held = len(namespace_fds())
+out["many"] = {"ready": stats.ready, "failure": stats.failure, "held": held, "child": forked_child_holds()}
+pool.close()
+out["many_closed"] = len(namespace_fds())
+probe = os.open("/", os.O_RDONLY)  # the lowest free fd: room for one namespace fd and a half
+os.close(probe)
+out["few"] = []
+for room in range(2, 14):  # fds short for a set at every step of its making, in the middle of opening it too
+    resource.setrlimit(resource.RLIMIT_NOFILE, (probe + room, hard))
+    pool = nsbox.Pool(size=1, net=True, ipc=True, uts=True)
+    deadline = time.monotonic() + 60
+    while pool.stats().failure is None and pool.stats().ready == 0:
+        assert time.monotonic() < deadline, pool.stats()
+        time.sleep(0.01)
+    stats = pool.stats()
+    out["few"].append({"ready": stats.ready, "failure": stats.failure, "child": forked_child_holds()})
+    pool.close()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    out["few"][-1]["closed"] = len(namespace_fds())
+out["few_closed"] = len(namespace_fds())
+print(json.dumps(out))
 """
