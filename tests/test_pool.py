@@ -115,10 +115,11 @@ def test_bad_pool_options_and_a_box_that_needs_another_user_namespace_are_refuse
     assert report["fds"] == {} and report["children"] == [] and "nsbox-pool" not in report["threads"]
 
 
+@pytest.mark.parametrize("how", ["run", "call"])
 @pytest.mark.parametrize("side", SIDES)
-def test_a_child_forked_while_boxes_join_their_sets_holds_none_of_them(pool_body: Any, side: str) -> None:
+def test_a_child_forked_while_boxes_join_their_sets_holds_none_of_them(pool_body: Any, side: str, how: str) -> None:
     forks = 300
-    report = pool_body(side, "forks_while_boxes_take_sets", forks=forks)
+    report = pool_body(side, "forks_while_boxes_take_sets", forks=forks, how=how)
     assert report["control_held"] == forks  # the control: a namespace fd of ours is seen in every child
     assert report["stats"]["taken"] > 0, report["stats"]  # boxes did join sets while we forked
     assert report["set_fds_held"] == [], f"{len(report['set_fds_held'])} of {forks} children held a set's fds"

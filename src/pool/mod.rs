@@ -75,8 +75,8 @@ impl Taken {
     }
 
     /// The set, forgotten by the registry, for a box made by the C library's `fork()` (whose child handler
-    /// would close recorded fds before the box joins them). Call it right before that fork, with no other
-    /// thread able to fork meanwhile (the GIL held, as `nsbox.call` holds it).
+    /// would close recorded fds before the box joins them). Call it right before that fork, and close it in
+    /// the parent right after: a process forked meanwhile by another thread would keep it.
     #[must_use]
     pub fn into_join(mut self) -> Join {
         self.0.namespaces.iter().for_each(|j| registry::forget(j.fd.as_raw_fd()));

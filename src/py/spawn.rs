@@ -255,9 +255,7 @@ pub(crate) fn fork(
         Some(pool) => pool.take(&config.inner).map_err(|e| to_pyerr(e, None, None))?,
         None => None,
     };
-    // Forgotten by the pool's registry now (our fork's child must keep them), with the GIL held: no other
-    // thread of ours forks before ours.
-    let (own, set) = taken.map_or((None, None), |(own, set)| (Some(Arc::new(own)), Some(set.into_join())));
+    let (own, set) = taken.map_or((None, None), |(own, set)| (Some(Arc::new(own)), Some(set)));
     let (config, link) = match &network {
         Some((network, veth, address)) => {
             let (config, link) =

@@ -156,8 +156,9 @@ def what_a_pool_holds_and_leaves(size: int) -> dict[str, Any]:
     }
 
 
-def forks_while_boxes_take_sets(forks: int) -> dict[str, Any]:
-    """``forks`` forks of this process while two threads start pooled boxes back to back: what each child holds.
+def forks_while_boxes_take_sets(forks: int, how: str = "run") -> dict[str, Any]:
+    """``forks`` forks of this process while two threads start pooled boxes back to back (``pool.run`` or
+    ``pool.call``, ``how``): what each child holds.
 
     A box joins its set while another thread may fork: the child must hold none of the set's fds (it could
     join the box's namespaces, and keeps them alive). The control: an fd of a namespace opened here by hand,
@@ -169,7 +170,7 @@ def forks_while_boxes_take_sets(forks: int) -> dict[str, Any]:
 
         def spawn() -> None:
             while not stop.is_set():
-                pool.run(["true"])
+                pool.run(["true"]) if how == "run" else pool.call(os.getpid)
 
         threads = [threading.Thread(target=spawn) for _ in range(2)]
         for thread in threads:
