@@ -115,6 +115,44 @@ def test_bad_pool_options_and_a_box_that_needs_another_user_namespace_are_refuse
     assert report["fds"] == {} and report["children"] == [] and "nsbox-pool" not in report["threads"]
 
 
+@pytest.mark.parametrize("how", ["run", "call"])
+@pytest.mark.parametrize("side", SIDES)
+def test_a_child_forked_while_boxes_join_their_sets_holds_none_of_them(pool_body: Any, side: str, how: str) -> None:
+    forks = 300
+    report = pool_body(side, "forks_while_boxes_take_sets", forks=forks, how=how)
+    assert report["control_held"] == forks  # the control: a namespace fd of ours is seen in every child
+    assert report["stats"]["taken"] > 0, report["stats"]  # boxes did join sets while we forked
+    assert report["set_fds_held"] == [], f"{len(report['set_fds_held'])} of {forks} children held a set's fds"
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_a_pool_at_the_limits_of_the_process_stops_making_sets_and_says_why(
+    side: str, request: pytest.FixtureRequest
+) -> None:
+    if side == "root":
+        env = {**os.environ, "PYTHONPATH": str(TESTS)}
+        r = subprocess.run(
+            [sys.executable, "-c", pool_bodies.LIMITS], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert r.returncode == 0, r.stderr
+        report = json.loads(r.stdout.strip().splitlines()[-1])
+    else:
+        rootless: Rootless = request.getfixturevalue("rootless")
+        report = rootless(pool_bodies.LIMITS.replace("print(json.dumps(out))", "emit(out)"))
+    many = report["many"]
+    # Every fd of a ready set is recorded, so a forked child has them closed; the control: the parent holds them.
+    assert many["held"] == 2048 - 2048 % (5 if side == "rootless" else 4) and many["child"] == 0, many
+    assert many["ready"] * (5 if side == "rootless" else 4) == many["held"]
+    assert "namespace fds in ready sets" in many["failure"]
+    # Out of fds at each step of making a set: the registry's lock is free (the process forked each time), a
+    # forked child holds nothing, nothing is left after close(); with room enough, the set was made (the control).
+    for few in report["few"]:
+        assert few["child"] == 0 and few["closed"] == 0, report["few"]
+    assert any(few["failure"] and "Too many open files" in few["failure"] for few in report["few"]), report["few"]
+    assert report["few"][-1]["ready"] == 1, report["few"]
+    assert report["many_closed"] == report["few_closed"] == 0
+
+
 def test_a_refused_box_without_the_pool_runs() -> None:
     # The control for the refusal above: the same maps work for a box that makes its own user namespace.
     r = nsbox.run(["true"], net=True, uid_map=[(0, 0, 1), (1, 100000, 10)], gid_map=[(0, 0, 1)])

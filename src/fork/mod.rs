@@ -45,6 +45,7 @@ use crate::enter::Join;
 use crate::errors::{Error, Step};
 use crate::namespace::Namespace;
 use crate::net::Link;
+use crate::pool::Taken;
 use crate::protocol::Message;
 use crate::spawn::{
     failure, kill_and_reap, last_errno, read_record, reap, wait_or_read_what_is_there, watch, write_maps_for, Channels,
@@ -75,7 +76,7 @@ pub struct Fork<'a> {
     /// The box's `cgroup.procs` files (see [`crate::cgroup`]), entered first.
     cgroup_procs: Vec<RawFd>,
     /// A pool's set of namespaces to join before making the config's own (see [`crate::pool`]).
-    set: Option<Join>,
+    set: Option<Taken>,
 }
 
 impl<'a> Fork<'a> {
@@ -112,8 +113,8 @@ impl<'a> Fork<'a> {
 
     /// The child joins `set` (a pool's namespaces, user first) before it makes the config's own.
     #[must_use]
-    pub fn joining(self, set: Option<Join>) -> Fork<'a> {
-        let joins_user = set.as_ref().is_some_and(|j| j.namespaces.iter().any(|n| n.kind == Namespace::User));
+    pub fn joining(self, set: Option<Taken>) -> Fork<'a> {
+        let joins_user = set.as_ref().is_some_and(|t| t.join().namespaces.iter().any(|n| n.kind == Namespace::User));
         let drop_groups = self.drop_groups || (joins_user && crate::sys::may_drop_groups());
         Fork { drop_groups, set, ..self }
     }
@@ -128,19 +129,25 @@ impl<'a> Fork<'a> {
     /// thread, in which locks held by the caller's other threads stay held. The caller must restore what
     /// it owns in the child (Python: `PyOS_AfterFork_Child`) and must not let the child return into code
     /// that expects to be the original process.
-    pub unsafe fn fork(self) -> Result<Forked<'a>, Error> {
+    pub unsafe fn fork(mut self) -> Result<Forked<'a>, Error> {
+        // A pool's set stays recorded until now: the registry's fork handler must not close it in our child, but
+        // must in any other (a Python fork hook that runs before this, `logging`'s, may let another thread fork).
+        let set = self.set.take().map(Taken::into_join);
         // SAFETY: see the function's contract.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(Error::os(Step::Clone, last_errno()).with_what("fork the interpreter"));
         }
         if pid > 0 {
+            // The child has its own copy of a pool's set: ours closes now, before any other thread can fork.
+            drop(set);
             return Ok(Forked::Parent(self, pid));
         }
         // SAFETY: our copy of the parent's read end: the caller's death must leave the pipe without a reader
         // (`child::die_with_parent_from_now_on`).
         unsafe { libc::close(self.channels.err_r.as_raw_fd()) };
-        self.enter_namespaces();
+        self.enter_namespaces(set.as_ref());
+        drop(set);
         let Channels { err_r, err_w, go, .. } = self.channels;
         std::mem::forget(err_r); // closed above
         drop(err_w);
@@ -152,7 +159,7 @@ impl<'a> Fork<'a> {
     }
 
     /// The child's side: raw system calls only; any failure is reported and ends the process.
-    fn enter_namespaces(&self) {
+    fn enter_namespaces(&self, set: Option<&Join>) {
         let s = self.channels.setup(self.config, self.link.as_ref().map(|l| &l.eth0));
         let cfg = self.config;
         // Set now for the steps below, and again after the last change of credentials (which clears it).
@@ -172,7 +179,7 @@ impl<'a> Fork<'a> {
             child::check(&s, Step::JoinUser, unsafe { libc::setns(userns.as_raw_fd(), libc::CLONE_NEWUSER) });
             child::become_root_inside(&s, false);
         }
-        for joined in self.set.iter().flat_map(|set| &set.namespaces) {
+        for joined in set.iter().flat_map(|set| &set.namespaces) {
             // SAFETY: setns(2) on a namespace fd we own.
             child::check(&s, Step::join(joined.kind), unsafe {
                 libc::setns(joined.fd.as_raw_fd(), joined.kind.flag())

@@ -63,9 +63,10 @@ fn open_when_ready(shape: &Spec, channels: &Channels, pid: pid_t) -> Result<Set,
             _ => return Err(Error::Internal("the pool's namespace maker died before its namespaces were made".into())),
         }
     }
-    // Opened and recorded with no fork in between (see `registry`).
+    // Opened and recorded with no fork in between (see `registry`). A set left incomplete by a failure is
+    // dropped after: dropping one takes the registry's lock, which `opening` holds.
+    let mut set = Set { namespaces: Vec::new() };
     registry::opening(|| {
-        let mut set = Set { namespaces: Vec::new() };
         for kind in Namespace::JOIN_ORDER.into_iter().filter(|&k| shape.has(k)) {
             let path = format!("/proc/{pid}/ns/{}", kind.proc_name());
             let file = std::fs::File::open(&path).map_err(|e| {
@@ -74,11 +75,18 @@ fn open_when_ready(shape: &Spec, channels: &Channels, pid: pid_t) -> Result<Set,
             // std opens with O_CLOEXEC; `own_fd` keeps the fd off 0-2 (the box's dup2s there must not clobber it).
             let fd = crate::sys::own_fd(std::os::fd::IntoRawFd::into_raw_fd(file))
                 .map_err(|e| Error::os(Step::Pool, crate::sys::errno_of(&e)).with_what("keep a namespace fd"))?;
-            registry::record(fd.as_raw_fd());
+            if !registry::record(fd.as_raw_fd()) {
+                // Unrecorded, a forked child would keep it: no more sets until some go.
+                return Err(Error::os(Step::Pool, libc::EMFILE).with_what(format!(
+                    "keep more namespace fds in ready sets (this process's pools hold {} already)",
+                    registry::SLOTS
+                )));
+            }
             set.namespaces.push(Joined { fd, kind });
         }
-        Ok(set)
-    })
+        Ok(())
+    })?;
+    Ok(set)
 }
 
 /// What the holder reads: its setup, and the PID of the process it must die with.

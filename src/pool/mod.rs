@@ -56,17 +56,46 @@ pub struct Set {
 }
 
 impl Set {
-    /// Its namespaces, for a box (their fds forgotten by the registry first).
+    /// Its namespaces, for a box: still recorded (see [`Taken`]).
     fn release(mut self) -> Vec<Joined> {
-        self.namespaces.iter().for_each(|j| registry::forget(j.fd.as_raw_fd()));
         std::mem::take(&mut self.namespaces)
+    }
+}
+
+/// A set taken by a box, as the box joins it. Its fds stay recorded until it goes, so that a process forked
+/// meanwhile by another thread (`os.fork`, multiprocessing) has its copies closed, as it would a ready set's:
+/// the box is made by a raw clone, which runs no `pthread_atfork` handler, and joins them.
+#[derive(Debug, Default)]
+pub struct Taken(Join);
+
+impl Taken {
+    #[must_use]
+    pub fn join(&self) -> &Join {
+        &self.0
+    }
+
+    /// The set, forgotten by the registry, for a box made by the C library's `fork()` (whose child handler
+    /// would close recorded fds before the box joins them). Call it right before that fork, and close it in
+    /// the parent right after: a process forked meanwhile by another thread would keep it.
+    #[must_use]
+    pub fn into_join(mut self) -> Join {
+        self.0.namespaces.iter().for_each(|j| registry::forget(j.fd.as_raw_fd()));
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        // As a ready set's.
+        registry::close(std::mem::take(&mut self.0.namespaces));
     }
 }
 
 impl Drop for Set {
     fn drop(&mut self) {
-        // Before the fds close: a forked child must never close a number that is something else by then.
-        self.namespaces.iter().for_each(|j| registry::forget(j.fd.as_raw_fd()));
+        // Forgotten before the fds close (a forked child must never close a number that is something else by
+        // then), with no fork in between.
+        registry::close(std::mem::take(&mut self.namespaces));
     }
 }
 
@@ -187,7 +216,7 @@ impl Pool {
     /// A set for a box of `config`, and the box's own part of the config (the namespaces it still makes), or
     /// `None` when the pool is empty, closed, or holds nothing the box asks for (it then makes its own).
     /// Refused: a box whose user namespace is not the pool's.
-    pub fn take(&self, config: &Spec) -> Result<Option<(Spec, Join)>, Error> {
+    pub fn take(&self, config: &Spec) -> Result<Option<(Spec, Taken)>, Error> {
         let joined: Namespaces =
             POOLED.into_iter().filter(|&k| self.shape.kinds.contains(k) && pooled_kind(config, k)).collect();
         if joined.is_empty() {
@@ -224,12 +253,13 @@ impl Pool {
         };
         // The filler is woken by `refill`, once the spawn is done (see `QUIET`).
         let Some(set) = set else { return Ok(None) };
-        // The set's kinds the box does not ask for are left out (and freed as the set goes).
-        let namespaces =
-            set.release().into_iter().filter(|j| j.kind == Namespace::User || joined.contains(j.kind)).collect();
+        // The set's kinds the box does not ask for are left out (forgotten, then freed as the set goes).
+        let (namespaces, unused): (Vec<Joined>, Vec<Joined>) =
+            set.release().into_iter().partition(|j| j.kind == Namespace::User || joined.contains(j.kind));
+        drop(Taken(Join { namespaces: unused, ..Join::default() }));
         let kinds: Namespaces = config.kinds.iter().filter(|&k| !joined.contains(k)).collect();
         let own = Spec { kinds, user: None, ..config.clone() };
-        Ok(Some((own, Join { namespaces, time: None, root: None, cwd: None })))
+        Ok(Some((own, Taken(Join { namespaces, time: None, root: None, cwd: None }))))
     }
 
     /// Wakes the filler to replace the sets taken: call it once the spawn that took one is done.

@@ -6,11 +6,14 @@
 //! at once: `close(2)` on fds read from atomics, all it may do there. The child's copy of the pool's queue
 //! then names closed fds, and is never dropped (see `Pool::state`).
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-/// Room for the fds of this many ready sets' namespaces (up to five each); beyond it a set is not recorded,
-/// and a forked child keeps its copy until it exits or execs (they are CLOEXEC).
-const SLOTS: usize = 2048;
+use crate::enter::Joined;
+
+/// Room for this many fds of ready sets' namespaces (up to five a set), in all of this process's pools; beyond it
+/// no set is made (a forked child would keep an unrecorded one) until some go.
+pub(crate) const SLOTS: usize = 2048;
 
 static FDS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
 
@@ -33,7 +36,8 @@ extern "C" fn before_fork() {
     lock();
 }
 
-/// Runs `open` (which opens a set's fds and records them) so that no fork comes in between.
+/// Runs `open` (which opens a set's fds and records them, or forgets and closes them) so that no fork comes in
+/// between.
 pub(crate) fn opening<R>(open: impl FnOnce() -> R) -> R {
     struct Held;
     impl Drop for Held {
@@ -46,14 +50,33 @@ pub(crate) fn opening<R>(open: impl FnOnce() -> R) -> R {
     open()
 }
 
-/// Records `fd`, an fd of a ready set.
-pub(crate) fn record(fd: i32) {
-    let _ = FDS.iter().find(|slot| slot.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok());
+/// Records `fd`, an fd of a ready set; `false` when every slot is taken.
+#[must_use]
+pub(crate) fn record(fd: i32) -> bool {
+    FDS.iter().any(|slot| {
+        slot.load(Ordering::Relaxed) == -1 && slot.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    })
 }
 
 /// Forgets `fd`, before it is closed or handed to a box.
 pub(crate) fn forget(fd: i32) {
-    let _ = FDS.iter().find(|slot| slot.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed).is_ok());
+    let _ = FDS.iter().find(|slot| {
+        slot.load(Ordering::Relaxed) == fd && slot.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    });
+}
+
+/// Forgets the fds of `namespaces` and closes them, with no fork in between: a child forked after the forget
+/// and before the close would keep copies that nothing closes (and could join them).
+pub(crate) fn close(namespaces: Vec<Joined>) {
+    if namespaces.is_empty() {
+        return;
+    }
+    opening(|| {
+        for joined in &namespaces {
+            forget(joined.fd.as_raw_fd());
+        }
+        drop(namespaces);
+    });
 }
 
 extern "C" fn forked_child() {
@@ -94,7 +117,7 @@ mod tests {
         // SAFETY: as above.
         assert_eq!(unsafe { libc::pipe2(other.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
         // The recorded fd stands for a set's; `other[0]` is not recorded.
-        record(other[1]);
+        assert!(record(other[1]));
         // SAFETY: the child only checks fds with fcntl, writes to the pipe and _exits.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);

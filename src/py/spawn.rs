@@ -144,7 +144,7 @@ pub(crate) fn spawn(
             crate::spawn::spawn_box(&config, &command, None, Some(&link), egress.as_deref())?
         } else if let Some((own, set)) = pool.as_deref().map(|p| p.take(&config)).transpose()?.flatten() {
             // A set from the pool: joined as a target's namespaces are; the box makes the rest.
-            crate::spawn::spawn_box(&own, &command, Some(&set), None, None)?
+            crate::spawn::spawn_box(&own, &command, Some(set.join()), None, None)?
         } else {
             let join = target.as_ref().map(Join::open).transpose()?;
             crate::spawn::spawn_box(&config, &command, join.as_ref(), None, egress.as_deref())?

@@ -6,9 +6,12 @@ drivers (``CALLER_KILLED``, ``FORKED``) are programs of their own, for the cases
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import threading
 import time
+import warnings
 from typing import Any
 
 import nsbox
@@ -153,6 +156,53 @@ def what_a_pool_holds_and_leaves(size: int) -> dict[str, Any]:
     }
 
 
+def forks_while_boxes_take_sets(forks: int, how: str = "run") -> dict[str, Any]:
+    """``forks`` forks of this process while two threads start pooled boxes back to back (``pool.run`` or
+    ``pool.call``, ``how``): what each child holds.
+
+    A box joins its set while another thread may fork: the child must hold none of the set's fds (it could
+    join the box's namespaces, and keeps them alive). The control: an fd of a namespace opened here by hand,
+    not a pool's, which every child does hold.
+    """
+    control = os.open("/proc/self/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
+    stop = threading.Event()
+    with nsbox.Pool(size=2, net=True, ipc=True, uts=True) as pool:
+
+        def spawn() -> None:
+            while not stop.is_set():
+                pool.run(["true"]) if how == "run" else pool.call(os.getpid)
+
+        threads = [threading.Thread(target=spawn) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        held: list[list[str]] = []
+        try:
+            for _ in range(forks):
+                r, w = os.pipe()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)  # fork() in a threaded process: the point
+                    pid = os.fork()
+                if pid == 0:
+                    os.write(w, json.dumps(sorted(namespace_fds().values())).encode())
+                    os._exit(0)
+                os.close(w)
+                with os.fdopen(r, "rb") as f:
+                    held.append(json.loads(f.read()))
+                os.waitpid(pid, 0)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        stats = pool.stats()._asdict()
+    mine = os.readlink(f"/proc/self/fd/{control}")
+    os.close(control)
+    return {
+        "control_held": sum(mine in links for links in held),
+        "set_fds_held": [links for links in held if [link for link in links if link != mine]],
+        "stats": stats,
+    }
+
+
 def refusals() -> dict[str, Any]:
     """What ``Pool`` refuses, with the type and message, and what the process holds after each."""
     out: dict[str, Any] = {}
@@ -294,4 +344,56 @@ busy.close()
 print(json.dumps({"child": child, "status": status, "parent_sets": parent_sets,
                   "parent_after": [after.returncode, after.stdout.strip()], "parent_stats": stats,
                   "host_ipc": os.readlink("/proc/self/ns/ipc")}))
+"""
+
+
+#: A pool at the limits of this process (stdout: one JSON line). More sets than the registry of set fds holds
+#: (sets beyond it would be kept by forked children): the pool stops there and says why. Then fds run out in the
+#: middle of a set: the set made so far is freed. Either way the process still forks and the pool closes.
+LIMITS = """
+import json, os, resource, sys, time, nsbox
+from helpers.pool_bodies import namespace_fds
+def wait_failure(pool):
+    deadline = time.monotonic() + 60
+    while pool.stats().failure is None:
+        assert time.monotonic() < deadline, pool.stats()
+        time.sleep(0.01)
+    return pool.stats()
+def forked_child_holds():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        os.write(w, str(len(namespace_fds())).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        held = int(f.read())
+    os.waitpid(pid, 0)
+    return held
+out = {}
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+pool = nsbox.Pool(size=600, net=True, ipc=True, uts=True, cgroup=True)
+stats = wait_failure(pool)
+held = len(namespace_fds())
+out["many"] = {"ready": stats.ready, "failure": stats.failure, "held": held, "child": forked_child_holds()}
+pool.close()
+out["many_closed"] = len(namespace_fds())
+probe = os.open("/", os.O_RDONLY)  # the lowest free fd: room for one namespace fd and a half
+os.close(probe)
+out["few"] = []
+for room in range(2, 14):  # fds short for a set at every step of its making, in the middle of opening it too
+    resource.setrlimit(resource.RLIMIT_NOFILE, (probe + room, hard))
+    pool = nsbox.Pool(size=1, net=True, ipc=True, uts=True)
+    deadline = time.monotonic() + 60
+    while pool.stats().failure is None and pool.stats().ready == 0:
+        assert time.monotonic() < deadline, pool.stats()
+        time.sleep(0.01)
+    stats = pool.stats()
+    out["few"].append({"ready": stats.ready, "failure": stats.failure, "child": forked_child_holds()})
+    pool.close()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    out["few"][-1]["closed"] = len(namespace_fds())
+out["few_closed"] = len(namespace_fds())
+print(json.dumps(out))
 """
