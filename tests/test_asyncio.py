@@ -417,6 +417,27 @@ def test_call_returns_raises_and_cancelling_it_kills_the_forked_box(loop: str) -
     run_on(loop, main)
 
 
+def _killed_by_sigkill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)  # not PID 1 (which cannot signal itself): a box without pid=True
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_call_reports_a_crashed_box_as_nsbox_call_does(loop: str) -> None:
+    with pytest.raises(nsbox.BoxCrashed) as crashed_sync:
+        nsbox.call(_killed_by_sigkill, net=True)
+
+    async def main() -> nsbox.BoxCrashed:
+        with pytest.raises(nsbox.BoxCrashed) as crashed:
+            await nsbox.asyncio.call(_killed_by_sigkill, net=True)
+        return crashed.value
+
+    crashed = run_on(loop, main)
+    expected = "_killed_by_sigkill() did not return: its process in the box (host PID {}) was killed by SIGKILL"
+    assert str(crashed_sync.value) == expected.format(crashed_sync.value.pid)  # the control
+    assert str(crashed) == expected.format(crashed.pid)
+    assert (crashed.returncode, crashed.oom_killed) == (-signal.SIGKILL, False)
+
+
 ROOTLESS_ASYNC = """
 import asyncio
 import nsbox.asyncio

@@ -385,7 +385,7 @@ async def call(
                 network._release(link[1], link[0])
             else:
                 network._bind(link[1], None)
-    result: T = _call._conclude(message, returncode, started[0][0], name, oom_killed, plain=untrusted)
+    result: T = _call._conclude(message, returncode, started[0][0], oom_killed, name, plain=untrusted)
     return result
 
 
