@@ -295,6 +295,9 @@ def test_bad_options_raise_before_anything_is_started_and_spawn_failures_as_pope
             await nsbox.asyncio.run(["true"], hostname="x" * 100)
         with pytest.raises(ValueError, match="text must be False"):
             await nsbox.asyncio.create_subprocess_exec("true", text=True)  # type: ignore[call-arg]
+        # Nothing would read the terminal: a box writing more than it holds would never end (nsbox.run drives it).
+        with pytest.raises(ValueError, match="tty=True"):
+            await nsbox.asyncio.run(["seq", "100000"], tty=True, capture_output=True)
         with pytest.raises(ValueError, match="cmd must be a string"):
             await nsbox.asyncio.create_subprocess_shell(["true"])  # type: ignore[arg-type]
         # A failed spawn: the OSError subclass nsbox.Popen raises, with its message (the step, the file).
