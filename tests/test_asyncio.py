@@ -295,6 +295,9 @@ def test_bad_options_raise_before_anything_is_started_and_spawn_failures_as_pope
             await nsbox.asyncio.run(["true"], hostname="x" * 100)
         with pytest.raises(ValueError, match="text must be False"):
             await nsbox.asyncio.create_subprocess_exec("true", text=True)  # type: ignore[call-arg]
+        # Nothing would read the terminal: a box writing more than it holds would never end (nsbox.run drives it).
+        with pytest.raises(ValueError, match="tty=True"):
+            await nsbox.asyncio.run(["seq", "100000"], tty=True, capture_output=True)
         with pytest.raises(ValueError, match="cmd must be a string"):
             await nsbox.asyncio.create_subprocess_shell(["true"])  # type: ignore[arg-type]
         # A failed spawn: the OSError subclass nsbox.Popen raises, with its message (the step, the file).
@@ -418,6 +421,27 @@ def test_call_returns_raises_and_cancelling_it_kills_the_forked_box(loop: str) -
         assert set(open_fds()) == set(fds_before)
 
     run_on(loop, main)
+
+
+def _killed_by_sigkill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)  # not PID 1 (which cannot signal itself): a box without pid=True
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_call_reports_a_crashed_box_as_nsbox_call_does(loop: str) -> None:
+    with pytest.raises(nsbox.BoxCrashed) as crashed_sync:
+        nsbox.call(_killed_by_sigkill, net=True)
+
+    async def main() -> nsbox.BoxCrashed:
+        with pytest.raises(nsbox.BoxCrashed) as crashed:
+            await nsbox.asyncio.call(_killed_by_sigkill, net=True)
+        return crashed.value
+
+    crashed = run_on(loop, main)
+    expected = "_killed_by_sigkill() did not return: its process in the box (host PID {}) was killed by SIGKILL"
+    assert str(crashed_sync.value) == expected.format(crashed_sync.value.pid)  # the control
+    assert str(crashed) == expected.format(crashed.pid)
+    assert (crashed.returncode, crashed.oom_killed) == (-signal.SIGKILL, False)
 
 
 ROOTLESS_ASYNC = """

@@ -237,11 +237,21 @@ async def run(
     waiting, the box is killed and reaped, its pipes closed, before the exception goes on; with ``pid=True``
     that ends every process in it.
 
+    ``tty=True`` is refused (``ValueError``, before anything is started): nothing here would read the box's
+    terminal, so a box that writes more than the terminal holds would never end. Use :func:`nsbox.run` in
+    ``loop.run_in_executor``, or :func:`create_subprocess_exec` and read its master
+    (``proc._transport.get_extra_info("subprocess").pty``).
+
     For example (in a coroutine)::
 
         r = await run(["hostname"], hostname="box", capture_output=True, text=True)
         r.stdout  # 'box\n'
     """
+    if options.get("tty"):
+        raise ValueError(
+            "nsbox.asyncio.run does not drive a terminal: tty=True is nsbox.run's (in an executor), or "
+            "create_subprocess_exec's, whose terminal is get_extra_info('subprocess').pty"
+        )
     if input is not None:
         if options.get("stdin") is not None:
             raise ValueError("stdin and input arguments may not both be used.")

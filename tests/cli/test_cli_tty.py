@@ -180,6 +180,22 @@ def test_the_terminal_is_given_back_whatever_ends_the_box(pane: Pane, target: st
     assert_terminal_as_it_was(pane, before)
 
 
+@pytest.mark.parametrize("tty", [True, False], ids=["own-pty", "control-callers-terminal"])
+def test_a_hangup_of_the_callers_terminal_ends_a_shell_that_is_pid_1(runner: Runner, tty: bool) -> None:
+    # PID 1 ignores the SIGHUP nsbox passes on. Without -t (the control) the shell reads the hung-up terminal
+    # itself and ends; with -t nsbox hangs up the box's pty in turn, and the shell ends the same way.
+    pane = Pane(runner)
+    try:
+        pane.type(nsbox_command(runner, *(["-t"] if tty else []), "-p", "sh"))
+        shell = pane.process("sh")
+        ran = [pane.shell, *descendants(pane.shell)]
+        assert shell in ran
+        pane.tmux("kill-server")  # the terminal hangs up, as when an ssh connection drops
+        assert wait_until(lambda: all(is_gone(pid) for pid in ran), timeout=WAIT), [p for p in ran if not is_gone(p)]
+    finally:
+        pane.close()
+
+
 def test_input_that_is_not_a_terminal_is_relayed_and_its_end_is_ctrl_d(runner: Runner) -> None:
     r = runner.nsbox("-t", "-p", "sh", input='test -t 0 && test -t 1 && echo "on""=$(tty)"; echo "pid""=$$"\n')
     assert r.returncode == 0, r.stderr

@@ -10,7 +10,10 @@ When stdin is not a terminal (a pipe, a file, ``/dev/null``), it is relayed all 
 and its end becomes the pty's end-of-file character (Ctrl-D), so ``printf 'ls\nexit\n' | nsbox -t sh`` works;
 the box's terminal echoes that input as any terminal would. A SIGINT or SIGQUIT that reaches nsbox itself
 (Ctrl-C on a terminal nsbox is not reading, ``kill -INT``) is typed into the pty as its interrupt or quit
-character: the box's foreground job gets it, as it would from its own terminal.
+character: the box's foreground job gets it, as it would from its own terminal. When the caller's terminal hangs
+up (its reads end, or nsbox gets SIGHUP), the relay hangs up the box's terminal in turn by closing the master, as
+sshd does: the box's shell reads the end of its terminal and exits, even as PID 1 (which ignores a SIGHUP passed
+on from outside).
 """
 
 from __future__ import annotations
@@ -127,6 +130,8 @@ class _Relay:
         self.size_from = size_from
         self.stdin_is_terminal = os.isatty(stdin)
         self.to_box = b""
+        #: False once the box's side of the pty is closed (EIO), or the relay hung it up (:meth:`hang_up`).
+        self.master_open = True
         #: The last byte read from stdin: after an unfinished line its end takes two end-of-file characters.
         self.last_input = b"\n"
         #: When the box is killed, once the caller's terminal hung up.
@@ -146,10 +151,9 @@ class _Relay:
         poller = select.poll()
         poller.register(self.box.pidfd, select.POLLIN)
         poller.register(wakeup, select.POLLIN)
-        master_open = True
         while True:
             master_events = select.POLLIN | (select.POLLOUT if self.to_box else 0)
-            if master_open:
+            if self.master_open:
                 poller.register(self.master, master_events)
             if self.stdin is not None and not self.to_box:  # read more only once the box took the last
                 poller.register(self.stdin, select.POLLIN)
@@ -161,9 +165,9 @@ class _Relay:
                         poller.unregister(fd)
             if wakeup in ready:
                 self.signals(wakeup)
-            if master_open and ready.get(self.master, 0) & (select.POLLIN | select.POLLERR | select.POLLHUP):
-                master_open = self.copy_output()
-            if master_open and self.to_box and ready.get(self.master, 0) & select.POLLOUT:
+            if self.master_open and ready.get(self.master, 0) & (select.POLLIN | select.POLLERR | select.POLLHUP):
+                self.master_open = self.copy_output()
+            if self.master_open and self.to_box and ready.get(self.master, 0) & select.POLLOUT:
                 self.copy_input()
             if self.stdin is not None and self.stdin in ready:
                 self.read_input()
@@ -171,14 +175,18 @@ class _Relay:
                 break
             if self.kill_at is not None and time.monotonic() >= self.kill_at:
                 self.box.kill()  # its first process: with a PID namespace, the whole box
-        if master_open:
+        if self.master_open:
             self.drain()
 
     def signals(self, wakeup: int) -> None:
         with suppress(BlockingIOError):
             for signum in os.read(wakeup, 256):
+                if not self.master_open:
+                    continue  # no terminal left to size or type into
                 if signum == signal.SIGWINCH:
                     self.resize()
+                elif signum == signal.SIGHUP:  # passed on to the box too (cli.run), which PID 1 ignores
+                    self.hang_up()
                 elif signum in _KEYS and (key := self.key(_KEYS[signum])) != b"\0":  # 0: the box disabled it
                     self.to_box += key
 
@@ -235,12 +243,17 @@ class _Relay:
             self.to_box += eof if self.last_input == b"\n" else eof + eof
 
     def hang_up(self) -> None:
-        """``SIGHUP`` to the box's session leader and its terminal's foreground job, as the kernel's hang-up."""
-        with suppress(OSError):
-            os.killpg(os.tcgetpgrp(self.master), signal.SIGHUP)
-        with suppress(OSError):
-            self.box.send_signal(signal.SIGHUP)
-        self.kill_at = time.monotonic() + _HANGUP_GRACE
+        """Close the pty's master, as sshd does: the box's terminal hangs up.
+
+        Its reads end and its session gets SIGHUP; a box that ignores both (PID 1 waiting for a job) is killed
+        after :data:`_HANGUP_GRACE`.
+        """
+        if self.master_open:
+            self.master_open = False
+            self.to_box = b""
+            self.box.pty.close()
+        if self.kill_at is None:
+            self.kill_at = time.monotonic() + _HANGUP_GRACE
 
     def drain(self) -> None:
         """After the box's first process exited: copy what is left.
@@ -263,8 +276,13 @@ def relay(box: Box, stdin: int = 0, stdout: int = 1, size_from: tuple[int, ...] 
     master = box.pty.fileno()
     relay = _Relay(box, master, stdin, stdout, size_from)
     was_blocking = os.get_blocking(master)
+
+    def put_back() -> None:
+        if not box.pty.closed:  # closed: the relay hung it up
+            os.set_blocking(master, was_blocking)
+
     with ExitStack() as stack:
-        stack.callback(os.set_blocking, master, was_blocking)
+        stack.callback(put_back)
         os.set_blocking(master, False)
         wakeup = stack.enter_context(_signals_to_pipe())
         relay.resize()
