@@ -43,14 +43,14 @@ pub(crate) fn read_record(fd: RawFd) -> Result<Read, Error> {
     }
 }
 
-/// Receives one record from the helper's socket, with the fd it hands over, if any.
-pub(crate) fn receive_record(sock: RawFd) -> Result<(Read, Option<OwnedFd>), Error> {
-    let mut buf = [0u8; protocol::SIZE];
+/// One `recvmsg` on `sock` into `buf`, without waiting: the bytes received and the fd passed with them (CLOEXEC,
+/// at 3 or above), or `None` when nothing is there. `what` names the socket in errors.
+fn receive_with_fd(sock: RawFd, buf: &mut [u8], what: &str) -> Result<Option<(usize, Option<OwnedFd>)>, Error> {
     // Room for one fd, aligned as a cmsghdr.
     let mut control = [0u64; 4];
     loop {
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-        // SAFETY: a zeroed msghdr is valid; it points at our stack buffers.
+        // SAFETY: a zeroed msghdr is valid; it points at our buffers.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = &raw mut iov;
         msg.msg_iovlen = 1;
@@ -61,20 +61,24 @@ pub(crate) fn receive_record(sock: RawFd) -> Result<(Read, Option<OwnedFd>), Err
         if n < 0 {
             match last_errno() {
                 libc::EINTR => continue,
-                libc::EAGAIN => return Ok((Read::Nothing, None)),
-                e => return Err(Error::Internal(format!("cannot read the helper's socket: errno {e}"))),
+                libc::EAGAIN => return Ok(None),
+                e => return Err(Error::Internal(format!("cannot read {what}: errno {e}"))),
             }
         }
-        let passed = match passed_fd(&msg) {
-            Some(fd) => Some(
-                crate::sys::own_fd(fd).map_err(|e| Error::Internal(format!("cannot keep the helper's pipe: {e}")))?,
-            ),
-            None => None,
-        };
-        if n == 0 {
-            return Ok((Read::Eof, passed));
-        }
-        return Ok((Read::Message(Message::decode(&buf[..n as usize])?), passed));
+        let passed = passed_fd(&msg)
+            .map(|fd| crate::sys::own_fd(fd).map_err(|e| Error::Internal(format!("cannot keep {what}'s fd: {e}"))))
+            .transpose()?;
+        return Ok(Some((n as usize, passed)));
+    }
+}
+
+/// Receives one record from the helper's socket, with the fd it hands over, if any.
+pub(crate) fn receive_record(sock: RawFd) -> Result<(Read, Option<OwnedFd>), Error> {
+    let mut buf = [0u8; protocol::SIZE];
+    match receive_with_fd(sock, &mut buf, "the helper's socket")? {
+        None => Ok((Read::Nothing, None)),
+        Some((0, passed)) => Ok((Read::Eof, passed)),
+        Some((n, passed)) => Ok((Read::Message(Message::decode(&buf[..n])?), passed)),
     }
 }
 
@@ -82,31 +86,7 @@ pub(crate) fn receive_record(sock: RawFd) -> Result<(Read, Option<OwnedFd>), Err
 /// nothing was sent. CLOEXEC, at 3 or above.
 pub(crate) fn receive_fd(sock: RawFd) -> Result<Option<OwnedFd>, Error> {
     let mut byte = [0u8; 1];
-    // Room for one fd, aligned as a cmsghdr.
-    let mut control = [0u64; 4];
-    loop {
-        let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: byte.len() };
-        // SAFETY: a zeroed msghdr is valid; it points at our stack buffers.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &raw mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
-        // SAFETY: recvmsg into the buffers above.
-        let n = unsafe { libc::recvmsg(sock, &raw mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
-        if n < 0 {
-            match last_errno() {
-                libc::EINTR => continue,
-                libc::EAGAIN => return Ok(None),
-                e => return Err(Error::Internal(format!("cannot receive the box's terminal: errno {e}"))),
-            }
-        }
-        return passed_fd(&msg)
-            .map(|fd| {
-                crate::sys::own_fd(fd).map_err(|e| Error::Internal(format!("cannot keep the box's terminal: {e}")))
-            })
-            .transpose();
-    }
+    Ok(receive_with_fd(sock, &mut byte, "the box's terminal socket")?.and_then(|(_, passed)| passed))
 }
 
 /// The fd an `SCM_RIGHTS` control message of `msg` carries. The helper sends at most one.
