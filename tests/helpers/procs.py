@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import subprocess
@@ -16,17 +15,11 @@ import nsbox
 
 
 def fd_count() -> int:
-    gc.collect()  # as open_fds
     return len(os.listdir("/proc/self/fd"))
 
 
 def open_fds() -> dict[int, str]:
-    """fd -> what it points to, for every fd of this process (without the one the listing itself uses).
-
-    Garbage is collected first: an earlier test's ``Popen`` left in a reference cycle (a traceback) closes its
-    pidfd when it is collected, which must not happen between two snapshots of a later test.
-    """
-    gc.collect()
+    """fd -> what it points to, for every fd of this process (without the one the listing itself uses)."""
     fds = {}
     for name in os.listdir("/proc/self/fd"):
         try:
