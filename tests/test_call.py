@@ -24,7 +24,7 @@ import pytest
 
 import nsbox
 from helpers.namespaces import NAMESPACES, OPTION_FOR, host_ns
-from helpers.procs import children_of, wait_until
+from helpers.procs import children_of, settle, wait_until
 from helpers.rootless import NOBODY, Rootless
 
 
@@ -33,6 +33,7 @@ def ns_links() -> dict[str, str]:
 
 
 def fds() -> list[str]:
+    settle()
     return sorted(os.listdir("/proc/self/fd"))  # with listdir's own fd, the same each time
 
 

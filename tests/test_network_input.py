@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import nsbox
 from helpers.lan import BAD_ADDRESSES, at, gateway_of, holders, ports
 from helpers.nets import free_network
-from helpers.procs import open_fds, wait_until
+from helpers.procs import open_fds, settle, wait_until
 
 
 @functools.cache
@@ -28,12 +28,20 @@ def _warmed_up() -> None:
     free_network().close()
 
 
+@pytest.fixture(autouse=True)
+def _settled() -> None:
+    """Settled once per test, not per example: a full collection per example is too slow (in a fork of a big heap
+    above all), and a test's examples leave no pidfd to the collector."""
+    settle()
+
+
 def _state(subnet: Any = None, lan: nsbox.Network | None = None) -> tuple[Any, ...]:
     """What a refusal leaves as it was: our fds, who holds the gateway a bridge for ``subnet`` would hold, and the
     ports of ``lan``'s bridge."""
     _warmed_up()
     gateway = gateway_of(subnet)
-    return open_fds(), holders(gateway) if gateway is not None else set(), ports(lan) if lan is not None else []
+    fds = open_fds(settled=False)  # settled once per test (_settled)
+    return fds, holders(gateway) if gateway is not None else set(), ports(lan) if lan is not None else []
 
 
 def own_host_routes() -> list[ipaddress.IPv4Network]:
@@ -153,6 +161,7 @@ def _any_subnet_property() -> dict[str, int]:
     """The property, in a network namespace of its own (``nsbox.call``): a LAN for any subnet at all (64.0.0.0/2,
     say) would take that traffic from the host, and from its other users, for as long as it exists."""
     outcomes: collections.Counter[str] = collections.Counter()
+    settle()  # in this fork, whose copies of the caller's garbage the collector may free at any time
 
     def links_here() -> set[str]:
         return {name for _, name in socket.if_nameindex()}  # /sys/class/net would show the host's

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import nsbox
-from helpers.procs import children_of, fd_count
+from helpers.procs import children_of, fd_count, settle
 
 pytest_plugins = ["pytester"]
 
@@ -380,6 +380,7 @@ BAD: list[tuple[Any, type[Exception], str]] = [
 def test_bad_filters_raise_before_anything_is_forked_and_leave_no_fd(
     seccomp: Any, exc: type[Exception], text: str
 ) -> None:
+    settle()
     fds = sorted(os.listdir("/proc/self/fd"))
     starts: list[Callable[[], Any]] = [
         lambda: nsbox.run(["true"], seccomp=seccomp, capture_output=True),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -14,12 +15,24 @@ import pytest
 import nsbox
 
 
-def fd_count() -> int:
+def settle() -> None:
+    """Free what earlier tests left in reference cycles (a ``Popen`` held by a frame that a ``pytest.raises``
+    keeps): the collector would close its pidfd whenever it runs, maybe between a test's two snapshots."""
+    gc.collect()
+
+
+def fd_count(*, settled: bool = True) -> int:
+    """How many fds this process has; ``settled``: after :func:`settle`."""
+    if settled:
+        settle()
     return len(os.listdir("/proc/self/fd"))
 
 
-def open_fds() -> dict[int, str]:
-    """fd -> what it points to, for every fd of this process (without the one the listing itself uses)."""
+def open_fds(*, settled: bool = True) -> dict[int, str]:
+    """fd -> what it points to, for every fd of this process (without the one the listing itself uses);
+    ``settled``: after :func:`settle` (a full collection: pass ``False`` where it runs per example)."""
+    if settled:
+        settle()
     fds = {}
     for name in os.listdir("/proc/self/fd"):
         try:
@@ -90,7 +103,9 @@ def wait_gone(pid: int, comm: str, timeout: float = 30.0) -> bool:
 
 
 def kill_and_reap(process: subprocess.Popen[Any]) -> None:
-    """Cleanup for a Popen a test started: SIGKILL (if still running) and wait."""
+    """Cleanup for a Popen a test started: SIGKILL (if still running), wait, and close what it holds (its pipes, and
+    a box's pidfd: a test that keeps the Popen in a cycle, through ``pytest.raises(...) as info``, would hold the
+    pidfd until the collector runs, in a later test)."""
     if process.poll() is None:
         try:
             process.kill()
@@ -100,6 +115,8 @@ def kill_and_reap(process: subprocess.Popen[Any]) -> None:
     for stream in (process.stdin, process.stdout, process.stderr):
         if stream is not None:
             stream.close()
+    if isinstance(process, nsbox.Popen):
+        process.close_pidfd()
 
 
 def kill_pid(pid: int) -> None:
