@@ -125,8 +125,7 @@ def call(
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
     args = tuple(args)
     kwargs = {} if kwargs is None else dict(kwargs)
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
-        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
+    check_timeout(timeout)
     check_names(options, CALL_OPTIONS, "call")
     prepared = prepare(options, user)
     untrusted = prepared.new_session and not TRUSTED.get()
@@ -218,6 +217,12 @@ def call_in_box(
             else:
                 network._bind(link[1], None)
     return message, returncode, started[0][0], oom_killed
+
+
+def check_timeout(timeout: object) -> None:
+    """``timeout`` of a call: a number of seconds or ``None`` (``TypeError`` otherwise, before anything starts)."""
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
 
 
 def _describe(fn: Callable[..., Any]) -> str:

@@ -340,8 +340,7 @@ async def call(
     __tracebackhide__ = True  # pytest: show the caller's frames, not these
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
-        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
+    _call.check_timeout(timeout)
     check_names(options, CALL_OPTIONS, "call")
     prepared = prepare(options, user)
     untrusted = prepared.new_session and not _call.TRUSTED.get()
