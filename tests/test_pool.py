@@ -129,28 +129,56 @@ def test_a_child_forked_while_boxes_join_their_sets_holds_none_of_them(pool_body
 def test_a_pool_at_the_limits_of_the_process_stops_making_sets_and_says_why(
     side: str, request: pytest.FixtureRequest
 ) -> None:
-    if side == "root":
-        env = {**os.environ, "PYTHONPATH": str(TESTS)}
-        r = subprocess.run(
-            [sys.executable, "-c", pool_bodies.LIMITS], capture_output=True, text=True, env=env, timeout=120
-        )
-        assert r.returncode == 0, r.stderr
-        report = json.loads(r.stdout.strip().splitlines()[-1])
-    else:
-        rootless: Rootless = request.getfixturevalue("rootless")
-        report = rootless(pool_bodies.LIMITS.replace("print(json.dumps(out))", "emit(out)"))
+    report = _program(side, pool_bodies.LIMITS, request)
     many = report["many"]
     # Every fd of a ready set is recorded, so a forked child has them closed; the control: the parent holds them.
     assert many["held"] == 2048 - 2048 % (5 if side == "rootless" else 4) and many["child"] == 0, many
     assert many["ready"] * (5 if side == "rootless" else 4) == many["held"]
     assert "namespace fds in ready sets" in many["failure"]
-    # Out of fds at each step of making a set: the registry's lock is free (the process forked each time), a
-    # forked child holds nothing, nothing is left after close(); with room enough, the set was made (the control).
+    # Limits too low for a set within half of them: the pool is refused, naming the limit; with room enough,
+    # the set was made (the control). A forked child holds nothing, and nothing is left after close().
     for few in report["few"]:
         assert few["child"] == 0 and few["closed"] == 0, report["few"]
-    assert any(few["failure"] and "Too many open files" in few["failure"] for few in report["few"]), report["few"]
+    for few in report["few"][:-1]:
+        assert "no Pool fits here" in few.get("refused", "") and "half of its soft RLIMIT_NOFILE" in few["refused"], few
     assert report["few"][-1]["ready"] == 1, report["few"]
     assert report["many_closed"] == report["few_closed"] == 0
+
+
+def _program(side: str, program: str, request: pytest.FixtureRequest) -> Any:
+    """Runs one of ``pool_bodies``' programs as root (a process of its own) or as 65534; returns its JSON line."""
+    if side == "root":
+        env = {**os.environ, "PYTHONPATH": str(TESTS)}
+        r = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    rootless: Rootless = request.getfixturevalue("rootless")
+    return rootless(program.replace("print(json.dumps(out))", "emit(out)"))
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_a_pool_leaves_the_caller_half_of_its_fd_limit(side: str, request: pytest.FixtureRequest) -> None:
+    report = _program(side, pool_bodies.FD_SHARE, request)
+    limit, per_set, alone = report["limit"], report["per_set"], report["alone"]
+    own = limit - alone[0]  # the fds the program held itself before any pool
+    # A size whose sets do not fit is refused, naming the limit and the largest size, and leaves nothing.
+    assert "size must be at most" in report["refused"] and f"RLIMIT_NOFILE ({limit})" in report["refused"]
+    assert report["after_refusal"] == alone
+    # Full: the control, the pool's fds count against the caller's limit (it can open that many fewer files) ...
+    full = report["full"]
+    assert full["held"] == full["size"] * per_set
+    assert full["free"][0] <= alone[0] - full["held"]
+    # ... and the caller can still open files up to half of its limit, then EMFILE from its own files.
+    assert full["free"][1] == alone[1] == "EMFILE"
+    assert full["free"][0] >= limit // 2 - own, (full, alone)
+    # The caller holding a quarter of its limit more, boxes took three sets: they are not made again while the
+    # process is past half of its limit, and the caller still has files to open; they are once it closes them.
+    crowded = report["crowded"]
+    assert crowded["codes"] == [0, 0, 0] and crowded["ready"] == full["size"] - 3, crowded
+    assert f"RLIMIT_NOFILE ({limit})" in crowded["failure"] and "Too many open files" in crowded["failure"]
+    assert crowded["free"][0] >= limit // 2 - own - limit // 4, (crowded, alone)
+    assert report["refilled"] == full["size"]
+    assert report["closed"] == 0
 
 
 def test_a_refused_box_without_the_pool_runs() -> None:

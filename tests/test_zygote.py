@@ -6,6 +6,7 @@ Every test leaves nothing: no child of the test process, no new fd (the ``nothin
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -289,6 +291,61 @@ def test_an_interrupted_call_kills_its_box_and_the_zygote_serves_on(world_tmp: P
         assert os.getpgid(zygote.pid) == zygote.pid != os.getpgid(0)
 
 
+def in_pid_namespace(link: str) -> list[int]:
+    """Host PIDs of the processes (zombies too) in the PID namespace ``link`` (``pid:[N]``)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") == link:
+                found.append(int(pid))
+        except OSError:
+            pass  # gone, or a kernel thread
+    return found
+
+
+def test_a_call_past_its_timeout_is_killed_with_its_whole_box_and_the_zygote_serves_on(world_tmp: Path) -> None:
+    ready = world_tmp / "pid-namespace"
+    with nsbox.Zygote([WORK], pid=True) as zygote:
+        seen: list[int] = []
+
+        def watch() -> None:  # the control: the search finds the box's two processes while the call runs
+            if wait_until(ready.exists):
+                seen.extend(in_pid_namespace(ready.read_text()))
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(subprocess.TimeoutExpired) as caught:
+                zygote.call(zygote_work.fork_and_wait, str(ready), timeout=3)
+        finally:
+            watcher.join()
+        took = time.monotonic() - started
+        # As nsbox.call raises it: the function's name and the timeout, and no traceback of the zygote's.
+        assert (caught.value.cmd, caught.value.timeout) == ("fork_and_wait()", 3)
+        assert caught.value.__cause__ is None and caught.value.__context__ is None
+        assert 3 <= took < 30, took
+        assert len(seen) == 2, seen
+        # Killed and reaped before the exception: nothing of the box is left on the host, not even a zombie.
+        assert in_pid_namespace(ready.read_text()) == []
+        assert boxes_of(zygote.pid) == [] and children_of(zygote.pid) == []
+        # The zygote serves on: the same process answers the next call, from a fresh box.
+        assert running(zygote.pid)
+        assert zygote.call(os.getpid, timeout=30) == 1  # a call within its timeout returns (the control)
+
+
+def test_a_bad_timeout_is_refused_before_anything_is_sent_and_fn_takes_its_own_with_partial(world_tmp: Path) -> None:
+    with nsbox.Zygote([WORK], pid=True) as zygote:
+        for bad in ("1", True, [1]):
+            with pytest.raises(TypeError, match="timeout must be a number of seconds or None"):
+                zygote.call(zygote_work.touch_then, str(world_tmp / "sent"), None, timeout=bad)
+        assert not (world_tmp / "sent").exists()
+        # A keyword of the function named timeout travels in a partial: here wait_for's own gives up at once.
+        own = functools.partial(zygote_work.wait_for, timeout=0.01)
+        with pytest.raises(TimeoutError, match="did not appear"):
+            zygote.call(own, str(world_tmp / "never"))
+
+
 KILLED_CALLER = """\
 import json, os, sys, threading, time
 sys.path.insert(0, sys.argv[1])
@@ -402,6 +459,7 @@ def test_options_and_preload_are_checked_before_anything_starts() -> None:
 
 
 ROOTLESS_SCRIPT = """\
+import tempfile
 from helpers import zygote_work
 
 caller = zygote_work.ns_links()
@@ -410,6 +468,20 @@ with nsbox.Zygote(["helpers.zygote_work"], pid=True, net=True) as zygote:
     zygote_ns = {k: os.readlink(f"/proc/{pid}/ns/{k}") for k in zygote_work.KINDS}
     seen = zygote.call(zygote_work.inside)
     fresh = [zygote.call(zygote_work.remember, i) for i in range(3)]
+    ready = os.path.join(tempfile.mkdtemp(), "pid-namespace")
+    try:
+        zygote.call(zygote_work.fork_and_wait, ready, timeout=2)
+    except subprocess.TimeoutExpired as e:
+        timed_out = [e.cmd, e.timeout]
+    link = open(ready).read()
+    left = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{p}/ns/pid") == link:
+                left.append(p)
+        except OSError:
+            pass
+    after_timeout = zygote.call(os.getpid)
 with nsbox.Zygote(["helpers.zygote_work"], sandbox=True) as sandboxed:
     fds = sandboxed.call(zygote_work.fd_targets)
     try:
@@ -423,7 +495,8 @@ try:
 except ChildProcessError:
     children = False
 emit({"uid": os.getuid(), "caller": caller, "zygote": zygote_ns, "seen": seen, "fresh": fresh,
-      "fds": fds, "plain": plain, "zygote_gone": not os.path.exists(f"/proc/{pid}"), "children": children})
+      "fds": fds, "plain": plain, "zygote_gone": not os.path.exists(f"/proc/{pid}"), "children": children,
+      "timed_out": timed_out, "left": left, "after_timeout": after_timeout})
 """
 
 
@@ -439,6 +512,8 @@ def test_rootless_zygote_boxes_are_pid_1_and_root_in_fresh_namespaces(rootless: 
     assert [t.split(":")[0] for t in out["fds"]] == ["pipe"]
     assert "a sandboxed function returns plain data only, not helpers.zygote_work.Point" in out["plain"]
     assert out["zygote_gone"] and out["children"] is False
+    # A call past its timeout: killed with its box (nothing in its PID namespace), and the zygote serves on.
+    assert out["timed_out"] == ["fork_and_wait()", 2] and out["left"] == [] and out["after_timeout"] == 1
 
 
 # -- The README --------------------------------------------------------------------------------------------------

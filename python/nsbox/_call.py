@@ -18,7 +18,8 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from nsbox import _nsbox
@@ -125,8 +126,7 @@ def call(
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
     args = tuple(args)
     kwargs = {} if kwargs is None else dict(kwargs)
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
-        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
+    check_timeout(timeout)
     check_names(options, CALL_OPTIONS, "call")
     prepared = prepare(options, user)
     untrusted = prepared.new_session and not TRUSTED.get()
@@ -162,16 +162,61 @@ def call_in_box(
     wait (``Cancelled``), the box killed and reaped.
     """
     __tracebackhide__ = True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        with forked(fn, args, kwargs, prepared, close_fds=close_fds, pool=POOL.get()) as box:
+            box.message = _read_message(box.pidfd, box.read_end, deadline, tuple(cancel))
+            box.returncode = _reap(box.pidfd)
+    except _Timeout:
+        raise subprocess.TimeoutExpired(_describe(fn), timeout or 0.0) from None  # killed and reaped
+    return box.outcome()
+
+
+@dataclass
+class Forked:
+    """A function's box, as :func:`forked` made it: what waiting for it needs, and what it gave."""
+
+    #: The pipe the box sends its message on, and the box's pidfd (-1 if it was reaped before it could be watched).
+    read_end: int
+    pidfd: int
+    #: The box's PID on the host.
+    pid: int
+    #: Set by the waiter: the box's message (``None`` if it sent none) and its exit status.
+    message: bytes | None = None
+    returncode: int | None = None
+    #: Set as the box is freed: whether the OOM killer of ``memory_limit`` struck.
+    oom_killed: bool = False
+
+    def outcome(self) -> Outcome:
+        return self.message, self.returncode, self.pid, self.oom_killed
+
+
+@contextlib.contextmanager
+def forked(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    prepared: Prepared,
+    *,
+    close_fds: bool = False,
+    pool: _nsbox.Pool | None = None,
+) -> Iterator[Forked]:
+    """Forks into the box of ``prepared`` to run ``fn``; the ``with`` body waits for it, each caller its own way.
+
+    :func:`call_in_box` waits with ``poll``, :func:`nsbox.asyncio.call` on its loop. An exception in the body (a
+    timeout, a cancellation, an interrupt) kills and reaps the box before it goes on; either way the box's pipe
+    and pidfd are closed at the end, its cgroup emptied and removed, and its place on a network given back.
+    ``close_fds``: the box keeps only fds 0-2. ``pool``: the :class:`nsbox.Pool` whose sets the box may take.
+    """
+    __tracebackhide__ = True
     network = prepared.network
     link = None if network is None else network._reserve(prepared.ip)
-    name = _describe(fn)
-    deadline = None if timeout is None else time.monotonic() + timeout
 
     _flush_std_streams()
     # (PID, pidfd, cgroup) of the box, put here by _nsbox.fork before it returns: known even if an interrupt is
     # raised as it returns. Killing and reaping go through the pidfd, which cannot name a reused PID.
     started: list[tuple[int, int, _nsbox.Cgroup | None]] = []
-    oom_killed = False
+    box = None
     read_end = write_end = -1
     try:
         read_end, write_end = _pipe()
@@ -190,18 +235,16 @@ def call_in_box(
                 ),
                 started,
                 link=None if network is None or link is None else (network._lan, *link),
-                pool=POOL.get(),
+                pool=pool,
             )
         finally:
             os.close(write_end)
-        message = _read_message(started[0][1], read_end, deadline, tuple(cancel))
-        returncode = _reap(started[0][1])
-    except BaseException as exc:
+        box = Forked(read_end, started[0][1], started[0][0])
+        yield box
+    except BaseException:
         if started:
             # One call that a second interrupt cannot cut short before the box is killed.
             _nsbox.kill_and_reap_pidfd(started[0][1])
-        if isinstance(exc, _Timeout):
-            raise subprocess.TimeoutExpired(name, timeout or 0.0) from None
         raise
     finally:
         if read_end >= 0:
@@ -211,13 +254,19 @@ def call_in_box(
                 os.close(pidfd)
             if cgroup is not None:
                 cgroup.finish()  # reaped: what the function left in its cgroup is killed, the cgroup removed
-                oom_killed = (cgroup.usage()[3] or 0) > 0
+                if box is not None:
+                    box.oom_killed = (cgroup.usage()[3] or 0) > 0
         if network is not None and link is not None:
             if started:
                 network._release(link[1], link[0])  # exited and reaped: its veth goes with its namespace
             else:
                 network._bind(link[1], None)
-    return message, returncode, started[0][0], oom_killed
+
+
+def check_timeout(timeout: object) -> None:
+    """``timeout`` of a call: a number of seconds or ``None`` (``TypeError`` otherwise, before anything starts)."""
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
 
 
 def _describe(fn: Callable[..., Any]) -> str:
@@ -329,8 +378,8 @@ def _read_message(pidfd: int, fd: int, deadline: float | None, cancel: tuple[int
         poller.register(other, select.POLLIN)
     data = bytearray()
     while True:
-        if len(data) >= _HEADER.size and len(data) >= _HEADER.size + _HEADER.unpack_from(data)[0]:
-            return bytes(data[_HEADER.size :])
+        if (whole := _whole(data)) is not None:
+            return whole
         wait_ms = None
         if deadline is not None:
             remaining = deadline - time.monotonic()
@@ -347,15 +396,29 @@ def _read_message(pidfd: int, fd: int, deadline: float | None, cancel: tuple[int
                 return None
             data += chunk
         elif pidfd in ready:
-            # It has exited; all it wrote is in the pipe. Read what is there without blocking.
-            os.set_blocking(fd, False)
-            try:
-                while chunk := os.read(fd, 1 << 20):
-                    data += chunk
-            except BlockingIOError:
-                pass
-            size = _HEADER.unpack_from(data)[0] if len(data) >= _HEADER.size else -1
-            return bytes(data[_HEADER.size :]) if len(data) == _HEADER.size + size else None
+            return _rest(fd, data)
+
+
+def _whole(data: bytearray) -> bytes | None:
+    """The message, once ``data`` holds all of it."""
+    if len(data) >= _HEADER.size and len(data) >= _HEADER.size + _HEADER.unpack_from(data)[0]:
+        return bytes(data[_HEADER.size :])
+    return None
+
+
+def _rest(fd: int, data: bytearray) -> bytes | None:
+    """The message, once the box has exited: all it wrote is in the pipe, read without blocking.
+
+    ``None`` if it is not whole (the box died as it wrote).
+    """
+    os.set_blocking(fd, False)
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            data += chunk
+    except BlockingIOError:
+        pass
+    size = _HEADER.unpack_from(data)[0] if len(data) >= _HEADER.size else -1
+    return bytes(data[_HEADER.size :]) if len(data) == _HEADER.size + size else None
 
 
 def _reap(pidfd: int) -> int | None:

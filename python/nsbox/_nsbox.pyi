@@ -227,7 +227,8 @@ class Pool:
     """Warm sets of a box's network, IPC, UTS and cgroup namespaces (with its user namespace), made by a thread.
 
     ``spec`` is a box's checked options: a set holds the kinds of those that it asks for, and its user
-    namespace. Up to ``size`` sets are kept ready. Raises ``ValueError`` when ``spec`` asks for none of them.
+    namespace. Up to ``size`` sets are kept ready, within half of the soft ``RLIMIT_NOFILE``. Raises ``ValueError``
+    when ``spec`` asks for none of them, or when ``size`` sets do not fit in that half.
     """
 
     def __new__(cls, spec: Spec, size: int) -> Pool: ...

@@ -462,20 +462,14 @@ Args = StrOrBytesPath | Sequence[StrOrBytesPath]
 File = None | int | IO[Any]
 
 
-class PopenArgs(TypedDict, total=False):
-    """:class:`subprocess.Popen`'s keyword arguments, as :class:`Popen` and :func:`nsbox.run` take them."""
+class ProcessArgs(TypedDict, total=False):
+    """:class:`subprocess.Popen`'s keyword arguments but its stdio, shell and text ones (asyncio sets those itself)."""
 
-    bufsize: int
     executable: StrOrBytesPath | None
-    stdin: File
-    stdout: File
-    stderr: File
     preexec_fn: Callable[[], Any] | None
     close_fds: bool
-    shell: bool
     cwd: StrOrBytesPath | None
     env: Mapping[Any, Any] | None
-    universal_newlines: bool | None
     startupinfo: Any
     creationflags: int
     restore_signals: bool
@@ -484,12 +478,23 @@ class PopenArgs(TypedDict, total=False):
     user: bool | str | int | None
     group: str | int | None
     extra_groups: Iterable[str | int] | None
-    encoding: str | None
-    errors: str | None
-    text: bool | None
     umask: int
     pipesize: int
     process_group: int | None
+
+
+class PopenArgs(ProcessArgs, total=False):
+    """:class:`subprocess.Popen`'s keyword arguments, as :class:`Popen` and :func:`nsbox.run` take them."""
+
+    bufsize: int
+    stdin: File
+    stdout: File
+    stderr: File
+    shell: bool
+    universal_newlines: bool | None
+    encoding: str | None
+    errors: str | None
+    text: bool | None
 
 
 class RunOptions(PopenArgs, BoxOptions, total=False):

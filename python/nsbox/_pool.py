@@ -58,6 +58,15 @@ class Pool:
     :meth:`close` (and the ``with`` block's end, and the process's death) frees every unused set: sets are
     open namespace fds (close-on-exec, never 0-2), and no process is kept. A forked child has its copies of
     them closed as it is forked (so the function of :meth:`call` holds none), and its pool makes sets of its own.
+
+    Those fds count against the process's ``RLIMIT_NOFILE``, so a pool never takes the process past half of
+    its soft limit: the rest is left to your own files. A ``size`` whose sets do not fit (with the fds open
+    now) is refused; a set that would not fit later (you opened files, or lowered the limit) is not made until
+    it does, and :meth:`stats` says why.
+
+    Raises:
+        TypeError, ValueError: a bad option or ``size``, or a ``size`` whose sets (up to five fds each) do not
+            fit in half of the soft ``RLIMIT_NOFILE``: the message names the limit and the largest size.
     """
 
     def __init__(self, size: int = 8, *, user: bool | None = None, **options: Unpack[NamespaceOptions]) -> None:

@@ -46,17 +46,7 @@ def run(
     'box'
     """
     tty = wants_tty(kwargs)
-    if input is not None:
-        if kwargs.get("stdin") is not None:
-            raise ValueError("stdin and input arguments may not both be used.")
-        if not tty:
-            kwargs["stdin"] = subprocess.PIPE
-    if capture_output:
-        if kwargs.get("stdout") is not None or kwargs.get("stderr") is not None:
-            raise ValueError("stdout and stderr arguments may not be used with capture_output.")
-        if not tty:
-            kwargs["stdout"] = subprocess.PIPE
-            kwargs["stderr"] = subprocess.PIPE
+    pipes_for(kwargs, input, capture_output, tty=tty)
 
     # Made before it is started, so that an interrupt raised as __init__ returns (before a `with` or an
     # assignment could hold the object) still finds the box here.
@@ -80,6 +70,31 @@ def run(
     except BaseException:
         _nsbox.kill_and_reap(process)  # an interrupt between __init__ and the `with`
         raise
+    return completed(process, retcode, stdout, stderr, check=check)
+
+
+def pipes_for(options: Any, input: Any, capture_output: bool, *, tty: bool = False) -> None:
+    """:func:`subprocess.run`'s checks of ``input`` and ``capture_output``, and the pipes they ask for in ``options``.
+
+    A terminal (``tty``) takes the places of the pipes.
+    """
+    if input is not None:
+        if options.get("stdin") is not None:
+            raise ValueError("stdin and input arguments may not both be used.")
+        if not tty:
+            options["stdin"] = subprocess.PIPE
+    if capture_output:
+        if options.get("stdout") is not None or options.get("stderr") is not None:
+            raise ValueError("stdout and stderr arguments may not be used with capture_output.")
+        if not tty:
+            options["stdout"] = subprocess.PIPE
+            options["stderr"] = subprocess.PIPE
+
+
+def completed(
+    process: Popen, retcode: int, stdout: Any, stderr: Any, *, check: bool
+) -> subprocess.CompletedProcess[Any]:
+    """What :func:`run` returns for a box that has exited (a :class:`CompletedBox` with cgroup limits)."""
     if check and retcode:
         raise subprocess.CalledProcessError(retcode, process.args, output=stdout, stderr=stderr)
     if process._cgroup is not None:

@@ -70,7 +70,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar
 
 from nsbox._call import (
     _HEADER,
@@ -81,13 +81,13 @@ from nsbox._call import (
     _describe,
     _format,
     call_in_box,
+    check_timeout,
 )
 from nsbox._options import CALL_OPTIONS, NamespaceOptions, check_names, prepare
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.12
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 #: The zygote's program: the caller's ``sys.path`` first, so that it imports the caller's nsbox.
@@ -191,17 +191,24 @@ class Zygote:
         """The zygote's process ID."""
         return self._process.pid
 
-    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    def call(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` in a fork of the zygote, inside fresh namespaces; return its result.
 
         As :func:`nsbox.call` does, with the zygote's options: an exception is re-raised here with its type
         and message, and its traceback in the box as ``__cause__`` (a :class:`nsbox.RemoteTraceback`); a box
         that dies raises :class:`nsbox.BoxCrashed`. Safe to call from several threads at once.
 
+        ``timeout`` is the call's, as :func:`nsbox.call`'s is: after that many seconds the box is killed and
+        reaped (with ``pid=True``, every process in it) before ``subprocess.TimeoutExpired`` is raised here,
+        and the zygote serves the next call. A keyword argument of ``fn`` named ``timeout`` goes in a
+        :func:`functools.partial` (``zygote.call(functools.partial(fn, timeout=5))``), as with
+        :func:`nsbox.asyncio.call`.
+
         Raises:
+            subprocess.TimeoutExpired: ``timeout`` seconds passed; the box was killed and reaped.
             TypeError: ``fn`` or an argument cannot travel to the zygote (a lambda, a closure, something
-                defined in ``__main__``, an object pickle refuses): nothing was sent; or the result
-                cannot be pickled (the message names the function).
+                defined in ``__main__``, an object pickle refuses), or ``timeout`` is not a number: nothing
+                was sent; or the result cannot be pickled (the message names the function).
             BoxCrashed: the function's process died without returning.
             OSError: the namespaces cannot be made, as for :func:`nsbox.call`.
             ValueError: the zygote is closed.
@@ -210,6 +217,7 @@ class Zygote:
         __tracebackhide__ = True
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        check_timeout(timeout)
         name = _describe(fn)
         payload = _pickle_call(fn, args, kwargs, name)
         plain = self._sandbox and not TRUSTED.get()
@@ -217,10 +225,11 @@ class Zygote:
             cwd = os.getcwd() if self._same_root else None
         except OSError:
             cwd = None  # deleted: the box starts where the zygote is
-        head = pickle.dumps((getattr(fn, "__qualname__", None), sys.path, cwd), protocol=pickle.HIGHEST_PROTOCOL)
+        head = (getattr(fn, "__qualname__", None), sys.path, cwd, timeout)
+        head_bytes = pickle.dumps(head, protocol=pickle.HIGHEST_PROTOCOL)
         connection = self._connect(name)
         try:
-            _send(connection, head)
+            _send(connection, head_bytes)
             _send(connection, payload)
             reply = _recv(connection)
             message = _recv(connection)
@@ -240,6 +249,8 @@ class Zygote:
             returncode, worker, oom_killed = rest
             result: T = _conclude(message or None, returncode, worker, oom_killed, name, plain=plain)
             return result
+        if kind == "timeout":
+            raise subprocess.TimeoutExpired(name, timeout or 0.0)  # the box is reaped: as nsbox.call raises it
         exc, tb = rest
         if isinstance(exc, OSError):
             raise exc  # the namespaces could not be made: as nsbox.call raises it
@@ -471,19 +482,22 @@ def _handle(fd: int, prepared: Any, stop: int) -> None:
         payload = _recv(connection)
         if head is None or payload is None:
             return
-        qualname, path, cwd = pickle.loads(head)
+        qualname, path, cwd, timeout = pickle.loads(head)
         try:
             message, returncode, worker, oom_killed = call_in_box(
                 _unpickled_call(qualname, path, cwd, payload),
                 (),
                 {},
                 prepared,
+                timeout=timeout,
                 close_fds=True,  # the zygote's connections are not the function's
                 cancel=(connection.fileno(), stop),
             )
             reply = pickle.dumps(("done", returncode, worker, oom_killed))
         except Cancelled:
             return
+        except subprocess.TimeoutExpired:
+            reply, message = pickle.dumps(("timeout",)), None  # killed and reaped by call_in_box
         except BaseException as exc:
             reply, message = _pickled_error(exc), None
         with contextlib.suppress(OSError):  # the caller may have gone

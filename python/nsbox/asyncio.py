@@ -34,14 +34,14 @@ import os
 import subprocess
 import weakref
 from asyncio.subprocess import Process, SubprocessStreamProtocol
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from nsbox import _call, _nsbox
-from nsbox._limits import CompletedBox
-from nsbox._options import CALL_OPTIONS, Args, BoxOptions, File, StrOrBytesPath, check_names, prepare
+from nsbox._options import CALL_OPTIONS, Args, BoxOptions, File, ProcessArgs, StrOrBytesPath, check_names, prepare
 from nsbox._pidfd_transport import PidfdTransport, boxes_running
 from nsbox._popen import Popen
+from nsbox._run import completed, pipes_for
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12
@@ -56,29 +56,12 @@ T = TypeVar("T")
 DEFAULT_LIMIT = 2**16
 
 
-class ProcessOptions(BoxOptions, total=False):
+class ProcessOptions(ProcessArgs, BoxOptions, total=False):
     """What :func:`create_subprocess_exec` takes besides stdio and ``limit``: every option of :class:`nsbox.Popen`.
 
     :mod:`subprocess`'s own, but for those asyncio's pipes do not allow (``text``, ``encoding``, ``errors``,
     ``universal_newlines``, ``bufsize`` other than 0), and the namespace options.
     """
-
-    executable: StrOrBytesPath | None
-    preexec_fn: Callable[[], Any] | None
-    close_fds: bool
-    cwd: StrOrBytesPath | None
-    env: Mapping[Any, Any] | None
-    startupinfo: Any
-    creationflags: int
-    restore_signals: bool
-    start_new_session: bool
-    pass_fds: Collection[int]
-    user: bool | str | int | None
-    group: str | int | None
-    extra_groups: Iterable[str | int] | None
-    umask: int
-    pipesize: int
-    process_group: int | None
 
 
 async def create_subprocess_exec(
@@ -252,15 +235,7 @@ async def run(
             "nsbox.asyncio.run does not drive a terminal: tty=True is nsbox.run's (in an executor), or "
             "create_subprocess_exec's, whose terminal is get_extra_info('subprocess').pty"
         )
-    if input is not None:
-        if options.get("stdin") is not None:
-            raise ValueError("stdin and input arguments may not both be used.")
-        options["stdin"] = subprocess.PIPE
-    if capture_output:
-        if options.get("stdout") is not None or options.get("stderr") is not None:
-            raise ValueError("stdout and stderr arguments may not be used with capture_output.")
-        options["stdout"] = subprocess.PIPE
-        options["stderr"] = subprocess.PIPE
+    pipes_for(options, input, capture_output)
     rest: dict[str, Any] = dict(options)
     text = bool(rest.pop("text", None)) | bool(rest.pop("universal_newlines", None))
     encoding, errors = rest.pop("encoding", None), rest.pop("errors", None)
@@ -293,12 +268,7 @@ async def run(
     await _finished(transport)
     if codec is not None:
         out, err = _decode(out, *codec), _decode(err, *codec)
-    if check and retcode:
-        raise subprocess.CalledProcessError(retcode, popen.args, output=out, stderr=err)
-    if popen._cgroup is not None:
-        usage, oom_killed = popen.usage(), popen.oom_killed
-        return CompletedBox(popen.args, retcode, out, err, oom_killed=oom_killed, usage=usage)
-    return subprocess.CompletedProcess(popen.args, retcode, out, err)
+    return completed(popen, retcode, out, err, check=check)
 
 
 def _codec(encoding: str | None, errors: str | None) -> tuple[str, str]:
@@ -340,62 +310,23 @@ async def call(
     __tracebackhide__ = True  # pytest: show the caller's frames, not these
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
-        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
+    _call.check_timeout(timeout)
     check_names(options, CALL_OPTIONS, "call")
     prepared = prepare(options, user)
     untrusted = prepared.new_session and not _call.TRUSTED.get()
-    network = prepared.network
-    link = None if network is None else network._reserve(prepared.ip)
     name = _call._describe(fn)
     loop = asyncio.get_running_loop()
-
-    _call._flush_std_streams()
-    # As in nsbox.call: (PID, pidfd, cgroup) of the box, known even if an interrupt comes as the fork returns.
-    started: list[tuple[int, int, _nsbox.Cgroup | None]] = []
-    oom_killed = False
-    read_end = write_end = -1
-    try:
-        read_end, write_end = _call._pipe()
-        try:
-            _nsbox.fork(
-                prepared.spec,
-                lambda: _call._run_in_box(
-                    fn, args, {}, read_end, write_end, os.getcwd() if prepared.keeps_cwd else None, untrusted
-                ),
-                started,
-                link=None if network is None or link is None else (network._lan, *link),
-            )
-        finally:
-            os.close(write_end)
-        pidfd = started[0][1]
+    # nsbox.call's fork and clean-up; the box is waited for here, on the loop.
+    with _call.forked(fn, args, {}, prepared, close_fds=untrusted) as box:
         try:
             async with asyncio.timeout(timeout):
-                message = await _read_message(loop, pidfd, read_end)
-                if pidfd >= 0:
-                    await _readable(loop, (pidfd,))  # the box has exited: waitid returns at once
+                box.message = await _read_message(loop, box.pidfd, box.read_end)
+                if box.pidfd >= 0:
+                    await _readable(loop, (box.pidfd,))  # the box has exited: waitid returns at once
         except TimeoutError:
             raise subprocess.TimeoutExpired(name, timeout or 0.0) from None
-        returncode = _call._reap(pidfd)
-    except BaseException:
-        if started:
-            _nsbox.kill_and_reap_pidfd(started[0][1])  # one call: cancelled, timed out, or failed
-        raise
-    finally:
-        if read_end >= 0:
-            os.close(read_end)
-        for _, fd, cgroup in started:
-            if fd >= 0:
-                os.close(fd)
-            if cgroup is not None:
-                cgroup.finish()
-                oom_killed = (cgroup.usage()[3] or 0) > 0
-        if network is not None and link is not None:
-            if started:
-                network._release(link[1], link[0])
-            else:
-                network._bind(link[1], None)
-    result: T = _call._conclude(message, returncode, started[0][0], oom_killed, name, plain=untrusted)
+        box.returncode = _call._reap(box.pidfd)
+    result: T = _call._conclude(*box.outcome(), name, plain=untrusted)
     return result
 
 
@@ -430,11 +361,10 @@ async def _read_message(loop: asyncio.AbstractEventLoop, pidfd: int, fd: int) ->
     pipe (one the box forked, or one forked meanwhile from this process).
     """
     os.set_blocking(fd, False)
-    header = _call._HEADER
     data = bytearray()
     while True:
-        if len(data) >= header.size and len(data) >= header.size + header.unpack_from(data)[0]:
-            return bytes(data[header.size :])
+        if (whole := _call._whole(data)) is not None:
+            return whole
         # Without a pidfd the box has exited already (and was reaped elsewhere): read what is there.
         ready = await _readable(loop, (fd, pidfd)) if pidfd >= 0 else {pidfd}
         if fd in ready:
@@ -446,10 +376,4 @@ async def _read_message(loop: asyncio.AbstractEventLoop, pidfd: int, fd: int) ->
                 return None
             data += chunk
         elif pidfd in ready:
-            try:  # it has exited; all it wrote is in the pipe
-                while chunk := os.read(fd, 1 << 20):
-                    data += chunk
-            except BlockingIOError:
-                pass
-            size = header.unpack_from(data)[0] if len(data) >= header.size else -1
-            return bytes(data[header.size :]) if len(data) == header.size + size else None
+            return _call._rest(fd, data)

@@ -18,6 +18,7 @@
 //! ([`crate::fork_id::process_generation`]) has a state of its own, so a forked child never takes a set
 //! of its parent's, and its copies of them are closed as it is forked ([`registry`]).
 
+mod budget;
 mod make;
 mod registry;
 
@@ -163,6 +164,7 @@ impl Pool {
             return Err(Error::invalid(message));
         }
         let shape = Spec { kinds, user: options.user.clone(), ..Spec::default() };
+        budget::check_size(size, shape.namespaces().iter().count())?;
         let pool = Pool { shape: Arc::new(shape), size, state: AtomicPtr::new(std::ptr::null_mut()) };
         pool.state()?;
         Ok(pool)
@@ -352,6 +354,7 @@ fn start_filler(shared: Arc<Shared>, shape: Arc<Spec>, size: usize) -> Result<Jo
 /// child inherits the mask, so only SIGKILL ends it) and holds the lock only to count and queue.
 fn fill(shared: &Shared, shape: &Spec, size: usize) {
     crate::spawn::threads::block_all_signals();
+    let per_set = shape.namespaces().iter().count();
     loop {
         {
             let mut inner = shared.lock();
@@ -374,7 +377,7 @@ fn fill(shared: &Shared, shape: &Spec, size: usize) {
                     .0;
             }
         }
-        let made = make_set(shape);
+        let made = budget::room_for(per_set).and_then(|()| make_set(shape));
         let mut inner = shared.lock();
         match made {
             Ok(set) if !inner.closed => {

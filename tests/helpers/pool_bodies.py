@@ -348,8 +348,8 @@ print(json.dumps({"child": child, "status": status, "parent_sets": parent_sets,
 
 
 #: A pool at the limits of this process (stdout: one JSON line). More sets than the registry of set fds holds
-#: (sets beyond it would be kept by forked children): the pool stops there and says why. Then fds run out in the
-#: middle of a set: the set made so far is freed. Either way the process still forks and the pool closes.
+#: (sets beyond it would be kept by forked children): the pool stops there and says why. Then limits too low for a
+#: set within half of them: the pool is refused. Either way the process still forks and nothing is left.
 LIMITS = """
 import json, os, resource, sys, time, nsbox
 from helpers.pool_bodies import namespace_fds
@@ -373,18 +373,26 @@ def forked_child_holds():
     return held
 out = {}
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+soft = hard  # room for 600 sets within half of the limit (a pool keeps within it), past the registry's 2048 fds
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 pool = nsbox.Pool(size=600, net=True, ipc=True, uts=True, cgroup=True)
 stats = wait_failure(pool)
 held = len(namespace_fds())
 out["many"] = {"ready": stats.ready, "failure": stats.failure, "held": held, "child": forked_child_holds()}
 pool.close()
 out["many_closed"] = len(namespace_fds())
-probe = os.open("/", os.O_RDONLY)  # the lowest free fd: room for one namespace fd and a half
+probe = os.open("/", os.O_RDONLY)  # the lowest free fd
 os.close(probe)
 out["few"] = []
-for room in range(2, 14):  # fds short for a set at every step of its making, in the middle of opening it too
-    resource.setrlimit(resource.RLIMIT_NOFILE, (probe + room, hard))
-    pool = nsbox.Pool(size=1, net=True, ipc=True, uts=True)
+# Limits too low for a set within half of them (refused), then one with room enough.
+for limit in (probe + 3, probe + 5, 2 * probe + 5, 2 * (probe + 4) + 64):
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        pool = nsbox.Pool(size=1, net=True, ipc=True, uts=True)
+    except ValueError as err:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        out["few"].append({"refused": str(err), "child": forked_child_holds(), "closed": len(namespace_fds())})
+        continue
     deadline = time.monotonic() + 60
     while pool.stats().failure is None and pool.stats().ready == 0:
         assert time.monotonic() < deadline, pool.stats()
@@ -395,5 +403,59 @@ for room in range(2, 14):  # fds short for a set at every step of its making, in
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     out["few"][-1]["closed"] = len(namespace_fds())
 out["few_closed"] = len(namespace_fds())
+print(json.dumps(out))
+"""
+
+
+#: A pool within half of a low ``RLIMIT_NOFILE`` (stdout: one JSON line): a size that does not fit is refused; a
+#: full pool leaves the caller its files; sets taken while the caller holds many files are not made again until
+#: the caller's files are closed.
+FD_SHARE = """
+import errno, json, os, resource, time, nsbox
+from helpers.pool_bodies import namespace_fds, wait_full
+LIMIT = 256
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, hard))
+options = {"net": True, "ipc": True, "uts": True, "cgroup": True}
+per_set = 4 if os.geteuid() == 0 else 5  # and a user namespace without root
+def free_fds():
+    # How many files this process can still open (closed again), and the errno that stopped it.
+    fds = []
+    try:
+        while True:
+            fds.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as err:
+        stopped = errno.errorcode[err.errno]
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return [len(fds), stopped]
+def wait_for(what, pool):
+    deadline = time.monotonic() + 30
+    while not what(pool.stats()):
+        assert time.monotonic() < deadline, pool.stats()
+        time.sleep(0.005)
+    return pool.stats()
+out = {"limit": LIMIT, "per_set": per_set, "alone": free_fds()}
+try:
+    nsbox.Pool(size=1000, **options)
+except ValueError as err:
+    out["refused"] = str(err)
+out["after_refusal"] = free_fds()
+size = (LIMIT // 2 - 32) // per_set  # room left for this process's own few fds
+with nsbox.Pool(size=size, **options) as pool:
+    wait_full(pool)
+    out["full"] = {"size": size, "held": len(namespace_fds()), "free": free_fds()}
+    # The caller opens a quarter of its limit, then three boxes take sets: the pool is now past its share.
+    mine = [os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC) for _ in range(LIMIT // 4)]
+    codes = [pool.run(["true"]).returncode for _ in range(3)]
+    # The filler tried to make a set again, and did not (it makes none while the caller holds those files).
+    stats = wait_for(lambda s: s.failure is not None, pool)
+    out["crowded"] = {"codes": codes, "ready": stats.ready, "failure": stats.failure, "free": free_fds()}
+    for fd in mine:
+        os.close(fd)
+    # The caller's files closed: the filler makes the sets again (it retries within a second).
+    out["refilled"] = wait_for(lambda s: s.ready == size, pool).ready
+out["closed"] = len(namespace_fds())
 print(json.dumps(out))
 """

@@ -101,3 +101,15 @@ class Point:
 
 def point(x: int) -> Point:
     return Point(x)
+
+
+def fork_and_wait(path: str) -> None:
+    """Forks a child, writes the box's PID namespace to ``path`` (the test watches it from the host), and both
+    processes wait for ever: only a kill ends this call."""
+    if os.fork() == 0:
+        while True:
+            time.sleep(60)
+    Path(path + ".tmp").write_text(os.readlink("/proc/self/ns/pid"))
+    os.rename(path + ".tmp", path)
+    while True:
+        time.sleep(60)
