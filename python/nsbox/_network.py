@@ -143,6 +143,8 @@ class Network:
         # namespace, a little later (deleting it ourselves would cost ~20 ms); the address waits for that.
         self._draining: dict[ipaddress.IPv4Address, str] = {}
         self._closed = False
+        #: The pools whose ready sets hold addresses here (see nsbox.Pool): closed first by close().
+        self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
         # As root, refuses a subnet that overlaps a route of the host (see the class docstring).
         self._lan = _nsbox.Network(f"nsbr{secrets.token_hex(4)}", self.gateway, net.prefixlen, private)
         self._egress: Any = None
@@ -219,6 +221,10 @@ class Network:
             self._closed = True
             self._lan.close()
             return
+        # First the pools' ready sets, whose addresses come back as draining ones (the lock is not held: they
+        # return them through _release).
+        for pool in list(self._pools):
+            pool.close()
         with self._lock:
             if self._closed:
                 return
@@ -300,7 +306,12 @@ class Network:
         del self._draining[addr]
         return True
 
-    def _reserve(self, ip: Any) -> tuple[str, str]:
+    def _reserve_for_pool(self) -> tuple[str, str] | None:
+        """An address for a pool's ready set, as :meth:`_reserve` picks one for a box; ``None`` when only the
+        addresses of exited boxes whose veth is still there are left (a pool does not wait for them)."""
+        return self._reserve(None, wait=False)
+
+    def _reserve(self, ip: Any, wait: bool = True) -> Any:
         """Picks (or checks) an address for a new box and names its veth; returns (veth, address)."""
         if self._lan.forked_copy:
             raise ValueError(
@@ -315,6 +326,8 @@ class Network:
                 free = (a for a in self.subnet.hosts() if str(a) != self.gateway and a not in self._members)
                 addr = next((a for a in free if self._drained(a, wait=False)), None)
                 if addr is None:
+                    if not wait:
+                        return None
                     # Only draining addresses are left: take the first, deleting its old veth now.
                     addr = next(iter(sorted(self._draining)), None)
                     if addr is None:

@@ -69,6 +69,7 @@ def spawn(
     join_cgroup: Cgroup | None = None,
     egress: Egress | None = None,
     pool: Pool | None = None,
+    taken: TakenSet | None = None,
 ) -> int:
     """Start a process in the namespaces of ``config`` and return its PID in the caller's namespace.
 
@@ -92,7 +93,8 @@ def spawn(
     joins one of the pool's sets of namespaces, when one is ready, and makes only the rest. A ``config`` with ``tty``
     starts a new session whose controlling terminal is a new pseudo-terminal, its slave on 0-2 where ``stdio`` has
     -1; the master (at 3 or above, CLOEXEC) is stored on ``popen`` as ``_pty_fd`` (``None`` without ``tty``), or
-    closed without ``popen``.
+    closed without ``popen``. With ``taken`` (from :meth:`Pool.take_wired`; then no ``link``), the process joins
+    that set, already on its network.
     """
 
 def kill_and_reap(popen: object) -> None:
@@ -230,7 +232,9 @@ class Pool:
     namespace. Up to ``size`` sets are kept ready. Raises ``ValueError`` when ``spec`` asks for none of them.
     """
 
-    def __new__(cls, spec: Spec, size: int) -> Pool: ...
+    def __new__(cls, spec: Spec, size: int, network: Network | None = None) -> Pool:
+        """With ``network``, every set is wired to it: a veth on its bridge and ``eth0`` configured, with an
+        address given by :meth:`give` (``spec`` is then a box's options on that network)."""
     def counts(self) -> tuple[int, int, int, int, str | None]:
         """``(ready, made, taken, missed, failure)`` of this process: see :meth:`nsbox.Pool.stats`."""
     @property
@@ -238,3 +242,15 @@ class Pool:
         """The kinds a set holds besides the user namespace, by their ``/proc/PID/ns`` names."""
     def close(self) -> None:
         """Free every unused set and stop filling (waits for a set being made). Idempotent."""
+    def take_wired(self, network: Network, spec: Spec) -> tuple[str, str, TakenSet] | None:
+        """A ready set wired to ``network`` for a box of ``spec``: ``(veth, address, set)``; ``None`` if the pool
+        is not wired to it or has no set ready (counted as missed)."""
+    def give(self, veth: str, address: str) -> bool:
+        """Give a wired pool an address (and its veth's name) for a set; ``False`` if it takes none (closed)."""
+    def wanted(self) -> int:
+        """How many addresses a wired pool wants given, to hold ``size`` sets made or to make."""
+    def spent(self) -> list[tuple[str, str]]:
+        """``(veth, address)`` given to sets that will serve no box (failed, or freed by ``close``), once each."""
+
+class TakenSet:
+    """A wired set taken for one box, until :func:`spawn` joins it (``taken=``); freed if it never does."""
