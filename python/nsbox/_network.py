@@ -307,8 +307,11 @@ class Network:
         return True
 
     def _reserve_for_pool(self) -> tuple[str, str] | None:
-        """An address for a pool's ready set, as :meth:`_reserve` picks one for a box; ``None`` when only the
-        addresses of exited boxes whose veth is still there are left (a pool does not wait for them)."""
+        """An address for a pool's ready set, as :meth:`_reserve` picks one for a box.
+
+        ``None`` when only the addresses of exited boxes whose veth is still there are left: a pool does not
+        wait for them.
+        """
         return self._reserve(None, wait=False)
 
     def _reserve(self, ip: Any, wait: bool = True) -> Any:

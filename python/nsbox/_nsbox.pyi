@@ -233,8 +233,10 @@ class Pool:
     """
 
     def __new__(cls, spec: Spec, size: int, network: Network | None = None) -> Pool:
-        """With ``network``, every set is wired to it: a veth on its bridge and ``eth0`` configured, with an
-        address given by :meth:`give` (``spec`` is then a box's options on that network)."""
+        """A pool of sets for boxes of ``spec``; with ``network``, every set is wired to it.
+
+        A wired set has a veth on the bridge and ``eth0`` configured, with an address given by :meth:`give`.
+        """
     def counts(self) -> tuple[int, int, int, int, str | None]:
         """``(ready, made, taken, missed, failure)`` of this process: see :meth:`nsbox.Pool.stats`."""
     @property
@@ -243,8 +245,10 @@ class Pool:
     def close(self) -> None:
         """Free every unused set and stop filling (waits for a set being made). Idempotent."""
     def take_wired(self, network: Network, spec: Spec) -> tuple[str, str, TakenSet] | None:
-        """A ready set wired to ``network`` for a box of ``spec``: ``(veth, address, set)``; ``None`` if the pool
-        is not wired to it or has no set ready (counted as missed)."""
+        """A ready set wired to ``network`` for a box of ``spec``: ``(veth, address, set)``.
+
+        ``None`` if the pool is not wired to it, or has no set ready (counted as missed).
+        """
     def give(self, veth: str, address: str) -> bool:
         """Give a wired pool an address (and its veth's name) for a set; ``False`` if it takes none (closed)."""
     def wanted(self) -> int:

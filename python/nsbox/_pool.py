@@ -57,7 +57,8 @@ class Pool:
     box that takes the set gets it (``box.ip``, ``box.veth``); a set is never reused, and :meth:`close` gives the
     addresses of unused sets back to ``lan``, which hands them out again once their veth is gone, as it does an
     exited box's. The pool holds fewer sets while ``lan`` has no address free. A box with ``ip=``, on another
-    network or on none is made as without a pool; ``lan.close()`` closes the pool first. A pool on a Network made
+    network or on none is made as without a pool (and :meth:`call` on a network too); a Network with ``egress``
+    is refused; ``lan.close()`` closes the pool first. A pool on a Network made
     without root (a private one) makes its sets in the network's user namespace, where its boxes live.
 
     A set's user namespace is fixed when it is made: a box that asks for another (other ``uid_map``,
@@ -77,6 +78,9 @@ class Pool:
         if size < 1:
             raise ValueError(f"size must be at least 1, not {size}")
         check_names(options, CALL_OPTIONS, "Pool")
+        network = options.get("network")
+        if network is not None and getattr(network, "egress", None) is not None:
+            raise ValueError("a Pool does not keep sets on a Network with egress yet: pass network= to nsbox.run")
         if options.get("ip") is not None:
             raise ValueError(
                 "a Pool's boxes cannot share one ip: give ip= to the box (it is then made as without a pool)"

@@ -198,7 +198,8 @@ class Popen(subprocess.Popen[Any]):
         if network is not None:
             pool = POOL.get()
             wired = None
-            if pool is not None and self._prepared.ip is None:
+            # A closed network (or a forked copy's) is refused by _reserve below, as without a pool.
+            if pool is not None and self._prepared.ip is None and not network.closed and not network._lan.forked_copy:
                 wired = pool.take_wired(network._lan, self._prepared.spec)
             if wired is None:
                 self._nsbox_link = network._reserve(self._prepared.ip)

@@ -1,0 +1,361 @@
+"""nsbox.Pool(network=lan): ready sets already on a Network, a box that takes one indistinguishable from one without.
+
+A pooled box and an unpooled box on the same network are run side by side (``pooled`` parametrizes the tests):
+what the box sees inside (its interfaces, address, routes, resolver), what the host sees (the veth on the bridge,
+the address the network lists for the box), and whether it took a set (``Pool.stats``: the control that says the
+pooled run did use the pool). As in ``test_network.py``, a LAN on the host takes a free /24 picked at run time
+(``free_network``) and the tests assert only on the interfaces they made.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import nsbox
+from helpers.lan import CLIENT, SERVER, at, fetch_from_host, host_links, ports, route_hex
+from helpers.nets import free_network, free_subnet
+from helpers.procs import kill_and_reap, wait_until
+from helpers.rootless import ROOTLESS_PYTHON, Rootless
+
+#: What a box on a network sees: its interfaces, IPv4 addresses, routes, resolver and network namespace.
+LOOK = """
+import json, os, socket, fcntl, struct
+devs = sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:])
+routes = [line.split()[:3] for line in open("/proc/net/route").read().splitlines()[1:]]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+addr = socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", b"eth0"))[20:24])  # SIOCGIFADDR
+mtu = int(open("/sys/class/net/eth0/mtu").read()) if os.path.exists("/sys/class/net/eth0/mtu") else None
+flags = int(open("/sys/class/net/eth0/flags").read(), 16) if os.path.exists("/sys/class/net/eth0/flags") else None
+print(json.dumps({"devs": devs, "routes": routes, "addr": addr, "resolv": open("/etc/resolv.conf").read(),
+                  "net": os.readlink("/proc/self/ns/net"), "user": os.readlink("/proc/self/ns/user")}))
+"""
+
+
+def wait_ready(pool: nsbox.Pool, n: int) -> bool:
+    """Whether ``n`` sets are ready before the deadline (the pool makes them in the background)."""
+    return wait_until(lambda: pool.stats().ready >= n)
+
+
+@pytest.fixture
+def lan_pool(lan: nsbox.Network) -> Iterator[tuple[nsbox.Network, nsbox.Pool]]:
+    with nsbox.Pool(size=3, network=lan, pid=True) as pool:
+        assert wait_ready(pool, 3), pool.stats()
+        yield lan, pool
+
+
+def start(pool: nsbox.Pool, lan: nsbox.Network, pooled: bool, args: list[str], **options: Any) -> nsbox.Popen:
+    """A box on ``lan``, from ``pool`` or from ``nsbox.Popen`` with the pool's options."""
+    if pooled:
+        return pool.Popen(args, **options)
+    return nsbox.Popen(args, network=lan, pid=True, **options)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The box, pooled or not
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["unpooled", "pooled"])
+def test_a_box_sees_eth0_with_its_address_routes_and_resolver_as_without_a_pool(
+    lan_pool: tuple[nsbox.Network, nsbox.Pool], pooled: bool
+) -> None:
+    lan, pool = lan_pool
+    before = pool.stats()
+    with start(pool, lan, pooled, [sys.executable, "-c", LOOK + "\nimport sys; sys.stdin.read()"],
+               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as box:
+        on_bridge = ports(lan)
+        listed = [b.ip for b in lan.boxes]
+        out, _ = box.communicate("", timeout=30)
+    after = pool.stats()
+    seen = json.loads(out)
+    # The control: the pooled box took a ready set (and the pool had one), the other did not touch the pool.
+    assert after.taken - before.taken == (1 if pooled else 0)
+    assert after.missed == before.missed
+    # Inside: lo and eth0, eth0 holding the address the network gave the box, routes through the gateway.
+    assert seen["devs"] == ["eth0", "lo"]
+    assert seen["addr"] == box.ip and box.ip in listed
+    assert ["eth0", "00000000", route_hex(at(lan, 1))] in seen["routes"]
+    assert ["eth0", route_hex(at(lan, 0)), "00000000"] in seen["routes"]
+    assert len(seen["routes"]) == 2
+    with open("/etc/resolv.conf") as host_resolv:
+        assert seen["resolv"] == host_resolv.read()
+    assert seen["net"] != os.readlink("/proc/self/ns/net")
+    # On the host: the box's veth is a port of the bridge while it runs, beside the pool's ready sets' veths.
+    assert box.veth in on_bridge
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["unpooled", "pooled"])
+def test_the_host_and_another_box_reach_a_server_in_the_box(
+    lan_pool: tuple[nsbox.Network, nsbox.Pool], pooled: bool
+) -> None:
+    lan, pool = lan_pool
+    taken = pool.stats().taken
+    server = start(pool, lan, pooled, [sys.executable, "-c", SERVER, "0.0.0.0", "8000", "srv"],
+                   stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline() == "ready\n"
+        url = f"http://{server.ip}:8000/"
+        from_host = fetch_from_host(url)
+        client = start(pool, lan, pooled, [ROOTLESS_PYTHON, "-c", CLIENT, url], stdout=subprocess.PIPE)
+        with client:
+            out, _ = client.communicate(timeout=30)
+    finally:
+        kill_and_reap(server)
+    assert from_host == "srv 1"
+    assert json.loads(out)["answers"] == ["srv 1"]
+    assert client.ip != server.ip
+    assert pool.stats().taken - taken == (2 if pooled else 0)  # the control
+
+
+def test_each_set_is_used_once_and_a_burst_larger_than_the_pool_still_gets_boxes(
+    lan_pool: tuple[nsbox.Network, nsbox.Pool],
+) -> None:
+    lan, pool = lan_pool
+    before = pool.stats()
+    boxes = [pool.Popen(["sleep", "60"]) for _ in range(6)]  # twice the pool's size, back to back
+    try:
+        netns = [os.readlink(f"/proc/{b.pid}/ns/net") for b in boxes]
+        ips = [b.ip for b in boxes]
+        veths = [b.veth for b in boxes]
+        on_bridge = ports(lan)
+    finally:
+        for box in boxes:
+            kill_and_reap(box)
+    after = pool.stats()
+    assert len(set(netns)) == 6 and len(set(ips)) == 6 and len(set(veths)) == 6
+    assert set(veths) <= set(on_bridge)
+    # Some took a set, the others made their own namespaces (the pool never makes a spawn wait).
+    taken, missed = after.taken - before.taken, after.missed - before.missed
+    assert taken + missed == 6 and taken >= 3, after
+
+
+def test_ready_sets_hold_addresses_and_close_gives_them_back(lan: nsbox.Network) -> None:
+    assert ports(lan) == []  # the control: nothing on the bridge before the pool
+    pool = nsbox.Pool(size=3, network=lan)
+    try:
+        assert wait_ready(pool, 3)
+        held = ports(lan)
+        with nsbox.Popen(["true"], network=lan) as other:  # a box without the pool: the next free address
+            other.wait()
+    finally:
+        pool.close()
+    # Each ready set had its veth on the bridge, and .2-.4 were the sets': the other box got .5.
+    assert len(held) == 3
+    assert other.ip == at(lan, 5)
+    # After close() the sets' veths go with their namespaces, and their addresses are free again.
+    assert wait_until(lambda: not set(held) & set(ports(lan))), ports(lan)
+    with nsbox.Popen(["true"], network=lan) as again:
+        again.wait()
+    assert again.ip == at(lan, 2)
+    assert pool.stats().ready == 0
+    pool.close()  # idempotent
+
+
+def test_a_box_with_ip_or_on_another_network_is_made_as_without_a_pool(
+    lan_pool: tuple[nsbox.Network, nsbox.Pool],
+) -> None:
+    lan, pool = lan_pool
+    before = pool.stats()
+    fixed = pool.run(["true"], ip=at(lan, 77))
+    with free_network() as other:
+        elsewhere = pool.run([sys.executable, "-c", LOOK], network=other, capture_output=True, text=True)
+        other_gateway = other.gateway
+    mid = pool.stats()
+    pool.run(["true"])  # the control: a box on the pool's network takes a set
+    after = pool.stats()
+    assert fixed.returncode == 0
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert ["eth0", "00000000", route_hex(other_gateway)] in json.loads(elsewhere.stdout)["routes"]
+    assert (mid.taken, mid.missed) == (before.taken, before.missed)
+    assert after.taken == mid.taken + 1
+
+
+def test_a_pool_refuses_one_ip_for_all_and_a_closed_network_and_leaves_nothing(lan: nsbox.Network) -> None:
+    with pytest.raises(ValueError, match="cannot share one ip"):
+        nsbox.Pool(network=lan, ip=at(lan, 9))
+    closed = free_network()
+    closed.close()
+    with pytest.raises(ValueError, match="is closed"):
+        nsbox.Pool(network=closed)
+    with pytest.raises(ValueError, match="is closed"):  # the control: what a box without a pool is told
+        nsbox.run(["true"], network=closed)
+    assert ports(lan) == []
+    assert lan.boxes == []
+
+
+def test_closing_the_network_closes_the_pool_first_and_boxes_are_then_refused_as_without(
+    lan_pool: tuple[nsbox.Network, nsbox.Pool],
+) -> None:
+    lan, pool = lan_pool
+    made = {lan.bridge, *ports(lan)}
+    assert len(made) == 4  # the bridge and three ready sets' veths
+    lan.close()
+    assert pool.stats().ready == 0
+    assert wait_until(lambda: not made & host_links()), made & host_links()
+    with pytest.raises(ValueError, match="is closed") as pooled:
+        pool.run(["true"])
+    with pytest.raises(ValueError, match="is closed") as unpooled:
+        nsbox.run(["true"], network=lan)
+    assert str(pooled.value) == str(unpooled.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The caller killed with a full pool
+
+KILLED_CALLER = f"""
+from __future__ import annotations
+import json, os, sys, time
+import nsbox
+{inspect.getsource(free_subnet)}
+{inspect.getsource(free_network)}
+lan = free_network()
+pool = nsbox.Pool(size=4, network=lan, pid=True)
+deadline = time.monotonic() + 60
+while pool.stats().ready < 4 and time.monotonic() < deadline:
+    time.sleep(0.01)
+box = pool.Popen(["sleep", "300"])
+while pool.stats().ready < 4 and time.monotonic() < deadline:
+    time.sleep(0.01)
+fd = lan.namespace_fd("net")
+veths = [name for name in lan.interfaces() if name.startswith("nsv")]
+print(json.dumps({{"bridge": lan.bridge, "veths": veths, "box": box.pid, "box_veth": box.veth,
+                  "ready": pool.stats().ready, "netns": os.fstat(fd).st_ino if fd is not None else None}}), flush=True)
+time.sleep(300)
+"""
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """The processes below ``pid`` now: PID -> start time (which tells the process from a later one with its PID)."""
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                found[int(entry)] = fields[19]
+                todo.append(int(entry))
+    return found
+
+
+def still_there(processes: dict[int, str]) -> list[int]:
+    left = []
+    for pid, start in processes.items():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[19] == start:
+                    left.append(pid)
+        except OSError:
+            continue
+    return left
+
+
+def namespace_in_use(inode: int) -> bool:
+    """Whether any process has, or holds an fd of, the network namespace ``inode`` (see test_network.py)."""
+    link = f"net:[{inode}]"
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/net") == link:
+                return True
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == link for fd in os.listdir(f"/proc/{pid}/fd")):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.mark.parametrize("private", [False, True], ids=["host-bridge", "private"])
+def test_a_killed_caller_with_a_full_pool_leaves_no_veth_box_process_or_namespace(
+    private: bool, world_tmp: Any, rootless_dir: Any
+) -> None:
+    script = world_tmp / "caller.py"
+    script.write_text(KILLED_CALLER)
+    script.chmod(0o644)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(nsbox.__file__))}
+    if private:
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", str(script)]
+        env["PYTHONPATH"] = str(rootless_dir)
+    else:
+        cmd = [sys.executable, str(script)]
+    caller = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert caller.stdout is not None
+        seen = json.loads(caller.stdout.readline())
+        made = {seen["bridge"], *seen["veths"]}
+        tree = descendants(caller.pid)  # the box, the janitor, the pool's thread's children if any
+        assert seen["box"] in tree
+        assert seen["ready"] == 4 and len(seen["veths"]) == 5  # four ready sets and the box
+        assert seen["box_veth"] in seen["veths"]
+        if private:
+            assert not made & host_links()  # the private LAN is not the host's
+            assert namespace_in_use(seen["netns"])  # the control: a holder shows
+        else:
+            assert made <= host_links()  # the control: the host shows them
+        caller.send_signal(signal.SIGKILL)
+        caller.wait()
+        gone = wait_until(lambda: not made & host_links() and not still_there(tree))
+        assert gone, f"left behind: {made & host_links()}, processes {still_there(tree)}"
+        if private:
+            assert wait_until(lambda: not namespace_in_use(seen["netns"]))
+    finally:
+        kill_and_reap(caller)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rootless: a private network
+
+
+def test_rootless_pooled_boxes_on_a_private_network_see_and_reach_what_unpooled_ones_do(rootless: Rootless) -> None:
+    seen = rootless(
+        f"""
+        LOOK, SERVER, CLIENT = {LOOK!r}, {SERVER!r}, {CLIENT!r}
+        with nsbox.Network("10.213.16.0/24") as lan, nsbox.Pool(size=2, network=lan, pid=True) as pool:
+            deadline = time.monotonic() + 30
+            while pool.stats().ready < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            server = pool.Popen(["python3", "-c", SERVER, "0.0.0.0", "80", "srv"], stdout=subprocess.PIPE, text=True)
+            assert server.stdout.readline() == "ready\\n"
+            looks = {{}}
+            for name, run in [("pooled", pool.run), ("unpooled", lambda a, **o: nsbox.run(a, network=lan, pid=True, **o))]:
+                before = pool.stats().taken
+                r = run(["python3", "-c", LOOK], capture_output=True, text=True)
+                c = run(["python3", "-c", CLIENT, f"http://{{server.ip}}/"], capture_output=True, text=True)
+                looks[name] = {{"look": json.loads(r.stdout) if r.returncode == 0 else r.stderr,
+                               "answers": json.loads(c.stdout)["answers"] if c.returncode == 0 else c.stderr,
+                               "took": pool.stats().taken - before}}
+            fd = lan.namespace_fd("user")
+            lan_user = f"user:[{{os.fstat(fd).st_ino}}]"
+            os.close(fd)
+            server_user = os.readlink(f"/proc/{{server.pid}}/ns/user")
+            server.kill()
+            server.wait()
+            emit({{**looks, "lan_user": lan_user, "server_user": server_user, "private": lan.private,
+                  "me": os.readlink("/proc/self/ns/user"), "host": sorted(os.listdir("/sys/class/net"))}})
+        """
+    )
+    assert seen["private"] is True
+    for name, took in [("pooled", 2), ("unpooled", 0)]:
+        look = seen[name]["look"]
+        assert isinstance(look, dict), look
+        assert seen[name]["took"] == took  # the control: the pooled runs took sets, the others not
+        assert look["devs"] == ["eth0", "lo"]
+        assert ["eth0", "00000000", route_hex("10.213.16.1")] in look["routes"]
+        assert look["addr"].startswith("10.213.16.")
+        # The box lives in the network's user namespace (not the caller's), pooled or not.
+        assert look["user"] == seen["lan_user"] != seen["me"]
+        assert seen[name]["answers"] == ["srv 1"]
+    assert seen["server_user"] == seen["lan_user"]
+    assert not any(name.startswith("nsv") for name in seen["host"])
