@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -70,8 +69,15 @@ def test_a_box_sees_eth0_with_its_address_routes_and_resolver_as_without_a_pool(
 ) -> None:
     lan, pool = lan_pool
     before = pool.stats()
-    with start(pool, lan, pooled, [sys.executable, "-c", LOOK + "\nimport sys; sys.stdin.read()"],
-               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as box:
+    with start(
+        pool,
+        lan,
+        pooled,
+        [sys.executable, "-c", LOOK + "\nimport sys; sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as box:
         on_bridge = ports(lan)
         listed = [b.ip for b in lan.boxes]
         out, _ = box.communicate("", timeout=30)
@@ -99,8 +105,9 @@ def test_the_host_and_another_box_reach_a_server_in_the_box(
 ) -> None:
     lan, pool = lan_pool
     taken = pool.stats().taken
-    server = start(pool, lan, pooled, [sys.executable, "-c", SERVER, "0.0.0.0", "8000", "srv"],
-                   stdout=subprocess.PIPE, text=True)
+    server = start(
+        pool, lan, pooled, [sys.executable, "-c", SERVER, "0.0.0.0", "8000", "srv"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert server.stdout is not None and server.stdout.readline() == "ready\n"
         url = f"http://{server.ip}:8000/"
@@ -329,7 +336,9 @@ def test_rootless_pooled_boxes_on_a_private_network_see_and_reach_what_unpooled_
             server = pool.Popen(["python3", "-c", SERVER, "0.0.0.0", "80", "srv"], stdout=subprocess.PIPE, text=True)
             assert server.stdout.readline() == "ready\\n"
             looks = {{}}
-            for name, run in [("pooled", pool.run), ("unpooled", lambda a, **o: nsbox.run(a, network=lan, pid=True, **o))]:
+            def unpooled(args, **options):
+                return nsbox.run(args, network=lan, pid=True, **options)
+            for name, run in [("pooled", pool.run), ("unpooled", unpooled)]:
                 before = pool.stats().taken
                 r = run(["python3", "-c", LOOK], capture_output=True, text=True)
                 c = run(["python3", "-c", CLIENT, f"http://{{server.ip}}/"], capture_output=True, text=True)

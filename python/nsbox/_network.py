@@ -314,7 +314,7 @@ class Network:
         """
         return self._reserve(None, wait=False)
 
-    def _reserve(self, ip: Any, wait: bool = True) -> Any:
+    def _reserve(self, ip: Any, wait: bool = True) -> tuple[str, str] | None:
         """Picks (or checks) an address for a new box and names its veth; returns (veth, address)."""
         if self._lan.forked_copy:
             raise ValueError(

@@ -12,6 +12,7 @@ __all__ = [
     "Network",
     "Pool",
     "Spec",
+    "TakenSet",
     "__version__",
     "fork",
     "ipv4_routes",
@@ -256,5 +257,6 @@ class Pool:
     def spent(self) -> list[tuple[str, str]]:
         """``(veth, address)`` given to sets that will serve no box (failed, or freed by ``close``), once each."""
 
+@final
 class TakenSet:
     """A wired set taken for one box, until :func:`spawn` joins it (``taken=``); freed if it never does."""
