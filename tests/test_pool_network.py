@@ -9,6 +9,7 @@ pooled run did use the pool). As in ``test_network.py``, a LAN on the host takes
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import os
@@ -23,7 +24,7 @@ import pytest
 import nsbox
 from helpers.lan import CLIENT, SERVER, at, fetch_from_host, host_links, ports, route_hex
 from helpers.nets import free_network, free_subnet
-from helpers.procs import kill_and_reap, wait_until
+from helpers.procs import kill_and_reap, open_fds, wait_until
 from helpers.rootless import ROOTLESS_PYTHON, Rootless
 
 #: What a box on a network sees: its interfaces, IPv4 addresses, routes, resolver and network namespace.
@@ -165,6 +166,35 @@ def test_ready_sets_hold_addresses_and_close_gives_them_back(lan: nsbox.Network)
     assert again.ip == at(lan, 2)
     assert pool.stats().ready == 0
     pool.close()  # idempotent
+
+
+def test_a_pool_collected_without_close_frees_its_sets_and_gives_their_addresses_back(lan: nsbox.Network) -> None:
+    pool = nsbox.Pool(size=3, network=lan)
+    assert wait_ready(pool, 3)
+    held = ports(lan)
+    with nsbox.Popen(["true"], network=lan) as during:  # the control: the sets hold .2-.4
+        during.wait()
+    del pool
+    gc.collect()
+    assert wait_until(lambda: not set(held) & set(ports(lan))), ports(lan)
+    with nsbox.Popen(["true"], network=lan) as after:
+        after.wait()
+    assert len(held) == 3
+    assert during.ip == at(lan, 5)
+    assert after.ip == at(lan, 2)
+
+
+@pytest.mark.parametrize("private", [False, True], ids=["host-bridge", "private"])
+def test_a_pool_on_a_network_leaves_no_fds_behind(private: bool) -> None:
+    def once() -> None:
+        with free_network(private=private) as lan, nsbox.Pool(size=2, network=lan) as pool:
+            assert wait_ready(pool, 2)
+            pool.run(["true"])
+
+    once()  # warm up: what nsbox makes once per process, the first time it needs it
+    before = open_fds()
+    once()
+    assert open_fds() == before
 
 
 def test_a_box_with_ip_or_on_another_network_is_made_as_without_a_pool(

@@ -145,6 +145,9 @@ class Network:
         self._closed = False
         #: The pools whose ready sets hold addresses here (see nsbox.Pool): closed first by close().
         self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: (veth, address) of sets of pools collected without close(): appended without the lock (by a
+        #: finalizer, which may run while this thread holds it), freed under it by _forget_exited.
+        self._returned: list[tuple[str, str]] = []
         # As root, refuses a subnet that overlaps a route of the host (see the class docstring).
         self._lan = _nsbox.Network(f"nsbr{secrets.token_hex(4)}", self.gateway, net.prefixlen, private)
         self._egress: Any = None
@@ -288,7 +291,13 @@ class Network:
     # -- Used by Popen --------------------------------------------------------------------------
 
     def _forget_exited(self) -> None:
-        """Moves the boxes that have exited to the draining addresses."""
+        """Moves the boxes that have exited, and the sets of pools collected unclosed, to the draining addresses."""
+        while self._returned:
+            veth, address = self._returned.pop()
+            addr = ipaddress.IPv4Address(address)
+            if self._members.get(addr) == (None, veth):
+                del self._members[addr]
+                self._draining[addr] = veth
         for addr, (box, veth) in list(self._members.items()):
             if box is not None and box.poll() is not None:
                 del self._members[addr]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -18,6 +19,13 @@ from nsbox._popen import Popen
 from nsbox._run import run
 
 T = TypeVar("T")
+
+
+def _give_back(core: _nsbox.Pool, network: Any) -> None:
+    """A pool's collection: frees its sets and hands their addresses to its network's ``_returned``."""
+    core.close()
+    if not network._lan.forked_copy:
+        network._returned.extend(core.spent())
 
 
 class PoolStats(NamedTuple):
@@ -103,6 +111,9 @@ class Pool:
                 self.close()
                 raise
             self._network._pools.add(self)
+            # Collected without close(): the core frees the sets, and their addresses go back to the network
+            # (without its lock, which the collecting thread may hold).
+            weakref.finalize(self, _give_back, self._core, self._network)
 
     def _top_up(self) -> None:
         """On a network: gives the addresses of spent sets back to it, and the pool an address per set it may make."""
