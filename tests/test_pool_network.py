@@ -245,6 +245,52 @@ def test_closing_the_network_closes_the_pool_first_and_boxes_are_then_refused_as
     assert str(pooled.value) == str(unpooled.value)
 
 
+FORKED = f"""
+from __future__ import annotations
+import json, os, sys, time
+import nsbox
+{inspect.getsource(free_subnet)}
+{inspect.getsource(free_network)}
+def net_fds():
+    return sorted(link for link in (os.readlink(f"/proc/self/fd/{{fd}}") for fd in os.listdir("/proc/self/fd")
+                  if os.path.exists(f"/proc/self/fd/{{fd}}")) if link.startswith("net:"))
+with free_network() as lan, nsbox.Pool(size=2, network=lan) as pool:
+    deadline = time.monotonic() + 30
+    while pool.stats().ready < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        seen = {{"fds": net_fds()}}
+        for name, run in [("pooled", pool.run), ("unpooled", lambda a: nsbox.run(a, network=lan))]:
+            try:
+                seen[name] = run(["true"]).returncode
+            except ValueError as exc:
+                seen[name] = str(exc)
+        os.write(w, json.dumps(seen).encode())
+        os._exit(0)
+    os.close(w)
+    child = json.loads(os.read(r, 65536))
+    os.waitpid(pid, 0)
+    parent = net_fds()
+    stats = pool.stats()
+    print(json.dumps({{"child": child, "parent": parent, "taken": stats.taken, "ready": stats.ready}}))
+"""
+
+
+def test_a_forked_child_holds_none_of_the_sets_and_is_refused_the_network_as_without_a_pool() -> None:
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(nsbox.__file__))}
+    r = subprocess.run([sys.executable, "-c", FORKED], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    seen = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(seen["parent"]) == 2  # the control: the parent holds its two ready sets' network namespaces
+    assert seen["child"]["fds"] == []
+    # In the child the network is its parent's: a pooled box is refused as an unpooled one is, with the same words.
+    assert "forked from" in seen["child"]["unpooled"]
+    assert seen["child"]["pooled"] == seen["child"]["unpooled"]
+    assert seen["taken"] == 0 and seen["ready"] == 2
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The caller killed with a full pool
 
