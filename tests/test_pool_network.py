@@ -309,7 +309,9 @@ box = pool.Popen(["sleep", "300"])
 while pool.stats().ready < 4 and time.monotonic() < deadline:
     time.sleep(0.01)
 fd = lan.namespace_fd("net")
-veths = [name for name in lan.interfaces() if name.startswith("nsv")]
+# The bridge's ports (the host's namespace has other users' veths too), or every veth of a private LAN.
+ports = f"/sys/class/net/{{lan.bridge}}/brif"
+veths = [n for n in lan.interfaces() if n.startswith("nsv")] if lan.private else os.listdir(ports)
 print(json.dumps({{"bridge": lan.bridge, "veths": veths, "box": box.pid, "box_veth": box.veth,
                   "ready": pool.stats().ready, "netns": os.fstat(fd).st_ino if fd is not None else None}}), flush=True)
 time.sleep(300)
@@ -425,10 +427,13 @@ def test_rootless_pooled_boxes_on_a_private_network_see_and_reach_what_unpooled_
             lan_user = f"user:[{{os.fstat(fd).st_ino}}]"
             os.close(fd)
             server_user = os.readlink(f"/proc/{{server.pid}}/ns/user")
+            lan_veths = [name for name in lan.interfaces() if name.startswith("nsv")]
+            host = sorted(os.listdir("/sys/class/net"))
             server.kill()
             server.wait()
             emit({{**looks, "lan_user": lan_user, "server_user": server_user, "private": lan.private,
-                  "me": os.readlink("/proc/self/ns/user"), "host": sorted(os.listdir("/sys/class/net"))}})
+                  "me": os.readlink("/proc/self/ns/user"), "host": host, "lan_veths": lan_veths,
+                  "server_veth": server.veth}})
         """
     )
     assert seen["private"] is True
@@ -443,4 +448,6 @@ def test_rootless_pooled_boxes_on_a_private_network_see_and_reach_what_unpooled_
         assert look["user"] == seen["lan_user"] != seen["me"]
         assert seen[name]["answers"] == ["srv 1"]
     assert seen["server_user"] == seen["lan_user"]
-    assert not any(name.startswith("nsv") for name in seen["host"])
+    # The LAN's veths (the server's and the ready sets') are in its own namespace, not the host's.
+    assert seen["server_veth"] in seen["lan_veths"]  # the control: the listing shows the server's veth
+    assert not set(seen["lan_veths"]) & set(seen["host"])
