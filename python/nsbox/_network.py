@@ -148,6 +148,8 @@ class Network:
         #: (veth, address) of sets of pools collected without close(): appended without the lock (by a
         #: finalizer, which may run while this thread holds it), freed under it by _forget_exited.
         self._returned: list[tuple[str, str]] = []
+        #: Where the pools' next address is looked for (see _reserve_for_pool): an index into the subnet's hosts.
+        self._cursor = 0
         # As root, refuses a subnet that overlaps a route of the host (see the class docstring).
         self._lan = _nsbox.Network(f"nsbr{secrets.token_hex(4)}", self.gateway, net.prefixlen, private)
         self._egress: Any = None
@@ -316,20 +318,58 @@ class Network:
         return True
 
     def _reserve_for_pool(self) -> tuple[str, str] | None:
-        """An address for a pool's ready set, as :meth:`_reserve` picks one for a box.
+        """Picks an address for a pool's ready set and names its veth; returns (veth, address).
 
-        ``None`` when only the addresses of exited boxes whose veth is still there are left: a pool does not
-        wait for them.
+        Addresses are taken in turn through the subnet from the last one a pool took, skipping those in use
+        and those of exited boxes whose veth may still be there (which a box's :meth:`_reserve` asks the kernel
+        about, one request each: the pool's caller would wait for them). When only those are left, one listing
+        of the links frees those whose veth is gone; ``None`` if none is.
         """
-        return self._reserve(None, wait=False)
+        self._check_usable()
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"{self!r} is closed")
+            self._forget_exited()
+            addr = self._next_fresh()
+            if addr is None and self._sweep():
+                addr = self._next_fresh()
+            if addr is None:
+                return None
+            veth = f"nsv{secrets.token_hex(4)}"
+            self._members[addr] = (None, veth)
+            return veth, str(addr)
 
-    def _reserve(self, ip: Any, wait: bool = True) -> tuple[str, str] | None:
-        """Picks (or checks) an address for a new box and names its veth; returns (veth, address)."""
+    def _next_fresh(self) -> ipaddress.IPv4Address | None:
+        """The next address after the pools' cursor that is neither in use, draining nor the gateway."""
+        first, count = int(self.subnet.network_address) + 1, self.subnet.num_addresses - 2
+        for step in range(count):
+            index = (self._cursor + step) % count
+            addr = ipaddress.IPv4Address(first + index)
+            if str(addr) != self.gateway and addr not in self._members and addr not in self._draining:
+                self._cursor = index + 1
+                return addr
+        return None
+
+    def _sweep(self) -> bool:
+        """Frees every draining address whose veth is gone, from one listing of the links; whether any was."""
+        if not self._draining:
+            return False
+        links = set(self._lan.link_names())
+        gone = [addr for addr, veth in self._draining.items() if veth not in links]
+        for addr in gone:
+            del self._draining[addr]
+        return bool(gone)
+
+    def _check_usable(self) -> None:
         if self._lan.forked_copy:
             raise ValueError(
                 f"the network {self.bridge} belongs to the process this one was forked from: add boxes to it "
                 "there, or make a Network in this process"
             )
+
+    def _reserve(self, ip: Any) -> tuple[str, str]:
+        """Picks (or checks) an address for a new box and names its veth; returns (veth, address)."""
+        self._check_usable()
         with self._lock:
             if self._closed:
                 raise ValueError(f"{self!r} is closed")
@@ -338,8 +378,6 @@ class Network:
                 free = (a for a in self.subnet.hosts() if str(a) != self.gateway and a not in self._members)
                 addr = next((a for a in free if self._drained(a, wait=False)), None)
                 if addr is None:
-                    if not wait:
-                        return None
                     # Only draining addresses are left: take the first, deleting its old veth now.
                     addr = next(iter(sorted(self._draining)), None)
                     if addr is None:

@@ -61,13 +61,14 @@ class Pool:
     **On a Network** (``Pool(network=lan, ...)``): every set is made on ``lan`` as a box's namespaces would be,
     its veth on the bridge and its ``eth0`` with an address, up, routed through the gateway, so a box that takes
     one has nothing of its network left to make. The addresses are ``lan``'s: each ready set (and each set being
-    made) holds one, up to ``size``, picked as a box's would be (the next free one) when the set is made, and the
-    box that takes the set gets it (``box.ip``, ``box.veth``); a set is never reused, and :meth:`close` gives the
-    addresses of unused sets back to ``lan``, which hands them out again once their veth is gone, as it does an
-    exited box's. The pool holds fewer sets while ``lan`` has no address free. A box with ``ip=``, on another
-    network or on none is made as without a pool (and :meth:`call` on a network too); a Network with ``egress``
-    is refused; ``lan.close()`` closes the pool first. A pool on a Network made
-    without root (a private one) makes its sets in the network's user namespace, where its boxes live.
+    made) holds one, up to ``size``, taken when the set is made, in turn through the subnet (skipping addresses
+    in use, and those of exited boxes whose veth may still be there), and the box that takes the set gets it
+    (``box.ip``, ``box.veth``). A set is never reused; :meth:`close` gives the addresses of unused sets back to
+    ``lan``, which hands them out again once their veth is gone, as it does an exited box's. The pool holds
+    fewer sets while ``lan`` has no address free. A box with ``ip=``, on another network or on none is made as
+    without a pool (and :meth:`call` on a network too); a Network with ``egress`` is refused; ``lan.close()``
+    closes the pool first. A pool on a Network made without root (a private one) makes its sets in the
+    network's user namespace, where its boxes live.
 
     A set's user namespace is fixed when it is made: a box that asks for another (other ``uid_map``,
     ``gid_map`` or ``setgroups``, or ``user`` otherwise than the pool) raises ``ValueError`` before anything is
