@@ -168,6 +168,27 @@ def test_ready_sets_hold_addresses_and_close_gives_them_back(lan: nsbox.Network)
     pool.close()  # idempotent
 
 
+def test_a_pool_on_a_small_network_hands_addresses_out_again_and_holds_fewer_sets_when_it_is_full() -> None:
+    # Private LANs (their subnets are their own): a /29 has 5 addresses for boxes, a /30 one.
+    with nsbox.Network("10.213.30.0/29", private=True) as lan, nsbox.Pool(size=2, network=lan) as pool:
+        seen = [pool.run([sys.executable, "-c", LOOK], capture_output=True, text=True) for _ in range(12)]
+        stats = pool.stats()
+    addrs = [json.loads(r.stdout)["addr"] for r in seen if r.returncode == 0]
+    assert len(addrs) == 12, [r.stderr for r in seen]
+    assert set(addrs) <= {f"10.213.30.{n}" for n in range(2, 7)}
+    assert stats.taken + stats.missed == 12 and stats.taken >= 1, stats
+    with nsbox.Network("10.213.31.0/30", private=True) as full, nsbox.Pool(size=3, network=full) as pool:
+        assert wait_ready(pool, 1)
+        before = pool.stats()
+        with pytest.raises(ValueError, match="no free address left"):  # the control: the set holds the one address
+            nsbox.run(["true"], network=full)
+        pooled = pool.run([sys.executable, "-c", LOOK], capture_output=True, text=True)
+        stats = pool.stats()
+    assert json.loads(pooled.stdout)["addr"] == "10.213.31.2"
+    assert (before.ready, before.made) == (1, 1)  # one address, one set (of three)
+    assert stats.taken == 1
+
+
 def test_a_pool_collected_without_close_frees_its_sets_and_gives_their_addresses_back(lan: nsbox.Network) -> None:
     pool = nsbox.Pool(size=3, network=lan)
     assert wait_ready(pool, 3)
