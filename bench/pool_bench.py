@@ -14,6 +14,8 @@ Every case runs ``/bin/true`` with ``pid=True, mount_proc=True, net=True, uts=Tr
 - On a Network (``--network``, or alone with ``--network-only``): ``/bin/true`` with ``network=lan`` (a host bridge as
   root, a private network otherwise), ``nsbox.run`` against ``pool.run`` from ``Pool(size=8, network=lan)``, paced
   and interleaved the same way; the pooled box joins a network namespace already on the bridge, ``eth0`` configured.
+  Beside them, a pool without a Network (``net=True``: ``lo`` only) and a box with no network namespace at all:
+  what a pooled box on a Network can at best reach.
 - Saturation: spawns back to back, one thread and two, for each way: spawns per second, and how many of the
   pooled boxes found the pool empty (they make their own namespaces, as without a pool). The pool moves the
   kernel's work off the caller's path, onto the machine's other CPUs; it does not remove it, so at saturation
@@ -131,10 +133,17 @@ def main() -> int:
 
 def on_network(args: argparse.Namespace, rounds: int, iterations: int) -> None:
     """A box on a Network, with and without a pool of sets wired to it, paced and interleaved."""
-    with nsbox.Network(args.subnet) as lan, nsbox.Pool(size=8, network=lan) as pool:
+    with (
+        nsbox.Network(args.subnet) as lan,
+        nsbox.Pool(size=8, network=lan) as pool,
+        nsbox.Pool(size=8, net=True) as unwired,
+    ):
         tools = {
             "nsbox.run(network=lan)": paced(lambda: nsbox.run([TRUE], network=lan).returncode, args.pace, "run"),
             "pool.run (Pool(network=lan))": paced(lambda: pool.run([TRUE]).returncode, args.pace, "pool.run"),
+            "pool.run (Pool(net=True), no Network)": paced(
+                lambda: unwired.run([TRUE]).returncode, args.pace, "pool.run"
+            ),
             "nsbox.run, no network namespace": paced(lambda: nsbox.run([TRUE]).returncode, args.pace, "run"),
         }
         medians = bench.side_by_side(tools, rounds, iterations)

@@ -127,7 +127,14 @@ pub(crate) fn spawn(
     let pool =
         pool.filter(|_| target.is_none() && network.is_none() && egress.is_none()).map(|p| Arc::clone(&p.get().inner));
     // A set wired to the box's network, taken by `Pool.take_wired` (the box is then given no link: it is wired).
-    let wired = taken.and_then(|t| t.get().take()).map(|(own, set, pool)| ((own, set), pool));
+    let wired = match taken {
+        None => None,
+        Some(t) => match t.get().take() {
+            Some((own, set, pool)) => Some(((own, set), pool)),
+            // Without it the box would have a network namespace and no eth0.
+            None => return Err(PyValueError::new_err("this set of the pool was joined by a box already")),
+        },
+    };
     let (wired, refill) = match wired {
         Some((set, wired_pool)) => (Some(set), Some(wired_pool)),
         None => (None, pool.clone()),
