@@ -72,6 +72,7 @@ def main() -> int:
     parser.add_argument("--pace", type=float, default=10.0, help="ms between spawns at the steady rate (10)")
     parser.add_argument("--network", action="store_true", help="also a box on a Network, pooled and not")
     parser.add_argument("--network-only", action="store_true", help="only the Network cases")
+    parser.add_argument("--with-pid", action="store_true", help="the Network cases with pid=True, mount_proc=True")
     parser.add_argument("--subnet", default="10.213.252.0/24", help="the Network's subnet (10.213.252.0/24)")
     args = parser.parse_args()
     rounds, iterations = (3, 5) if args.quick else (15, 20)
@@ -133,18 +134,19 @@ def main() -> int:
 
 def on_network(args: argparse.Namespace, rounds: int, iterations: int) -> None:
     """A box on a Network, with and without a pool of sets wired to it, paced and interleaved."""
+    box: dict[str, bool] = {"pid": True, "mount_proc": True} if args.with_pid else {}
     with (
         nsbox.Network(args.subnet) as lan,
-        nsbox.Pool(size=8, network=lan) as pool,
-        nsbox.Pool(size=8, net=True) as unwired,
+        nsbox.Pool(size=8, network=lan, **box) as pool,
+        nsbox.Pool(size=8, net=True, **box) as unwired,
     ):
         tools = {
-            "nsbox.run(network=lan)": paced(lambda: nsbox.run([TRUE], network=lan).returncode, args.pace, "run"),
+            "nsbox.run(network=lan)": paced(lambda: nsbox.run([TRUE], network=lan, **box).returncode, args.pace, "run"),
             "pool.run (Pool(network=lan))": paced(lambda: pool.run([TRUE]).returncode, args.pace, "pool.run"),
             "pool.run (Pool(net=True), no Network)": paced(
                 lambda: unwired.run([TRUE]).returncode, args.pace, "pool.run"
             ),
-            "nsbox.run, no network namespace": paced(lambda: nsbox.run([TRUE]).returncode, args.pace, "run"),
+            "nsbox.run, no network namespace": paced(lambda: nsbox.run([TRUE], **box).returncode, args.pace, "run"),
         }
         medians = bench.side_by_side(tools, rounds, iterations)
         stats = pool.stats()
@@ -154,7 +156,8 @@ def on_network(args: argparse.Namespace, rounds: int, iterations: int) -> None:
     m = {name: bench.median_of(values) for name, values in medians.items()}
     base = m["nsbox.run(network=lan)"]
     print(bench.ran_on(rounds, iterations))
-    print(f"On a Network ({where}): one spawn of `/bin/true` every {args.pace:g} ms (untimed).\n")
+    shape = f" with {', '.join(box)}" if box else ""
+    print(f"On a Network ({where}): one spawn of `/bin/true`{shape} every {args.pace:g} ms (untimed).\n")
     print("| case | median | min-max | x nsbox.run(network=lan) |")
     print("|---|---|---|---|")
     for name, values in medians.items():
