@@ -9,6 +9,7 @@ pooled run did use the pool). As in ``test_network.py``, a LAN on the host takes
 
 from __future__ import annotations
 
+import functools
 import gc
 import inspect
 import json
@@ -17,12 +18,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 import nsbox
-from helpers.lan import CLIENT, SERVER, at, fetch_from_host, host_links, ports, route_hex
+from helpers.lan import CLIENT, SERVER, at, fetch_from_host, host_links, ports, route_hex, start_server
 from helpers.nets import free_network, free_subnet
 from helpers.procs import kill_and_reap, open_fds, wait_until
 from helpers.rootless import ROOTLESS_PYTHON, Rootless
@@ -144,6 +146,63 @@ def test_each_set_is_used_once_and_a_burst_larger_than_the_pool_still_gets_boxes
     # Some took a set, the others made their own namespaces (the pool never makes a spawn wait).
     taken, missed = after.taken - before.taken, after.missed - before.missed
     assert taken + missed == 6 and taken >= 3, after
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"user": True},
+        {"init": True, "mount_proc": True},
+        {"uid_map": [(0, 100000, 1000)], "gid_map": [(0, 100000, 1000)]},  # maps written by the parent
+        {"mount": True, "uts": True, "ipc": True, "cgroup": True, "time": True},
+    ],
+    ids=["user", "init", "parent-written-maps", "every-other-namespace"],
+)
+@pytest.mark.parametrize("pooled", [False, True], ids=["unpooled", "pooled"])
+def test_a_box_on_a_network_takes_the_other_options(lan: nsbox.Network, options: dict[str, Any], pooled: bool) -> None:
+    server = start_server(lan, at(lan, 40), "server")
+    try:
+        # init is the box's (a run option); the rest shapes the pool's sets.
+        box_only = {name: value for name, value in options.items() if name == "init"}
+        shape = {name: value for name, value in options.items() if name not in box_only}
+        with nsbox.Pool(size=2, network=lan, **shape) as pool:
+            assert wait_ready(pool, 2), pool.stats()
+            unpooled = functools.partial(nsbox.run, network=lan, **options)
+            run: Any = functools.partial(pool.run, **box_only) if pooled else unpooled
+            seen = run([ROOTLESS_PYTHON, "-c", CLIENT, f"http://{at(lan, 40)}:8000/"], capture_output=True, text=True)
+            uid = run(["id", "-u"], capture_output=True, text=True)
+            stats = pool.stats()
+    finally:
+        kill_and_reap(server)
+    assert seen.returncode == 0, seen.stderr
+    assert json.loads(seen.stdout)["answers"][0].startswith("server ")
+    assert json.loads(seen.stdout)["devs"] == ["eth0", "lo"]
+    assert uid.stdout.strip() == "0"
+    assert stats.taken == (2 if pooled else 0)  # the control
+
+
+def test_boxes_from_four_threads_on_one_pool_all_get_their_own_address_and_reach_the_server(
+    lan_pool: tuple[nsbox.Network, nsbox.Pool],
+) -> None:
+    lan, pool = lan_pool
+    server = start_server(lan, at(lan, 250), "busy")
+    try:
+
+        def one(_: int) -> tuple[str, str]:
+            box = pool.Popen([sys.executable, "-c", CLIENT, f"http://{at(lan, 250)}:8000/"], stdout=subprocess.PIPE)
+            with box:
+                out, _ = box.communicate(timeout=30)
+            assert box.returncode == 0
+            return box.ip or "", json.loads(out)["answers"][0]
+
+        with ThreadPoolExecutor(4) as threads:
+            results = list(threads.map(one, range(24)))
+        stats = pool.stats()
+    finally:
+        kill_and_reap(server)
+    assert all(answer.startswith("busy ") for _, answer in results), results
+    assert {ip for ip, _ in results} <= {str(a) for a in lan.subnet.hosts()}
+    assert stats.taken >= 3, stats  # some took sets (the others found the pool empty: four threads on two CPUs)
 
 
 def test_ready_sets_hold_addresses_and_close_gives_them_back(lan: nsbox.Network) -> None:
