@@ -126,6 +126,31 @@ def test_the_host_and_another_box_reach_a_server_in_the_box(
     assert pool.stats().taken - taken == (2 if pooled else 0)  # the control
 
 
+def _look_from_a_function() -> dict[str, Any]:
+    devs = sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:])
+    routes = [line.split()[:3] for line in open("/proc/net/route").read().splitlines()[1:]]
+    return {"devs": devs, "routes": routes, "net": os.readlink("/proc/self/ns/net")}
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["unpooled", "pooled"])
+def test_a_function_called_on_the_network_sees_eth0_and_its_routes_as_without_a_pool(
+    lan_pool: tuple[nsbox.Network, nsbox.Pool], pooled: bool
+) -> None:
+    lan, pool = lan_pool
+    before = pool.stats()
+    if pooled:
+        seen = pool.call(_look_from_a_function)
+    else:
+        seen = nsbox.call(_look_from_a_function, network=lan, pid=True)
+    after = pool.stats()
+    assert after.taken - before.taken == (1 if pooled else 0)  # the control
+    assert seen["devs"] == ["eth0", "lo"]
+    assert ["eth0", "00000000", route_hex(at(lan, 1))] in seen["routes"]
+    assert seen["net"] != os.readlink("/proc/self/ns/net")
+    # The function's address is free again once its veth is gone (pooled: handed out again in turn).
+    assert wait_until(lambda: len(ports(lan)) == 3), ports(lan)
+
+
 def test_each_set_is_used_once_and_a_burst_larger_than_the_pool_still_gets_boxes(
     lan_pool: tuple[nsbox.Network, nsbox.Pool],
 ) -> None:

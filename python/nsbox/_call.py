@@ -163,7 +163,8 @@ def call_in_box(
     """
     __tracebackhide__ = True
     network = prepared.network
-    link = None if network is None else network._reserve(prepared.ip)
+    # With a pool wired to the network, one of its ready sets (already on it).
+    link, wired = (None, None) if network is None else network._place(prepared.ip, prepared.spec, POOL.get())
     name = _describe(fn)
     deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -189,8 +190,9 @@ def call_in_box(
                     close_fds,  # sandbox=True, a zygote's box: the caller's other fds are closed first
                 ),
                 started,
-                link=None if network is None or link is None else (network._lan, *link),
+                link=None if network is None or link is None or wired is not None else (network._lan, *link),
                 pool=POOL.get(),
+                taken=wired,
             )
         finally:
             os.close(write_end)
@@ -204,6 +206,7 @@ def call_in_box(
             raise subprocess.TimeoutExpired(name, timeout or 0.0) from None
         raise
     finally:
+        wired = None  # a set the fork did not take is freed with it
         if read_end >= 0:
             os.close(read_end)
         for _, pidfd, cgroup in started:

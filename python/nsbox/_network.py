@@ -317,6 +317,18 @@ class Network:
         del self._draining[addr]
         return True
 
+    def _place(self, ip: Any, spec: Any, pool: Any) -> tuple[tuple[str, str], Any]:
+        """A new box's (veth, address) and, when ``pool`` has a ready set wired to this network, that set.
+
+        The set's address and veth, the pool's until now, become the box's (:meth:`_bind` them). A box with
+        ``ip``, or on a network that is closed or a forked copy's, is placed as without a pool (refused then).
+        """
+        if pool is not None and ip is None and not self._closed and not self._lan.forked_copy:
+            wired = pool.take_wired(self._lan, spec)
+            if wired is not None:
+                return (wired[0], wired[1]), wired[2]
+        return self._reserve(ip), None
+
     def _reserve_for_pool(self) -> tuple[str, str] | None:
         """Picks an address for a pool's ready set and names its veth; returns (veth, address).
 

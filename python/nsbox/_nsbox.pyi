@@ -166,6 +166,7 @@ def fork(
     started: list[tuple[int, int, Cgroup | None]],
     link: tuple[Network, str, str] | None = None,
     pool: Pool | None = None,
+    taken: TakenSet | None = None,
 ) -> None:
     """Fork this interpreter into the namespaces of ``config``, with CPython's fork hooks, as ``os.fork`` does.
 
@@ -177,7 +178,8 @@ def fork(
     ``_exit`` (status 0, or 70 if ``child`` raised): it never returns into the caller's code. Failures to
     make the namespaces raise the errno's ``OSError`` naming the step, as :func:`spawn` does, after reaping
     what was started; the GIL is released while waiting.
-    ``link`` puts the process on a network, as for :func:`spawn`; ``pool`` gives it a set of namespaces, as there.
+    ``link`` puts the process on a network, as for :func:`spawn`; ``pool`` gives it a set of namespaces, as there,
+    and ``taken`` a set on a network.
     """
 
 def namespaces(pid: int | None = None) -> list[tuple[str, int]]:

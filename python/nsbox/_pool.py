@@ -66,7 +66,7 @@ class Pool:
     (``box.ip``, ``box.veth``). A set is never reused; :meth:`close` gives the addresses of unused sets back to
     ``lan``, which hands them out again once their veth is gone, as it does an exited box's. The pool holds
     fewer sets while ``lan`` has no address free. A box with ``ip=``, on another network or on none is made as
-    without a pool (and :meth:`call` on a network too); a Network with ``egress`` is refused; ``lan.close()``
+    without a pool; a Network with ``egress`` is refused; ``lan.close()``
     closes the pool first. A pool on a Network made without root (a private one) makes its sets in the
     network's user namespace, where its boxes live.
 
@@ -182,6 +182,7 @@ class Pool:
             return call(fn, args, kwargs, timeout=timeout, user=self._user if user is None else user, **merged)
         finally:
             POOL.reset(token)
+            self._top_up()
 
     def _merged(self, options: Mapping[str, Any]) -> Any:
         merged = {**self._options, **options}

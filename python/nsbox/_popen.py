@@ -196,16 +196,7 @@ class Popen(subprocess.Popen[Any]):
         #: A ready set of a Pool wired to the box's network (see nsbox.Pool), until the spawn joins it.
         self._nsbox_wired: _nsbox.TakenSet | None = None
         if network is not None:
-            pool = POOL.get()
-            wired = None
-            # A closed network (or a forked copy's) is refused by _reserve below, as without a pool.
-            if pool is not None and self._prepared.ip is None and not network.closed and not network._lan.forked_copy:
-                wired = pool.take_wired(network._lan, self._prepared.spec)
-            if wired is None:
-                self._nsbox_link = network._reserve(self._prepared.ip)
-            else:
-                # The set's address and veth, the pool's until now: _bind makes them the box's.
-                self._nsbox_link, self._nsbox_wired = (wired[0], wired[1]), wired[2]
+            self._nsbox_link, self._nsbox_wired = network._place(self._prepared.ip, self._prepared.spec, POOL.get())
         try:
             super().__init__(
                 args,

@@ -263,7 +263,7 @@ pub(crate) fn kill_and_reap_pidfd(py: Python<'_>, pidfd: i32) {
 /// process that runs `child` to `started`; in that process, calls `child()` and exits. See `_nsbox.pyi`.
 #[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments by value
 #[pyfunction]
-#[pyo3(signature = (config, child, started, link=None, pool=None))]
+#[pyo3(signature = (config, child, started, link=None, pool=None, taken=None))]
 pub(crate) fn fork(
     py: Python<'_>,
     config: &PySpec,
@@ -271,13 +271,22 @@ pub(crate) fn fork(
     started: &Bound<'_, PyList>,
     link: Option<PyLink<'_>>,
     pool: Option<Bound<'_, PyPool>>,
+    taken: Option<Bound<'_, PyTaken>>,
 ) -> PyResult<()> {
     let network = link.as_ref().map(PyLink::parts).transpose()?;
-    // A set from the pool (not for a box on a network): joined first; the box makes the rest.
-    let pool = pool.filter(|_| network.is_none()).map(|p| Arc::clone(&p.get().inner));
-    let taken = match &pool {
-        Some(pool) => pool.take(&config.inner).map_err(|e| to_pyerr(e, None, None))?,
-        None => None,
+    // A set from the pool (not for a box on a network): joined first; the box makes the rest. Or a set wired to
+    // the box's network (`Pool.take_wired`; then no link).
+    let mut pool = pool.filter(|_| network.is_none()).map(|p| Arc::clone(&p.get().inner));
+    let taken = match (taken, &pool) {
+        (Some(t), _) => match t.get().take() {
+            Some((own, set, wired_pool)) => {
+                pool = Some(wired_pool);
+                Some((own, set))
+            }
+            None => return Err(PyValueError::new_err("this set of the pool was joined by a box already")),
+        },
+        (None, Some(pool)) => pool.take(&config.inner).map_err(|e| to_pyerr(e, None, None))?,
+        (None, None) => None,
     };
     let (own, set) = taken.map_or((None, None), |(own, set)| (Some(Arc::new(own)), Some(set)));
     let (config, link) = match &network {
