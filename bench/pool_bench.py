@@ -11,6 +11,11 @@ Every case runs ``/bin/true`` with ``pid=True, mount_proc=True, net=True, uts=Tr
   spawns. ``nsbox.run`` against ``pool.run`` (``Pool(size=8)`` with the same options), interleaved round by
   round; a row is the median of each round's median, with the spread of round medians. Also a box with no
   network, IPC or UTS namespace at all (``pid`` and ``mount_proc`` only): what a pooled box can at best reach.
+- On a Network (``--network``, or alone with ``--network-only``): ``/bin/true`` with ``network=lan`` (a host bridge as
+  root, a private network otherwise), ``nsbox.run`` against ``pool.run`` from ``Pool(size=8, network=lan)``, paced
+  and interleaved the same way; the pooled box joins a network namespace already on the bridge, ``eth0`` configured.
+  Beside them, a pool without a Network (``net=True``: ``lo`` only) and a box with no network namespace at all:
+  what a pooled box on a Network can at best reach.
 - Saturation: spawns back to back, one thread and two, for each way: spawns per second, and how many of the
   pooled boxes found the pool empty (they make their own namespaces, as without a pool). The pool moves the
   kernel's work off the caller's path, onto the machine's other CPUs; it does not remove it, so at saturation
@@ -65,9 +70,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     parser.add_argument("--pace", type=float, default=10.0, help="ms between spawns at the steady rate (10)")
+    parser.add_argument("--network", action="store_true", help="also a box on a Network, pooled and not")
+    parser.add_argument("--network-only", action="store_true", help="only the Network cases")
+    parser.add_argument("--with-pid", action="store_true", help="the Network cases with pid=True, mount_proc=True")
+    parser.add_argument("--subnet", default="10.213.252.0/24", help="the Network's subnet (10.213.252.0/24)")
     args = parser.parse_args()
     rounds, iterations = (3, 5) if args.quick else (15, 20)
     sat_rounds, sat_seconds = (1, 0.3) if args.quick else (5, 1.0)
+    if args.network or args.network_only:
+        on_network(args, rounds, iterations)
+        if args.network_only:
+            return 0
 
     with nsbox.Pool(size=8, **OPTIONS) as pool:
         tools = {
@@ -117,6 +130,39 @@ def main() -> int:
     for note in notes:
         print(f"\nnote: {note}")
     return 0
+
+
+def on_network(args: argparse.Namespace, rounds: int, iterations: int) -> None:
+    """A box on a Network, with and without a pool of sets wired to it, paced and interleaved."""
+    box: dict[str, bool] = {"pid": True, "mount_proc": True} if args.with_pid else {}
+    with (
+        nsbox.Network(args.subnet) as lan,
+        nsbox.Pool(size=8, network=lan, **box) as pool,
+        nsbox.Pool(size=8, net=True, **box) as unwired,
+    ):
+        tools = {
+            "nsbox.run(network=lan)": paced(lambda: nsbox.run([TRUE], network=lan, **box).returncode, args.pace, "run"),
+            "pool.run (Pool(network=lan))": paced(lambda: pool.run([TRUE]).returncode, args.pace, "pool.run"),
+            "pool.run (Pool(net=True), no Network)": paced(
+                lambda: unwired.run([TRUE]).returncode, args.pace, "pool.run"
+            ),
+            "nsbox.run, no network namespace": paced(lambda: nsbox.run([TRUE], **box).returncode, args.pace, "run"),
+        }
+        medians = bench.side_by_side(tools, rounds, iterations)
+        stats = pool.stats()
+        where = "a private network" if lan.private else "a host bridge"
+    if medians is None:
+        return
+    m = {name: bench.median_of(values) for name, values in medians.items()}
+    base = m["nsbox.run(network=lan)"]
+    print(bench.ran_on(rounds, iterations))
+    shape = f" with {', '.join(box)}" if box else ""
+    print(f"On a Network ({where}): one spawn of `/bin/true`{shape} every {args.pace:g} ms (untimed).\n")
+    print("| case | median | min-max | x nsbox.run(network=lan) |")
+    print("|---|---|---|---|")
+    for name, values in medians.items():
+        print(f"| `{name}` | {m[name]:.3f} ms | {min(values):.3f}-{max(values):.3f} | {m[name] / base:.2f} |")
+    print(f"\nPool on the network: {stats.taken} boxes took a set, {stats.missed} found it empty.\n")
 
 
 if __name__ == "__main__":

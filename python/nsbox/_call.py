@@ -210,7 +210,8 @@ def forked(
     """
     __tracebackhide__ = True
     network = prepared.network
-    link = None if network is None else network._reserve(prepared.ip)
+    # With a pool wired to the network, one of its ready sets (already on it).
+    link, wired = (None, None) if network is None else network._place(prepared.ip, prepared.spec, pool)
 
     _flush_std_streams()
     # (PID, pidfd, cgroup) of the box, put here by _nsbox.fork before it returns: known even if an interrupt is
@@ -234,8 +235,9 @@ def forked(
                     close_fds,  # sandbox=True, a zygote's box: the caller's other fds are closed first
                 ),
                 started,
-                link=None if network is None or link is None else (network._lan, *link),
+                link=None if network is None or link is None or wired is not None else (network._lan, *link),
                 pool=pool,
+                taken=wired,
             )
         finally:
             os.close(write_end)
@@ -247,6 +249,7 @@ def forked(
             _nsbox.kill_and_reap_pidfd(started[0][1])
         raise
     finally:
+        wired = None  # a set the fork did not take is freed with it
         if read_end >= 0:
             os.close(read_end)
         for _, pidfd, cgroup in started:

@@ -143,6 +143,13 @@ class Network:
         # namespace, a little later (deleting it ourselves would cost ~20 ms); the address waits for that.
         self._draining: dict[ipaddress.IPv4Address, str] = {}
         self._closed = False
+        #: The pools whose ready sets hold addresses here (see nsbox.Pool): closed first by close().
+        self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: (veth, address) of sets of pools collected without close(): appended without the lock (by a
+        #: finalizer, which may run while this thread holds it), freed under it by _forget_exited.
+        self._returned: list[tuple[str, str]] = []
+        #: Where the pools' next address is looked for (see _reserve_for_pool): an index into the subnet's hosts.
+        self._cursor = 0
         # As root, refuses a subnet that overlaps a route of the host (see the class docstring).
         self._lan = _nsbox.Network(f"nsbr{secrets.token_hex(4)}", self.gateway, net.prefixlen, private)
         self._egress: Any = None
@@ -219,6 +226,10 @@ class Network:
             self._closed = True
             self._lan.close()
             return
+        # First the pools' ready sets, whose addresses come back as draining ones (the lock is not held: they
+        # return them through _release).
+        for pool in list(self._pools):
+            pool.close()
         with self._lock:
             if self._closed:
                 return
@@ -282,7 +293,13 @@ class Network:
     # -- Used by Popen --------------------------------------------------------------------------
 
     def _forget_exited(self) -> None:
-        """Moves the boxes that have exited to the draining addresses."""
+        """Moves the boxes that have exited, and the sets of pools collected unclosed, to the draining addresses."""
+        while self._returned:
+            veth, address = self._returned.pop()
+            addr = ipaddress.IPv4Address(address)
+            if self._members.get(addr) == (None, veth):
+                del self._members[addr]
+                self._draining[addr] = veth
         for addr, (box, veth) in list(self._members.items()):
             if box is not None and box.poll() is not None:
                 del self._members[addr]
@@ -300,13 +317,71 @@ class Network:
         del self._draining[addr]
         return True
 
-    def _reserve(self, ip: Any) -> tuple[str, str]:
-        """Picks (or checks) an address for a new box and names its veth; returns (veth, address)."""
+    def _place(self, ip: Any, spec: Any, pool: Any) -> tuple[tuple[str, str], Any]:
+        """A new box's (veth, address) and, when ``pool`` has a ready set wired to this network, that set.
+
+        The set's address and veth, the pool's until now, become the box's (:meth:`_bind` them). A box with
+        ``ip``, or on a network that is closed or a forked copy's, is placed as without a pool (refused then).
+        """
+        if pool is not None and ip is None and not self._closed and not self._lan.forked_copy:
+            wired = pool.take_wired(self._lan, spec)
+            if wired is not None:
+                return (wired[0], wired[1]), wired[2]
+        return self._reserve(ip), None
+
+    def _reserve_for_pool(self) -> tuple[str, str] | None:
+        """Picks an address for a pool's ready set and names its veth; returns (veth, address).
+
+        Addresses are taken in turn through the subnet from the last one a pool took, skipping those in use
+        and those of exited boxes whose veth may still be there (which a box's :meth:`_reserve` asks the kernel
+        about, one request each: the pool's caller would wait for them). When only those are left, one listing
+        of the links frees those whose veth is gone; ``None`` if none is.
+        """
+        self._check_usable()
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"{self!r} is closed")
+            self._forget_exited()
+            addr = self._next_fresh()
+            if addr is None and self._sweep():
+                addr = self._next_fresh()
+            if addr is None:
+                return None
+            veth = f"nsv{secrets.token_hex(4)}"
+            self._members[addr] = (None, veth)
+            return veth, str(addr)
+
+    def _next_fresh(self) -> ipaddress.IPv4Address | None:
+        """The next address after the pools' cursor that is neither in use, draining nor the gateway."""
+        first, count = int(self.subnet.network_address) + 1, self.subnet.num_addresses - 2
+        for step in range(count):
+            index = (self._cursor + step) % count
+            addr = ipaddress.IPv4Address(first + index)
+            if str(addr) != self.gateway and addr not in self._members and addr not in self._draining:
+                self._cursor = index + 1
+                return addr
+        return None
+
+    def _sweep(self) -> bool:
+        """Frees every draining address whose veth is gone, from one listing of the links; whether any was."""
+        if not self._draining:
+            return False
+        links = set(self._lan.link_names())
+        gone = [addr for addr, veth in self._draining.items() if veth not in links]
+        for addr in gone:
+            del self._draining[addr]
+        return bool(gone)
+
+    def _check_usable(self) -> None:
         if self._lan.forked_copy:
             raise ValueError(
                 f"the network {self.bridge} belongs to the process this one was forked from: add boxes to it "
                 "there, or make a Network in this process"
             )
+
+    def _reserve(self, ip: Any) -> tuple[str, str]:
+        """Picks (or checks) an address for a new box and names its veth; returns (veth, address)."""
+        self._check_usable()
         with self._lock:
             if self._closed:
                 raise ValueError(f"{self!r} is closed")

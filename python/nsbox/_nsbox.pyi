@@ -12,6 +12,7 @@ __all__ = [
     "Network",
     "Pool",
     "Spec",
+    "TakenSet",
     "__version__",
     "fork",
     "ipv4_routes",
@@ -69,6 +70,7 @@ def spawn(
     join_cgroup: Cgroup | None = None,
     egress: Egress | None = None,
     pool: Pool | None = None,
+    taken: TakenSet | None = None,
 ) -> int:
     """Start a process in the namespaces of ``config`` and return its PID in the caller's namespace.
 
@@ -92,7 +94,8 @@ def spawn(
     joins one of the pool's sets of namespaces, when one is ready, and makes only the rest. A ``config`` with ``tty``
     starts a new session whose controlling terminal is a new pseudo-terminal, its slave on 0-2 where ``stdio`` has
     -1; the master (at 3 or above, CLOEXEC) is stored on ``popen`` as ``_pty_fd`` (``None`` without ``tty``), or
-    closed without ``popen``.
+    closed without ``popen``. With ``taken`` (from :meth:`Pool.take_wired`; then no ``link``), the process joins
+    that set, already on its network.
     """
 
 def kill_and_reap(popen: object) -> None:
@@ -163,6 +166,7 @@ def fork(
     started: list[tuple[int, int, Cgroup | None]],
     link: tuple[Network, str, str] | None = None,
     pool: Pool | None = None,
+    taken: TakenSet | None = None,
 ) -> None:
     """Fork this interpreter into the namespaces of ``config``, with CPython's fork hooks, as ``os.fork`` does.
 
@@ -174,7 +178,8 @@ def fork(
     ``_exit`` (status 0, or 70 if ``child`` raised): it never returns into the caller's code. Failures to
     make the namespaces raise the errno's ``OSError`` naming the step, as :func:`spawn` does, after reaping
     what was started; the GIL is released while waiting.
-    ``link`` puts the process on a network, as for :func:`spawn`; ``pool`` gives it a set of namespaces, as there.
+    ``link`` puts the process on a network, as for :func:`spawn`; ``pool`` gives it a set of namespaces, as there,
+    and ``taken`` a set on a network.
     """
 
 def namespaces(pid: int | None = None) -> list[tuple[str, int]]:
@@ -231,7 +236,11 @@ class Pool:
     when ``spec`` asks for none of them, or when ``size`` sets do not fit in that half.
     """
 
-    def __new__(cls, spec: Spec, size: int) -> Pool: ...
+    def __new__(cls, spec: Spec, size: int, network: Network | None = None) -> Pool:
+        """A pool of sets for boxes of ``spec``; with ``network``, every set is wired to it.
+
+        A wired set has a veth on the bridge and ``eth0`` configured, with an address given by :meth:`give`.
+        """
     def counts(self) -> tuple[int, int, int, int, str | None]:
         """``(ready, made, taken, missed, failure)`` of this process: see :meth:`nsbox.Pool.stats`."""
     @property
@@ -239,3 +248,18 @@ class Pool:
         """The kinds a set holds besides the user namespace, by their ``/proc/PID/ns`` names."""
     def close(self) -> None:
         """Free every unused set and stop filling (waits for a set being made). Idempotent."""
+    def take_wired(self, network: Network, spec: Spec) -> tuple[str, str, TakenSet] | None:
+        """A ready set wired to ``network`` for a box of ``spec``: ``(veth, address, set)``.
+
+        ``None`` if the pool is not wired to it, or has no set ready (counted as missed).
+        """
+    def give(self, veth: str, address: str) -> bool:
+        """Give a wired pool an address (and its veth's name) for a set; ``False`` if it takes none (closed)."""
+    def wanted(self) -> int:
+        """How many addresses a wired pool wants given, to hold ``size`` sets made or to make."""
+    def spent(self) -> list[tuple[str, str]]:
+        """``(veth, address)`` given to sets that will serve no box (failed, or freed by ``close``), once each."""
+
+@final
+class TakenSet:
+    """A wired set taken for one box, until :func:`spawn` joins it (``taken=``); freed if it never does."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -17,6 +19,13 @@ from nsbox._popen import Popen
 from nsbox._run import run
 
 T = TypeVar("T")
+
+
+def _give_back(core: _nsbox.Pool, network: Any) -> None:
+    """A pool's collection: frees its sets and hands their addresses to its network's ``_returned``."""
+    core.close()
+    if not network._lan.forked_copy:
+        network._returned.extend(core.spent())
 
 
 class PoolStats(NamedTuple):
@@ -46,8 +55,20 @@ class Pool:
     :func:`nsbox.call` take (given options add to the pool's, or replace them). The box joins one ready set
     and makes the rest itself (PID and mount namespaces, ``/proc``, ``root``, mounts, a time namespace, its
     hostname); a set is used by exactly one box and never again, so the box is as fresh as one from
-    :func:`nsbox.run`. When no set is ready the box makes its own namespaces rather than wait. A box on a
-    ``network``, with ``egress`` or a ``target`` is made as without a pool.
+    :func:`nsbox.run`. When no set is ready the box makes its own namespaces rather than wait. A box with
+    ``egress`` or a ``target`` is made as without a pool.
+
+    **On a Network** (``Pool(network=lan, ...)``): every set is made on ``lan`` as a box's namespaces would be,
+    its veth on the bridge and its ``eth0`` with an address, up, routed through the gateway, so a box that takes
+    one has nothing of its network left to make. The addresses are ``lan``'s: each ready set (and each set being
+    made) holds one, up to ``size``, taken when the set is made, in turn through the subnet (skipping addresses
+    in use, and those of exited boxes whose veth may still be there), and the box that takes the set gets it
+    (``box.ip``, ``box.veth``). A set is never reused; :meth:`close` gives the addresses of unused sets back to
+    ``lan``, which hands them out again once their veth is gone, as it does an exited box's. The pool holds
+    fewer sets while ``lan`` has no address free. A box with ``ip=``, on another network or on none is made as
+    without a pool; a Network with ``egress`` is refused; ``lan.close()``
+    closes the pool first. A pool on a Network made without root (a private one) makes its sets in the
+    network's user namespace, where its boxes live.
 
     A set's user namespace is fixed when it is made: a box that asks for another (other ``uid_map``,
     ``gid_map`` or ``setgroups``, or ``user`` otherwise than the pool) raises ``ValueError`` before anything is
@@ -75,14 +96,54 @@ class Pool:
         if size < 1:
             raise ValueError(f"size must be at least 1, not {size}")
         check_names(options, CALL_OPTIONS, "Pool")
-        if options.get("network") is not None or options.get("ip") is not None:
-            raise ValueError("a Pool does not keep boxes on a Network yet: pass network= to nsbox.run")
+        network = options.get("network")
+        if network is not None and getattr(network, "egress", None) is not None:
+            raise ValueError("a Pool does not keep sets on a Network with egress yet: pass network= to nsbox.run")
+        if options.get("ip") is not None:
+            raise ValueError(
+                "a Pool's boxes cannot share one ip: give ip= to the box (it is then made as without a pool)"
+            )
         # Checked as a box's options are: the pool's boxes start from them.
         prepared = prepare(options, user)
         self._options: dict[str, Any] = dict(options)
         self._user = user
         self.size = size
-        self._core = _nsbox.Pool(prepared.spec, size)
+        self._network = prepared.network
+        # Held while addresses go between the network and the pool (_top_up).
+        self._addresses = threading.Lock()
+        self._core = _nsbox.Pool(prepared.spec, size, None if self._network is None else self._network._lan)
+        if self._network is not None:
+            try:
+                if self._network.closed:
+                    raise ValueError(f"{self._network!r} is closed")
+                self._top_up()
+            except BaseException:
+                self.close()
+                raise
+            self._network._pools.add(self)
+            # Collected without close(): the core frees the sets, and their addresses go back to the network
+            # (without its lock, which the collecting thread may hold).
+            weakref.finalize(self, _give_back, self._core, self._network)
+
+    def _top_up(self) -> None:
+        """On a network: gives the addresses of spent sets back to it, and the pool an address per set it may make."""
+        network = self._network
+        if network is None:
+            return
+        if network._lan.forked_copy:
+            if self._core.wanted():  # a forked child's pool, which cannot put boxes on its parent's network
+                network._reserve_for_pool()  # raises the network's own ValueError
+            return
+        with self._addresses:
+            for veth, address in self._core.spent():
+                network._release(address, veth)
+            for _ in range(self._core.wanted()):
+                link = network._reserve_for_pool()
+                if link is None:
+                    return  # the network is full (but for exited boxes' addresses): fewer sets for now
+                if not self._core.give(*link):
+                    network._release(link[1], link[0])  # closed meanwhile; no veth was made
+                    return
 
     def Popen(self, args: Args, **options: Unpack[RunOptions]) -> Popen:
         """Start ``args`` as :class:`nsbox.Popen` does, in a set of this pool's namespaces when one is ready."""
@@ -91,6 +152,7 @@ class Pool:
             return Popen(args, **self._merged(options))
         finally:
             POOL.reset(token)
+            self._top_up()
 
     def run(
         self,
@@ -109,6 +171,7 @@ class Pool:
             return run(args, input=input, capture_output=capture_output, timeout=timeout, check=check, **merged)
         finally:
             POOL.reset(token)
+            self._top_up()
 
     def call(
         self,
@@ -128,6 +191,7 @@ class Pool:
             return call(fn, args, kwargs, timeout=timeout, user=self._user if user is None else user, **merged)
         finally:
             POOL.reset(token)
+            self._top_up()
 
     def _merged(self, options: Mapping[str, Any]) -> Any:
         merged = {**self._options, **options}
@@ -145,8 +209,14 @@ class Pool:
         return self._core.kinds
 
     def close(self) -> None:
-        """Free every unused set and stop making them; later spawns make their own namespaces. Idempotent."""
+        """Free every unused set and stop making them; later spawns make their own namespaces. Idempotent.
+
+        On a network, the addresses of the unused sets go back to it; their veths go with their network
+        namespaces, which the kernel frees a few milliseconds later.
+        """
         self._core.close()
+        if self._network is not None and not self._network._lan.forked_copy:
+            self._top_up()
 
     def __enter__(self) -> Pool:
         return self
@@ -158,4 +228,5 @@ class Pool:
 
     def __repr__(self) -> str:
         stats = self.stats()
-        return f"<nsbox.Pool size={self.size} kinds=[{', '.join(self.kinds)}] ready={stats.ready}>"
+        on = "" if self._network is None else f" network={self._network.subnet}"
+        return f"<nsbox.Pool size={self.size} kinds=[{', '.join(self.kinds)}]{on} ready={stats.ready}>"

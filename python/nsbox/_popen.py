@@ -193,8 +193,10 @@ class Popen(subprocess.Popen[Any]):
             # Mounts on the caller's root (pivot_root to a copy of it): start where the caller is, as without.
             cwd = os.getcwd()
         network = self._prepared.network
+        #: A ready set of a Pool wired to the box's network (see nsbox.Pool), until the spawn joins it.
+        self._nsbox_wired: _nsbox.TakenSet | None = None
         if network is not None:
-            self._nsbox_link = network._reserve(self._prepared.ip)
+            self._nsbox_link, self._nsbox_wired = network._place(self._prepared.ip, self._prepared.spec, POOL.get())
         try:
             super().__init__(
                 args,
@@ -220,6 +222,7 @@ class Popen(subprocess.Popen[Any]):
                 extra_groups=extra_groups,
                 umask=umask,
             )
+            self._nsbox_wired = None
             if network is not None and self._nsbox_link is not None:
                 network._bind(self._nsbox_link[1], self)
             if self._prepared.egress is not None:
@@ -234,6 +237,7 @@ class Popen(subprocess.Popen[Any]):
             self._close_pty()
             if self._prepared.egress is not None:
                 self._prepared.egress.stop()
+            self._nsbox_wired = None  # a set the spawn did not take is freed with it
             if network is not None and self._nsbox_link is not None:
                 network._bind(self._nsbox_link[1], None)
             for name in ("stdin", "stdout", "stderr"):  # unset when __init__ failed early
@@ -616,7 +620,7 @@ class Popen(subprocess.Popen[Any]):
             cwd_for_errors=cwd,
             target=self._prepared.target,
             link=None
-            if self._prepared.network is None or self._nsbox_link is None
+            if self._prepared.network is None or self._nsbox_link is None or self._nsbox_wired is not None
             else (self._prepared.network._lan, *self._nsbox_link),
             umask=umask,
             extra_groups=None if gids is None else list(gids),
@@ -626,6 +630,7 @@ class Popen(subprocess.Popen[Any]):
             join_cgroup=None if self._prepared.target is None else _exec_cgroup.get(),
             egress=None if self._prepared.egress is None else self._prepared.egress.box_engine,
             pool=POOL.get(),
+            taken=self._nsbox_wired,
         )
         fd = self.__dict__.get("_pty_fd")
         if fd is not None:

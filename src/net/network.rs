@@ -171,15 +171,28 @@ impl Network {
     /// its veth's end on the bridge: the spec to spawn with (a box on a private network is started inside
     /// the network's user namespace rather than in one of its own) and the box's [`Link`].
     pub fn link(&self, config: &Spec, veth: String, address: Ipv4Addr) -> Result<(Spec, Link<'_>), Error> {
+        let (config, userns) = self.box_spec(config)?;
+        Ok((config, Link { network: self, veth, eth0: self.eth0(address), userns }))
+    }
+
+    /// The spec a box of `config` is spawned with on this network, and (a private network) the network's user
+    /// namespace, which the box joins first and in which it makes its own (so it takes none of `config`'s).
+    pub fn box_spec(&self, config: &Spec) -> Result<(Spec, Option<OwnedFd>), Error> {
         if !config.has(Namespace::Net) {
             return Err(Error::invalid("a box on a network needs its own network namespace (net=True)"));
         }
         self.owned()?;
-        let eth0 = Eth0::new(address, self.prefix, self.gateway);
-        let Some(userns) = self.namespace_fd("user")? else {
-            return Ok((config.clone(), Link { network: self, veth, eth0, userns: None }));
-        };
-        Ok((Spec { user: None, ..config.clone() }, Link { network: self, veth, eth0, userns: Some(userns) }))
+        match self.namespace_fd("user")? {
+            None => Ok((config.clone(), None)),
+            Some(userns) => Ok((Spec { user: None, ..config.clone() }, Some(userns))),
+        }
+    }
+
+    /// The messages that give a box's `eth0` `address` on this network, bring it up and route through the
+    /// gateway.
+    #[must_use]
+    pub fn eth0(&self, address: Ipv4Addr) -> Eth0 {
+        Eth0::new(address, self.prefix, self.gateway)
     }
 
     /// Connects the box `pid` (waiting in its new network namespace) through a new veth pair: `host_name`

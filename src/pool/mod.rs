@@ -21,6 +21,7 @@
 mod budget;
 mod make;
 mod registry;
+mod wiring;
 
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
@@ -32,9 +33,12 @@ use std::time::{Duration, Instant};
 use crate::enter::{Join, Joined};
 use crate::errors::{Error, Step};
 use crate::namespace::{Namespace, Namespaces};
+use crate::net::Network;
 use crate::spec::Spec;
 
 pub(crate) use make::make_set;
+pub use wiring::Ticket;
+use wiring::Wiring;
 
 /// The kinds a set may hold besides the user namespace.
 const POOLED: [Namespace; 4] = [Namespace::Net, Namespace::Ipc, Namespace::Uts, Namespace::Cgroup];
@@ -50,10 +54,11 @@ const QUIET: Duration = Duration::from_millis(2);
 /// namespaces, and names the problem).
 const RETRY: Duration = Duration::from_secs(1);
 
-/// One set of namespaces, in joining order (user first).
+/// One set of namespaces, in joining order (user first), and on a network its address and veth.
 #[derive(Debug)]
 pub struct Set {
     pub namespaces: Vec<Joined>,
+    pub link: Option<Ticket>,
 }
 
 impl Set {
@@ -119,6 +124,22 @@ struct Inner {
     counts: Counts,
     /// The last failure to make a set, until one is made.
     failure: Option<String>,
+    /// On a network: the tickets given for sets to make, the one being made, and those of sets that will serve
+    /// no box, for the caller to take back (see [`wiring`]).
+    tickets: VecDeque<Ticket>,
+    making: Option<Ticket>,
+    spent: Vec<Ticket>,
+}
+
+impl Inner {
+    /// Closes the pool: its ready sets (returned, to be freed without the lock) and tickets become spent.
+    fn close(&mut self) -> VecDeque<Set> {
+        self.closed = true;
+        let mut sets = std::mem::take(&mut self.ready);
+        self.spent.extend(sets.iter_mut().filter_map(|set| set.link.take()));
+        self.spent.extend(self.tickets.drain(..));
+        sets
+    }
 }
 
 /// What one process generation's filler and spawns share.
@@ -146,17 +167,23 @@ pub struct Pool {
     /// What the maker makes: the pooled kinds and the user namespace of the pool's options.
     shape: Arc<Spec>,
     size: usize,
+    /// The network the sets are wired to, if any.
+    wiring: Option<Arc<Wiring>>,
     /// This generation's state; those of earlier generations are leaked (their lock may be held for ever).
     state: AtomicPtr<State>,
 }
 
 impl Pool {
     /// A pool of up to `size` sets for boxes of `options` (resolved box options: the pool's shape is their
-    /// user namespace and the kinds of [`POOLED`] they ask for). Starts filling at once.
-    pub fn new(options: &Spec, size: usize) -> Result<Pool, Error> {
+    /// user namespace and the kinds of [`POOLED`] they ask for). Starts filling at once. With `network`, every set
+    /// is wired to it, once the caller gives it a [`Ticket`] ([`Pool::give`]).
+    pub fn new(options: &Spec, size: usize, network: Option<Arc<Network>>) -> Result<Pool, Error> {
         if size == 0 {
             return Err(Error::bad_option("size", "must be at least 1"));
         }
+        let wiring = network.map(|network| Arc::new(Wiring { network }));
+        let on_network = wiring.as_deref().map(|w| w.box_spec(options)).transpose()?;
+        let options = on_network.as_ref().unwrap_or(options);
         let kinds: Namespaces = POOLED.into_iter().filter(|&k| pooled_kind(options, k)).collect();
         if kinds.is_empty() {
             let message = "a pool keeps network, IPC, UTS and cgroup namespaces ready: ask for at least one \
@@ -165,7 +192,7 @@ impl Pool {
         }
         let shape = Spec { kinds, user: options.user.clone(), ..Spec::default() };
         budget::check_size(size, shape.namespaces().iter().count())?;
-        let pool = Pool { shape: Arc::new(shape), size, state: AtomicPtr::new(std::ptr::null_mut()) };
+        let pool = Pool { shape: Arc::new(shape), size, wiring, state: AtomicPtr::new(std::ptr::null_mut()) };
         pool.state()?;
         Ok(pool)
     }
@@ -199,10 +226,13 @@ impl Pool {
                 active: Instant::now(),
                 counts: Counts::default(),
                 failure: None,
+                tickets: VecDeque::new(),
+                making: None,
+                spent: Vec::new(),
             }),
             wake: Condvar::new(),
         });
-        let filler = start_filler(Arc::clone(&shared), Arc::clone(&self.shape), self.size)?;
+        let filler = start_filler(Arc::clone(&shared), Arc::clone(&self.shape), self.wiring.clone(), self.size)?;
         let fresh = Box::into_raw(Box::new(State { generation, shared, filler: Mutex::new(Some(filler)) }));
         if self.state.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             // SAFETY: just published; freed only by Drop.
@@ -217,8 +247,26 @@ impl Pool {
 
     /// A set for a box of `config`, and the box's own part of the config (the namespaces it still makes), or
     /// `None` when the pool is empty, closed, or holds nothing the box asks for (it then makes its own).
-    /// Refused: a box whose user namespace is not the pool's.
+    /// Refused: a box whose user namespace is not the pool's. A pool on a network gives its sets only through
+    /// [`Pool::take_wired`].
     pub fn take(&self, config: &Spec) -> Result<Option<(Spec, Taken)>, Error> {
+        if self.wiring.is_some() {
+            return Ok(None);
+        }
+        Ok(self.take_set(config)?.map(|(own, taken, _)| (own, taken)))
+    }
+
+    /// A set for a box of `config` on `network` (the options it would be spawned with without a pool), with the
+    /// address and veth the set has there, or `None` when the pool is not wired to that network or has no set.
+    pub fn take_wired(&self, network: &Arc<Network>, config: &Spec) -> Result<Option<(Spec, Taken, Ticket)>, Error> {
+        let Some(wiring) = self.wiring.as_deref().filter(|w| Arc::ptr_eq(&w.network, network)) else {
+            return Ok(None);
+        };
+        let config = wiring.box_spec(config)?;
+        Ok(self.take_set(&config)?.and_then(|(own, taken, link)| link.map(|link| (own, taken, link))))
+    }
+
+    fn take_set(&self, config: &Spec) -> Result<Option<(Spec, Taken, Option<Ticket>)>, Error> {
         let joined: Namespaces =
             POOLED.into_iter().filter(|&k| self.shape.kinds.contains(k) && pooled_kind(config, k)).collect();
         if joined.is_empty() {
@@ -254,14 +302,57 @@ impl Pool {
             set
         };
         // The filler is woken by `refill`, once the spawn is done (see `QUIET`).
-        let Some(set) = set else { return Ok(None) };
+        let Some(mut set) = set else { return Ok(None) };
+        let link = set.link.take();
         // The set's kinds the box does not ask for are left out (forgotten, then freed as the set goes).
         let (namespaces, unused): (Vec<Joined>, Vec<Joined>) =
             set.release().into_iter().partition(|j| j.kind == Namespace::User || joined.contains(j.kind));
         drop(Taken(Join { namespaces: unused, ..Join::default() }));
         let kinds: Namespaces = config.kinds.iter().filter(|&k| !joined.contains(k)).collect();
         let own = Spec { kinds, user: None, ..config.clone() };
-        Ok(Some((own, Taken(Join { namespaces, time: None, root: None, cwd: None }))))
+        Ok(Some((own, Taken(Join { namespaces, time: None, root: None, cwd: None }), link)))
+    }
+
+    /// Gives a wired pool the address and veth name of a set to make; `false` (the ticket stays the caller's) when
+    /// the pool is not wired or is closed.
+    pub fn give(&self, ticket: Ticket) -> Result<bool, Error> {
+        if self.wiring.is_none() {
+            return Ok(false);
+        }
+        let state = self.state()?;
+        let mut inner = state.shared.lock();
+        if inner.closed {
+            return Ok(false);
+        }
+        inner.tickets.push_back(ticket);
+        drop(inner);
+        state.shared.wake.notify_one();
+        Ok(true)
+    }
+
+    /// How many tickets a wired pool wants, to hold `size` sets made or to make.
+    pub fn wanted(&self) -> Result<usize, Error> {
+        if self.wiring.is_none() {
+            return Ok(0);
+        }
+        let state = self.state()?;
+        let inner = state.shared.lock();
+        if inner.closed {
+            return Ok(0);
+        }
+        let held = inner.ready.len() + inner.tickets.len() + usize::from(inner.making.is_some());
+        Ok(self.size.saturating_sub(held))
+    }
+
+    /// The tickets of sets that will serve no box, for the caller to take back (each once).
+    pub fn spent(&self) -> Vec<Ticket> {
+        let current = self.state.load(Ordering::Acquire);
+        // SAFETY: as in `state`.
+        let state = unsafe { current.as_ref() };
+        match state.filter(|s| s.generation == crate::fork_id::process_generation()) {
+            Some(state) => std::mem::take(&mut state.shared.lock().spent),
+            None => Vec::new(),
+        }
     }
 
     /// Wakes the filler to replace the sets taken: call it once the spawn that took one is done.
@@ -324,11 +415,7 @@ impl Drop for Pool {
 
 impl State {
     fn close(&self) {
-        let sets = {
-            let mut inner = self.shared.lock();
-            inner.closed = true;
-            std::mem::take(&mut inner.ready)
-        };
+        let sets = self.shared.lock().close();
         self.shared.wake.notify_all();
         drop(sets);
         let filler = self.filler.lock().unwrap_or_else(PoisonError::into_inner).take();
@@ -344,25 +431,32 @@ fn pooled_kind(config: &Spec, kind: Namespace) -> bool {
     config.kinds.contains(kind) && !(kind == Namespace::Cgroup && config.cgroup_namespace_after_entry())
 }
 
-fn start_filler(shared: Arc<Shared>, shape: Arc<Spec>, size: usize) -> Result<JoinHandle<()>, Error> {
-    std::thread::Builder::new().name("nsbox-pool".into()).spawn(move || fill(&shared, &shape, size)).map_err(|e| {
+fn start_filler(
+    shared: Arc<Shared>,
+    shape: Arc<Spec>,
+    wiring: Option<Arc<Wiring>>,
+    size: usize,
+) -> Result<JoinHandle<()>, Error> {
+    let filler = move || fill(&shared, &shape, wiring.as_deref(), size);
+    std::thread::Builder::new().name("nsbox-pool".into()).spawn(filler).map_err(|e| {
         Error::os(Step::Pool, e.raw_os_error().unwrap_or(libc::EAGAIN)).with_what("start the pool's filling thread")
     })
 }
 
-/// The filling thread: keeps `size` sets ready until the pool closes. It blocks every signal (its maker
-/// child inherits the mask, so only SIGKILL ends it) and holds the lock only to count and queue.
-fn fill(shared: &Shared, shape: &Spec, size: usize) {
+/// The filling thread: keeps `size` sets ready until the pool closes (wired to a network: one per ticket given).
+/// It blocks every signal (its maker child inherits the mask, so only SIGKILL ends it) and holds the lock only to
+/// count and queue.
+fn fill(shared: &Shared, shape: &Spec, wiring: Option<&Wiring>, size: usize) {
     crate::spawn::threads::block_all_signals();
     let per_set = shape.namespaces().iter().count();
     loop {
-        {
+        let ticket = {
             let mut inner = shared.lock();
             loop {
                 if inner.closed {
                     return;
                 }
-                if inner.ready.len() >= size {
+                if inner.ready.len() >= size || (wiring.is_some() && inner.tickets.is_empty()) {
                     inner = shared.wake.wait(inner).unwrap_or_else(PoisonError::into_inner);
                     continue;
                 }
@@ -376,17 +470,27 @@ fn fill(shared: &Shared, shape: &Spec, size: usize) {
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
-        }
-        let made = budget::room_for(per_set).and_then(|()| make_set(shape));
+            inner.making = inner.tickets.pop_front();
+            inner.making.clone()
+        };
+        let made =
+            budget::room_for(per_set).and_then(|()| make_set(shape, wiring.map(|w| &*w.network).zip(ticket.as_ref())));
         let mut inner = shared.lock();
+        inner.making = None;
         match made {
             Ok(set) if !inner.closed => {
                 inner.ready.push_back(set);
                 inner.counts.made += 1;
                 inner.failure = None;
             }
-            Ok(_) => return, // closed meanwhile: the set is freed as it goes
+            Ok(mut set) => {
+                // Closed meanwhile: the set is freed as it goes.
+                inner.spent.extend(set.link.take());
+                return;
+            }
             Err(e) => {
+                // Its veth, if it was made, goes with its namespace: the address is handed out again after.
+                inner.spent.extend(ticket);
                 inner.failure = Some(e.to_string());
                 // Until a spawn takes (or misses) or the pool closes, or a while.
                 let (guard, _) = shared.wake.wait_timeout(inner, RETRY).unwrap_or_else(PoisonError::into_inner);

@@ -103,6 +103,7 @@ fn _nsbox(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cgroup::PyCgroup>()?;
     m.add_class::<egress::PyEgress>()?;
     m.add_class::<pool::PyPool>()?;
+    m.add_class::<pool::PyTaken>()?;
     m.add_function(wrap_pyfunction!(network::ipv4_routes, m)?)?;
     m.add_function(wrap_pyfunction!(spawn::spawn, m)?)?;
     m.add_function(wrap_pyfunction!(spawn::kill_and_reap, m)?)?;

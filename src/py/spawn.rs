@@ -12,7 +12,7 @@ use pyo3::types::PyList;
 use super::cgroup::PyCgroup;
 use super::egress::PyEgress;
 use super::network::{ipv4, PyNetwork};
-use super::pool::PyPool;
+use super::pool::{PyPool, PyTaken};
 use super::{cstrings, to_pyerr, PySpec};
 use crate::enter::{Join, Target};
 use crate::errors::quoted;
@@ -70,7 +70,8 @@ impl PyTarget {
 #[pyfunction]
 #[pyo3(signature = (config, exec_paths, argv, env, cwd, stdio, pass_fds, new_session, process_group,
     program=None, cwd_for_errors=None, target=None, link=None,
-    umask=None, extra_groups=None, gid=None, uid=None, popen=None, join_cgroup=None, egress=None, pool=None))]
+    umask=None, extra_groups=None, gid=None, uid=None, popen=None, join_cgroup=None, egress=None, pool=None,
+    taken=None))]
 #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
 pub(crate) fn spawn(
     py: Python<'_>,
@@ -95,6 +96,7 @@ pub(crate) fn spawn(
     join_cgroup: Option<Bound<'_, PyCgroup>>,
     egress: Option<Bound<'_, PyEgress>>,
     pool: Option<Bound<'_, PyPool>>,
+    taken: Option<Bound<'_, PyTaken>>,
 ) -> PyResult<i32> {
     let command = Command {
         exec_paths: cstrings("executable", exec_paths)?,
@@ -124,7 +126,19 @@ pub(crate) fn spawn(
     // A box with a target, a network or egress makes (or joins) its namespaces as without a pool.
     let pool =
         pool.filter(|_| target.is_none() && network.is_none() && egress.is_none()).map(|p| Arc::clone(&p.get().inner));
-    let refill = pool.clone();
+    // A set wired to the box's network, taken by `Pool.take_wired` (the box is then given no link: it is wired).
+    let wired = match taken {
+        None => None,
+        Some(t) => match t.get().take() {
+            Some((own, set, pool)) => Some(((own, set), pool)),
+            // Without it the box would have a network namespace and no eth0.
+            None => return Err(PyValueError::new_err("this set of the pool was joined by a box already")),
+        },
+    };
+    let (wired, refill) = match wired {
+        Some((set, wired_pool)) => (Some(set), Some(wired_pool)),
+        None => (None, pool.clone()),
+    };
     // The spawn itself runs on a spawner thread (see spawn::threads); this thread waits without the GIL.
     let job = move || {
         // The box's cgroup, if it has limits: on a failed spawn it is removed as it is dropped.
@@ -135,7 +149,10 @@ pub(crate) fn spawn(
         } else if let Some(procs) = &joined_cgroup {
             command.cgroup_procs = procs.iter().map(AsRawFd::as_raw_fd).collect();
         }
-        let spawned = if let Some(egress) = egress.as_deref().filter(|e| e.is_leashed()) {
+        let spawned = if let Some((own, set)) = wired {
+            // A set wired to the box's network: joined as a target's namespaces are; the box makes the rest.
+            crate::spawn::spawn_box(&own, &command, Some(set.join()), None, None)?
+        } else if let Some(egress) = egress.as_deref().filter(|e| e.is_leashed()) {
             // allow=: the box joins the leash's namespaces, where the engine already runs.
             let (config, join) = egress.leashed_box(&config)?;
             crate::spawn::spawn_box(&config, &command, Some(&join), None, None)?
@@ -246,7 +263,7 @@ pub(crate) fn kill_and_reap_pidfd(py: Python<'_>, pidfd: i32) {
 /// process that runs `child` to `started`; in that process, calls `child()` and exits. See `_nsbox.pyi`.
 #[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments by value
 #[pyfunction]
-#[pyo3(signature = (config, child, started, link=None, pool=None))]
+#[pyo3(signature = (config, child, started, link=None, pool=None, taken=None))]
 pub(crate) fn fork(
     py: Python<'_>,
     config: &PySpec,
@@ -254,13 +271,22 @@ pub(crate) fn fork(
     started: &Bound<'_, PyList>,
     link: Option<PyLink<'_>>,
     pool: Option<Bound<'_, PyPool>>,
+    taken: Option<Bound<'_, PyTaken>>,
 ) -> PyResult<()> {
     let network = link.as_ref().map(PyLink::parts).transpose()?;
-    // A set from the pool (not for a box on a network): joined first; the box makes the rest.
-    let pool = pool.filter(|_| network.is_none()).map(|p| Arc::clone(&p.get().inner));
-    let taken = match &pool {
-        Some(pool) => pool.take(&config.inner).map_err(|e| to_pyerr(e, None, None))?,
-        None => None,
+    // A set from the pool (not for a box on a network): joined first; the box makes the rest. Or a set wired to
+    // the box's network (`Pool.take_wired`; then no link).
+    let mut pool = pool.filter(|_| network.is_none()).map(|p| Arc::clone(&p.get().inner));
+    let taken = match (taken, &pool) {
+        (Some(t), _) => match t.get().take() {
+            Some((own, set, wired_pool)) => {
+                pool = Some(wired_pool);
+                Some((own, set))
+            }
+            None => return Err(PyValueError::new_err("this set of the pool was joined by a box already")),
+        },
+        (None, Some(pool)) => pool.take(&config.inner).map_err(|e| to_pyerr(e, None, None))?,
+        (None, None) => None,
     };
     let (own, set) = taken.map_or((None, None), |(own, set)| (Some(Arc::new(own)), Some(set)));
     let (config, link) = match &network {
