@@ -46,6 +46,8 @@ class Spec:
     @property
     def namespaces(self) -> list[str]:
         """The namespaces a spawn creates, by their ``/proc/PID/ns`` names (``"mnt"``, ``"net"`` ...)."""
+    def resolved_for_caller(self) -> bool:
+        """Whether the caller's ids are still those it was resolved against (a kept spec is then still right)."""
 
 def spawn(
     config: Spec,

@@ -125,7 +125,7 @@ pub(crate) fn spawn(
     let pool =
         pool.filter(|_| target.is_none() && network.is_none() && egress.is_none()).map(|p| Arc::clone(&p.get().inner));
     let refill = pool.clone();
-    // The spawn itself runs on a spawner thread (see spawn::threads); this thread waits without the GIL.
+    // The spawn runs on a spawner thread, or here on the main thread (see spawn::threads), without the GIL.
     let job = move || {
         // The box's cgroup, if it has limits: on a failed spawn it is removed as it is dropped.
         let cgroup = config.limits.as_ref().map(crate::cgroup::create).transpose()?;
@@ -151,7 +151,7 @@ pub(crate) fn spawn(
         };
         Ok((spawned, cgroup.map(|(cgroup, _entry)| cgroup)))
     };
-    let outcome = py.detach(move || threads::run(job).and_then(|r| r));
+    let outcome = py.detach(move || threads::run_box(job).and_then(|r| r));
     if let Some(pool) = refill {
         pool.refill();
     }
