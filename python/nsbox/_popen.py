@@ -640,7 +640,7 @@ def command(
                 raise ValueError("illegal environment variable name")
             env_list.append(k + b"=" + os.fsencode(value))
     program = os.fsencode(executable)
-    if os.path.dirname(program):
+    if b"/" in program:  # os.path.dirname(program) is not empty
         exec_paths = [program]
     else:
         exec_paths = [os.path.join(os.fsencode(d), program) for d in os.get_exec_path(env)]

@@ -111,10 +111,9 @@ def _plain(kwargs: Mapping[str, Any]) -> bool:
 
 
 class _Box:
-    """What the core records a started box on (as on a :class:`Popen`): ``pid``, ``_child_created``, ``_pidfd``..."""
+    """What the core records a started box on (as on a :class:`Popen`): ``pid``, ``_child_created``..."""
 
     returncode: int | None = None
-    _pidfd: int | None = None
 
 
 def _run_plain(args: Args, kwargs: Mapping[str, Any], check: bool) -> subprocess.CompletedProcess[Any]:
@@ -148,6 +147,7 @@ def _run_plain(args: Args, kwargs: Mapping[str, Any], check: bool) -> subprocess
             umask=-1,
             popen=box,
             pool=POOL.get(),
+            pidfd=False,  # waited for here, by its PID: nobody else will see it
         )
         try:
             status = os.waitpid(box.pid, 0)[1]  # type: ignore[attr-defined]
@@ -157,9 +157,6 @@ def _run_plain(args: Args, kwargs: Mapping[str, Any], check: bool) -> subprocess
     except BaseException:
         _nsbox.kill_and_reap(box)
         raise
-    finally:
-        if box._pidfd is not None:
-            os.close(box._pidfd)
     if check and box.returncode:
         raise subprocess.CalledProcessError(box.returncode, args)
     return subprocess.CompletedProcess(args, box.returncode)

@@ -70,7 +70,8 @@ impl PyTarget {
 #[pyfunction]
 #[pyo3(signature = (config, exec_paths, argv, env, cwd, stdio, pass_fds, new_session, process_group,
     program=None, cwd_for_errors=None, target=None, link=None,
-    umask=None, extra_groups=None, gid=None, uid=None, popen=None, join_cgroup=None, egress=None, pool=None))]
+    umask=None, extra_groups=None, gid=None, uid=None, popen=None, join_cgroup=None, egress=None, pool=None,
+    pidfd=true))]
 #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
 pub(crate) fn spawn(
     py: Python<'_>,
@@ -95,6 +96,7 @@ pub(crate) fn spawn(
     join_cgroup: Option<Bound<'_, PyCgroup>>,
     egress: Option<Bound<'_, PyEgress>>,
     pool: Option<Bound<'_, PyPool>>,
+    pidfd: bool,
 ) -> PyResult<i32> {
     let command = Command {
         exec_paths: cstrings("executable", exec_paths)?,
@@ -163,7 +165,7 @@ pub(crate) fn spawn(
         let cgroup = cgroup.map(PyCgroup::new);
         // The pidfd is opened while the box is our unreaped child, so it cannot name another process; at 3 or
         // above and CLOEXEC. `None` only if someone else reaped it already (it exited at once).
-        let pidfd = crate::sys::pidfd_open(pid).ok().map(IntoRawFd::into_raw_fd);
+        let pidfd = if pidfd { crate::sys::pidfd_open(pid).ok().map(IntoRawFd::into_raw_fd) } else { None };
         let recorded = popen
             .setattr("_cgroup", cgroup)
             .and_then(|()| popen.setattr("pid", pid))
