@@ -51,6 +51,13 @@ impl Propagation {
             Propagation::Unchanged => None,
         }
     }
+
+    /// Whether nothing mounted in the box's new mount namespace can propagate to the caller's: `/` is made
+    /// private or slave, recursively, before anything is mounted.
+    #[must_use]
+    pub fn stops_propagation_out(self) -> bool {
+        matches!(self, Propagation::Private | Propagation::Slave)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

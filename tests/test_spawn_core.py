@@ -476,7 +476,11 @@ def burst():
         t.join()
 burst()
 after_burst = spawner_threads()
-box = nsbox.Popen(["sleep", "600"], pid=True)
+started = []  # from another thread: the main thread spawns itself (it lives as long as the process)
+starter = threading.Thread(target=lambda: started.append(nsbox.Popen(["sleep", "600"], pid=True)))
+starter.start()
+starter.join()
+box = started.pop()
 deadline = time.monotonic() + 30
 while spawner_threads() > 1 and time.monotonic() < deadline:
     time.sleep(0.1)
@@ -487,8 +491,10 @@ box.kill(); box.wait()
 deadline = time.monotonic() + 30
 while spawner_threads() > 0 and time.monotonic() < deadline:
     time.sleep(0.1)
+end = spawner_threads()
+works = nsbox.run(["echo", "x"], capture_output=True, text=True).stdout
 emit({"after_burst": after_burst, "with_box": with_box, "still": still, "returncode": box.returncode,
-      "end": spawner_threads(), "works": nsbox.run(["echo", "x"], capture_output=True, text=True).stdout})
+      "end": end, "works": works, "main": spawner_threads()})
 """
 
 
@@ -500,6 +506,7 @@ def test_idle_spawner_threads_retire_but_not_while_their_box_runs() -> None:
     assert report["returncode"] == -signal.SIGKILL
     assert report["end"] == 0  # once the box is gone, its thread goes too
     assert report["works"] == "x\n"
+    assert report["main"] == 0  # a box started from the main thread needs no spawner thread
 
 
 # ---------------------------------------------------------------------------------------------------------------

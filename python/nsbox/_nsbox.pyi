@@ -47,6 +47,8 @@ class Spec:
     @property
     def namespaces(self) -> list[str]:
         """The namespaces a spawn creates, by their ``/proc/PID/ns`` names (``"mnt"``, ``"net"`` ...)."""
+    def resolved_for_caller(self) -> bool:
+        """Whether the caller's ids are still those it was resolved against (a kept spec is then still right)."""
 
 def spawn(
     config: Spec,
@@ -71,6 +73,7 @@ def spawn(
     egress: Egress | None = None,
     pool: Pool | None = None,
     taken: TakenSet | None = None,
+    pidfd: bool = True,
 ) -> int:
     """Start a process in the namespaces of ``config`` and return its PID in the caller's namespace.
 
@@ -87,8 +90,9 @@ def spawn(
     :mod:`subprocess`'s, applied inside the box after its namespaces are set up (-1/``None``: unchanged). With
     ``popen``, the PID is also stored on it (``pid``, ``_child_created = True``) before this returns, so that an
     interrupt raised as it returns leaves a ``Popen`` that :func:`kill_and_reap` can clean up; then a pidfd of the
-    process (at 3 or above, CLOEXEC; ``None`` if it was reaped already) is stored as ``_pidfd``. The GIL is released
-    while spawning. A ``config`` with cgroup limits needs ``popen``: the box's :class:`Cgroup` is stored on it
+    process (at 3 or above, CLOEXEC; ``None`` if it was reaped already, or with ``pidfd=False``) is stored as
+    ``_pidfd``. The GIL is released while spawning. A ``config`` with cgroup limits needs ``popen``: the box's
+    :class:`Cgroup` is stored on it
     (``_cgroup``; ``None`` without limits). With ``join_cgroup`` (an exec into a box with limits), the process
     enters that cgroup instead, first thing. With ``pool`` (and no ``target``, ``link`` or ``egress``), the process
     joins one of the pool's sets of namespaces, when one is ready, and makes only the rest. A ``config`` with ``tty``

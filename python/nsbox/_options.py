@@ -320,12 +320,48 @@ def sandbox_parts(user: bool | None) -> tuple[dict[str, Any], bool | None]:
     return {name: value for name, value in parts.items() if name in OPTIONS}, True if user is None else user
 
 
+#: Types of option values that are kept as they are given (no path is resolved, nothing is made or read from them).
+_PLAIN_TYPES = frozenset((bool, int, float, str, bytes, type(None)))
+#: Options whose preparing reads the environment or makes something (sandbox's runtime directories and limits,
+#: egress's files, a network's address), or that Popen acts on: never taken from :data:`_PREPARED`.
+_MADE_EACH_TIME = frozenset(("sandbox", "egress", "publish", "dns", "allow", "network", "ip", "persist", "target"))
+#: What :func:`prepare` made of options that are plain values, by those values (and their types: ``pid=1`` must still
+#: be refused after ``pid=True``): converting and resolving them again costs ~10 us per box (~30 us once the spawn
+#: has cooled the caches).
+_PREPARED: "dict[tuple[Any, ...], Prepared]" = {}
+_PREPARED_MAX = 64
+
+
 def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
     """Check ``options`` and ``user``, and build the core's spec, before anything is made.
 
     ``options`` has names of :data:`OPTIONS` (missing ones take their defaults); ``user`` is the user
-    namespace: ``None``, ``True`` or ``False``.
+    namespace: ``None``, ``True`` or ``False``. The result must not be changed: it may be handed out again.
     """
+    key = _plain_key(options, user)
+    if key is not None:
+        kept = _PREPARED.get(key)
+        if kept is not None and kept.spec.resolved_for_caller():
+            return kept
+    prepared = _prepare(options, user)
+    if key is not None:
+        if len(_PREPARED) >= _PREPARED_MAX:
+            _PREPARED.clear()
+        _PREPARED[key] = prepared
+    return prepared
+
+
+def _plain_key(options: Mapping[str, Any], user: bool | None) -> tuple[Any, ...] | None:
+    """``options`` and ``user`` as a key of :data:`_PREPARED`, or ``None`` when they may not be kept."""
+    key: list[Any] = [type(user), user]
+    for name, value in options.items():
+        if type(value) not in _PLAIN_TYPES or name in _MADE_EACH_TIME:
+            return None
+        key += (name, type(value), value)
+    return tuple(key)
+
+
+def _prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
     if user is not None and not isinstance(user, bool):
         raise TypeError(f"user must be None, True or False, not {user!r}")
     sandbox = options.get("sandbox", False)

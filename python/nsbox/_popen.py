@@ -572,39 +572,7 @@ class Popen(subprocess.Popen[Any]):
         start_new_session: bool,
         process_group: int | None,
     ) -> None:
-        # The same argument handling as subprocess's POSIX _execute_child, then one call to the core.
-        if isinstance(args, (str, bytes)):
-            args = [args]
-        elif isinstance(args, os.PathLike):
-            if shell:
-                raise TypeError("path-like args is not allowed when shell is true")
-            args = [args]
-        else:
-            args = list(args)
-        if shell:
-            args = ["/bin/sh", "-c", *args]
-            if executable:
-                args[0] = executable
-        if not args:
-            raise ValueError("args must not be empty")
-        if executable is None:
-            executable = args[0]
-        sys.audit("subprocess.Popen", executable, args, cwd, env)
-
-        argv = [os.fsencode(a) for a in args]
-        env_list = None
-        if env is not None:
-            env_list = []
-            for key, value in env.items():
-                k = os.fsencode(key)
-                if b"=" in k:
-                    raise ValueError("illegal environment variable name")
-                env_list.append(k + b"=" + os.fsencode(value))
-        program = os.fsencode(executable)
-        if os.path.dirname(program):
-            exec_paths = [program]
-        else:
-            exec_paths = [os.path.join(os.fsencode(d), program) for d in os.get_exec_path(env)]
+        executable, argv, env_list, exec_paths = command(args, executable, shell, cwd, env)
         # The core records the PID on self (pid, _child_created) before it returns: see kill_and_reap.
         _nsbox.spawn(
             self._prepared.spec,
@@ -639,6 +607,49 @@ class Popen(subprocess.Popen[Any]):
             self.pty = _pty.Pty(fd, "r+")
             del self.__dict__["_pty_fd"]
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)  # type: ignore[attr-defined]
+
+
+def command(
+    args: Any, executable: Any, shell: bool, cwd: Any, env: Mapping[Any, Any] | None
+) -> tuple[Any, list[bytes], list[bytes] | None, list[bytes]]:
+    """The POSIX handling of ``args``, ``shell``, ``executable`` and ``env`` by :mod:`subprocess`, with its audit event.
+
+    Returns the program as given (for error messages), the argv, the environment (``None``: inherited), and
+    the paths to try in turn (the ``PATH`` search is done here, the core tries each).
+    """
+    if isinstance(args, (str, bytes)):
+        args = [args]
+    elif isinstance(args, os.PathLike):
+        if shell:
+            raise TypeError("path-like args is not allowed when shell is true")
+        args = [args]
+    else:
+        args = list(args)
+    if shell:
+        args = ["/bin/sh", "-c", *args]
+        if executable:
+            args[0] = executable
+    if not args:
+        raise ValueError("args must not be empty")
+    if executable is None:
+        executable = args[0]
+    sys.audit("subprocess.Popen", executable, args, cwd, env)
+
+    argv = [os.fsencode(a) for a in args]
+    env_list = None
+    if env is not None:
+        env_list = []
+        for key, value in env.items():
+            k = os.fsencode(key)
+            if b"=" in k:
+                raise ValueError("illegal environment variable name")
+            env_list.append(k + b"=" + os.fsencode(value))
+    program = os.fsencode(executable)
+    if b"/" in program:  # os.path.dirname(program) is not empty
+        exec_paths = [program]
+    else:
+        exec_paths = [os.path.join(os.fsencode(d), program) for d in os.get_exec_path(env)]
+    return executable, argv, env_list, exec_paths
 
 
 def _fds_to_keep(pass_fds: Collection[int]) -> list[int]:

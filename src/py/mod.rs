@@ -75,14 +75,23 @@ impl<'a, 'py> FromPyObject<'a, 'py> for IdRange {
 #[pyclass(frozen, name = "Spec", module = "nsbox._nsbox")]
 pub(crate) struct PySpec {
     pub(crate) inner: Arc<Spec>,
+    /// The caller's ids it was resolved against.
+    caller: Caller,
 }
 
 #[pymethods]
 impl PySpec {
     #[new]
     fn new(options: Options) -> PyResult<Self> {
-        let inner = options.resolve(Caller::current()).map_err(|e| to_pyerr(e, None, None))?;
-        Ok(PySpec { inner: Arc::new(inner) })
+        let caller = Caller::current();
+        let inner = options.resolve(caller).map_err(|e| to_pyerr(e, None, None))?;
+        Ok(PySpec { inner: Arc::new(inner), caller })
+    }
+
+    /// Whether the caller's ids are still those it was resolved against: then a kept spec is what a new one
+    /// from the same options would be.
+    fn resolved_for_caller(&self) -> bool {
+        Caller::current() == self.caller
     }
 
     /// The namespaces a spawn creates, by their `/proc/PID/ns` names.

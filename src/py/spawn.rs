@@ -71,7 +71,7 @@ impl PyTarget {
 #[pyo3(signature = (config, exec_paths, argv, env, cwd, stdio, pass_fds, new_session, process_group,
     program=None, cwd_for_errors=None, target=None, link=None,
     umask=None, extra_groups=None, gid=None, uid=None, popen=None, join_cgroup=None, egress=None, pool=None,
-    taken=None))]
+    taken=None, pidfd=true))]
 #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
 pub(crate) fn spawn(
     py: Python<'_>,
@@ -97,6 +97,7 @@ pub(crate) fn spawn(
     egress: Option<Bound<'_, PyEgress>>,
     pool: Option<Bound<'_, PyPool>>,
     taken: Option<Bound<'_, PyTaken>>,
+    pidfd: bool,
 ) -> PyResult<i32> {
     let command = Command {
         exec_paths: cstrings("executable", exec_paths)?,
@@ -139,7 +140,7 @@ pub(crate) fn spawn(
         Some((set, wired_pool)) => (Some(set), Some(wired_pool)),
         None => (None, pool.clone()),
     };
-    // The spawn itself runs on a spawner thread (see spawn::threads); this thread waits without the GIL.
+    // The spawn runs on a spawner thread, or here on the main thread (see spawn::threads), without the GIL.
     let job = move || {
         // The box's cgroup, if it has limits: on a failed spawn it is removed as it is dropped.
         let cgroup = config.limits.as_ref().map(crate::cgroup::create).transpose()?;
@@ -168,7 +169,7 @@ pub(crate) fn spawn(
         };
         Ok((spawned, cgroup.map(|(cgroup, _entry)| cgroup)))
     };
-    let outcome = py.detach(move || threads::run(job).and_then(|r| r));
+    let outcome = py.detach(move || threads::run_box(job).and_then(|r| r));
     if let Some(pool) = refill {
         pool.refill();
     }
@@ -180,7 +181,7 @@ pub(crate) fn spawn(
         let cgroup = cgroup.map(PyCgroup::new);
         // The pidfd is opened while the box is our unreaped child, so it cannot name another process; at 3 or
         // above and CLOEXEC. `None` only if someone else reaped it already (it exited at once).
-        let pidfd = crate::sys::pidfd_open(pid).ok().map(IntoRawFd::into_raw_fd);
+        let pidfd = if pidfd { crate::sys::pidfd_open(pid).ok().map(IntoRawFd::into_raw_fd) } else { None };
         let recorded = popen
             .setattr("_cgroup", cgroup)
             .and_then(|()| popen.setattr("pid", pid))

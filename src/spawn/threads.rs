@@ -6,6 +6,7 @@
 //! exited: the box then dies exactly when the process does. Idle threads are kept for reuse; concurrent
 //! callers each get one, so spawns run in parallel; a thread idle for [`IDLE`] whose children are all gone
 //! retires. The threads block every signal, which the child inherits until it resets its dispositions.
+//! The main thread lives as long as the process, so a box it starts needs no spawner thread ([`run_box`]).
 //!
 //! After `fork()` the child has none of these threads, and a lock another thread held is copied locked:
 //! each process generation ([`crate::fork_id::process_generation`]) has a pool of its own, and a forked child
@@ -47,6 +48,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 thread_local! {
     /// On a spawner thread: the children it started that may still be running.
     static CHILDREN: RefCell<Vec<pid_t>> = const { RefCell::new(Vec::new()) };
+    /// Whether this thread is a spawner thread.
+    static SPAWNER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn pool() -> &'static Pool {
@@ -78,8 +81,11 @@ impl Pool {
 
 /// Records a child started on this thread: the thread stays until it has exited. Call it on the
 /// spawner thread that started `pid`, with `pid` a child whose parent-death signal is tied to it.
+/// Elsewhere (the main thread, see [`run_box`]) nothing needs keeping.
 pub fn adopt(pid: pid_t) {
-    CHILDREN.with(|children| children.borrow_mut().push(pid));
+    if SPAWNER.with(std::cell::Cell::get) {
+        CHILDREN.with(|children| children.borrow_mut().push(pid));
+    }
 }
 
 /// Whether every child this thread started has exited (forgetting those that have).
@@ -98,6 +104,7 @@ fn start(pool: &'static Pool) -> Result<Worker, Error> {
         .name("nsbox-spawner".into())
         .spawn(move || {
             block_all_signals();
+            SPAWNER.with(|s| s.set(true));
             loop {
                 match rx.recv_timeout(IDLE) {
                     // A panic must not take the thread (and the boxes tied to it) down.
@@ -156,6 +163,38 @@ pub fn run<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> Resul
     let out = rx.recv().map_err(|_| Error::Internal("the spawn panicked".into()));
     pool.idle().push(worker);
     out
+}
+
+/// [`run`] for a box: on the process's main thread (its thread-group leader), `job` runs right here, with
+/// every signal blocked (the child starts with this thread's mask, and must not run a handler of ours
+/// before it has reset them): the main thread lives as long as the process (Python's joins the other
+/// threads before it exits), so a box tied to it by its parent-death signal dies exactly with the process,
+/// and the two hand-offs to a spawner thread and back are saved. Elsewhere, as [`run`].
+pub fn run_box<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> Result<R, Error> {
+    if !on_main_thread() {
+        return run(job);
+    }
+    // SAFETY: all-zero bytes are a valid sigset_t, which sigfillset then fills.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: fills our own set.
+    unsafe { libc::sigfillset(&raw mut all) };
+    // SAFETY: as above; the old mask is written into it.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: changes only this thread's signal mask, saving the old one.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &raw const all, &raw mut old) };
+    let out = catch_unwind(AssertUnwindSafe(job)).map_err(|_| Error::Internal("the spawn panicked".into()));
+    // SAFETY: puts back the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old, std::ptr::null_mut()) };
+    out
+}
+
+/// Whether this is the process's main thread (its thread id is the process id; after `fork()`, the thread that
+/// forked, the only one).
+fn on_main_thread() -> bool {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: getpid has no preconditions.
+    tid == unsafe { libc::getpid() }
 }
 
 /// The number of spawner threads of this process that are idle (for tests and benchmarks).
