@@ -196,3 +196,19 @@ def test_kept_options_follow_a_change_of_the_callers_ids() -> None:
     )
     assert report["before"] == [["pid"], ["pid"]]  # control: kept, as root
     assert report["after"] == ["user", "pid"]
+
+
+def test_a_kept_relative_root_follows_the_working_directory(tmp_path: Path) -> None:
+    (tmp_path / "a" / "box").mkdir(parents=True)
+    here = os.getcwd()
+    try:
+        os.chdir(tmp_path / "a")
+        with pytest.raises(FileNotFoundError) as found:
+            nsbox.run(["true"], root="box")  # made and kept: an empty root, with no program in it
+        assert "root directory" not in str(found.value)  # control: the root was there
+        os.chdir(tmp_path)
+        with pytest.raises(FileNotFoundError, match="root directory") as missing:
+            nsbox.run(["true"], root="box")  # the same options: resolved here, not the kept a/box
+        assert str(tmp_path / "box") in str(missing.value)
+    finally:
+        os.chdir(here)

@@ -320,7 +320,8 @@ def sandbox_parts(user: bool | None) -> tuple[dict[str, Any], bool | None]:
     return {name: value for name, value in parts.items() if name in OPTIONS}, True if user is None else user
 
 
-#: Types of option values that are kept as they are given (no path is resolved, nothing is made or read from them).
+#: Types of option values that may be kept with what was made of them. A str or bytes may be a path (``root``),
+#: made absolute against the working directory: kept with that directory (see :func:`_plain_key`).
 _PLAIN_TYPES = frozenset((bool, int, float, str, bytes, type(None)))
 #: Options whose preparing reads the environment or makes something (sandbox's runtime directories and limits,
 #: egress's files, a network's address), or that Popen acts on: never taken from :data:`_PREPARED`.
@@ -354,10 +355,14 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
 def _plain_key(options: Mapping[str, Any], user: bool | None) -> tuple[Any, ...] | None:
     """``options`` and ``user`` as a key of :data:`_PREPARED`, or ``None`` when they may not be kept."""
     key: list[Any] = [type(user), user]
+    paths = False
     for name, value in options.items():
         if type(value) not in _PLAIN_TYPES or name in _MADE_EACH_TIME:
             return None
         key += (name, type(value), value)
+        paths = paths or isinstance(value, (str, bytes))
+    if paths:  # a relative root="dir" names another directory after os.chdir()
+        key.append(os.getcwd())
     return tuple(key)
 
 
