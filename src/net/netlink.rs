@@ -82,6 +82,25 @@ pub fn delete_link_message(name: &str) -> Vec<u8> {
     serialize(RouteNetlinkMessage::DelLink(delete_by_name(name)), NLM_F_ACK, 1)
 }
 
+/// A random, locally administered unicast MAC address for a bridge. A bridge made without one takes the
+/// lowest MAC of its ports, and changes it as ports come and go: a box that had resolved the gateway to the
+/// MAC of a port deleted since (another box's veth, which the kernel deletes whenever it frees that box's
+/// network namespace) sends into the void until its ARP entry expires, tens of seconds later. A bridge given
+/// an address keeps it.
+fn bridge_mac() -> io::Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    // SAFETY: fills a stack buffer of the length given.
+    let n = unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n as usize != mac.len() {
+        return Err(io::Error::from_raw_os_error(libc::EIO)); // the kernel fills up to 256 bytes at once
+    }
+    mac[0] = (mac[0] & !0x01) | 0x02; // unicast, locally administered
+    Ok(mac)
+}
+
 /// What a box sends to configure its end of the veth pair, serialized in the parent: the address, the
 /// link up (both with index 0, which the child replaces with `eth0`'s at [`INDEX_OFFSET`]), then the
 /// default route through the network's gateway.
@@ -178,11 +197,13 @@ impl Netlink {
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))
     }
 
-    /// Creates the bridge `name` with `addr/prefix`, up; returns its index.
+    /// Creates the bridge `name` with `addr/prefix` and a MAC address of its own ([`bridge_mac`]), up;
+    /// returns its index.
     pub fn create_bridge(&mut self, name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<u32> {
         let mut msg = link_up(0);
         msg.attributes = vec![
             LinkAttribute::IfName(name.to_owned()),
+            LinkAttribute::Address(bridge_mac()?.to_vec()),
             LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]),
         ];
         self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)?;
@@ -289,6 +310,13 @@ mod tests {
             panic!("not a link message")
         };
         assert_eq!(link.header.index, 9);
+    }
+
+    #[test]
+    fn a_bridge_mac_is_unicast_locally_administered_and_random() {
+        let (a, b) = (bridge_mac().unwrap(), bridge_mac().unwrap());
+        assert_eq!((a[0] & 0x01, a[0] & 0x02), (0, 0x02));
+        assert_ne!(a, b);
     }
 
     #[test]
