@@ -281,7 +281,7 @@ fn wait_until_running(
                     write_maps_for(first, config)?;
                 }
                 if let Some(link) = link {
-                    link.network.attach(&link.veth, first)?;
+                    link.network.attach(&link.veth, link.address, first)?;
                 }
                 // SAFETY: writing one byte from a stack variable to our own pipe.
                 let n = unsafe { libc::write(go_w.as_ref().map_or(-1, AsRawFd::as_raw_fd), [1u8].as_ptr().cast(), 1) };

@@ -101,6 +101,16 @@ fn bridge_mac() -> io::Result<[u8; 6]> {
     Ok(mac)
 }
 
+/// The MAC address of the `eth0` of a box at `addr`: `02:6e` (locally administered, "n") and the address. A box
+/// given the address of one gone before gets its MAC too, so the ARP entries kept for that address (the host's,
+/// other boxes') stay right, where a random MAC would leave them pointing nowhere for tens of seconds. No two
+/// ports carry it at once: a network hands an address out again only once its last holder's veth is gone.
+#[must_use]
+pub fn box_mac(addr: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = addr.octets();
+    [0x02, 0x6e, a, b, c, d]
+}
+
 /// What a box sends to configure its end of the veth pair, serialized in the parent: the address, the
 /// link up (both with index 0, which the child replaces with `eth0`'s at [`INDEX_OFFSET`]), then the
 /// default route through the network's gateway.
@@ -219,10 +229,15 @@ impl Netlink {
     }
 
     /// Creates a veth pair: `host_name`, up and a port of the bridge `bridge`, here; its peer
-    /// [`BOX_IFNAME`] (down, for the box to configure) in the network namespace of process `pid`.
-    pub fn create_veth(&mut self, host_name: &str, bridge: u32, pid: u32) -> io::Result<()> {
+    /// [`BOX_IFNAME`] with the MAC address `mac` (down, for the box to configure) in the network namespace of
+    /// process `pid`.
+    pub fn create_veth(&mut self, host_name: &str, bridge: u32, mac: [u8; 6], pid: u32) -> io::Result<()> {
         let mut peer = LinkMessage::default();
-        peer.attributes = vec![LinkAttribute::IfName(BOX_IFNAME.to_owned()), LinkAttribute::NetNsPid(pid)];
+        peer.attributes = vec![
+            LinkAttribute::IfName(BOX_IFNAME.to_owned()),
+            LinkAttribute::Address(mac.to_vec()),
+            LinkAttribute::NetNsPid(pid),
+        ];
         let mut msg = link_up(0);
         msg.attributes = vec![
             LinkAttribute::IfName(host_name.to_owned()),
@@ -317,6 +332,11 @@ mod tests {
         let (a, b) = (bridge_mac().unwrap(), bridge_mac().unwrap());
         assert_eq!((a[0] & 0x01, a[0] & 0x02), (0, 0x02));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_boxs_mac_is_unicast_locally_administered_and_carries_its_address() {
+        assert_eq!(box_mac(Ipv4Addr::new(10, 1, 2, 5)), [0x02, 0x6e, 10, 1, 2, 5]);
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct Link<'a> {
     pub veth: String,
     pub eth0: Eth0,
     pub userns: Option<OwnedFd>,
+    /// The box's address (its `eth0`'s MAC is made of it: [`netlink::box_mac`]).
+    pub address: Ipv4Addr,
 }
 
 enum Home {
@@ -172,7 +174,7 @@ impl Network {
     /// the network's user namespace rather than in one of its own) and the box's [`Link`].
     pub fn link(&self, config: &Spec, veth: String, address: Ipv4Addr) -> Result<(Spec, Link<'_>), Error> {
         let (config, userns) = self.box_spec(config)?;
-        Ok((config, Link { network: self, veth, eth0: self.eth0(address), userns }))
+        Ok((config, Link { network: self, veth, eth0: self.eth0(address), userns, address }))
     }
 
     /// The spec a box of `config` is spawned with on this network, and (a private network) the network's user
@@ -196,10 +198,10 @@ impl Network {
     }
 
     /// Connects the box `pid` (waiting in its new network namespace) through a new veth pair: `host_name`
-    /// on the bridge, `eth0` in the box.
-    pub fn attach(&self, host_name: &str, pid: pid_t) -> Result<(), Error> {
+    /// on the bridge, `eth0` in the box with the MAC address of `address` ([`netlink::box_mac`]).
+    pub fn attach(&self, host_name: &str, address: Ipv4Addr, pid: pid_t) -> Result<(), Error> {
         self.with_netlink(|nl| {
-            nl.create_veth(host_name, self.bridge, pid as u32).map_err(|e| {
+            nl.create_veth(host_name, self.bridge, netlink::box_mac(address), pid as u32).map_err(|e| {
                 // The kernel answers EINVAL for a master that is gone (deleted behind our back): say so.
                 if matches!(nl.index_of(&self.bridge_name), Err(gone) if gone.raw_os_error() == Some(libc::ENODEV)) {
                     let what = format!("connect the box to {}, which no longer exists", self.bridge_name);

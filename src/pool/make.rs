@@ -76,7 +76,7 @@ fn open_when_ready(
                     write_maps_for(pid, shape)?;
                 }
                 if let Some((network, ticket)) = wire {
-                    network.attach(&ticket.veth, pid)?;
+                    network.attach(&ticket.veth, ticket.address, pid)?;
                 }
                 let go = channels.go.as_ref().map_or(-1, |(_, w)| w.as_raw_fd());
                 // SAFETY: one byte from a stack buffer to our own pipe.

@@ -129,7 +129,7 @@ pub(crate) fn prepare_when_ready(
         if config.parent_writes_maps() {
             write_maps_for(pid, config)?;
         }
-        link.map_or(Ok(()), |l| l.network.attach(&l.veth, pid))?;
+        link.map_or(Ok(()), |l| l.network.attach(&l.veth, l.address, pid))?;
         egress.map_or(Ok(()), |e| e.attach(pid))
     });
     // 1: go on; 0: the maps failed, leave (the child is reaped later).
