@@ -60,7 +60,7 @@ def fork_and_close(lan: nsbox.Network, close: Callable[[nsbox.Network], object])
 
 #: Connects to ADDRESS:PORT, sends the box's hostname and waits for the server to close. (The server that once
 #: accepted and then read nothing for 90 s, blamed on the box's exit, had lost the box to the bridge changing its
-#: MAC as the boxes spawned before left: see test_network_bridge_mac.py.)
+#: MAC as the boxes spawned before left: see test_network_macs.py.)
 CLIENT = (
     "import socket, sys; "
     "c = socket.create_connection((sys.argv[1], int(sys.argv[2])), 60); c.settimeout(90); "
