@@ -82,7 +82,9 @@ class Network:
 
     The LAN is a bridge with the subnet's first address (the boxes' gateway); each box gets a veth pair,
     ``eth0`` inside with the next free address (or ``ip=``) and a default route through the gateway, the
-    other end on the bridge. Nothing is routed off the machine and no NAT is set up.
+    other end on the bridge. Nothing is routed off the machine and no NAT is set up. A box's ``eth0`` has the
+    MAC address ``02:6e`` followed by its IPv4 address, and the bridge a random one of its own, so the ARP
+    entries of the host and the boxes stay right as boxes come and go.
 
     - **As root** (with ``CAP_NET_ADMIN``) the bridge lives in the caller's network namespace, so the host
       reaches the boxes through it, as with Docker's bridge. It is named ``nsbr`` plus 8 hex digits; a
