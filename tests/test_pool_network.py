@@ -396,6 +396,60 @@ def test_a_forked_child_holds_none_of_the_sets_and_is_refused_the_network_as_wit
     assert seen["taken"] == 0 and seen["ready"] == 2
 
 
+FORKED_OFF_NETWORK = f"""
+from __future__ import annotations
+import json, os, sys, time
+import nsbox
+{inspect.getsource(free_subnet)}
+{inspect.getsource(free_network)}
+with free_network() as lan, nsbox.Pool(size=2, network=lan) as pool:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        seen = {{}}
+        try:
+            pool.run(["true"])
+        except ValueError as exc:
+            seen["on_network"] = str(exc)
+        try:
+            seen["run"] = pool.run(["sh", "-c", "exit 3"], network=None).returncode
+        except ValueError as exc:
+            seen["run"] = str(exc)
+        try:
+            box = pool.Popen(["sleep", "60"], network=None)
+        except ValueError as exc:
+            seen["popen"] = str(exc)
+            # The box it started, which nobody holds: kill it here, so that the test itself leaves nothing.
+            with open(f"/proc/self/task/{{os.getpid()}}/children") as f:
+                children = f.read().split()
+            for child in children:
+                os.kill(int(child), 9)
+                os.waitpid(int(child), 0)
+                seen["left_running"] = True
+        else:
+            seen["popen_running"] = box.poll() is None
+            box.kill()
+            seen["popen"] = box.wait()
+        os.write(w, json.dumps(seen).encode())
+        os._exit(0)
+    os.close(w)
+    child = json.loads(os.read(r, 65536))
+    os.waitpid(pid, 0)
+    print(json.dumps(child))
+"""
+
+
+def test_a_forked_childs_pool_runs_boxes_on_no_network_and_gives_them_back() -> None:
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(nsbox.__file__))}
+    r = subprocess.run([sys.executable, "-c", FORKED_OFF_NETWORK], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    seen = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "forked from" in seen["on_network"]  # control: on the parent's network the child is refused
+    # On no network the pool's box is made as without a pool (as in the parent), and the caller gets it.
+    assert seen["run"] == 3
+    assert seen == {"on_network": seen["on_network"], "run": 3, "popen_running": True, "popen": -signal.SIGKILL}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The caller killed with a full pool
 
