@@ -321,6 +321,34 @@ def test_a_box_with_ip_or_on_another_network_is_made_as_without_a_pool(
     assert after.taken == mid.taken + 1
 
 
+def test_a_box_given_the_address_of_a_ready_set_gets_it_and_no_other_box_does(
+    lan_pool: tuple[nsbox.Network, nsbox.Pool],
+) -> None:
+    lan, pool = lan_pool
+    held = {at(lan, n) for n in (2, 3, 4)}  # the three ready sets' addresses: handed out in turn from the first
+    boxes: list[nsbox.Popen] = []
+    try:
+        boxes.append(pool.Popen(["sleep", "60"]))
+        assert boxes[0].ip in held  # the control: the pool's sets hold those addresses
+        with pytest.raises(ValueError, match="already used by a box"):  # a running box's address is its own
+            nsbox.run(["true"], network=lan, ip=boxes[0].ip)
+        wanted = min(held - {boxes[0].ip})  # held by a ready set, which no box has taken
+        look = [sys.executable, "-c", LOOK + "\nimport sys; sys.stdin.read()"]
+        boxes.append(nsbox.Popen(look, network=lan, ip=wanted, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        assert boxes[1].ip == wanted
+        # Every set the pool has (or makes) now goes to a box with an address of its own.
+        for _ in range(4):
+            boxes.append(pool.Popen(["sleep", "60"]))
+        ips = [box.ip for box in boxes]
+        assert len(set(ips)) == len(ips), ips
+        assert sorted(b.ip for b in lan.boxes) == sorted(ips)
+        out, _ = boxes[1].communicate(b"", timeout=30)
+        assert json.loads(out)["addr"] == wanted  # inside: eth0 holds it
+    finally:
+        for box in boxes:
+            kill_and_reap(box)
+
+
 def test_a_pool_refuses_one_ip_for_all_and_a_closed_network_and_leaves_nothing(lan: nsbox.Network) -> None:
     with pytest.raises(ValueError, match="cannot share one ip"):
         nsbox.Pool(network=lan, ip=at(lan, 9))
