@@ -321,6 +321,34 @@ def test_a_box_with_ip_or_on_another_network_is_made_as_without_a_pool(
     assert after.taken == mid.taken + 1
 
 
+def test_a_box_given_the_address_of_a_ready_set_gets_it_and_no_other_box_does(
+    lan_pool: tuple[nsbox.Network, nsbox.Pool],
+) -> None:
+    lan, pool = lan_pool
+    held = {at(lan, n) for n in (2, 3, 4)}  # the three ready sets' addresses: handed out in turn from the first
+    boxes: list[nsbox.Popen] = []
+    try:
+        boxes.append(pool.Popen(["sleep", "60"]))
+        assert boxes[0].ip in held  # the control: the pool's sets hold those addresses
+        with pytest.raises(ValueError, match="already used by a box"):  # a running box's address is its own
+            nsbox.run(["true"], network=lan, ip=boxes[0].ip)
+        wanted = min(held - {boxes[0].ip})  # held by a ready set, which no box has taken
+        look = [sys.executable, "-c", LOOK + "\nimport sys; sys.stdin.read()"]
+        boxes.append(nsbox.Popen(look, network=lan, ip=wanted, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        assert boxes[1].ip == wanted
+        # Every set the pool has (or makes) now goes to a box with an address of its own.
+        for _ in range(4):
+            boxes.append(pool.Popen(["sleep", "60"]))
+        ips = [box.ip for box in boxes]
+        assert len(set(ips)) == len(ips), ips
+        assert sorted(b.ip for b in lan.boxes) == sorted(ips)
+        out, _ = boxes[1].communicate(b"", timeout=30)
+        assert json.loads(out)["addr"] == wanted  # inside: eth0 holds it
+    finally:
+        for box in boxes:
+            kill_and_reap(box)
+
+
 def test_a_pool_refuses_one_ip_for_all_and_a_closed_network_and_leaves_nothing(lan: nsbox.Network) -> None:
     with pytest.raises(ValueError, match="cannot share one ip"):
         nsbox.Pool(network=lan, ip=at(lan, 9))
@@ -394,6 +422,60 @@ def test_a_forked_child_holds_none_of_the_sets_and_is_refused_the_network_as_wit
     assert "forked from" in seen["child"]["unpooled"]
     assert seen["child"]["pooled"] == seen["child"]["unpooled"]
     assert seen["taken"] == 0 and seen["ready"] == 2
+
+
+FORKED_OFF_NETWORK = f"""
+from __future__ import annotations
+import json, os, sys, time
+import nsbox
+{inspect.getsource(free_subnet)}
+{inspect.getsource(free_network)}
+with free_network() as lan, nsbox.Pool(size=2, network=lan) as pool:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        seen = {{}}
+        try:
+            pool.run(["true"])
+        except ValueError as exc:
+            seen["on_network"] = str(exc)
+        try:
+            seen["run"] = pool.run(["sh", "-c", "exit 3"], network=None).returncode
+        except ValueError as exc:
+            seen["run"] = str(exc)
+        try:
+            box = pool.Popen(["sleep", "60"], network=None)
+        except ValueError as exc:
+            seen["popen"] = str(exc)
+            # The box it started, which nobody holds: kill it here, so that the test itself leaves nothing.
+            with open(f"/proc/self/task/{{os.getpid()}}/children") as f:
+                children = f.read().split()
+            for child in children:
+                os.kill(int(child), 9)
+                os.waitpid(int(child), 0)
+                seen["left_running"] = True
+        else:
+            seen["popen_running"] = box.poll() is None
+            box.kill()
+            seen["popen"] = box.wait()
+        os.write(w, json.dumps(seen).encode())
+        os._exit(0)
+    os.close(w)
+    child = json.loads(os.read(r, 65536))
+    os.waitpid(pid, 0)
+    print(json.dumps(child))
+"""
+
+
+def test_a_forked_childs_pool_runs_boxes_on_no_network_and_gives_them_back() -> None:
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(nsbox.__file__))}
+    r = subprocess.run([sys.executable, "-c", FORKED_OFF_NETWORK], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    seen = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "forked from" in seen["on_network"]  # control: on the parent's network the child is refused
+    # On no network the pool's box is made as without a pool (as in the parent), and the caller gets it.
+    assert seen["run"] == 3
+    assert seen == {"on_network": seen["on_network"], "run": 3, "popen_running": True, "popen": -signal.SIGKILL}
 
 
 # ---------------------------------------------------------------------------------------------------------------

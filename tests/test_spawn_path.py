@@ -212,3 +212,45 @@ def test_a_kept_relative_root_follows_the_working_directory(tmp_path: Path) -> N
         assert str(tmp_path / "box") in str(missing.value)
     finally:
         os.chdir(here)
+
+
+@pytest.mark.parametrize("capture", [False, True], ids=["short-path", "popen"])
+def test_options_with_text_work_from_a_removed_working_directory(tmp_path: Path, capture: bool) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    here = os.getcwd()
+    try:
+        os.chdir(gone)
+        gone.rmdir()
+        assert subprocess.run(["true"], check=True).returncode == 0  # control: subprocess starts from here
+        # A plain str option (no path in it) must not need the working directory.
+        result = nsbox.run(
+            ["sh", "-c", 'test "$(hostname)" = box && echo in-box'],
+            hostname="box",
+            propagation="private",
+            mount=True,
+            check=True,
+            capture_output=capture,
+            text=True,
+        )
+        assert result.returncode == 0
+        if capture:
+            assert result.stdout == "in-box\n"
+    finally:
+        os.chdir(here)
+
+
+def test_a_root_gone_since_it_was_kept_is_refused_before_anything_is_forked(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    with pytest.raises(FileNotFoundError) as empty:
+        nsbox.run(["/nothing-here"], root=str(root))  # control: the root was there (the program is not)
+    assert "root directory" not in str(empty.value)
+    root.rmdir()
+    with pytest.raises(FileNotFoundError, match="root directory: No such file") as missing:
+        nsbox.run(["/nothing-here"], root=str(root))  # the same options: checked again
+    assert missing.value.filename == str(root)
+    assert getattr(missing.value, "step", None) is None  # from the check, not from a forked child's mount
+    root.write_text("")
+    with pytest.raises(NotADirectoryError, match="root directory is not a directory"):
+        nsbox.run(["/nothing-here"], root=str(root))

@@ -417,9 +417,25 @@ class Network:
             raise ValueError(f"ip {str(addr)!r} is the network or broadcast address of {self.subnet}")
         if str(addr) == self.gateway:
             raise ValueError(f"ip {str(addr)!r} is the network's gateway (the bridge's address)")
-        if addr in self._members:
+        if addr in self._members and not self._take_from_pools(addr):
             raise ValueError(f"ip {str(addr)!r} is already used by a box on {self.subnet}")
         return addr
+
+    def _take_from_pools(self, addr: ipaddress.IPv4Address) -> bool:
+        """Frees ``addr`` (for a box given it by ``ip=``) if an unused set of a pool holds it; whether it did.
+
+        The set is freed, and its veth deleted now (the address is the box's at once). Called with the lock held.
+        """
+        box, veth = self._members[addr]
+        if box is not None:
+            return False
+        for pool in list(self._pools):
+            if pool._core.discard(str(addr)):
+                del self._members[addr]
+                if self._lan.has_link(veth):
+                    self._lan.detach(veth)
+                return True
+        return False
 
     def _release(self, address: str, veth: str) -> None:
         """Frees the address of a box that has exited (``nsbox.call``): its veth goes with its namespace."""

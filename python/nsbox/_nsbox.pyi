@@ -261,6 +261,8 @@ class Pool:
         """Give a wired pool an address (and its veth's name) for a set; ``False`` if it takes none (closed)."""
     def wanted(self) -> int:
         """How many addresses a wired pool wants given, to hold ``size`` sets made or to make."""
+    def discard(self, address: str) -> bool:
+        """Frees the unused set (or address) that holds ``address``, for a box given it by name; whether it did."""
     def spent(self) -> list[tuple[str, str]]:
         """``(veth, address)`` given to sets that will serve no box (failed, or freed by ``close``), once each."""
 

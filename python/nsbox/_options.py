@@ -320,12 +320,14 @@ def sandbox_parts(user: bool | None) -> tuple[dict[str, Any], bool | None]:
     return {name: value for name, value in parts.items() if name in OPTIONS}, True if user is None else user
 
 
-#: Types of option values that may be kept with what was made of them. A str or bytes may be a path (``root``),
-#: made absolute against the working directory: kept with that directory (see :func:`_plain_key`).
+#: Types of option values that may be kept with what was made of them.
 _PLAIN_TYPES = frozenset((bool, int, float, str, bytes, type(None)))
-#: Options whose preparing reads the environment or makes something (sandbox's runtime directories and limits,
-#: egress's files, a network's address), or that Popen acts on: never taken from :data:`_PREPARED`.
-_MADE_EACH_TIME = frozenset(("sandbox", "egress", "publish", "dns", "allow", "network", "ip", "persist", "target"))
+#: Options whose preparing reads the environment or the filesystem, or makes something (sandbox's runtime
+#: directories and limits, ``root``'s directory made absolute against the working directory and checked to be
+#: one, egress's files, a network's address), or that Popen acts on: never taken from :data:`_PREPARED`.
+_MADE_EACH_TIME = frozenset(
+    ("sandbox", "root", "egress", "publish", "dns", "allow", "network", "ip", "persist", "target")
+)
 #: What :func:`prepare` made of options that are plain values, by those values (and their types: ``pid=1`` must still
 #: be refused after ``pid=True``): converting and resolving them again costs ~10 us per box (~30 us once the spawn
 #: has cooled the caches).
@@ -355,14 +357,10 @@ def prepare(options: Mapping[str, Any], user: bool | None) -> Prepared:
 def _plain_key(options: Mapping[str, Any], user: bool | None) -> tuple[Any, ...] | None:
     """``options`` and ``user`` as a key of :data:`_PREPARED`, or ``None`` when they may not be kept."""
     key: list[Any] = [type(user), user]
-    paths = False
     for name, value in options.items():
         if type(value) not in _PLAIN_TYPES or name in _MADE_EACH_TIME:
             return None
         key += (name, type(value), value)
-        paths = paths or isinstance(value, (str, bytes))
-    if paths:  # a relative root="dir" names another directory after os.chdir()
-        key.append(os.getcwd())
     return tuple(key)
 
 

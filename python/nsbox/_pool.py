@@ -116,6 +116,7 @@ class Pool:
             try:
                 if self._network.closed:
                     raise ValueError(f"{self._network!r} is closed")
+                self._network._check_usable()  # a forked copy's: the network is its parent's (raises its words)
                 self._top_up()
             except BaseException:
                 self.close()
@@ -131,8 +132,8 @@ class Pool:
         if network is None:
             return
         if network._lan.forked_copy:
-            if self._core.wanted():  # a forked child's pool, which cannot put boxes on its parent's network
-                network._reserve_for_pool()  # raises the network's own ValueError
+            # A forked child's pool makes no sets on its parent's network (a box on it is refused by _place), but
+            # runs its boxes on none: this runs after theirs, whose box must not be lost to an exception here.
             return
         with self._addresses:
             for veth, address in self._core.spent():

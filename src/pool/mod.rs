@@ -24,6 +24,7 @@ mod registry;
 mod wiring;
 
 use std::collections::VecDeque;
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
@@ -342,6 +343,36 @@ impl Pool {
         }
         let held = inner.ready.len() + inner.tickets.len() + usize::from(inner.making.is_some());
         Ok(self.size.saturating_sub(held))
+    }
+
+    /// Gives up the ready set (or the ticket not yet used) that holds `address`, for a box that asks for that address
+    /// by name: the set is freed and its ticket spent; whether the pool held it. A set being made keeps its own.
+    pub fn discard(&self, address: Ipv4Addr) -> bool {
+        let current = self.state.load(Ordering::Acquire);
+        // SAFETY: as in `state`.
+        let state = unsafe { current.as_ref() };
+        let Some(state) = state.filter(|s| s.generation == crate::fork_id::process_generation()) else {
+            return false;
+        };
+        let holds = |ticket: &Ticket| ticket.address == address;
+        let freed = {
+            let mut inner = state.shared.lock();
+            if let Some(at) = inner.ready.iter().position(|set| set.link.as_ref().is_some_and(holds)) {
+                let mut set = inner.ready.remove(at);
+                let ticket = set.as_mut().and_then(|set| set.link.take());
+                inner.spent.extend(ticket);
+                set
+            } else if let Some(at) = inner.tickets.iter().position(holds) {
+                let ticket = inner.tickets.remove(at);
+                inner.spent.extend(ticket);
+                None
+            } else {
+                return false;
+            }
+        };
+        // Freed without the lock, as `close` frees them.
+        drop(freed);
+        true
     }
 
     /// The tickets of sets that will serve no box, for the caller to take back (each once).

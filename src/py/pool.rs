@@ -99,6 +99,13 @@ impl PyPool {
         py.detach(|| self.inner.wanted()).map_err(|e| to_pyerr(e, None, None))
     }
 
+    /// Frees the unused set (or unused address) of a wired pool that holds `address`, for a box given it by name;
+    /// its `(veth, address)` is then spent. Whether the pool held it.
+    fn discard(&self, py: Python<'_>, address: &str) -> PyResult<bool> {
+        let address = ipv4(address)?;
+        Ok(py.detach(|| self.inner.discard(address)))
+    }
+
     /// `[(veth, address)]` given to sets that will serve no box, each returned once.
     fn spent(&self, py: Python<'_>) -> Vec<(String, String)> {
         py.detach(|| self.inner.spent()).into_iter().map(|t| (t.veth, t.address.to_string())).collect()
